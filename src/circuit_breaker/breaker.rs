@@ -1,0 +1,572 @@
+//! The shared state machine behind every clone of a breaker.
+//!
+//! The state lives in one atomic word: the state's code, the half-open probe
+//! counters and a generation that every change of state increments. Admitting
+//! a call in the closed state is one load of that word; so is checking, when
+//! the call ends, that its outcome still belongs to the state that admitted
+//! it (a call admitted before the breaker last changed its mind is not
+//! counted). Changes of state are rare and take a mutex, so two threads that
+//! both see a reason to trip make one transition between them.
+
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+
+use super::config::{Builder, Config, DroppedCall};
+use super::{CircuitBreakerLayer, CircuitOpen, Reason, State, Transition};
+use crate::classify::Verdict;
+use crate::window::{Counts, Outcome, RollingWindow, Snapshot};
+
+const CLOSED: u64 = 0;
+const OPEN: u64 = 1;
+const HALF_OPEN: u64 = 2;
+const FORCED_OPEN: u64 = 3;
+const FORCED_CLOSED: u64 = 4;
+
+const CODE_MASK: u64 = 0b111;
+const FIELD_MASK: u64 = 0x3ff;
+const PROBES_SHIFT: u32 = 3;
+const SUCCESSES_SHIFT: u32 = 13;
+const FAILURES_SHIFT: u32 = 23;
+const GEN_SHIFT: u32 = 33;
+
+fn code(word: u64) -> u64 {
+    word & CODE_MASK
+}
+
+fn generation(word: u64) -> u64 {
+    word >> GEN_SHIFT
+}
+
+fn field(word: u64, shift: u32) -> u64 {
+    (word >> shift) & FIELD_MASK
+}
+
+fn state_of(word: u64) -> State {
+    match code(word) {
+        CLOSED => State::Closed,
+        OPEN => State::Open,
+        HALF_OPEN => State::HalfOpen,
+        FORCED_OPEN => State::ForcedOpen,
+        _ => State::ForcedClosed,
+    }
+}
+
+fn code_of(state: State) -> u64 {
+    match state {
+        State::Closed => CLOSED,
+        State::Open => OPEN,
+        State::HalfOpen => HALF_OPEN,
+        State::ForcedOpen => FORCED_OPEN,
+        State::ForcedClosed => FORCED_CLOSED,
+    }
+}
+
+/// A circuit breaker: a cheap handle (one `Arc`) to state shared by every
+/// clone, every service it guards and every `Layer::layer` call of its layer.
+///
+/// It guards a tower service through [`layer`](CircuitBreaker::layer), or any
+/// code through [`try_acquire`](CircuitBreaker::try_acquire). It reads its
+/// state and statistics, and an operator can force it open or closed, or
+/// reset it, at runtime.
+///
+/// ```
+/// use seawall::circuit_breaker::{CircuitBreaker, State};
+/// use seawall::classify::Verdict;
+///
+/// let breaker = CircuitBreaker::builder().name("inventory").build()?;
+///
+/// // Guarding any code, not only a tower service:
+/// match breaker.try_acquire() {
+///     Ok(permit) => {
+///         let ok = true; // ... call the dependency ...
+///         permit.record(if ok { Verdict::Success } else { Verdict::Failure });
+///     }
+///     Err(open) => println!("not calling: {open}"),
+/// }
+/// assert_eq!(breaker.state(), State::Closed);
+/// assert_eq!(breaker.counts().success, 1);
+///
+/// breaker.force_open();
+/// assert!(breaker.try_acquire().is_err());
+/// breaker.reset();
+/// assert_eq!(breaker.state(), State::Closed);
+/// # Ok::<(), seawall::ConfigError>(())
+/// ```
+#[derive(Clone)]
+pub struct CircuitBreaker {
+    shared: Arc<Shared>,
+}
+
+/// Keeps a hot atomic on a cache line of its own.
+#[repr(align(128))]
+struct Padded<T>(T);
+
+struct Shared {
+    state: Padded<AtomicU64>,
+    consecutive_failures: Padded<AtomicU32>,
+    /// When the open state ends, in the window clock's nanoseconds. Written
+    /// before the state word turns open, read after it is seen open.
+    open_until: AtomicU64,
+    window: RollingWindow,
+    config: Config,
+    /// Whether calls are timed: for the slow-call rule or for percentiles.
+    measure_latency: bool,
+    slow_nanos: u64,
+    transitions: Mutex<Trips>,
+    events: broadcast::Sender<Transition>,
+}
+
+/// What only changes of state touch.
+struct Trips {
+    /// Trips in a row without closing, for exponential open durations.
+    in_a_row: u32,
+    rng: u64,
+}
+
+impl Trips {
+    /// Uniform in `0..1` (splitmix64): jitter needs spread, not security.
+    fn next_random(&mut self) -> f64 {
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Subscribers that fall further behind than this miss the oldest events
+/// (and are told so by the receiver).
+const EVENT_CAPACITY: usize = 64;
+
+impl CircuitBreaker {
+    /// A builder with Hystrix's defaults.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    pub(crate) fn from_config(mut config: Config) -> CircuitBreaker {
+        let clock = config.clock.take().unwrap_or_default();
+        let measure_latency = config.slow_call.is_some() || config.track_latency;
+        let window = RollingWindow::validated(config.window, clock, config.track_latency);
+        let seed = RandomState::new().build_hasher().finish();
+        CircuitBreaker {
+            shared: Arc::new(Shared {
+                state: Padded(AtomicU64::new(CLOSED)),
+                consecutive_failures: Padded(AtomicU32::new(0)),
+                open_until: AtomicU64::new(0),
+                window,
+                measure_latency,
+                slow_nanos: config.slow_call.map_or(u64::MAX, |s| s.nanos),
+                config,
+                transitions: Mutex::new(Trips { in_a_row: 0, rng: seed }),
+                events: broadcast::channel(EVENT_CAPACITY).0,
+            }),
+        }
+    }
+
+    /// The breaker's name.
+    pub fn name(&self) -> &str {
+        &self.shared.config.name
+    }
+
+    /// The current state.
+    ///
+    /// An open breaker whose open duration has elapsed reports `Open` until
+    /// the next call asks to go through, which moves it to half-open.
+    pub fn state(&self) -> State {
+        state_of(self.shared.state.0.load(Acquire))
+    }
+
+    /// The outcome counts over the window, O(buckets).
+    pub fn counts(&self) -> Counts {
+        self.shared.window.counts()
+    }
+
+    /// Counts and, with [`track_latency`](Builder::track_latency), latency
+    /// percentiles over the window.
+    pub fn snapshot(&self) -> Snapshot {
+        self.shared.window.snapshot()
+    }
+
+    /// Asks to make one call. `Ok` carries a [`Permit`]: make the call, then
+    /// [`record`](Permit::record) its verdict (dropping it unrecorded counts
+    /// as configured by [`dropped_calls`](Builder::dropped_calls)). `Err`
+    /// says the breaker refused; do not call.
+    #[inline]
+    pub fn try_acquire(&self) -> Result<Permit, CircuitOpen> {
+        let shared = &*self.shared;
+        let mut word = shared.state.0.load(Acquire);
+        loop {
+            match code(word) {
+                CLOSED | FORCED_CLOSED => return Ok(self.permit(word, false)),
+                HALF_OPEN => {
+                    if field(word, PROBES_SHIFT) >= u64::from(shared.config.half_open_probes) {
+                        return Err(shared.short_circuit(State::HalfOpen, None));
+                    }
+                    let taken = word + (1 << PROBES_SHIFT);
+                    match shared.state.0.compare_exchange_weak(word, taken, AcqRel, Acquire) {
+                        Ok(_) => return Ok(self.permit(word, true)),
+                        Err(actual) => word = actual,
+                    }
+                }
+                OPEN => {
+                    let now = shared.window.clock().now();
+                    let until = shared.open_until.load(Acquire);
+                    if now < until {
+                        let after = Duration::from_nanos(until - now);
+                        return Err(shared.short_circuit(State::Open, Some(after)));
+                    }
+                    shared.transition(Some(generation(word)), State::HalfOpen, Reason::OpenDurationElapsed);
+                    word = shared.state.0.load(Acquire);
+                }
+                _ => return Err(shared.short_circuit(State::ForcedOpen, None)),
+            }
+        }
+    }
+
+    #[inline]
+    fn permit(&self, word: u64, probe: bool) -> Permit {
+        let started = if self.shared.measure_latency {
+            self.shared.window.clock().precise()
+        } else {
+            0
+        };
+        Permit {
+            breaker: self.clone(),
+            generation: generation(word),
+            probe,
+            started,
+            settled: false,
+        }
+    }
+
+    /// Refuses every call until [`force_closed`](Self::force_closed) or
+    /// [`reset`](Self::reset).
+    pub fn force_open(&self) {
+        self.shared.transition(None, State::ForcedOpen, Reason::ForcedOpen);
+    }
+
+    /// Lets every call through and never trips (statistics are still kept)
+    /// until [`force_open`](Self::force_open) or [`reset`](Self::reset).
+    pub fn force_closed(&self) {
+        self.shared.transition(None, State::ForcedClosed, Reason::ForcedClosed);
+    }
+
+    /// Back to closed with an empty window, from any state.
+    pub fn reset(&self) {
+        self.shared.transition(None, State::Closed, Reason::Reset);
+    }
+
+    /// A receiver of every change of state from now on.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use seawall::circuit_breaker::{CircuitBreaker, Reason, State};
+    ///
+    /// let breaker = CircuitBreaker::builder().build().unwrap();
+    /// let mut transitions = breaker.subscribe();
+    /// breaker.force_open();
+    /// let transition = transitions.recv().await.unwrap();
+    /// assert_eq!((transition.from, transition.to), (State::Closed, State::ForcedOpen));
+    /// assert_eq!(transition.reason, Reason::ForcedOpen);
+    /// # }
+    /// ```
+    pub fn subscribe(&self) -> broadcast::Receiver<Transition> {
+        self.shared.events.subscribe()
+    }
+
+    /// A layer that guards services with this breaker.
+    pub fn layer(&self) -> CircuitBreakerLayer {
+        CircuitBreakerLayer::new(self.clone())
+    }
+
+    /// Whether two handles share one breaker.
+    pub fn same_as(&self, other: &CircuitBreaker) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+}
+
+impl fmt::Debug for CircuitBreaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreaker")
+            .field("name", &self.name())
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// Records a refused call and builds its error.
+    fn short_circuit(&self, state: State, retry_after: Option<Duration>) -> CircuitOpen {
+        self.window.record_nanos(Outcome::ShortCircuited, None, false);
+        CircuitOpen::new(state, retry_after)
+    }
+
+    #[inline]
+    fn on_result(&self, generation_admitted: u64, probe: bool, outcome: Option<Outcome>, started: u64) {
+        let word = self.state.0.load(Acquire);
+        if generation(word) != generation_admitted {
+            return;
+        }
+        let Some(outcome) = outcome else {
+            if probe {
+                self.release_probe(generation_admitted);
+            }
+            return;
+        };
+        let latency = self
+            .measure_latency
+            .then(|| self.window.clock().precise().saturating_sub(started));
+        let slow = latency.is_some_and(|nanos| nanos > self.slow_nanos);
+        self.window.record_nanos(outcome, latency, slow);
+        match code(word) {
+            CLOSED => self.judge_closed(generation_admitted, outcome.is_error(), slow),
+            HALF_OPEN if probe => self.judge_probe(generation_admitted, outcome.is_error() || slow),
+            _ => {}
+        }
+    }
+
+    #[inline]
+    fn judge_closed(&self, generation: u64, error: bool, slow: bool) {
+        if let Some(limit) = self.config.consecutive_failures {
+            let in_a_row = &self.consecutive_failures.0;
+            if error {
+                if in_a_row.fetch_add(1, Relaxed) + 1 >= limit {
+                    self.transition(Some(generation), State::Open, Reason::ConsecutiveFailures);
+                    return;
+                }
+            } else if in_a_row.load(Relaxed) != 0 {
+                // Loaded first: healthy calls must not all write one line.
+                in_a_row.store(0, Relaxed);
+            }
+        }
+        if error || slow {
+            if let Some(reason) = self.rate_exceeded() {
+                self.transition(Some(generation), State::Open, reason);
+            }
+        }
+    }
+
+    /// Whether the window's percentages say trip, and which.
+    fn rate_exceeded(&self) -> Option<Reason> {
+        let counts = self.window.counts();
+        if counts.calls() < self.config.minimum_calls {
+            return None;
+        }
+        let over = |threshold: Option<f64>, percent: Option<f64>| {
+            matches!((threshold, percent), (Some(t), Some(p)) if p >= t)
+        };
+        if over(self.config.error_threshold, counts.error_percentage()) {
+            return Some(Reason::ErrorRate);
+        }
+        let slow_threshold = self.config.slow_call.map(|s| s.threshold);
+        over(slow_threshold, counts.slow_percentage()).then_some(Reason::SlowCallRate)
+    }
+
+    fn judge_probe(&self, generation_admitted: u64, failed: bool) {
+        let step = 1 << if failed { FAILURES_SHIFT } else { SUCCESSES_SHIFT };
+        let mut word = self.state.0.load(Acquire);
+        let word = loop {
+            if generation(word) != generation_admitted || code(word) != HALF_OPEN {
+                return;
+            }
+            match self.state.0.compare_exchange_weak(word, word + step, AcqRel, Acquire) {
+                Ok(_) => break word + step,
+                Err(actual) => word = actual,
+            }
+        };
+        let probes = u64::from(self.config.half_open_probes);
+        let (successes, failures) = (field(word, SUCCESSES_SHIFT), field(word, FAILURES_SHIFT));
+        let too_many_failed = failed
+            && match self.config.error_threshold {
+                Some(threshold) => failures as f64 * 100.0 >= threshold * probes as f64,
+                None => true,
+            };
+        if too_many_failed {
+            self.transition(Some(generation_admitted), State::Open, Reason::ProbesFailed);
+        } else if successes + failures >= probes {
+            self.transition(Some(generation_admitted), State::Closed, Reason::ProbesSucceeded);
+        }
+    }
+
+    /// Gives back the probe slot of a probe that reached no verdict.
+    fn release_probe(&self, generation_admitted: u64) {
+        let mut word = self.state.0.load(Acquire);
+        loop {
+            if generation(word) != generation_admitted
+                || code(word) != HALF_OPEN
+                || field(word, PROBES_SHIFT) == 0
+            {
+                return;
+            }
+            let released = word - (1 << PROBES_SHIFT);
+            match self.state.0.compare_exchange_weak(word, released, AcqRel, Acquire) {
+                Ok(_) => return,
+                Err(actual) => word = actual,
+            }
+        }
+    }
+
+    /// Moves to `to`, if the state is still of generation `expected` (or
+    /// whatever it is, for `None`). Returns whether it moved.
+    #[cold]
+    fn transition(&self, expected: Option<u64>, to: State, reason: Reason) -> bool {
+        let mut trips = self.transitions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let word = self.state.0.load(Acquire);
+        if expected.is_some_and(|expected| expected != generation(word)) {
+            return false;
+        }
+        let from = state_of(word);
+        let counts = self.window.counts();
+        match to {
+            State::Open => {
+                trips.in_a_row = trips.in_a_row.saturating_add(1);
+                let random = trips.next_random();
+                let duration = self.config.open_duration.for_trip(trips.in_a_row, random);
+                let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+                let now = self.window.clock().now();
+                self.open_until.store(now.saturating_add(nanos), Release);
+            }
+            State::Closed => {
+                trips.in_a_row = 0;
+                self.window.reset();
+                self.consecutive_failures.0.store(0, Relaxed);
+            }
+            _ => {}
+        }
+        let next = ((generation(word) + 1) << GEN_SHIFT) | code_of(to);
+        self.state.0.store(next, Release);
+        let transition = Transition {
+            name: self.config.name.clone(),
+            from,
+            to,
+            reason,
+            counts,
+        };
+        self.announce(transition);
+        true
+    }
+
+    fn announce(&self, transition: Transition) {
+        let Transition {
+            name,
+            from,
+            to,
+            reason,
+            counts,
+        } = &transition;
+        let (calls, errors) = (counts.calls(), counts.errors());
+        if matches!(to, State::Open | State::ForcedOpen) {
+            tracing::warn!(target: "seawall::circuit_breaker", breaker = %name, %from, %to, %reason, calls, errors, "circuit breaker opened");
+        } else {
+            tracing::info!(target: "seawall::circuit_breaker", breaker = %name, %from, %to, %reason, calls, errors, "circuit breaker changed state");
+        }
+        // No subscribers is fine.
+        let _ = self.events.send(transition);
+    }
+}
+
+/// Leave to make one call through a [`CircuitBreaker`]: report how it went
+/// with [`record`](Permit::record).
+///
+/// Dropping a permit unrecorded (a cancelled call) gives back the probe slot
+/// it may hold, and counts as [`dropped_calls`](Builder::dropped_calls) says.
+#[must_use = "a permit records nothing unless its verdict is recorded"]
+pub struct Permit {
+    breaker: CircuitBreaker,
+    generation: u64,
+    probe: bool,
+    /// When the call started, by the precise clock, if calls are timed.
+    started: u64,
+    settled: bool,
+}
+
+impl Permit {
+    /// Records how the call went.
+    #[inline]
+    pub fn record(mut self, verdict: Verdict) {
+        self.settled = true;
+        self.breaker
+            .shared
+            .on_result(self.generation, self.probe, verdict.outcome(), self.started);
+    }
+
+    /// Whether this call is a half-open probe.
+    pub fn is_probe(&self) -> bool {
+        self.probe
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let outcome = match self.breaker.shared.config.dropped_call {
+            DroppedCall::Ignore => None,
+            DroppedCall::CountAsFailure => Some(Outcome::Failure),
+        };
+        self.breaker
+            .shared
+            .on_result(self.generation, self.probe, outcome, self.started);
+    }
+}
+
+impl fmt::Debug for Permit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Permit")
+            .field("breaker", &self.breaker.name())
+            .field("probe", &self.probe)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_codes_round_trip() {
+        for state in [
+            State::Closed,
+            State::Open,
+            State::HalfOpen,
+            State::ForcedOpen,
+            State::ForcedClosed,
+        ] {
+            assert_eq!(state_of(code_of(state) | (7 << GEN_SHIFT)), state);
+        }
+    }
+
+    #[test]
+    fn probe_fields_do_not_overlap() {
+        let word = (5 << GEN_SHIFT) | (1000 << FAILURES_SHIFT) | (999 << SUCCESSES_SHIFT) | (998 << PROBES_SHIFT) | HALF_OPEN;
+        assert_eq!(
+            (
+                code(word),
+                field(word, PROBES_SHIFT),
+                field(word, SUCCESSES_SHIFT),
+                field(word, FAILURES_SHIFT),
+                generation(word)
+            ),
+            (HALF_OPEN, 998, 999, 1000, 5)
+        );
+    }
+
+    #[test]
+    fn jitter_is_uniform_enough_and_in_range() {
+        let mut trips = Trips { in_a_row: 0, rng: 1 };
+        let draws: Vec<f64> = (0..10_000).map(|_| trips.next_random()).collect();
+        assert!(draws.iter().all(|r| (0.0..1.0).contains(r)));
+        let mean = draws.iter().sum::<f64>() / draws.len() as f64;
+        assert!((mean - 0.5).abs() < 0.02, "mean {mean}");
+    }
+}

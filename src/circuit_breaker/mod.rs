@@ -1,0 +1,175 @@
+//! A Hystrix-style circuit breaker with rolling statistics.
+//!
+//! A breaker watches the outcomes of the calls it guards over a rolling
+//! [window](crate::window). While **closed** it lets every call through. When
+//! the window says the dependency is unhealthy, it trips **open** and refuses
+//! calls at once, without calling the inner service, with a
+//! [`CircuitOpen`] error that says when it may try again. After the open
+//! duration it turns **half-open** and lets a few probe calls through: if
+//! they succeed it closes with a fresh window, if they fail it opens again
+//! (for longer, with [exponential](OpenDuration::Exponential) open
+//! durations). An operator can also force it **open** or **closed**.
+//!
+//! Trip rules, combinable:
+//!
+//! | rule | setting | default |
+//! |---|---|---|
+//! | error percentage over the window, once it holds enough calls | [`error_threshold`](Builder::error_threshold), [`minimum_calls`](Builder::minimum_calls) | 50% of at least 20 calls |
+//! | slow-call percentage | [`slow_calls`](Builder::slow_calls) | off |
+//! | failures in a row | [`consecutive_failures`](Builder::consecutive_failures) | off |
+//!
+//! What counts as a failure is decided by a [classifier](crate::classify)
+//! over the whole `Result`.
+//!
+//! # Compared with the alternatives
+//!
+//! tower has no breaker. Unlike most breaker crates, this one keeps a real
+//! sliding window (time- or count-based), times calls only when a rule needs
+//! it, checks the breaker in `call` (so `poll_ready` keeps its meaning:
+//! the inner service's readiness), and admits a closed-state call with one
+//! atomic load and no lock.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use seawall::circuit_breaker::{CircuitBreaker, State};
+//! use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let breaker = CircuitBreaker::builder()
+//!     .minimum_calls(4)
+//!     .error_threshold(50.0)
+//!     .build()?;
+//! let mut service = ServiceBuilder::new()
+//!     .layer(breaker.layer())
+//!     .service(service_fn(|fail: bool| async move {
+//!         if fail { Err("upstream down") } else { Ok("fine") }
+//!     }));
+//!
+//! for fail in [false, true, false, true] {
+//!     let _ = service.ready().await?.call(fail).await;
+//! }
+//! assert_eq!(breaker.state(), State::Open);
+//! let refused = service.ready().await?.call(false).await.unwrap_err();
+//! assert!(refused.is_circuit_open());
+//!
+//! tokio::time::advance(Duration::from_secs(5)).await;
+//! assert_eq!(service.ready().await?.call(false).await?, "fine"); // the probe
+//! assert_eq!(breaker.state(), State::Closed);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # `call`, not `poll_ready`
+//!
+//! The breaker decides in `call`, before the inner service's `call` runs.
+//! Deciding in `poll_ready` would turn an open breaker into a readiness
+//! error, which many callers (hyper, tower's `Buffer`) treat as the service
+//! being dead for good. A refused call does not call the inner service, so a
+//! slot the inner service reserved in `poll_ready` stays reserved for the
+//! next call.
+
+mod breaker;
+mod config;
+mod error;
+mod event;
+mod future;
+mod layer;
+#[cfg(feature = "registry")]
+mod registry;
+
+use std::task::{Context, Poll};
+
+use tower_service::Service;
+
+pub use breaker::{CircuitBreaker, Permit};
+pub use config::{Builder, DroppedCall, OpenDuration};
+pub use error::CircuitOpen;
+pub use event::{Reason, State, Transition};
+pub use future::ResponseFuture;
+pub use layer::CircuitBreakerLayer;
+#[cfg(feature = "registry")]
+pub use registry::{Keyed, Registry, RegistryBuilder};
+
+use crate::classify::{AnyError, Classify};
+use crate::error::Error;
+
+/// Which breaker guards a request: one [`CircuitBreaker`] for every
+/// request, or one per key through a [`Registry`] (feature `registry`).
+pub trait BreakerFor<Req> {
+    /// Asks the request's breaker for leave to call.
+    fn acquire(&self, request: &Req) -> Result<Permit, CircuitOpen>;
+}
+
+impl<Req> BreakerFor<Req> for CircuitBreaker {
+    #[inline]
+    fn acquire(&self, _: &Req) -> Result<Permit, CircuitOpen> {
+        self.try_acquire()
+    }
+}
+
+/// A service guarded by a circuit breaker. Made by [`CircuitBreakerLayer`];
+/// clones share the breaker.
+#[derive(Clone, Debug)]
+pub struct CircuitBreakerService<S, C = AnyError, B = CircuitBreaker> {
+    inner: S,
+    breakers: B,
+    classifier: C,
+}
+
+impl<S, C, B> CircuitBreakerService<S, C, B> {
+    /// Guards `inner` with `breakers`, judging results with `classifier`.
+    pub fn new(inner: S, breakers: B, classifier: C) -> Self {
+        CircuitBreakerService {
+            inner,
+            breakers,
+            classifier,
+        }
+    }
+
+    /// The breaker (or breaker selection) guarding this service.
+    pub fn breakers(&self) -> &B {
+        &self.breakers
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, C, B, Req> Service<Req> for CircuitBreakerService<S, C, B>
+where
+    S: Service<Req>,
+    C: Classify<S::Response, S::Error> + Clone,
+    B: BreakerFor<Req>,
+{
+    type Response = S::Response;
+    type Error = Error<S::Error>;
+    type Future = ResponseFuture<S::Future, C>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Error::Inner)
+    }
+
+    #[inline]
+    fn call(&mut self, request: Req) -> Self::Future {
+        match self.breakers.acquire(&request) {
+            Ok(permit) => ResponseFuture::called(self.inner.call(request), permit, self.classifier.clone()),
+            Err(open) => ResponseFuture::refused(open),
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Deciding whether a call's result counts as a success, a failure, or
+//! neither.
+//!
+//! A breaker should open when its dependency is unhealthy, not when callers
+//! send bad requests. A classifier looks at the whole `Result` (a `200` can
+//! carry an error body, a `404` or a validation error is the caller's fault)
+//! and returns a [`Verdict`]. Any `Fn(&Result<Res, E>) -> Verdict` is a
+//! classifier; [`AnyError`] (the default) calls every `Err` a failure.
+//!
+//! ```
+//! use seawall::classify::Verdict;
+//!
+//! #[derive(Debug)]
+//! enum ApiError { NotFound, Unavailable }
+//!
+//! // A missing record is not the dependency's fault: ignore it.
+//! let classify = |result: &Result<String, ApiError>| match result {
+//!     Ok(_) => Verdict::Success,
+//!     Err(ApiError::NotFound) => Verdict::Ignore,
+//!     Err(ApiError::Unavailable) => Verdict::Failure,
+//! };
+//! assert_eq!(classify(&Err(ApiError::NotFound)), Verdict::Ignore);
+//! ```
+
+use crate::window::Outcome;
+
+/// How one call's result counts in the rolling statistics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// The dependency did its job.
+    Success,
+    /// The dependency failed.
+    Failure,
+    /// The dependency did not answer in time (counts as a failure).
+    Timeout,
+    /// The dependency, or an isolation layer below, refused the call
+    /// (counts as a failure).
+    Rejected,
+    /// Neither: the call is not recorded, and a half-open probe slot it held
+    /// is given back.
+    Ignore,
+}
+
+impl Verdict {
+    /// The outcome this verdict records, if any.
+    pub(crate) fn outcome(self) -> Option<Outcome> {
+        match self {
+            Verdict::Success => Some(Outcome::Success),
+            Verdict::Failure => Some(Outcome::Failure),
+            Verdict::Timeout => Some(Outcome::Timeout),
+            Verdict::Rejected => Some(Outcome::Rejected),
+            Verdict::Ignore => None,
+        }
+    }
+}
+
+/// Decides how a call's result counts. Implemented by every
+/// `Fn(&Result<Res, E>) -> Verdict`; it is cloned once per call, so keep it
+/// cheap to clone (a closure without captures, or one capturing an `Arc`).
+pub trait Classify<Res, E> {
+    /// The verdict on one call's result.
+    fn classify(&self, result: &Result<Res, E>) -> Verdict;
+}
+
+impl<F, Res, E> Classify<Res, E> for F
+where
+    F: Fn(&Result<Res, E>) -> Verdict,
+{
+    fn classify(&self, result: &Result<Res, E>) -> Verdict {
+        self(result)
+    }
+}
+
+/// The default classifier: `Ok` is a success, every `Err` a failure.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AnyError;
+
+impl<Res, E> Classify<Res, E> for AnyError {
+    #[inline]
+    fn classify(&self, result: &Result<Res, E>) -> Verdict {
+        match result {
+            Ok(_) => Verdict::Success,
+            Err(_) => Verdict::Failure,
+        }
+    }
+}

@@ -1,0 +1,18 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod builder;
+pub mod circuit_breaker;
+pub mod classify;
+mod clock;
+mod error;
+pub mod window;
+
+pub use builder::ServiceBuilderExt;
+pub use clock::Clock;
+pub use error::{ConfigError, Error};
+
+/// The boxed error tower, axum and tonic pass around; every seawall
+/// [`Error`] converts into it.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

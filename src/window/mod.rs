@@ -1,0 +1,301 @@
+//! Rolling statistics: how many calls succeeded, failed, timed out, were
+//! rejected or short-circuited, and how long they took, over a sliding window.
+//!
+//! Two shapes of window, chosen with [`Window`]:
+//!
+//! - [`Window::time`]: the calls of the last `span`, in `buckets` steps
+//!   (Hystrix's default is 10 s in 10 buckets). A bucket older than the span
+//!   drops out whole, also after the window sat idle for a long time.
+//! - [`Window::count`]: the last `calls` calls, whatever their age
+//!   (resilience4j's count-based window). It really slides: after 10,000
+//!   successes, 50 failures make half of a window of 100.
+//!
+//! Recording is lock-free and allocation-free: a few relaxed atomic
+//! increments. Reading a [`Snapshot`] costs O(buckets), never O(calls).
+//! This module knows nothing about circuit breakers; the breaker, and later
+//! the other middleware, record into it.
+//!
+//! ```
+//! use std::time::Duration;
+//! use seawall::Clock;
+//! use seawall::window::{Outcome, RollingWindow, Window};
+//!
+//! let window = RollingWindow::new(Window::count(100), Clock::default(), false).unwrap();
+//! for _ in 0..10_000 {
+//!     window.record(Outcome::Success, None, false);
+//! }
+//! for _ in 0..50 {
+//!     window.record(Outcome::Failure, None, false);
+//! }
+//! let counts = window.counts();
+//! assert_eq!((counts.success, counts.failure), (50, 50));
+//! assert_eq!(counts.error_percentage(), Some(50.0));
+//! ```
+
+mod count;
+mod latency;
+mod tally;
+mod time;
+
+use std::time::Duration;
+
+pub use latency::LatencySnapshot;
+
+use crate::clock::Clock;
+use crate::error::ConfigError;
+
+/// What happened to one call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// The call succeeded.
+    Success = 0,
+    /// The call failed.
+    Failure = 1,
+    /// The call did not finish in time.
+    Timeout = 2,
+    /// The call was refused for lack of capacity (a full bulkhead or pool).
+    Rejected = 3,
+    /// The call was refused by an open circuit; the service was not called.
+    ShortCircuited = 4,
+}
+
+impl Outcome {
+    /// Whether the outcome counts against the error percentage.
+    pub fn is_error(self) -> bool {
+        matches!(self, Outcome::Failure | Outcome::Timeout | Outcome::Rejected)
+    }
+
+    const ALL: [Outcome; 5] = [
+        Outcome::Success,
+        Outcome::Failure,
+        Outcome::Timeout,
+        Outcome::Rejected,
+        Outcome::ShortCircuited,
+    ];
+}
+
+/// The index of the slow-call counter, after one counter per outcome.
+const SLOW: usize = 5;
+/// How many counters a tally keeps.
+const SLOTS: usize = 6;
+
+/// Outcome totals over a window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Counts {
+    /// Calls that succeeded.
+    pub success: u64,
+    /// Calls that failed.
+    pub failure: u64,
+    /// Calls that timed out.
+    pub timeout: u64,
+    /// Calls refused for lack of capacity.
+    pub rejected: u64,
+    /// Calls refused by an open circuit.
+    pub short_circuited: u64,
+    /// Calls, of any outcome, slower than the slow-call threshold.
+    pub slow: u64,
+}
+
+impl Counts {
+    fn from_slots(slots: [u64; SLOTS]) -> Counts {
+        Counts {
+            success: slots[Outcome::Success as usize],
+            failure: slots[Outcome::Failure as usize],
+            timeout: slots[Outcome::Timeout as usize],
+            rejected: slots[Outcome::Rejected as usize],
+            short_circuited: slots[Outcome::ShortCircuited as usize],
+            slow: slots[SLOW],
+        }
+    }
+
+    /// Calls that reached a verdict: successes and errors. Short-circuited
+    /// calls are not among them: they say nothing about the dependency.
+    pub fn calls(&self) -> u64 {
+        self.success + self.errors()
+    }
+
+    /// Failures, timeouts and rejections.
+    pub fn errors(&self) -> u64 {
+        self.failure + self.timeout + self.rejected
+    }
+
+    /// Errors as a percentage of [`calls`](Self::calls); `None` with no calls.
+    pub fn error_percentage(&self) -> Option<f64> {
+        percentage(self.errors(), self.calls())
+    }
+
+    /// Slow calls as a percentage of [`calls`](Self::calls); `None` with no
+    /// calls.
+    pub fn slow_percentage(&self) -> Option<f64> {
+        percentage(self.slow, self.calls())
+    }
+}
+
+fn percentage(part: u64, whole: u64) -> Option<f64> {
+    (whole > 0).then(|| part as f64 * 100.0 / whole as f64)
+}
+
+/// The counts and, if tracked, the latencies over a window.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Snapshot {
+    /// Outcome totals.
+    pub counts: Counts,
+    /// Latency percentiles, when the window tracks latency.
+    pub latency: Option<LatencySnapshot>,
+}
+
+/// The shape of a rolling window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Window {
+    /// The calls of the last `span`, kept in `buckets` steps.
+    Time {
+        /// How far back the window reaches.
+        span: Duration,
+        /// How many steps the span is cut into: the window slides one bucket
+        /// (`span / buckets`) at a time.
+        buckets: u32,
+    },
+    /// The last `calls` calls.
+    Count {
+        /// How many calls the window holds.
+        calls: u32,
+    },
+}
+
+impl Window {
+    /// The calls of the last `span`, in `buckets` steps.
+    pub fn time(span: Duration, buckets: u32) -> Window {
+        Window::Time { span, buckets }
+    }
+
+    /// The last `calls` calls.
+    pub fn count(calls: u32) -> Window {
+        Window::Count { calls }
+    }
+
+    /// Checks the shape; `field` names the builder setting for errors.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        match *self {
+            Window::Time { span, buckets } => {
+                if buckets == 0 || buckets > time::MAX_BUCKETS {
+                    return Err(ConfigError::new("window.buckets", buckets, "must be in 1..=1000"));
+                }
+                if span.is_zero() {
+                    return Err(ConfigError::new("window.span", span, "must be longer than zero"));
+                }
+                if span.as_nanos() % u128::from(buckets) != 0 {
+                    return Err(ConfigError::new(
+                        "window.span",
+                        span,
+                        "must divide into a whole number of nanoseconds per bucket",
+                    ));
+                }
+                if span / buckets < Duration::from_millis(1) {
+                    return Err(ConfigError::new(
+                        "window.span",
+                        span,
+                        "must give each bucket at least 1 ms",
+                    ));
+                }
+                Ok(())
+            }
+            Window::Count { calls } => {
+                if calls == 0 || calls > count::MAX_CALLS {
+                    return Err(ConfigError::new("window.calls", calls, "must be in 1..=1000000"));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Default for Window {
+    /// Hystrix's window: 10 seconds in 10 buckets.
+    fn default() -> Window {
+        Window::time(Duration::from_secs(10), 10)
+    }
+}
+
+/// A rolling window of call outcomes, shared by reference.
+#[derive(Debug)]
+pub struct RollingWindow {
+    kind: Kind,
+    clock: Clock,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Time(time::TimeWindow),
+    Count(count::CountWindow),
+}
+
+impl RollingWindow {
+    /// A window of the given shape, reading `clock`, with a latency histogram
+    /// if `track_latency`.
+    pub fn new(window: Window, clock: Clock, track_latency: bool) -> Result<RollingWindow, ConfigError> {
+        window.validate()?;
+        Ok(RollingWindow::validated(window, clock, track_latency))
+    }
+
+    /// A window whose shape was validated already.
+    pub(crate) fn validated(window: Window, clock: Clock, track_latency: bool) -> RollingWindow {
+        let kind = match window {
+            Window::Time { span, buckets } => Kind::Time(time::TimeWindow::new(span, buckets, track_latency)),
+            Window::Count { calls } => Kind::Count(count::CountWindow::new(calls, track_latency)),
+        };
+        RollingWindow { kind, clock }
+    }
+
+    /// The clock this window reads.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Records one call: its outcome, how long it took (if measured), and
+    /// whether it was slow.
+    pub fn record(&self, outcome: Outcome, latency: Option<Duration>, slow: bool) {
+        let nanos = latency.map(|l| u64::try_from(l.as_nanos()).unwrap_or(u64::MAX));
+        self.record_nanos(outcome, nanos, slow);
+    }
+
+    #[inline]
+    pub(crate) fn record_nanos(&self, outcome: Outcome, latency: Option<u64>, slow: bool) {
+        let bucket = latency.map(latency::bucket_of);
+        match &self.kind {
+            Kind::Time(w) => w.record(self.clock.now(), outcome, slow, bucket),
+            Kind::Count(w) => w.record(outcome, slow, bucket),
+        }
+    }
+
+    /// The outcome totals over the window.
+    pub fn counts(&self) -> Counts {
+        Counts::from_slots(match &self.kind {
+            Kind::Time(w) => w.counts(self.clock.now()),
+            Kind::Count(w) => w.counts(),
+        })
+    }
+
+    /// Totals and latency percentiles over the window.
+    pub fn snapshot(&self) -> Snapshot {
+        let (slots, latency) = match &self.kind {
+            Kind::Time(w) => w.snapshot(self.clock.now()),
+            Kind::Count(w) => w.snapshot(),
+        };
+        Snapshot {
+            counts: Counts::from_slots(slots),
+            latency: latency.map(|l| LatencySnapshot::from_counts(&l)),
+        }
+    }
+
+    /// Forgets every call recorded so far.
+    pub fn reset(&self) {
+        match &self.kind {
+            Kind::Time(w) => w.reset(),
+            Kind::Count(w) => w.reset(),
+        }
+    }
+}
