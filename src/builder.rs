@@ -23,11 +23,17 @@ use crate::circuit_breaker::{CircuitBreaker, CircuitBreakerLayer};
 pub trait ServiceBuilderExt<L>: sealed::Sealed {
     /// Guards the service with `breaker` (a shared handle: the builder's
     /// services and the caller's handle see the same breaker).
-    fn circuit_breaker(self, breaker: &CircuitBreaker) -> ServiceBuilder<Stack<CircuitBreakerLayer, L>>;
+    fn circuit_breaker(
+        self,
+        breaker: &CircuitBreaker,
+    ) -> ServiceBuilder<Stack<CircuitBreakerLayer, L>>;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
-    fn circuit_breaker(self, breaker: &CircuitBreaker) -> ServiceBuilder<Stack<CircuitBreakerLayer, L>> {
+    fn circuit_breaker(
+        self,
+        breaker: &CircuitBreaker,
+    ) -> ServiceBuilder<Stack<CircuitBreakerLayer, L>> {
         self.layer(breaker.layer())
     }
 }

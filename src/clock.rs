@@ -77,8 +77,12 @@ impl Clock {
     #[inline]
     pub(crate) fn now(&self) -> u64 {
         match &self.source {
-            Source::Coarse { origin } => nanos(quanta::Instant::recent().saturating_duration_since(*origin)),
-            Source::Tokio { origin } => nanos(tokio::time::Instant::now().saturating_duration_since(*origin)),
+            Source::Coarse { origin } => {
+                nanos(quanta::Instant::recent().saturating_duration_since(*origin))
+            }
+            Source::Tokio { origin } => {
+                nanos(tokio::time::Instant::now().saturating_duration_since(*origin))
+            }
         }
     }
 
@@ -86,8 +90,12 @@ impl Clock {
     #[inline]
     pub(crate) fn precise(&self) -> u64 {
         match &self.source {
-            Source::Coarse { origin } => nanos(quanta::Instant::now().saturating_duration_since(*origin)),
-            Source::Tokio { origin } => nanos(tokio::time::Instant::now().saturating_duration_since(*origin)),
+            Source::Coarse { origin } => {
+                nanos(quanta::Instant::now().saturating_duration_since(*origin))
+            }
+            Source::Tokio { origin } => {
+                nanos(tokio::time::Instant::now().saturating_duration_since(*origin))
+            }
         }
     }
 }

@@ -100,7 +100,9 @@ fn source_of_boxed(inner: &dyn Any) -> Option<&(dyn StdError + 'static)> {
     if let Some(boxed) = inner.downcast_ref::<Box<dyn StdError + Send>>() {
         return boxed.source();
     }
-    inner.downcast_ref::<Box<dyn StdError>>().and_then(|boxed| boxed.source())
+    inner
+        .downcast_ref::<Box<dyn StdError>>()
+        .and_then(|boxed| boxed.source())
 }
 
 /// A builder was given a value it cannot use. Names the field and the value.

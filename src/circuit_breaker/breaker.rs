@@ -165,7 +165,10 @@ impl CircuitBreaker {
                 measure_latency,
                 slow_nanos: config.slow_call.map_or(u64::MAX, |s| s.nanos),
                 config,
-                transitions: Mutex::new(Trips { in_a_row: 0, rng: seed }),
+                transitions: Mutex::new(Trips {
+                    in_a_row: 0,
+                    rng: seed,
+                }),
                 events: broadcast::channel(EVENT_CAPACITY).0,
             }),
         }
@@ -211,7 +214,11 @@ impl CircuitBreaker {
                         return Err(shared.short_circuit(State::HalfOpen, None));
                     }
                     let taken = word + (1 << PROBES_SHIFT);
-                    match shared.state.0.compare_exchange_weak(word, taken, AcqRel, Acquire) {
+                    match shared
+                        .state
+                        .0
+                        .compare_exchange_weak(word, taken, AcqRel, Acquire)
+                    {
                         Ok(_) => return Ok(self.permit(word, true)),
                         Err(actual) => word = actual,
                     }
@@ -223,7 +230,11 @@ impl CircuitBreaker {
                         let after = Duration::from_nanos(until - now);
                         return Err(shared.short_circuit(State::Open, Some(after)));
                     }
-                    shared.transition(Some(generation(word)), State::HalfOpen, Reason::OpenDurationElapsed);
+                    shared.transition(
+                        Some(generation(word)),
+                        State::HalfOpen,
+                        Reason::OpenDurationElapsed,
+                    );
                     word = shared.state.0.load(Acquire);
                 }
                 _ => return Err(shared.short_circuit(State::ForcedOpen, None)),
@@ -250,13 +261,15 @@ impl CircuitBreaker {
     /// Refuses every call until [`force_closed`](Self::force_closed) or
     /// [`reset`](Self::reset).
     pub fn force_open(&self) {
-        self.shared.transition(None, State::ForcedOpen, Reason::ForcedOpen);
+        self.shared
+            .transition(None, State::ForcedOpen, Reason::ForcedOpen);
     }
 
     /// Lets every call through and never trips (statistics are still kept)
     /// until [`force_open`](Self::force_open) or [`reset`](Self::reset).
     pub fn force_closed(&self) {
-        self.shared.transition(None, State::ForcedClosed, Reason::ForcedClosed);
+        self.shared
+            .transition(None, State::ForcedClosed, Reason::ForcedClosed);
     }
 
     /// Back to closed with an empty window, from any state.
@@ -306,12 +319,19 @@ impl fmt::Debug for CircuitBreaker {
 impl Shared {
     /// Records a refused call and builds its error.
     fn short_circuit(&self, state: State, retry_after: Option<Duration>) -> CircuitOpen {
-        self.window.record_nanos(Outcome::ShortCircuited, None, false);
+        self.window
+            .record_nanos(Outcome::ShortCircuited, None, false);
         CircuitOpen::new(state, retry_after)
     }
 
     #[inline]
-    fn on_result(&self, generation_admitted: u64, probe: bool, outcome: Option<Outcome>, started: u64) {
+    fn on_result(
+        &self,
+        generation_admitted: u64,
+        probe: bool,
+        outcome: Option<Outcome>,
+        started: u64,
+    ) {
         let word = self.state.0.load(Acquire);
         if generation(word) != generation_admitted {
             return;
@@ -361,9 +381,7 @@ impl Shared {
         if counts.calls() < self.config.minimum_calls {
             return None;
         }
-        let over = |threshold: Option<f64>, percent: Option<f64>| {
-            matches!((threshold, percent), (Some(t), Some(p)) if p >= t)
-        };
+        let over = |threshold: Option<f64>, percent: Option<f64>| matches!((threshold, percent), (Some(t), Some(p)) if p >= t);
         if over(self.config.error_threshold, counts.error_percentage()) {
             return Some(Reason::ErrorRate);
         }
@@ -372,13 +390,22 @@ impl Shared {
     }
 
     fn judge_probe(&self, generation_admitted: u64, failed: bool) {
-        let step = 1 << if failed { FAILURES_SHIFT } else { SUCCESSES_SHIFT };
+        let step = 1
+            << if failed {
+                FAILURES_SHIFT
+            } else {
+                SUCCESSES_SHIFT
+            };
         let mut word = self.state.0.load(Acquire);
         let word = loop {
             if generation(word) != generation_admitted || code(word) != HALF_OPEN {
                 return;
             }
-            match self.state.0.compare_exchange_weak(word, word + step, AcqRel, Acquire) {
+            match self
+                .state
+                .0
+                .compare_exchange_weak(word, word + step, AcqRel, Acquire)
+            {
                 Ok(_) => break word + step,
                 Err(actual) => word = actual,
             }
@@ -393,7 +420,11 @@ impl Shared {
         if too_many_failed {
             self.transition(Some(generation_admitted), State::Open, Reason::ProbesFailed);
         } else if successes + failures >= probes {
-            self.transition(Some(generation_admitted), State::Closed, Reason::ProbesSucceeded);
+            self.transition(
+                Some(generation_admitted),
+                State::Closed,
+                Reason::ProbesSucceeded,
+            );
         }
     }
 
@@ -408,7 +439,11 @@ impl Shared {
                 return;
             }
             let released = word - (1 << PROBES_SHIFT);
-            match self.state.0.compare_exchange_weak(word, released, AcqRel, Acquire) {
+            match self
+                .state
+                .0
+                .compare_exchange_weak(word, released, AcqRel, Acquire)
+            {
                 Ok(_) => return,
                 Err(actual) => word = actual,
             }
@@ -419,7 +454,10 @@ impl Shared {
     /// whatever it is, for `None`). Returns whether it moved.
     #[cold]
     fn transition(&self, expected: Option<u64>, to: State, reason: Reason) -> bool {
-        let mut trips = self.transitions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut trips = self
+            .transitions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let word = self.state.0.load(Acquire);
         if expected.is_some_and(|expected| expected != generation(word)) {
             return false;
@@ -548,7 +586,11 @@ mod tests {
 
     #[test]
     fn probe_fields_do_not_overlap() {
-        let word = (5 << GEN_SHIFT) | (1000 << FAILURES_SHIFT) | (999 << SUCCESSES_SHIFT) | (998 << PROBES_SHIFT) | HALF_OPEN;
+        let word = (5 << GEN_SHIFT)
+            | (1000 << FAILURES_SHIFT)
+            | (999 << SUCCESSES_SHIFT)
+            | (998 << PROBES_SHIFT)
+            | HALF_OPEN;
         assert_eq!(
             (
                 code(word),
@@ -563,7 +605,10 @@ mod tests {
 
     #[test]
     fn jitter_is_uniform_enough_and_in_range() {
-        let mut trips = Trips { in_a_row: 0, rng: 1 };
+        let mut trips = Trips {
+            in_a_row: 0,
+            rng: 1,
+        };
         let draws: Vec<f64> = (0..10_000).map(|_| trips.next_random()).collect();
         assert!(draws.iter().all(|r| (0.0..1.0).contains(r)));
         let mean = draws.iter().sum::<f64>() / draws.len() as f64;

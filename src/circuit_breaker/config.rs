@@ -44,9 +44,11 @@ impl OpenDuration {
 
     fn validate(&self) -> Result<(), ConfigError> {
         match *self {
-            OpenDuration::Fixed(d) if d.is_zero() => {
-                Err(ConfigError::new("open_duration", d, "must be longer than zero"))
-            }
+            OpenDuration::Fixed(d) if d.is_zero() => Err(ConfigError::new(
+                "open_duration",
+                d,
+                "must be longer than zero",
+            )),
             OpenDuration::Fixed(_) => Ok(()),
             OpenDuration::Exponential {
                 initial,
@@ -55,16 +57,32 @@ impl OpenDuration {
                 jitter,
             } => {
                 if initial.is_zero() {
-                    return Err(ConfigError::new("open_duration.initial", initial, "must be longer than zero"));
+                    return Err(ConfigError::new(
+                        "open_duration.initial",
+                        initial,
+                        "must be longer than zero",
+                    ));
                 }
                 if !(multiplier >= 1.0 && multiplier.is_finite()) {
-                    return Err(ConfigError::new("open_duration.multiplier", multiplier, "must be a finite number >= 1"));
+                    return Err(ConfigError::new(
+                        "open_duration.multiplier",
+                        multiplier,
+                        "must be a finite number >= 1",
+                    ));
                 }
                 if max < initial {
-                    return Err(ConfigError::new("open_duration.max", max, "must be at least the initial duration"));
+                    return Err(ConfigError::new(
+                        "open_duration.max",
+                        max,
+                        "must be at least the initial duration",
+                    ));
                 }
                 if !(0.0..=1.0).contains(&jitter) {
-                    return Err(ConfigError::new("open_duration.jitter", jitter, "must be a fraction in 0..=1"));
+                    return Err(ConfigError::new(
+                        "open_duration.jitter",
+                        jitter,
+                        "must be a fraction in 0..=1",
+                    ));
                 }
                 Ok(())
             }
@@ -84,7 +102,11 @@ impl OpenDuration {
             } => {
                 let exponent = i32::try_from(trips.saturating_sub(1)).unwrap_or(i32::MAX);
                 let grown = initial.as_secs_f64() * multiplier.powi(exponent);
-                let capped = if grown.is_finite() { grown.min(max.as_secs_f64()) } else { max.as_secs_f64() };
+                let capped = if grown.is_finite() {
+                    grown.min(max.as_secs_f64())
+                } else {
+                    max.as_secs_f64()
+                };
                 Duration::from_secs_f64(capped * (1.0 - jitter * random))
             }
         }
@@ -295,7 +317,11 @@ impl Builder {
         if let Some((slower_than, percent)) = self.slow_call {
             check_percentage("slow_calls.percent", percent)?;
             if slower_than.is_zero() {
-                return Err(ConfigError::new("slow_calls.slower_than", slower_than, "must be longer than zero"));
+                return Err(ConfigError::new(
+                    "slow_calls.slower_than",
+                    slower_than,
+                    "must be longer than zero",
+                ));
             }
             config.slow_call = Some(SlowCall {
                 nanos: u64::try_from(slower_than.as_nanos()).unwrap_or(u64::MAX),
@@ -303,11 +329,19 @@ impl Builder {
             });
         }
         if config.consecutive_failures == Some(0) {
-            return Err(ConfigError::new("consecutive_failures", 0, "must be at least 1"));
+            return Err(ConfigError::new(
+                "consecutive_failures",
+                0,
+                "must be at least 1",
+            ));
         }
         config.open_duration.validate()?;
         if !(1..=MAX_PROBES).contains(&config.half_open_probes) {
-            return Err(ConfigError::new("half_open_probes", config.half_open_probes, "must be in 1..=1000"));
+            return Err(ConfigError::new(
+                "half_open_probes",
+                config.half_open_probes,
+                "must be in 1..=1000",
+            ));
         }
         Ok(self.config)
     }
@@ -317,7 +351,11 @@ fn check_percentage(field: &'static str, percent: f64) -> Result<(), ConfigError
     if (0.0..=100.0).contains(&percent) {
         Ok(())
     } else {
-        Err(ConfigError::new(field, Shortest(percent), "must be a percentage in 0..=100"))
+        Err(ConfigError::new(
+            field,
+            Shortest(percent),
+            "must be a percentage in 0..=100",
+        ))
     }
 }
 

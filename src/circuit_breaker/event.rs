@@ -95,6 +95,10 @@ pub struct Transition {
 
 impl fmt::Display for Transition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "breaker {:?}: {} -> {} ({})", self.name, self.from, self.to, self.reason)
+        write!(
+            f,
+            "breaker {:?}: {} -> {} ({})",
+            self.name, self.from, self.to, self.reason
+        )
     }
 }

@@ -168,7 +168,9 @@ where
     #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
         match self.breakers.acquire(&request) {
-            Ok(permit) => ResponseFuture::called(self.inner.call(request), permit, self.classifier.clone()),
+            Ok(permit) => {
+                ResponseFuture::called(self.inner.call(request), permit, self.classifier.clone())
+            }
             Err(open) => ResponseFuture::refused(open),
         }
     }

@@ -80,7 +80,11 @@ impl RegistryBuilder {
             return Err(ConfigError::new("max_keys", 0, "must be at least 1"));
         }
         if self.idle_timeout.is_some_and(|idle| idle.is_zero()) {
-            return Err(ConfigError::new("idle_timeout", Duration::ZERO, "must be longer than zero"));
+            return Err(ConfigError::new(
+                "idle_timeout",
+                Duration::ZERO,
+                "must be longer than zero",
+            ));
         }
         let config = Arc::new(self.breaker.validate()?);
         let mut breakers = Cache::builder().max_capacity(self.max_keys);
@@ -177,6 +181,8 @@ where
 
 impl<K, F> Debug for Keyed<K, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Keyed").field("registry", &self.registry).finish_non_exhaustive()
+        f.debug_struct("Keyed")
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
     }
 }

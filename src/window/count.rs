@@ -63,7 +63,10 @@ impl CountWindow {
         let mut slot = self.cursor.load(Relaxed);
         loop {
             let next = if slot + 1 >= len { 0 } else { slot + 1 };
-            match self.cursor.compare_exchange_weak(slot, next, Relaxed, Relaxed) {
+            match self
+                .cursor
+                .compare_exchange_weak(slot, next, Relaxed, Relaxed)
+            {
                 Ok(_) => return slot as usize,
                 Err(actual) => slot = actual,
             }
@@ -96,10 +99,16 @@ impl CountWindow {
     }
 
     fn move_latency(&self, old: u16, new: u16) {
-        if let Some(counter) = old.checked_sub(1).and_then(|b| self.in_ring.latency_counter(b.into())) {
+        if let Some(counter) = old
+            .checked_sub(1)
+            .and_then(|b| self.in_ring.latency_counter(b.into()))
+        {
             counter.fetch_sub(1, Relaxed);
         }
-        if let Some(counter) = new.checked_sub(1).and_then(|b| self.in_ring.latency_counter(b.into())) {
+        if let Some(counter) = new
+            .checked_sub(1)
+            .and_then(|b| self.in_ring.latency_counter(b.into()))
+        {
             counter.fetch_add(1, Relaxed);
         }
     }

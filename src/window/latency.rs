@@ -135,7 +135,10 @@ mod tests {
         }
         for micros in [9u64, 100, 1_234, 98_765, 5_000_000] {
             let mid = midpoint_of(bucket_of(micros * 1_000)) as f64;
-            assert!((mid - micros as f64).abs() / micros as f64 <= 0.0625, "{micros}");
+            assert!(
+                (mid - micros as f64).abs() / micros as f64 <= 0.0625,
+                "{micros}"
+            );
         }
     }
 }

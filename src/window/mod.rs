@@ -63,7 +63,10 @@ pub enum Outcome {
 impl Outcome {
     /// Whether the outcome counts against the error percentage.
     pub fn is_error(self) -> bool {
-        matches!(self, Outcome::Failure | Outcome::Timeout | Outcome::Rejected)
+        matches!(
+            self,
+            Outcome::Failure | Outcome::Timeout | Outcome::Rejected
+        )
     }
 
     const ALL: [Outcome; 5] = [
@@ -182,10 +185,18 @@ impl Window {
         match *self {
             Window::Time { span, buckets } => {
                 if buckets == 0 || buckets > time::MAX_BUCKETS {
-                    return Err(ConfigError::new("window.buckets", buckets, "must be in 1..=1000"));
+                    return Err(ConfigError::new(
+                        "window.buckets",
+                        buckets,
+                        "must be in 1..=1000",
+                    ));
                 }
                 if span.is_zero() {
-                    return Err(ConfigError::new("window.span", span, "must be longer than zero"));
+                    return Err(ConfigError::new(
+                        "window.span",
+                        span,
+                        "must be longer than zero",
+                    ));
                 }
                 if span.as_nanos() % u128::from(buckets) != 0 {
                     return Err(ConfigError::new(
@@ -205,7 +216,11 @@ impl Window {
             }
             Window::Count { calls } => {
                 if calls == 0 || calls > count::MAX_CALLS {
-                    return Err(ConfigError::new("window.calls", calls, "must be in 1..=1000000"));
+                    return Err(ConfigError::new(
+                        "window.calls",
+                        calls,
+                        "must be in 1..=1000000",
+                    ));
                 }
                 Ok(())
             }
@@ -236,7 +251,11 @@ enum Kind {
 impl RollingWindow {
     /// A window of the given shape, reading `clock`, with a latency histogram
     /// if `track_latency`.
-    pub fn new(window: Window, clock: Clock, track_latency: bool) -> Result<RollingWindow, ConfigError> {
+    pub fn new(
+        window: Window,
+        clock: Clock,
+        track_latency: bool,
+    ) -> Result<RollingWindow, ConfigError> {
         window.validate()?;
         Ok(RollingWindow::validated(window, clock, track_latency))
     }
@@ -244,7 +263,9 @@ impl RollingWindow {
     /// A window whose shape was validated already.
     pub(crate) fn validated(window: Window, clock: Clock, track_latency: bool) -> RollingWindow {
         let kind = match window {
-            Window::Time { span, buckets } => Kind::Time(time::TimeWindow::new(span, buckets, track_latency)),
+            Window::Time { span, buckets } => {
+                Kind::Time(time::TimeWindow::new(span, buckets, track_latency))
+            }
             Window::Count { calls } => Kind::Count(count::CountWindow::new(calls, track_latency)),
         };
         RollingWindow { kind, clock }

@@ -59,7 +59,13 @@ impl TimeWindow {
     }
 
     #[inline]
-    pub(crate) fn record(&self, now: u64, outcome: super::Outcome, slow: bool, latency_bucket: Option<usize>) {
+    pub(crate) fn record(
+        &self,
+        now: u64,
+        outcome: super::Outcome,
+        slow: bool,
+        latency_bucket: Option<usize>,
+    ) {
         if now >= self.next_boundary.load(Ordering::Relaxed) {
             self.start_bucket(now);
         }
@@ -117,10 +123,20 @@ impl TimeWindow {
         };
         let since = max_each(mark.at_start.counts(), self.baseline.counts());
         let counts = minus(&self.totals.counts(), &since);
-        let latency = match (self.totals.latency(), mark.at_start.latency(), self.baseline.latency()) {
+        let latency = match (
+            self.totals.latency(),
+            mark.at_start.latency(),
+            self.baseline.latency(),
+        ) {
             (Some(totals), Some(at_start), Some(baseline)) => {
                 let since = at_start.iter().zip(&baseline).map(|(a, b)| *a.max(b));
-                Some(totals.iter().zip(since).map(|(t, s)| t.saturating_sub(s)).collect())
+                Some(
+                    totals
+                        .iter()
+                        .zip(since)
+                        .map(|(t, s)| t.saturating_sub(s))
+                        .collect(),
+                )
             }
             _ => None,
         };

@@ -1,0 +1,86 @@
+//! The healthy path and the rejection path allocate nothing: counted by a
+//! global allocator, per thread, so tests running beside this one do not
+//! disturb the count.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use seawall::circuit_breaker::CircuitBreaker;
+use seawall::window::Window;
+use tower::{service_fn, Layer, Service};
+
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.with(|n| n.set(n.get() + 1));
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations_during(f: impl FnOnce()) -> u64 {
+    let before = ALLOCATIONS.with(Cell::get);
+    f();
+    ALLOCATIONS.with(Cell::get) - before
+}
+
+/// Drives `calls` calls through a breaker-guarded, always-ready service.
+fn drive(breaker: &CircuitBreaker, calls: u64) {
+    let mut service = breaker.layer().layer(service_fn(|fail: bool| {
+        std::future::ready(if fail { Err(()) } else { Ok::<_, ()>(()) })
+    }));
+    let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+    for i in 0..calls {
+        assert!(service.poll_ready(&mut cx).is_ready());
+        let future = pin!(service.call(i % 10 == 0));
+        assert!(matches!(future.poll(&mut cx), Poll::Ready(_)));
+    }
+}
+
+#[test]
+fn healthy_and_refused_calls_allocate_nothing() {
+    let configs = [
+        CircuitBreaker::builder().minimum_calls(1_000_000),
+        CircuitBreaker::builder()
+            .window(Window::count(100))
+            .minimum_calls(100),
+        CircuitBreaker::builder()
+            .minimum_calls(1_000_000)
+            .track_latency(true)
+            .slow_calls(Duration::from_secs(1), 50.0),
+    ];
+    for builder in configs {
+        let breaker = builder.build().unwrap();
+        drive(&breaker, 10); // starts the coarse clock's thread once
+        assert_eq!(
+            allocations_during(|| drive(&breaker, 10_000)),
+            0,
+            "closed: {breaker:?}"
+        );
+        breaker.force_open();
+        assert_eq!(
+            allocations_during(|| drive(&breaker, 10_000)),
+            0,
+            "open: {breaker:?}"
+        );
+    }
+}
+
+#[test]
+fn the_counter_sees_allocations() {
+    assert!(allocations_during(|| drop(std::hint::black_box(Box::new(1)))) >= 1);
+}
