@@ -2,6 +2,7 @@
 
 use std::fmt::{self, Debug};
 use std::hash::Hash;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,15 +50,28 @@ impl<K> Clone for Registry<K> {
 }
 
 /// Builds a [`Registry`].
-#[derive(Debug)]
 #[must_use = "a builder does nothing until `build` is called"]
-pub struct RegistryBuilder {
+pub struct RegistryBuilder<K> {
     breaker: Builder,
     max_keys: u64,
     idle_timeout: Option<Duration>,
+    key: PhantomData<fn(K)>,
 }
 
-impl RegistryBuilder {
+impl<K> Debug for RegistryBuilder<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryBuilder")
+            .field("breaker", &self.breaker)
+            .field("max_keys", &self.max_keys)
+            .field("idle_timeout", &self.idle_timeout)
+            .finish()
+    }
+}
+
+impl<K> RegistryBuilder<K>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+{
     /// At most this many breakers are kept. Default 10,000.
     pub fn max_keys(mut self, keys: u64) -> Self {
         self.max_keys = keys;
@@ -72,10 +86,7 @@ impl RegistryBuilder {
     }
 
     /// Checks the breaker configuration and the bounds.
-    pub fn build<K>(self) -> Result<Registry<K>, ConfigError>
-    where
-        K: Hash + Eq + Send + Sync + 'static,
-    {
+    pub fn build(self) -> Result<Registry<K>, ConfigError> {
         if self.max_keys == 0 {
             return Err(ConfigError::new("max_keys", 0, "must be at least 1"));
         }
@@ -103,11 +114,12 @@ where
     K: Hash + Eq + Clone + Debug + Send + Sync + 'static,
 {
     /// A registry whose breakers are built from `breaker`.
-    pub fn builder(breaker: Builder) -> RegistryBuilder {
+    pub fn builder(breaker: Builder) -> RegistryBuilder<K> {
         RegistryBuilder {
             breaker,
             max_keys: 10_000,
             idle_timeout: None,
+            key: PhantomData,
         }
     }
 
