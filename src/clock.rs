@@ -11,7 +11,7 @@ use std::time::Duration;
 /// clock kept up to date by a background thread (~2 ns a read, at most about
 /// a millisecond stale). That clock cannot follow tokio's paused time, so
 /// [`Clock::tokio`] reads `tokio::time::Instant` instead, which follows
-/// [`tokio::time::pause`] and `advance` exactly.
+/// `tokio::time::pause()` and `advance` exactly.
 ///
 /// [`Clock::default`] picks for you: when it is created inside a tokio runtime
 /// whose time is paused (a `#[tokio::test(start_paused = true)]`, say), it is
