@@ -318,6 +318,7 @@ impl fmt::Debug for CircuitBreaker {
 
 impl Shared {
     /// Records a refused call and builds its error.
+    #[inline]
     fn short_circuit(&self, state: State, retry_after: Option<Duration>) -> CircuitOpen {
         self.window
             .record_nanos(Outcome::ShortCircuited, None, false);
@@ -531,6 +532,15 @@ impl Permit {
     /// Records how the call went.
     #[inline]
     pub fn record(mut self, verdict: Verdict) {
+        self.settle(verdict);
+    }
+
+    /// Records how the call went, once: later verdicts are ignored.
+    #[inline]
+    pub(crate) fn settle(&mut self, verdict: Verdict) {
+        if self.settled {
+            return;
+        }
         self.settled = true;
         self.breaker
             .shared
