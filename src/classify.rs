@@ -84,3 +84,38 @@ impl<Res, E> Classify<Res, E> for AnyError {
         }
     }
 }
+
+/// For a breaker stacked above other seawall layers: a
+/// [timeout](crate::Error::Timeout) counts as a timeout, a
+/// [full bulkhead](crate::Error::BulkheadFull) as a rejection, any other
+/// error as a failure. Both still count against the error percentage, but
+/// each under its own name in the window.
+///
+/// ```
+/// use std::time::Duration;
+/// use seawall::circuit_breaker::CircuitBreaker;
+/// use seawall::classify::ByErrorKind;
+/// use seawall::timeout::TimeoutLayer;
+/// use tower::ServiceBuilder;
+///
+/// let breaker = CircuitBreaker::builder().build()?;
+/// let stack = ServiceBuilder::new()
+///     .layer(breaker.layer().classify(ByErrorKind))
+///     .layer(TimeoutLayer::new(Duration::from_secs(1)));
+/// # drop(stack);
+/// # Ok::<(), seawall::ConfigError>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ByErrorKind;
+
+impl<Res, E> Classify<Res, crate::Error<E>> for ByErrorKind {
+    #[inline]
+    fn classify(&self, result: &Result<Res, crate::Error<E>>) -> Verdict {
+        match result {
+            Ok(_) => Verdict::Success,
+            Err(crate::Error::Timeout(_)) => Verdict::Timeout,
+            Err(crate::Error::BulkheadFull(_)) => Verdict::Rejected,
+            Err(_) => Verdict::Failure,
+        }
+    }
+}

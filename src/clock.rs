@@ -29,12 +29,12 @@ use std::time::Duration;
 /// let breaker = CircuitBreaker::builder().clock(Clock::tokio()).build().unwrap();
 /// # drop(breaker);
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct Clock {
     source: Source,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 enum Source {
     Coarse { origin: quanta::Instant },
     Tokio { origin: tokio::time::Instant },

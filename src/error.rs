@@ -5,7 +5,9 @@ use std::any::Any;
 use std::error::Error as StdError;
 use std::fmt;
 
+use crate::bulkhead::BulkheadFull;
 use crate::circuit_breaker::CircuitOpen;
+use crate::timeout::Elapsed;
 
 /// The error of every seawall service: either the inner service's own error,
 /// or the reason seawall refused or stopped the call.
@@ -22,6 +24,8 @@ use crate::circuit_breaker::CircuitOpen;
 ///     match err {
 ///         Error::Inner(io) => format!("the service failed: {io}"),
 ///         Error::CircuitOpen(open) => format!("not called: {open}"),
+///         Error::BulkheadFull(full) => format!("no room: {full}"),
+///         Error::Timeout(elapsed) => format!("gave up after {:?}", elapsed.after()),
 ///         other => other.to_string(),
 ///     }
 /// }
@@ -34,6 +38,11 @@ pub enum Error<E> {
     Inner(E),
     /// The circuit breaker refused the call; the inner service was not called.
     CircuitOpen(CircuitOpen),
+    /// A bulkhead or a blocking pool had no room for the call (and, if it
+    /// queued, no room came in time); the inner service was not called.
+    BulkheadFull(BulkheadFull),
+    /// The call did not finish before its deadline and was dropped.
+    Timeout(Elapsed),
 }
 
 impl<E> Error<E> {
@@ -57,11 +66,53 @@ impl<E> Error<E> {
     pub fn is_circuit_open(&self) -> bool {
         matches!(self, Error::CircuitOpen(_))
     }
+
+    /// Whether a full bulkhead or blocking pool refused the call.
+    pub fn is_bulkhead_full(&self) -> bool {
+        matches!(self, Error::BulkheadFull(_))
+    }
+
+    /// Whether the call timed out.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout(_))
+    }
+}
+
+impl<E> Error<Error<E>> {
+    /// One level of error from two stacked seawall layers: the outer
+    /// layer's refusal, or whatever the inner seawall layer returned.
+    ///
+    /// ```
+    /// use seawall::Error;
+    ///
+    /// let stacked: Error<Error<std::io::Error>> = Error::Inner(Error::Inner(std::io::ErrorKind::Other.into()));
+    /// assert!(matches!(stacked.flatten(), Error::Inner(_)));
+    /// ```
+    pub fn flatten(self) -> Error<E> {
+        match self {
+            Error::Inner(inner) => inner,
+            Error::CircuitOpen(open) => Error::CircuitOpen(open),
+            Error::BulkheadFull(full) => Error::BulkheadFull(full),
+            Error::Timeout(elapsed) => Error::Timeout(elapsed),
+        }
+    }
 }
 
 impl<E> From<CircuitOpen> for Error<E> {
     fn from(open: CircuitOpen) -> Self {
         Error::CircuitOpen(open)
+    }
+}
+
+impl<E> From<BulkheadFull> for Error<E> {
+    fn from(full: BulkheadFull) -> Self {
+        Error::BulkheadFull(full)
+    }
+}
+
+impl<E> From<Elapsed> for Error<E> {
+    fn from(elapsed: Elapsed) -> Self {
+        Error::Timeout(elapsed)
     }
 }
 
@@ -71,6 +122,8 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
             // Transparent: the inner error already says what went wrong.
             Error::Inner(e) => e.fmt(f),
             Error::CircuitOpen(open) => open.fmt(f),
+            Error::BulkheadFull(full) => full.fmt(f),
+            Error::Timeout(elapsed) => elapsed.fmt(f),
         }
     }
 }
@@ -88,7 +141,7 @@ impl<E: fmt::Debug + fmt::Display + 'static> StdError for Error<E> {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
             Error::Inner(inner) => source_of_boxed(inner),
-            Error::CircuitOpen(_) => None,
+            Error::CircuitOpen(_) | Error::BulkheadFull(_) | Error::Timeout(_) => None,
         }
     }
 }

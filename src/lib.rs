@@ -2,11 +2,14 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod blocking;
 mod builder;
+pub mod bulkhead;
 pub mod circuit_breaker;
 pub mod classify;
 mod clock;
 mod error;
+pub mod timeout;
 pub mod window;
 
 pub use builder::ServiceBuilderExt;

@@ -1,0 +1,119 @@
+//! The response future: waits for room if it must, then holds the permit
+//! until the inner call is over.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use super::limiter::{Acquire, Permit};
+use super::{Bulkhead, BulkheadFull};
+use crate::error::Error;
+
+pin_project! {
+    /// The future of a [`BulkheadService`](super::BulkheadService) call.
+    /// Dropping it at any point gives back its permit or its place in line.
+    pub struct ResponseFuture<F, S, Req> {
+        #[pin]
+        state: State<F, S, Req>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, S, Req> {
+        Waiting {
+            #[pin]
+            acquire: Acquire,
+            // The ready inner service and the request, for when room comes.
+            inner: Option<(S, Req)>,
+            bulkhead: Bulkhead,
+        },
+        Called {
+            #[pin]
+            future: F,
+            permit: Option<Permit>,
+        },
+        Refused {
+            full: Option<BulkheadFull>,
+        },
+    }
+}
+
+impl<F, S, Req> ResponseFuture<F, S, Req> {
+    pub(crate) fn called(future: F, permit: Permit) -> Self {
+        ResponseFuture {
+            state: State::Called {
+                future,
+                permit: Some(permit),
+            },
+        }
+    }
+
+    pub(crate) fn waiting(acquire: Acquire, inner: S, request: Req, bulkhead: Bulkhead) -> Self {
+        ResponseFuture {
+            state: State::Waiting {
+                acquire,
+                inner: Some((inner, request)),
+                bulkhead,
+            },
+        }
+    }
+
+    pub(crate) fn refused(full: BulkheadFull) -> Self {
+        ResponseFuture {
+            state: State::Refused { full: Some(full) },
+        }
+    }
+}
+
+impl<S, Req, T, E> Future for ResponseFuture<S::Future, S, Req>
+where
+    S: Service<Req, Response = T, Error = E>,
+{
+    type Output = Result<T, Error<E>>;
+
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            match self.as_mut().project().state.project() {
+                StateProj::Called { future, permit } => {
+                    let result = ready!(future.poll(cx));
+                    // Room for the next call as soon as this one is over.
+                    drop(permit.take());
+                    return Poll::Ready(result.map_err(Error::Inner));
+                }
+                StateProj::Waiting {
+                    acquire,
+                    inner,
+                    bulkhead,
+                } => match ready!(acquire.poll(cx)) {
+                    Ok(permit) => {
+                        let (mut service, request) = inner.take().expect("polled after completion");
+                        let future = service.call(request);
+                        self.as_mut().project().state.set(State::Called {
+                            future,
+                            permit: Some(permit),
+                        });
+                    }
+                    Err(waited) => {
+                        let full = bulkhead.refuse(Some(waited));
+                        return Poll::Ready(Err(Error::BulkheadFull(full)));
+                    }
+                },
+                StateProj::Refused { full } => {
+                    let full = full.take().expect("polled after completion");
+                    return Poll::Ready(Err(Error::BulkheadFull(full)));
+                }
+            }
+        }
+    }
+}
+
+impl<F, S, Req> std::fmt::Debug for ResponseFuture<F, S, Req> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}

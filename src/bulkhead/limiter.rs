@@ -1,0 +1,300 @@
+//! The counting semaphore behind a bulkhead.
+//!
+//! tokio's `Semaphore` takes a mutex on every release, which would put a lock
+//! on the healthy path of every call. Here a free permit is one
+//! compare-and-swap to take and one `fetch_sub` to give back; the mutex
+//! guards only the queue of waiting calls, and a release looks at it only
+//! when the waiting count says someone waits. Permits go to waiters first in,
+//! first out, handed over directly, so a newcomer cannot overtake a waiter.
+//!
+//! A waiter is queued before it checks for a free permit once more, and a
+//! release frees its permit before it checks for waiters (both sequentially
+//! consistent), so one of the two always sees the other: no wakeup is lost.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+
+/// Keeps the contended counter on a cache line of its own.
+#[repr(align(128))]
+struct Hot {
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+pub(crate) struct Limiter {
+    hot: Hot,
+    limit: AtomicUsize,
+    /// How many waiters are queued; changed only with `queue` locked.
+    waiting: AtomicUsize,
+    rejected: AtomicU64,
+    max_queue: usize,
+    queue: Mutex<VecDeque<Arc<Waiter>>>,
+}
+
+struct Waiter {
+    granted: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl Waiter {
+    fn grant(&self) {
+        self.granted.store(true, Release);
+        if let Some(waker) = lock(&self.waker).take() {
+            waker.wake();
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing is left half-done under these locks: a poisoned one is usable.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Limiter {
+    pub(crate) fn new(limit: usize, max_queue: usize) -> Limiter {
+        Limiter {
+            hot: Hot {
+                in_flight: AtomicUsize::new(0),
+                max_in_flight: AtomicUsize::new(0),
+            },
+            limit: AtomicUsize::new(limit),
+            waiting: AtomicUsize::new(0),
+            rejected: AtomicU64::new(0),
+            max_queue,
+            queue: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Takes a free permit unless someone is already waiting for one.
+    #[inline]
+    pub(crate) fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
+        if self.waiting.load(Relaxed) != 0 {
+            return None;
+        }
+        self.take_free().then(|| Permit {
+            limiter: Arc::clone(self),
+        })
+    }
+
+    #[inline]
+    fn take_free(&self) -> bool {
+        let limit = self.limit.load(Relaxed);
+        let mut in_flight = self.hot.in_flight.load(Relaxed);
+        loop {
+            if in_flight >= limit {
+                return false;
+            }
+            match self.hot.in_flight.compare_exchange_weak(
+                in_flight,
+                in_flight + 1,
+                SeqCst,
+                Relaxed,
+            ) {
+                Ok(_) => {
+                    if in_flight + 1 > self.hot.max_in_flight.load(Relaxed) {
+                        self.hot.max_in_flight.fetch_max(in_flight + 1, Relaxed);
+                    }
+                    return true;
+                }
+                Err(actual) => in_flight = actual,
+            }
+        }
+    }
+
+    #[inline]
+    fn release(&self) {
+        if self.waiting.load(SeqCst) != 0 && self.hand_over() {
+            return;
+        }
+        self.hot.in_flight.fetch_sub(1, SeqCst);
+        if self.waiting.load(SeqCst) != 0 {
+            self.grant_free();
+        }
+    }
+
+    /// Gives a releasing call's permit to the oldest waiter, unless the limit
+    /// was lowered below what is in flight (then the permit is retired).
+    #[cold]
+    fn hand_over(&self) -> bool {
+        if self.hot.in_flight.load(SeqCst) > self.limit.load(SeqCst) {
+            return false;
+        }
+        let mut queue = lock(&self.queue);
+        let Some(waiter) = queue.pop_front() else {
+            return false;
+        };
+        self.waiting.fetch_sub(1, SeqCst);
+        drop(queue);
+        waiter.grant();
+        true
+    }
+
+    /// Gives free permits to waiters, oldest first.
+    #[cold]
+    fn grant_free(&self) {
+        let mut queue = lock(&self.queue);
+        while !queue.is_empty() && self.take_free() {
+            if let Some(waiter) = queue.pop_front() {
+                self.waiting.fetch_sub(1, SeqCst);
+                waiter.grant();
+            }
+        }
+    }
+
+    /// Joins the queue, if it has room.
+    #[cold]
+    pub(crate) fn enqueue(self: &Arc<Self>) -> Option<Ticket> {
+        let waiter = Arc::new(Waiter {
+            granted: AtomicBool::new(false),
+            waker: Mutex::new(None),
+        });
+        {
+            let mut queue = lock(&self.queue);
+            if queue.len() >= self.max_queue {
+                return None;
+            }
+            queue.push_back(Arc::clone(&waiter));
+            self.waiting.fetch_add(1, SeqCst);
+        }
+        // A permit freed just before we queued would otherwise go unnoticed.
+        self.grant_free();
+        Some(Ticket {
+            limiter: Arc::clone(self),
+            waiter,
+            settled: false,
+        })
+    }
+
+    /// Counts a refusal.
+    pub(crate) fn count_rejection(&self) {
+        self.rejected.fetch_add(1, Relaxed);
+    }
+
+    /// Changes the limit. Calls in flight above a lowered limit finish; no
+    /// new call starts until they are below it.
+    pub(crate) fn set_limit(&self, limit: usize) {
+        self.limit.store(limit, SeqCst);
+        self.grant_free();
+    }
+
+    pub(crate) fn limit(&self) -> usize {
+        self.limit.load(Relaxed)
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.hot.in_flight.load(Relaxed)
+    }
+
+    pub(crate) fn max_in_flight(&self) -> usize {
+        self.hot.max_in_flight.load(Relaxed)
+    }
+
+    pub(crate) fn queued(&self) -> usize {
+        self.waiting.load(Relaxed)
+    }
+
+    pub(crate) fn rejected(&self) -> u64 {
+        self.rejected.load(Relaxed)
+    }
+}
+
+/// One call's share of the limit, given back when dropped: on completion,
+/// error, cancellation or unwinding alike.
+pub(crate) struct Permit {
+    limiter: Arc<Limiter>,
+}
+
+impl Drop for Permit {
+    #[inline]
+    fn drop(&mut self) {
+        self.limiter.release();
+    }
+}
+
+/// A place in the queue. Dropped before its permit was granted, it leaves
+/// the queue; dropped after, it gives the permit back.
+pub(crate) struct Ticket {
+    limiter: Arc<Limiter>,
+    waiter: Arc<Waiter>,
+    settled: bool,
+}
+
+impl Ticket {
+    fn poll_granted(&mut self, cx: &mut Context<'_>) -> Poll<Permit> {
+        if !self.waiter.granted.load(Acquire) {
+            *lock(&self.waiter.waker) = Some(cx.waker().clone());
+            // Granted between the check and storing the waker: the granter
+            // found no waker to wake.
+            if !self.waiter.granted.load(Acquire) {
+                return Poll::Pending;
+            }
+        }
+        self.settled = true;
+        Poll::Ready(Permit {
+            limiter: Arc::clone(&self.limiter),
+        })
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let mut queue = lock(&self.limiter.queue);
+        if let Some(at) = queue.iter().position(|w| Arc::ptr_eq(w, &self.waiter)) {
+            queue.remove(at);
+            self.limiter.waiting.fetch_sub(1, SeqCst);
+            return;
+        }
+        drop(queue);
+        // Out of the queue: it was granted a permit nobody will use.
+        self.limiter.release();
+    }
+}
+
+pin_project! {
+    /// Waits in the queue for a permit, at most `max_wait`.
+    pub(crate) struct Acquire {
+        ticket: Ticket,
+        #[pin]
+        deadline: Sleep,
+        max_wait: Duration,
+    }
+}
+
+impl Acquire {
+    pub(crate) fn new(ticket: Ticket, max_wait: Duration) -> Acquire {
+        Acquire {
+            ticket,
+            deadline: tokio::time::sleep(max_wait),
+            max_wait,
+        }
+    }
+}
+
+impl Future for Acquire {
+    /// The permit, or how long it waited in vain.
+    type Output = Result<Permit, Duration>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(permit) = this.ticket.poll_granted(cx) {
+            return Poll::Ready(Ok(permit));
+        }
+        match this.deadline.poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(*this.max_wait)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! A limit on calls in flight: Hystrix's semaphore isolation.
+//!
+//! A [`Bulkhead`] keeps a slow dependency from tying up every task of the
+//! caller: at most `max_concurrent` calls are in flight at once, shared by
+//! every clone of the guarded service. When it is full, a call is refused
+//! with [`Error::BulkheadFull`](crate::Error::BulkheadFull), or waits for
+//! room, bounded in time and in queue length ([`WhenFull`]):
+//!
+//! | when full | where it waits | like |
+//! |---|---|---|
+//! | [`reject_when_full`](BulkheadBuilder::reject_when_full) (default) | nowhere | Hystrix |
+//! | [`queue`](BulkheadBuilder::queue) | in the response future, first in first out | resilience4j |
+//! | [`backpressure`](BulkheadBuilder::backpressure) | in `poll_ready` | tower's `ConcurrencyLimit` |
+//!
+//! The permit is held by the response future and given back when the call
+//! ends, fails, unwinds or is dropped at any point, and a call dropped while
+//! waiting leaves the line. The limit can be changed at runtime
+//! ([`Bulkhead::set_max_concurrent`]) and the live figures read
+//! ([`Bulkhead::figures`]).
+//!
+//! # Compared with tower's `ConcurrencyLimit`
+//!
+//! `ConcurrencyLimit` only waits, without bound, in `poll_ready`, and its
+//! semaphore takes a lock each time a permit is given back. A free bulkhead
+//! costs one compare-and-swap to enter and one atomic decrement to leave.
+//!
+//! The queueing mode calls the inner service from the response future once
+//! room comes, so the guarded service must be `Clone` (wrap one that is not
+//! in tower's `Buffer`), like every service axum routes to.
+//!
+//! ```
+//! use std::time::Duration;
+//! use seawall::bulkhead::Bulkhead;
+//! use tower::{service_fn, Layer, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let bulkhead = Bulkhead::builder().max_concurrent(1).build().unwrap();
+//! let slow = service_fn(|_: ()| async {
+//!     tokio::time::sleep(Duration::from_secs(1)).await;
+//!     Ok::<_, std::io::Error>(())
+//! });
+//! let service = bulkhead.layer().layer(slow);
+//!
+//! let first = tokio::spawn(service.clone().oneshot(()));
+//! tokio::task::yield_now().await; // the first call is in flight
+//! let second = service.oneshot(()).await.unwrap_err();
+//! assert!(second.is_bulkhead_full());
+//! assert!(first.await.unwrap().is_ok());
+//! assert_eq!(bulkhead.figures().rejected, 1);
+//! # }
+//! ```
+
+mod error;
+mod future;
+mod handle;
+mod layer;
+mod limiter;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+pub use error::{BulkheadFull, Isolation};
+pub use future::ResponseFuture;
+pub use handle::{Bulkhead, BulkheadBuilder, BulkheadFigures, WhenFull};
+pub use layer::BulkheadLayer;
+
+use limiter::{Acquire, Permit};
+use tower_service::Service;
+
+use crate::error::Error;
+
+/// A service guarded by a [`Bulkhead`]. Made by [`BulkheadLayer`].
+pub struct BulkheadService<S> {
+    inner: S,
+    bulkhead: Bulkhead,
+    /// Backpressure mode: what `poll_ready` got for the next call.
+    reserved: Reserved,
+}
+
+enum Reserved {
+    Nothing,
+    Waiting(Pin<Box<Acquire>>),
+    Permit(Permit),
+    Refusal(BulkheadFull),
+}
+
+impl<S> BulkheadService<S> {
+    /// Guards `inner` with `bulkhead`.
+    pub fn new(inner: S, bulkhead: Bulkhead) -> Self {
+        BulkheadService {
+            inner,
+            bulkhead,
+            reserved: Reserved::Nothing,
+        }
+    }
+
+    /// The bulkhead guarding this service.
+    pub fn bulkhead(&self) -> &Bulkhead {
+        &self.bulkhead
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// Backpressure mode: holds a permit, or a refusal, for the next call.
+    fn poll_reserve(&mut self, cx: &mut Context<'_>, max_wait: std::time::Duration) -> Poll<()> {
+        loop {
+            match &mut self.reserved {
+                Reserved::Permit(_) | Reserved::Refusal(_) => return Poll::Ready(()),
+                Reserved::Nothing => {
+                    self.reserved = match self.bulkhead.try_acquire() {
+                        Some(permit) => Reserved::Permit(permit),
+                        None => match self.bulkhead.wait(max_wait) {
+                            // Boxed: only a service that must wait pays for it.
+                            Ok(acquire) => Reserved::Waiting(Box::pin(acquire)),
+                            Err(full) => Reserved::Refusal(full),
+                        },
+                    }
+                }
+                Reserved::Waiting(acquire) => {
+                    self.reserved = match acquire.as_mut().poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Ok(permit)) => Reserved::Permit(permit),
+                        Poll::Ready(Err(waited)) => {
+                            Reserved::Refusal(self.bulkhead.refuse(Some(waited)))
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<S: Clone> Clone for BulkheadService<S> {
+    /// A clone shares the bulkhead, not a permit reserved by `poll_ready`.
+    fn clone(&self) -> Self {
+        BulkheadService::new(self.inner.clone(), self.bulkhead.clone())
+    }
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for BulkheadService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BulkheadService")
+            .field("inner", &self.inner)
+            .field("bulkhead", &self.bulkhead)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, Req> Service<Req> for BulkheadService<S>
+where
+    S: Service<Req> + Clone,
+{
+    type Response = S::Response;
+    type Error = Error<S::Error>;
+    type Future = ResponseFuture<S::Future, S, Req>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if let WhenFull::Backpressure { max_wait, .. } = self.bulkhead.when_full {
+            if self.poll_reserve(cx, max_wait).is_pending() {
+                return Poll::Pending;
+            }
+        }
+        self.inner.poll_ready(cx).map_err(Error::Inner)
+    }
+
+    #[inline]
+    fn call(&mut self, request: Req) -> Self::Future {
+        let permit = match std::mem::replace(&mut self.reserved, Reserved::Nothing) {
+            Reserved::Permit(permit) => Some(permit),
+            Reserved::Refusal(full) => return ResponseFuture::refused(full),
+            // Not reserved (not backpressure, or `poll_ready` was skipped).
+            Reserved::Nothing | Reserved::Waiting(_) => self.bulkhead.try_acquire(),
+        };
+        if let Some(permit) = permit {
+            return ResponseFuture::called(self.inner.call(request), permit);
+        }
+        match self.bulkhead.when_full {
+            WhenFull::Queue { max_wait, .. } => match self.bulkhead.wait(max_wait) {
+                Ok(acquire) => {
+                    // The ready service goes with the request; a fresh clone
+                    // takes its place, to be made ready by `poll_ready`.
+                    let clone = self.inner.clone();
+                    let ready = std::mem::replace(&mut self.inner, clone);
+                    ResponseFuture::waiting(acquire, ready, request, self.bulkhead.clone())
+                }
+                Err(full) => ResponseFuture::refused(full),
+            },
+            WhenFull::Reject | WhenFull::Backpressure { .. } => {
+                ResponseFuture::refused(self.bulkhead.refuse(None))
+            }
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! The response future: the inner future, raced against a timer that is
+//! only armed if the inner future is not ready at once.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+
+use super::Elapsed;
+use crate::clock::Clock;
+use crate::error::Error;
+
+pin_project! {
+    /// The future of a [`Timeout`](super::Timeout) call.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        #[pin]
+        timer: Timer,
+        timeout: Duration,
+    }
+}
+
+pin_project! {
+    /// No timer until the inner future has been pending once: most answers
+    /// that are ready at once (a cache hit, a full bulkhead's refusal) then
+    /// never touch tokio's timer wheel.
+    #[project = TimerProj]
+    enum Timer {
+        Unarmed {
+            clock: Clock,
+            called_at: u64,
+        },
+        Armed {
+            #[pin]
+            sleep: Sleep,
+        },
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn new(inner: F, timeout: Duration, clock: Clock) -> Self {
+        ResponseFuture {
+            inner,
+            timer: Timer::Unarmed {
+                clock,
+                called_at: clock.now(),
+            },
+            timeout,
+        }
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+{
+    type Output = Result<T, Error<E>>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Poll::Ready(result) = this.inner.poll(cx) {
+            return Poll::Ready(result.map_err(Error::Inner));
+        }
+        let elapsed = Poll::Ready(Err(Error::Timeout(Elapsed::new(*this.timeout))));
+        if let TimerProj::Unarmed { clock, called_at } = this.timer.as_mut().project() {
+            // The deadline runs from `call`, not from this first poll.
+            let spent = Duration::from_nanos(clock.now().saturating_sub(*called_at));
+            let Some(remaining) = this.timeout.checked_sub(spent).filter(|r| !r.is_zero()) else {
+                return elapsed;
+            };
+            this.timer.set(Timer::Armed {
+                sleep: tokio::time::sleep(remaining),
+            });
+        }
+        match this.timer.project() {
+            TimerProj::Armed { sleep } => match sleep.poll(cx) {
+                Poll::Ready(()) => elapsed,
+                Poll::Pending => Poll::Pending,
+            },
+            TimerProj::Unarmed { .. } => Poll::Pending,
+        }
+    }
+}
+
+impl<F> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
