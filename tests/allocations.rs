@@ -9,8 +9,11 @@ use std::pin::pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use seawall::bulkhead::Bulkhead;
 use seawall::circuit_breaker::CircuitBreaker;
+use seawall::timeout::TimeoutLayer;
 use seawall::window::Window;
+use seawall::Clock;
 use tower::{service_fn, Layer, Service};
 
 struct Counting;
@@ -40,9 +43,15 @@ fn allocations_during(f: impl FnOnce()) -> u64 {
 
 /// Drives `calls` calls through a breaker-guarded, always-ready service.
 fn drive(breaker: &CircuitBreaker, calls: u64) {
-    let mut service = breaker.layer().layer(service_fn(|fail: bool| {
-        std::future::ready(if fail { Err(()) } else { Ok::<_, ()>(()) })
-    }));
+    drive_through(&mut breaker.layer().layer(ready_service()), calls);
+}
+
+fn ready_service() -> impl Service<bool, Response = (), Error = ()> + Clone {
+    service_fn(|fail: bool| std::future::ready(if fail { Err(()) } else { Ok::<_, ()>(()) }))
+}
+
+/// Drives `calls` calls through `service`, each answered at its first poll.
+fn drive_through<S: Service<bool>>(service: &mut S, calls: u64) {
     let mut cx = Context::from_waker(futures::task::noop_waker_ref());
     for i in 0..calls {
         assert!(service.poll_ready(&mut cx).is_ready());
@@ -78,6 +87,45 @@ fn healthy_and_refused_calls_allocate_nothing() {
             "open: {breaker:?}"
         );
     }
+}
+
+#[test]
+fn free_bulkheads_full_bulkheads_and_timeouts_allocate_nothing() {
+    let bulkhead = Bulkhead::builder().max_concurrent(4).build().unwrap();
+    let mut guarded = bulkhead.layer().layer(ready_service());
+    drive_through(&mut guarded, 10);
+    assert_eq!(
+        allocations_during(|| drive_through(&mut guarded, 10_000)),
+        0,
+        "free bulkhead"
+    );
+
+    // Full: its only permit held by a call that is never polled.
+    let full = Bulkhead::builder().max_concurrent(1).build().unwrap();
+    let mut holder = full.layer().layer(ready_service());
+    let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+    assert!(holder.poll_ready(&mut cx).is_ready());
+    let _held = holder.call(false);
+    let mut refused = full.layer().layer(ready_service());
+    let mut refuse_all = || {
+        for _ in 0..10_000 {
+            assert!(refused.poll_ready(&mut cx).is_ready());
+            let future = pin!(refused.call(false));
+            assert!(matches!(future.poll(&mut cx), Poll::Ready(Err(_))));
+        }
+    };
+    refuse_all();
+    assert_eq!(allocations_during(refuse_all), 0, "full bulkhead");
+
+    let mut timed = TimeoutLayer::new(Duration::from_secs(1))
+        .clock(Clock::coarse())
+        .layer(ready_service());
+    drive_through(&mut timed, 10);
+    assert_eq!(
+        allocations_during(|| drive_through(&mut timed, 10_000)),
+        0,
+        "timeout"
+    );
 }
 
 #[test]
