@@ -4,7 +4,7 @@
 //! thread. [`BlockingService`] runs each call on a [`BlockingPool`] of
 //! dedicated threads instead (Hystrix's thread-pool isolation): at most
 //! `threads` calls at once, a bounded queue, and a refusal with
-//! [`Error::BulkheadFull`](crate::Error::BulkheadFull) when both are full.
+//! [`Error::BulkheadFull`] when both are full.
 //!
 //! Any `Fn(Req) -> Result<Res, E> + Send + Sync` is a client: a closure
 //! that calls a method of a blocking client (behind an `Arc`) will do. Put a

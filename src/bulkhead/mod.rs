@@ -3,7 +3,7 @@
 //! A [`Bulkhead`] keeps a slow dependency from tying up every task of the
 //! caller: at most `max_concurrent` calls are in flight at once, shared by
 //! every clone of the guarded service. When it is full, a call is refused
-//! with [`Error::BulkheadFull`](crate::Error::BulkheadFull), or waits for
+//! with [`Error::BulkheadFull`], or waits for
 //! room, bounded in time and in queue length ([`WhenFull`]):
 //!
 //! | when full | where it waits | like |

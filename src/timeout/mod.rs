@@ -1,6 +1,6 @@
 //! A deadline on every call.
 //!
-//! [`Timeout`] fails a call with [`Error::Timeout`](crate::Error::Timeout)
+//! [`Timeout`] fails a call with [`Error::Timeout`]
 //! when it has not finished `timeout` after `call`, and drops the inner
 //! future (which cancels whatever it was doing, at its next await point). A
 //! request can carry its own, shorter deadline, read by a [`DeadlineOf`]
