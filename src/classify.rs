@@ -42,6 +42,14 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// Whether the verdict counts against the error percentage.
+    pub(crate) fn counts_as_error(self) -> bool {
+        matches!(
+            self,
+            Verdict::Failure | Verdict::Timeout | Verdict::Rejected
+        )
+    }
+
     /// The outcome this verdict records, if any.
     pub(crate) fn outcome(self) -> Option<Outcome> {
         match self {

@@ -9,6 +9,8 @@ pub mod circuit_breaker;
 pub mod classify;
 mod clock;
 mod error;
+pub mod fallback;
+pub mod policy;
 pub mod timeout;
 pub mod window;
 

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use seawall::bulkhead::Bulkhead;
 use seawall::circuit_breaker::CircuitBreaker;
+use seawall::fallback::Fallback;
+use seawall::policy::Policy;
 use seawall::timeout::TimeoutLayer;
 use seawall::window::Window;
 use seawall::Clock;
@@ -125,6 +127,24 @@ fn free_bulkheads_full_bulkheads_and_timeouts_allocate_nothing() {
         allocations_during(|| drive_through(&mut timed, 10_000)),
         0,
         "timeout"
+    );
+}
+
+#[test]
+fn a_healthy_policy_call_allocates_nothing() {
+    let policy = Policy::builder("p")
+        .clock(Clock::coarse())
+        .circuit_breaker(CircuitBreaker::builder())
+        .bulkhead(Bulkhead::builder().max_concurrent(10))
+        .timeout(Duration::from_secs(1))
+        .fallback(Fallback::builder().value(()))
+        .build()
+        .unwrap();
+    let mut service = policy.layer(service_fn(|_: bool| std::future::ready(Ok::<_, ()>(()))));
+    drive_through(&mut service, 10);
+    assert_eq!(
+        allocations_during(|| drive_through(&mut service, 10_000)),
+        0
     );
 }
 

@@ -124,6 +124,18 @@ impl Bulkhead {
         self.limiter.try_acquire()
     }
 
+    /// Takes a permit to give back with [`give_back`](Self::give_back), for
+    /// a holder that keeps the bulkhead already.
+    #[inline]
+    pub(crate) fn try_take(&self) -> bool {
+        self.limiter.try_take()
+    }
+
+    #[inline]
+    pub(crate) fn give_back(&self) {
+        self.limiter.release();
+    }
+
     /// Joins the queue, or builds the refusal if it is full.
     pub(crate) fn wait(&self, max_wait: Duration) -> Result<Acquire, BulkheadFull> {
         match self.limiter.enqueue() {

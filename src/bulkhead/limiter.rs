@@ -78,12 +78,16 @@ impl Limiter {
     /// Takes a free permit unless someone is already waiting for one.
     #[inline]
     pub(crate) fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
-        if self.waiting.load(Relaxed) != 0 {
-            return None;
-        }
-        self.take_free().then(|| Permit {
+        self.try_take().then(|| Permit {
             limiter: Arc::clone(self),
         })
+    }
+
+    /// Takes a free permit, unless someone is already waiting for one, for
+    /// a holder that gives it back with [`release`](Self::release).
+    #[inline]
+    pub(crate) fn try_take(&self) -> bool {
+        self.waiting.load(Relaxed) == 0 && self.take_free()
     }
 
     #[inline]
@@ -112,7 +116,7 @@ impl Limiter {
     }
 
     #[inline]
-    fn release(&self) {
+    pub(crate) fn release(&self) {
         if self.waiting.load(SeqCst) != 0 && self.hand_over() {
             return;
         }

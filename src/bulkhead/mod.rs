@@ -66,7 +66,8 @@ pub use future::ResponseFuture;
 pub use handle::{Bulkhead, BulkheadBuilder, BulkheadFigures, WhenFull};
 pub use layer::BulkheadLayer;
 
-use limiter::{Acquire, Permit};
+pub(crate) use limiter::Acquire;
+pub(crate) use limiter::Permit;
 use tower_service::Service;
 
 use crate::error::Error;

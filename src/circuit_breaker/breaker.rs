@@ -198,17 +198,34 @@ impl CircuitBreaker {
         self.shared.window.snapshot()
     }
 
+    /// Counts an outcome that is not a call's own (a fallback's, a cache's)
+    /// in the window.
+    pub(crate) fn record_outcome(&self, outcome: Outcome) {
+        self.shared.window.record_nanos(outcome, None, false);
+    }
+
     /// Asks to make one call. `Ok` carries a [`Permit`]: make the call, then
     /// [`record`](Permit::record) its verdict (dropping it unrecorded counts
     /// as configured by [`dropped_calls`](Builder::dropped_calls)). `Err`
     /// says the breaker refused; do not call.
     #[inline]
     pub fn try_acquire(&self) -> Result<Permit, CircuitOpen> {
+        self.admit().map(|ticket| Permit {
+            breaker: self.clone(),
+            ticket,
+            settled: false,
+        })
+    }
+
+    /// Admits a call, or refuses it: a permit without a handle, for a
+    /// future that holds the breaker already.
+    #[inline]
+    pub(crate) fn admit(&self) -> Result<Ticket, CircuitOpen> {
         let shared = &*self.shared;
         let mut word = shared.state.0.load(Acquire);
         loop {
             match code(word) {
-                CLOSED | FORCED_CLOSED => return Ok(self.permit(word, false)),
+                CLOSED | FORCED_CLOSED => return Ok(self.ticket(word, false)),
                 HALF_OPEN => {
                     if field(word, PROBES_SHIFT) >= u64::from(shared.config.half_open_probes) {
                         return Err(shared.short_circuit(State::HalfOpen, None));
@@ -219,7 +236,7 @@ impl CircuitBreaker {
                         .0
                         .compare_exchange_weak(word, taken, AcqRel, Acquire)
                     {
-                        Ok(_) => return Ok(self.permit(word, true)),
+                        Ok(_) => return Ok(self.ticket(word, true)),
                         Err(actual) => word = actual,
                     }
                 }
@@ -243,19 +260,32 @@ impl CircuitBreaker {
     }
 
     #[inline]
-    fn permit(&self, word: u64, probe: bool) -> Permit {
+    fn ticket(&self, word: u64, probe: bool) -> Ticket {
         let started = if self.shared.measure_latency {
             self.shared.window.clock().precise()
         } else {
             0
         };
-        Permit {
-            breaker: self.clone(),
+        Ticket {
             generation: generation(word),
             probe,
             started,
-            settled: false,
         }
+    }
+
+    /// Records how an admitted call went.
+    #[inline]
+    pub(crate) fn settle(&self, ticket: Ticket, verdict: Verdict) {
+        self.shared.on_result(ticket, verdict.outcome());
+    }
+
+    /// An admitted call was dropped before its verdict.
+    pub(crate) fn abandon(&self, ticket: Ticket) {
+        let outcome = match self.shared.config.dropped_call {
+            DroppedCall::Ignore => None,
+            DroppedCall::CountAsFailure => Some(Outcome::Failure),
+        };
+        self.shared.on_result(ticket, outcome);
     }
 
     /// Refuses every call until [`force_closed`](Self::force_closed) or
@@ -326,13 +356,12 @@ impl Shared {
     }
 
     #[inline]
-    fn on_result(
-        &self,
-        generation_admitted: u64,
-        probe: bool,
-        outcome: Option<Outcome>,
-        started: u64,
-    ) {
+    fn on_result(&self, ticket: Ticket, outcome: Option<Outcome>) {
+        let Ticket {
+            generation: generation_admitted,
+            probe,
+            started,
+        } = ticket;
         let word = self.state.0.load(Acquire);
         if generation(word) != generation_admitted {
             return;
@@ -521,11 +550,17 @@ impl Shared {
 #[must_use = "a permit records nothing unless its verdict is recorded"]
 pub struct Permit {
     breaker: CircuitBreaker,
+    ticket: Ticket,
+    settled: bool,
+}
+
+/// What the breaker needs to judge an admitted call.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ticket {
     generation: u64,
     probe: bool,
     /// When the call started, by the precise clock, if calls are timed.
     started: u64,
-    settled: bool,
 }
 
 impl Permit {
@@ -538,33 +573,22 @@ impl Permit {
     /// Records how the call went, once: later verdicts are ignored.
     #[inline]
     pub(crate) fn settle(&mut self, verdict: Verdict) {
-        if self.settled {
-            return;
+        if !std::mem::replace(&mut self.settled, true) {
+            self.breaker.settle(self.ticket, verdict);
         }
-        self.settled = true;
-        self.breaker
-            .shared
-            .on_result(self.generation, self.probe, verdict.outcome(), self.started);
     }
 
     /// Whether this call is a half-open probe.
     pub fn is_probe(&self) -> bool {
-        self.probe
+        self.ticket.probe
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        if self.settled {
-            return;
+        if !self.settled {
+            self.breaker.abandon(self.ticket);
         }
-        let outcome = match self.breaker.shared.config.dropped_call {
-            DroppedCall::Ignore => None,
-            DroppedCall::CountAsFailure => Some(Outcome::Failure),
-        };
-        self.breaker
-            .shared
-            .on_result(self.generation, self.probe, outcome, self.started);
     }
 }
 
@@ -572,7 +596,7 @@ impl fmt::Debug for Permit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Permit")
             .field("breaker", &self.breaker.name())
-            .field("probe", &self.probe)
+            .field("probe", &self.ticket.probe)
             .finish_non_exhaustive()
     }
 }

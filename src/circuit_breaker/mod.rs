@@ -84,6 +84,7 @@ use std::task::{Context, Poll};
 
 use tower_service::Service;
 
+pub(crate) use breaker::Ticket;
 pub use breaker::{CircuitBreaker, Permit};
 pub use config::{Builder, DroppedCall, OpenDuration};
 pub use error::CircuitOpen;

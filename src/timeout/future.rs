@@ -19,25 +19,7 @@ pin_project! {
         #[pin]
         inner: F,
         #[pin]
-        timer: Timer,
-        timeout: Duration,
-    }
-}
-
-pin_project! {
-    /// No timer until the inner future has been pending once: most answers
-    /// that are ready at once (a cache hit, a full bulkhead's refusal) then
-    /// never touch tokio's timer wheel.
-    #[project = TimerProj]
-    enum Timer {
-        Unarmed {
-            clock: Clock,
-            called_at: u64,
-        },
-        Armed {
-            #[pin]
-            sleep: Sleep,
-        },
+        deadline: Deadline,
     }
 }
 
@@ -45,11 +27,7 @@ impl<F> ResponseFuture<F> {
     pub(crate) fn new(inner: F, timeout: Duration, clock: Clock) -> Self {
         ResponseFuture {
             inner,
-            timer: Timer::Unarmed {
-                clock,
-                called_at: clock.now(),
-            },
-            timeout,
+            deadline: Deadline::new(timeout, clock),
         }
     }
 }
@@ -62,13 +40,75 @@ where
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+        let this = self.project();
         if let Poll::Ready(result) = this.inner.poll(cx) {
             return Poll::Ready(result.map_err(Error::Inner));
         }
-        let elapsed = Poll::Ready(Err(Error::Timeout(Elapsed::new(*this.timeout))));
+        this.deadline
+            .poll_elapsed(cx)
+            .map(|elapsed| Err(Error::Timeout(elapsed)))
+    }
+}
+
+impl<F> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("timeout", &self.deadline.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+pin_project! {
+    /// A call's deadline, counted from its creation (at `call`). No timer
+    /// until the call has been pending once: most answers that are ready at
+    /// once (a cache hit, a refusal) then never touch tokio's timer wheel.
+    pub(crate) struct Deadline {
+        #[pin]
+        timer: Timer,
+        timeout: Duration,
+    }
+}
+
+pin_project! {
+    #[project = TimerProj]
+    enum Timer {
+        Unarmed {
+            clock: Clock,
+            called_at: u64,
+        },
+        Armed {
+            #[pin]
+            sleep: Sleep,
+        },
+        Never,
+    }
+}
+
+impl Deadline {
+    /// No deadline: never elapses, never arms a timer.
+    pub(crate) fn never() -> Deadline {
+        Deadline {
+            timer: Timer::Never,
+            timeout: Duration::MAX,
+        }
+    }
+
+    pub(crate) fn new(timeout: Duration, clock: Clock) -> Deadline {
+        Deadline {
+            timer: Timer::Unarmed {
+                clock,
+                called_at: clock.now(),
+            },
+            timeout,
+        }
+    }
+
+    /// Call once the guarded future is pending: ready with the error once
+    /// the deadline has passed.
+    pub(crate) fn poll_elapsed(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Elapsed> {
+        let mut this = self.project();
+        let elapsed = Poll::Ready(Elapsed::new(*this.timeout));
         if let TimerProj::Unarmed { clock, called_at } = this.timer.as_mut().project() {
-            // The deadline runs from `call`, not from this first poll.
             let spent = Duration::from_nanos(clock.now().saturating_sub(*called_at));
             let Some(remaining) = this.timeout.checked_sub(spent).filter(|r| !r.is_zero()) else {
                 return elapsed;
@@ -78,19 +118,8 @@ where
             });
         }
         match this.timer.project() {
-            TimerProj::Armed { sleep } => match sleep.poll(cx) {
-                Poll::Ready(()) => elapsed,
-                Poll::Pending => Poll::Pending,
-            },
-            TimerProj::Unarmed { .. } => Poll::Pending,
+            TimerProj::Armed { sleep } => sleep.poll(cx).map(|()| Elapsed::new(*this.timeout)),
+            TimerProj::Unarmed { .. } | TimerProj::Never => Poll::Pending,
         }
-    }
-}
-
-impl<F> std::fmt::Debug for ResponseFuture<F> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseFuture")
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
     }
 }

@@ -39,7 +39,7 @@
 //! ```
 
 mod error;
-mod future;
+pub(crate) mod future;
 mod layer;
 
 use std::task::{Context, Poll};

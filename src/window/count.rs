@@ -8,9 +8,10 @@
 //! half of a window of 100. (A window that only counts up until it is "full"
 //! and then resets, or that never forgets, gets this wrong.)
 //!
-//! Short-circuited calls never reached the dependency; they do not take a
-//! slot (they would push real outcomes out) and are counted apart, since the
-//! last reset.
+//! Short-circuited calls never reached the dependency, and fallback and
+//! cache outcomes describe what was done about a call, not the call: they do
+//! not take a slot (they would push real outcomes out) and are counted
+//! apart, since the last reset.
 
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 
@@ -32,7 +33,8 @@ pub(crate) struct CountWindow {
     cursor: AtomicU32,
     /// The outcomes now in the ring, and their latency histogram.
     in_ring: Tally,
-    short_circuited: AtomicU64,
+    /// Outcomes that are not a call's own, by outcome.
+    apart: [AtomicU64; SLOTS],
 }
 
 fn encode(outcome: Outcome, slow: bool) -> u8 {
@@ -51,7 +53,7 @@ impl CountWindow {
             latencies: track_latency.then(|| (0..calls).map(|_| AtomicU16::new(0)).collect()),
             cursor: AtomicU32::new(0),
             in_ring: Tally::new(track_latency),
-            short_circuited: AtomicU64::new(0),
+            apart: Default::default(),
         }
     }
 
@@ -75,8 +77,8 @@ impl CountWindow {
 
     #[inline]
     pub(crate) fn record(&self, outcome: Outcome, slow: bool, latency_bucket: Option<usize>) {
-        if outcome == Outcome::ShortCircuited {
-            self.short_circuited.fetch_add(1, Relaxed);
+        if !outcome.is_call() {
+            self.apart[outcome as usize].fetch_add(1, Relaxed);
             return;
         }
         let slot = self.next_slot();
@@ -115,7 +117,9 @@ impl CountWindow {
 
     pub(crate) fn counts(&self) -> [u64; SLOTS] {
         let mut counts = self.in_ring.counts_signed();
-        counts[Outcome::ShortCircuited as usize] = self.short_circuited.load(Relaxed);
+        for outcome in Outcome::ALL.into_iter().filter(|o| !o.is_call()) {
+            counts[outcome as usize] = self.apart[outcome as usize].load(Relaxed);
+        }
         counts
     }
 
@@ -140,7 +144,9 @@ impl CountWindow {
                 self.move_latency(latency.swap(0, Relaxed), 0);
             }
         }
-        self.short_circuited.store(0, Relaxed);
+        for counter in &self.apart {
+            counter.store(0, Relaxed);
+        }
     }
 }
 

@@ -58,6 +58,16 @@ pub enum Outcome {
     Rejected = 3,
     /// The call was refused by an open circuit; the service was not called.
     ShortCircuited = 4,
+    /// A fallback answered in place of the call.
+    FallbackSuccess = 5,
+    /// A fallback was tried and failed (or took too long).
+    FallbackFailure = 6,
+    /// A fallback was not tried: too many fallbacks were running already.
+    FallbackRejected = 7,
+    /// A cached earlier answer was served in place of the call.
+    CacheHit = 8,
+    /// A cached answer was looked for and none (fresh enough) was there.
+    CacheMiss = 9,
 }
 
 impl Outcome {
@@ -69,19 +79,34 @@ impl Outcome {
         )
     }
 
-    const ALL: [Outcome; 5] = [
+    /// Whether the outcome is a call's own (it reached a verdict on the
+    /// dependency, or was refused by an isolation layer), as opposed to what
+    /// the breaker or a fallback did about it.
+    pub fn is_call(self) -> bool {
+        matches!(
+            self,
+            Outcome::Success | Outcome::Failure | Outcome::Timeout | Outcome::Rejected
+        )
+    }
+
+    const ALL: [Outcome; 10] = [
         Outcome::Success,
         Outcome::Failure,
         Outcome::Timeout,
         Outcome::Rejected,
         Outcome::ShortCircuited,
+        Outcome::FallbackSuccess,
+        Outcome::FallbackFailure,
+        Outcome::FallbackRejected,
+        Outcome::CacheHit,
+        Outcome::CacheMiss,
     ];
 }
 
 /// The index of the slow-call counter, after one counter per outcome.
-const SLOW: usize = 5;
+const SLOW: usize = Outcome::ALL.len();
 /// How many counters a tally keeps.
-const SLOTS: usize = 6;
+const SLOTS: usize = SLOW + 1;
 
 /// Outcome totals over a window.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -97,6 +122,16 @@ pub struct Counts {
     pub rejected: u64,
     /// Calls refused by an open circuit.
     pub short_circuited: u64,
+    /// Fallbacks that answered.
+    pub fallback_success: u64,
+    /// Fallbacks that failed or took too long.
+    pub fallback_failure: u64,
+    /// Fallbacks not tried: too many were running.
+    pub fallback_rejected: u64,
+    /// Cached answers served in place of a call.
+    pub cache_hit: u64,
+    /// Cached answers looked for and not found (or too old).
+    pub cache_miss: u64,
     /// Calls, of any outcome, slower than the slow-call threshold.
     pub slow: u64,
 }
@@ -109,6 +144,11 @@ impl Counts {
             timeout: slots[Outcome::Timeout as usize],
             rejected: slots[Outcome::Rejected as usize],
             short_circuited: slots[Outcome::ShortCircuited as usize],
+            fallback_success: slots[Outcome::FallbackSuccess as usize],
+            fallback_failure: slots[Outcome::FallbackFailure as usize],
+            fallback_rejected: slots[Outcome::FallbackRejected as usize],
+            cache_hit: slots[Outcome::CacheHit as usize],
+            cache_miss: slots[Outcome::CacheMiss as usize],
             slow: slots[SLOW],
         }
     }

@@ -1,0 +1,205 @@
+//! The cache of last good answers, on moka.
+
+use std::hash::Hash;
+use std::time::Duration;
+
+use moka::sync::Cache;
+
+use super::source::Lookup;
+use crate::clock::Clock;
+use crate::error::ConfigError;
+
+/// The last good answer per key, bounded, for a [`Fallback`](super::Fallback)
+/// to serve when a call fails. Cheap to clone; clones share the entries.
+///
+/// Built on [moka](https://docs.rs/moka)'s synchronous cache, which a
+/// response future can fill and read within a poll, without an extra future
+/// per call. Bounded by entries (or by a weight of your choosing), with
+/// optional time-to-live and time-to-idle (moka's, by the wall clock); an
+/// answer older than [`max_stale`](FallbackCacheBuilder::max_stale) (by the
+/// seawall clock, so paused-time tests can drive it) is not served.
+///
+/// ```
+/// use std::time::Duration;
+/// use seawall::fallback::FallbackCache;
+///
+/// let cache = FallbackCache::<(String, String), String>::builder()
+///     .max_entries(10_000)
+///     .max_stale(Duration::from_secs(300))
+///     .build()?;
+/// # drop(cache);
+/// # Ok::<(), seawall::ConfigError>(())
+/// ```
+pub struct FallbackCache<K, Res> {
+    entries: Cache<K, Entry<Res>>,
+    max_stale: Option<u64>,
+    clock: Clock,
+}
+
+impl<K, Res> Clone for FallbackCache<K, Res> {
+    fn clone(&self) -> Self {
+        FallbackCache {
+            entries: self.entries.clone(),
+            max_stale: self.max_stale,
+            clock: self.clock,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Entry<Res> {
+    response: Res,
+    /// When it was fresh, by `clock`.
+    at: u64,
+}
+
+impl<K, Res> FallbackCache<K, Res>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    Res: Clone + Send + Sync + 'static,
+{
+    /// A builder: at most 10,000 entries, served however old.
+    pub fn builder() -> FallbackCacheBuilder<K, Res> {
+        FallbackCacheBuilder {
+            max_entries: 10_000,
+            weigher: None,
+            time_to_live: None,
+            time_to_idle: None,
+            max_stale: None,
+            clock: None,
+        }
+    }
+
+    /// How many answers are kept (after pending evictions run).
+    pub fn len(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.entry_count()
+    }
+
+    /// Whether no answer is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forgets every answer.
+    pub fn clear(&self) {
+        self.entries.invalidate_all();
+    }
+}
+
+impl<K, Res> Lookup<K, Res> for FallbackCache<K, Res>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    Res: Clone + Send + Sync + 'static,
+{
+    fn store(&self, key: K, response: &Res) {
+        let entry = Entry {
+            response: response.clone(),
+            at: self.clock.now(),
+        };
+        self.entries.insert(key, entry);
+    }
+
+    fn lookup(&self, key: &K) -> Option<(Res, Duration)> {
+        let entry = self.entries.get(key)?;
+        let age = self.clock.now().saturating_sub(entry.at);
+        if self.max_stale.is_some_and(|max| age > max) {
+            return None;
+        }
+        Some((entry.response, Duration::from_nanos(age)))
+    }
+}
+
+type Weigher<K, Res> = Box<dyn Fn(&K, &Res) -> u32 + Send + Sync>;
+
+/// Builds a [`FallbackCache`]; [`build`](Self::build) checks the settings.
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct FallbackCacheBuilder<K, Res> {
+    max_entries: u64,
+    weigher: Option<Weigher<K, Res>>,
+    time_to_live: Option<Duration>,
+    time_to_idle: Option<Duration>,
+    max_stale: Option<Duration>,
+    clock: Option<Clock>,
+}
+
+impl<K, Res> FallbackCacheBuilder<K, Res>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    Res: Clone + Send + Sync + 'static,
+{
+    /// At most this many answers (or, with a [`weigher`](Self::weigher), this
+    /// much total weight). Default 10,000.
+    pub fn max_entries(mut self, max: u64) -> Self {
+        self.max_entries = max;
+        self
+    }
+
+    /// Bounds the cache by the sum of `weigher(key, answer)` (bytes, say)
+    /// instead of the number of entries.
+    pub fn weigher<F>(mut self, weigher: F) -> Self
+    where
+        F: Fn(&K, &Res) -> u32 + Send + Sync + 'static,
+    {
+        self.weigher = Some(Box::new(weigher));
+        self
+    }
+
+    /// Drops an answer this long after it was stored (wall clock).
+    pub fn time_to_live(mut self, ttl: Duration) -> Self {
+        self.time_to_live = Some(ttl);
+        self
+    }
+
+    /// Drops an answer nobody read or refreshed for this long (wall clock).
+    pub fn time_to_idle(mut self, tti: Duration) -> Self {
+        self.time_to_idle = Some(tti);
+        self
+    }
+
+    /// Never serves an answer older than this. Default: any age still kept.
+    pub fn max_stale(mut self, max_stale: Duration) -> Self {
+        self.max_stale = Some(max_stale);
+        self
+    }
+
+    /// The clock that dates answers. Default [`Clock::default`].
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Checks the settings and builds the cache.
+    pub fn build(self) -> Result<FallbackCache<K, Res>, ConfigError> {
+        if self.max_entries == 0 {
+            return Err(ConfigError::new("max_entries", 0, "must be at least 1"));
+        }
+        for (field, value) in [
+            ("time_to_live", self.time_to_live),
+            ("time_to_idle", self.time_to_idle),
+            ("max_stale", self.max_stale),
+        ] {
+            if let Some(zero) = value.filter(|d| d.is_zero()) {
+                return Err(ConfigError::new(field, zero, "must be longer than zero"));
+            }
+        }
+        let mut entries = Cache::builder().max_capacity(self.max_entries);
+        if let Some(weigher) = self.weigher {
+            entries =
+                entries.weigher(move |key: &K, entry: &Entry<Res>| weigher(key, &entry.response));
+        }
+        if let Some(ttl) = self.time_to_live {
+            entries = entries.time_to_live(ttl);
+        }
+        if let Some(tti) = self.time_to_idle {
+            entries = entries.time_to_idle(tti);
+        }
+        Ok(FallbackCache {
+            entries: entries.build(),
+            max_stale: self
+                .max_stale
+                .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+            clock: self.clock.unwrap_or_default(),
+        })
+    }
+}

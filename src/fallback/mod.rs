@@ -1,0 +1,505 @@
+//! What to answer when a call cannot be answered: a fixed value, a function
+//! of the request and the error, another service, or the last good answer
+//! from a cache.
+//!
+//! A [`Fallback`] is triggered by the [`Causes`] it is given: the inner
+//! service failing (as classified), a timeout, a full bulkhead, an open
+//! circuit. It tries, in order, its cache (feature `cache`: the last good
+//! answer for the request's key, if not too old) and then its source. If
+//! nothing answers, or the fallback itself fails, is too slow, or too many
+//! fallbacks are running already (Hystrix bounds them too), **the caller gets
+//! the original error**, never the fallback's.
+//!
+//! # Telling a fallback answer from a fresh one
+//!
+//! The response type does not change, so a fallback fits any stack. To mark
+//! answers, give [`FallbackBuilder::mark`] a function that writes the
+//! [`Provenance`] into the response: an `http::Response` extension or
+//! header, a field of your own type. Counts of fallback outcomes go to the
+//! rolling window of the breaker given to [`FallbackBuilder::stats`] (the
+//! [`Policy`](crate::policy) does this by itself).
+//!
+//! # Keys
+//!
+//! The key function sees the whole request, so a cached answer is never
+//! served to a request that should not see it: key by tenant (and whatever
+//! else makes an answer differ), not just by path.
+//!
+//! ```
+//! use std::time::Duration;
+//! use seawall::fallback::{Fallback, FallbackLayer};
+//! use seawall::timeout::TimeoutLayer;
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//!
+//! struct Quote { tenant: String, symbol: String }
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let fallback = Fallback::builder()
+//!     .key(|quote: &Quote| (quote.tenant.clone(), quote.symbol.clone()))
+//!     .function(|(tenant, symbol): &(String, String), _error: &seawall::Error<std::io::Error>| {
+//!         Ok::<_, std::io::Error>(format!("{symbol} for {tenant}: price unavailable"))
+//!     })
+//!     .build()
+//!     .unwrap();
+//! let service = ServiceBuilder::new()
+//!     .layer(FallbackLayer::new(fallback))
+//!     .layer(TimeoutLayer::new(Duration::from_millis(100)))
+//!     .service(service_fn(|_: Quote| async {
+//!         tokio::time::sleep(Duration::from_secs(1)).await; // too slow
+//!         Ok::<String, std::io::Error>("fresh".into())
+//!     }));
+//! let answer = service.oneshot(Quote { tenant: "acme".into(), symbol: "SWL".into() }).await.unwrap();
+//! assert_eq!(answer, "SWL for acme: price unavailable");
+//! # }
+//! ```
+
+#[cfg(feature = "cache")]
+mod cache;
+mod future;
+mod layer;
+mod source;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[cfg(feature = "cache")]
+pub use cache::{FallbackCache, FallbackCacheBuilder};
+pub use future::ResponseFuture;
+pub use layer::{FallbackLayer, FallbackService};
+
+use crate::bulkhead::Bulkhead;
+use crate::circuit_breaker::CircuitBreaker;
+use crate::error::{ConfigError, Error};
+use crate::window::Outcome;
+use crate::BoxError;
+use source::{BoxFuture, Lookup, Source};
+
+/// Why a call needs a fallback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Cause {
+    /// The inner service failed (as its classifier says).
+    Failure,
+    /// The call timed out.
+    Timeout,
+    /// A bulkhead or blocking pool had no room.
+    BulkheadFull,
+    /// The circuit breaker refused the call.
+    CircuitOpen,
+}
+
+impl Cause {
+    /// The cause an error stands for.
+    pub fn of<E>(error: &Error<E>) -> Cause {
+        match error {
+            Error::Timeout(_) => Cause::Timeout,
+            Error::BulkheadFull(_) => Cause::BulkheadFull,
+            Error::CircuitOpen(_) => Cause::CircuitOpen,
+            Error::Inner(_) => Cause::Failure,
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// A set of [`Cause`]s.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Causes(u8);
+
+impl Causes {
+    /// Every cause (the default).
+    pub const ALL: Causes = Causes(0b1111);
+
+    /// Only these causes.
+    pub fn only(causes: &[Cause]) -> Causes {
+        Causes(causes.iter().fold(0, |set, cause| set | cause.bit()))
+    }
+
+    /// This set without `cause`.
+    pub fn without(self, cause: Cause) -> Causes {
+        Causes(self.0 & !cause.bit())
+    }
+
+    /// Whether `cause` is in the set.
+    pub fn contains(self, cause: Cause) -> bool {
+        self.0 & cause.bit() != 0
+    }
+}
+
+impl fmt::Debug for Causes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let all = [
+            Cause::Failure,
+            Cause::Timeout,
+            Cause::BulkheadFull,
+            Cause::CircuitOpen,
+        ];
+        f.debug_set()
+            .entries(all.iter().filter(|c| self.contains(**c)))
+            .finish()
+    }
+}
+
+/// Where an answer given in place of a call came from, for
+/// [`FallbackBuilder::mark`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Provenance {
+    /// The fallback's source (a value, a function, another service).
+    Fallback,
+    /// The cache: the last good answer for the request's key, this old.
+    Cache {
+        /// How long ago the answer was fresh.
+        age: Duration,
+    },
+}
+
+/// A fallback: its key function, cache, source, causes and bounds. Cheap to
+/// clone. Build one with [`Fallback::builder`].
+pub struct Fallback<Req, Res, E, K = ()> {
+    shared: Arc<Shared<Req, Res, E, K>>,
+}
+
+impl<Req, Res, E, K> Clone for Fallback<Req, Res, E, K> {
+    fn clone(&self) -> Self {
+        Fallback {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+type KeyOf<Req, K> = Box<dyn Fn(&Req) -> K + Send + Sync>;
+type Mark<Res> = Box<dyn Fn(&mut Res, Provenance) + Send + Sync>;
+
+struct Shared<Req, Res, E, K> {
+    key_of: KeyOf<Req, K>,
+    cache: Option<Box<dyn Lookup<K, Res>>>,
+    source: Option<Box<dyn Source<K, Res, E>>>,
+    causes: Causes,
+    limit: Bulkhead,
+    timeout: Option<Duration>,
+    mark: Option<Mark<Res>>,
+    stats: Option<CircuitBreaker>,
+}
+
+/// What a fallback did about a failed call.
+pub(crate) enum Attempt<Res> {
+    /// Answered at once (from the cache).
+    Answered(Res),
+    /// A source is working on it.
+    Running(Running<Res>),
+    /// Nothing answers: the caller gets the original error.
+    Unanswered,
+}
+
+/// A source's answer in the making, holding its place among the running
+/// fallbacks.
+pub(crate) struct Running<Res> {
+    future: BoxFuture<Result<Res, BoxError>>,
+    _permit: crate::bulkhead::Permit,
+}
+
+impl<Req, Res, E, K> Fallback<Req, Res, E, K> {
+    /// The request's key, taken before the request goes to the service.
+    #[inline]
+    pub(crate) fn key(&self, request: &Req) -> K {
+        (self.shared.key_of)(request)
+    }
+
+    /// Whether the fallback answers for `cause`.
+    #[inline]
+    pub(crate) fn handles(&self, cause: Cause) -> bool {
+        self.shared.causes.contains(cause)
+    }
+
+    /// Keeps a good answer for its key.
+    pub(crate) fn store(&self, key: K, response: &Res) {
+        if let Some(cache) = &self.shared.cache {
+            cache.store(key, response);
+        }
+    }
+
+    fn count(&self, outcome: Outcome) {
+        if let Some(breaker) = &self.shared.stats {
+            breaker.record_outcome(outcome);
+        }
+    }
+
+    /// Tries the cache, then the source.
+    pub(crate) fn attempt(&self, key: &K, error: &Error<E>) -> Attempt<Res>
+    where
+        Res: Send + 'static,
+    {
+        if let Some(cache) = &self.shared.cache {
+            match cache.lookup(key) {
+                Some((mut answer, age)) => {
+                    self.count(Outcome::CacheHit);
+                    self.mark(&mut answer, Provenance::Cache { age });
+                    tracing::debug!(target: "seawall::fallback", ?age, "served a cached answer");
+                    return Attempt::Answered(answer);
+                }
+                None => self.count(Outcome::CacheMiss),
+            }
+        }
+        let Some(source) = &self.shared.source else {
+            return Attempt::Unanswered;
+        };
+        let Some(permit) = self.shared.limit.try_acquire() else {
+            self.count(Outcome::FallbackRejected);
+            tracing::debug!(target: "seawall::fallback", "too many fallbacks running: not tried");
+            return Attempt::Unanswered;
+        };
+        let future = source.answer(key, error);
+        let future = match self.shared.timeout {
+            Some(limit) => Box::pin(async move {
+                match tokio::time::timeout(limit, future).await {
+                    Ok(answer) => answer,
+                    Err(elapsed) => Err(BoxError::from(elapsed)),
+                }
+            }),
+            None => future,
+        };
+        Attempt::Running(Running {
+            future,
+            _permit: permit,
+        })
+    }
+
+    /// Books a source's answer: marked and counted, or counted as failed.
+    pub(crate) fn finish(&self, answer: Result<Res, BoxError>) -> Option<Res> {
+        match answer {
+            Ok(mut answer) => {
+                self.count(Outcome::FallbackSuccess);
+                self.mark(&mut answer, Provenance::Fallback);
+                Some(answer)
+            }
+            Err(error) => {
+                self.count(Outcome::FallbackFailure);
+                tracing::debug!(target: "seawall::fallback", %error, "the fallback failed");
+                None
+            }
+        }
+    }
+
+    fn mark(&self, answer: &mut Res, provenance: Provenance) {
+        if let Some(mark) = &self.shared.mark {
+            mark(answer, provenance);
+        }
+    }
+}
+
+impl<Res> Running<Res> {
+    pub(crate) fn poll(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<Res, BoxError>> {
+        self.future.as_mut().poll(cx)
+    }
+}
+
+impl<Req, Res, E, K> fmt::Debug for Fallback<Req, Res, E, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fallback")
+            .field("causes", &self.shared.causes)
+            .field("cache", &self.shared.cache.is_some())
+            .field("source", &self.shared.source.is_some())
+            .field("timeout", &self.shared.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<Req, Res, E> Fallback<Req, Res, E, ()> {
+    /// A builder: no key, no cache, no source yet; every cause; at most 10
+    /// fallbacks running at once (Hystrix's default); no time limit.
+    pub fn builder() -> FallbackBuilder<Req, Res, E, ()> {
+        FallbackBuilder {
+            key_of: Box::new(|_: &Req| ()),
+            cache: None,
+            source: None,
+            causes: Causes::ALL,
+            max_concurrent: 10,
+            timeout: None,
+            mark: None,
+            stats: None,
+        }
+    }
+}
+
+/// Builds a [`Fallback`]; [`build`](Self::build) checks the settings.
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct FallbackBuilder<Req, Res, E, K> {
+    key_of: KeyOf<Req, K>,
+    cache: Option<Box<dyn Lookup<K, Res>>>,
+    source: Option<Box<dyn Source<K, Res, E>>>,
+    causes: Causes,
+    max_concurrent: usize,
+    timeout: Option<Duration>,
+    mark: Option<Mark<Res>>,
+    stats: Option<CircuitBreaker>,
+}
+
+impl<Req, Res, E, K> FallbackBuilder<Req, Res, E, K>
+where
+    Req: 'static,
+    Res: Send + 'static,
+    E: 'static,
+    K: Send + Sync + 'static,
+{
+    /// Derives each request's key (for the cache, and given to the source).
+    /// It sees the whole request: include the tenant in it.
+    pub fn key<K2, F>(self, key_of: F) -> FallbackBuilder<Req, Res, E, K2>
+    where
+        F: Fn(&Req) -> K2 + Send + Sync + 'static,
+    {
+        FallbackBuilder {
+            key_of: Box::new(key_of),
+            cache: None,
+            source: None,
+            causes: self.causes,
+            max_concurrent: self.max_concurrent,
+            timeout: self.timeout,
+            mark: None,
+            stats: self.stats,
+        }
+    }
+
+    /// Answers with a clone of `value`.
+    pub fn value(mut self, value: Res) -> Self
+    where
+        Res: Clone + Sync,
+    {
+        self.source = Some(Box::new(source::Value(value)));
+        self
+    }
+
+    /// Answers with `f(key, error)`, run at once on the caller's task (keep
+    /// it quick; use [`function_async`](Self::function_async) for I/O).
+    pub fn function<F, Fe>(mut self, f: F) -> Self
+    where
+        F: Fn(&K, &Error<E>) -> Result<Res, Fe> + Send + Sync + 'static,
+        Fe: Into<BoxError>,
+    {
+        self.source = Some(Box::new(source::Function(f)));
+        self
+    }
+
+    /// Answers with the future `f(key, error)` returns.
+    pub fn function_async<F, Fut, Fe>(mut self, f: F) -> Self
+    where
+        F: Fn(&K, &Error<E>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<Res, Fe>> + Send + 'static,
+        Fe: Into<BoxError>,
+    {
+        self.source = Some(Box::new(source::AsyncFunction(f)));
+        self
+    }
+
+    /// Asks another service (a secondary backend), with the request's key as
+    /// its request: make the key the whole request (cloned) if the backend
+    /// needs it.
+    pub fn service<S>(mut self, service: S) -> Self
+    where
+        S: tower_service::Service<K, Response = Res> + Clone + Send + Sync + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+        K: Clone,
+    {
+        self.source = Some(Box::new(source::Secondary(service)));
+        self
+    }
+
+    /// Keeps every good answer under its request's key, and serves the last
+    /// one (if fresh enough) before asking the source.
+    #[cfg(feature = "cache")]
+    pub fn cache(mut self, cache: FallbackCache<K, Res>) -> Self
+    where
+        K: std::hash::Hash + Eq,
+        Res: Clone + Sync,
+    {
+        self.cache = Some(Box::new(cache));
+        self
+    }
+
+    /// Which causes trigger the fallback. Default: all of them.
+    pub fn on(mut self, causes: Causes) -> Self {
+        self.causes = causes;
+        self
+    }
+
+    /// At most this many fallbacks run at once; more get the original error.
+    /// Default 10 (Hystrix's `fallback.isolation.semaphore.maxConcurrentRequests`).
+    pub fn max_concurrent(mut self, max_concurrent: usize) -> Self {
+        self.max_concurrent = max_concurrent;
+        self
+    }
+
+    /// A fallback slower than this fails (the caller gets the original
+    /// error). Default: no limit.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Marks every answer given in place of a call with where it came from.
+    pub fn mark<F>(mut self, mark: F) -> Self
+    where
+        F: Fn(&mut Res, Provenance) + Send + Sync + 'static,
+    {
+        self.mark = Some(Box::new(mark));
+        self
+    }
+
+    /// Counts this fallback's outcomes in `breaker`'s rolling window.
+    pub fn stats(mut self, breaker: &CircuitBreaker) -> Self {
+        self.stats = Some(breaker.clone());
+        self
+    }
+
+    /// Checks the settings and builds the fallback.
+    pub fn build(self) -> Result<Fallback<Req, Res, E, K>, ConfigError> {
+        if self.cache.is_none() && self.source.is_none() {
+            return Err(ConfigError::new(
+                "source",
+                "none",
+                "give a value, function, service or cache",
+            ));
+        }
+        if self.causes.0 == 0 {
+            return Err(ConfigError::new(
+                "on",
+                self.causes,
+                "must contain at least one cause",
+            ));
+        }
+        if let Some(timeout) = self.timeout.filter(|t| t.is_zero()) {
+            return Err(ConfigError::new(
+                "timeout",
+                timeout,
+                "must be longer than zero",
+            ));
+        }
+        let limit = Bulkhead::builder()
+            .name("fallback")
+            .max_concurrent(self.max_concurrent)
+            .build()
+            .map_err(|_| {
+                ConfigError::new("max_concurrent", self.max_concurrent, "must be at least 1")
+            })?;
+        Ok(Fallback {
+            shared: Arc::new(Shared {
+                key_of: self.key_of,
+                cache: self.cache,
+                source: self.source,
+                causes: self.causes,
+                limit,
+                timeout: self.timeout,
+                mark: self.mark,
+                stats: self.stats,
+            }),
+        })
+    }
+}

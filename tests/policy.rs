@@ -1,0 +1,554 @@
+//! The Policy and its fallbacks, with tokio's clock paused.
+
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::Duration;
+
+use seawall::bulkhead::Bulkhead;
+use seawall::circuit_breaker::{CircuitBreaker, State};
+#[cfg(feature = "cache")]
+use seawall::fallback::FallbackCache;
+use seawall::fallback::{Cause, Causes, Fallback, Provenance};
+use seawall::policy::Policy;
+use seawall::Error;
+use tokio::time::{advance, sleep, Instant};
+use tower::{service_fn, Layer, Service, ServiceExt};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Request {
+    tenant: &'static str,
+    item: u32,
+    /// How the upstream treats this call.
+    act: Act,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Act {
+    Answer,
+    Fail,
+    Take(u64),
+}
+
+fn req(tenant: &'static str, item: u32, act: Act) -> Request {
+    Request { tenant, item, act }
+}
+
+/// An upstream that answers `"{tenant}/{item}@{version}"`, and counts calls.
+#[derive(Clone, Default)]
+struct Upstream {
+    calls: Arc<AtomicUsize>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Upstream {
+    fn service(
+        &self,
+    ) -> impl Service<Request, Response = String, Error = &'static str, Future = impl Send> + Clone
+    {
+        let upstream = self.clone();
+        service_fn(move |r: Request| {
+            let upstream = upstream.clone();
+            async move {
+                let n = upstream.calls.fetch_add(1, SeqCst);
+                upstream.in_flight.fetch_add(1, SeqCst);
+                let result = match r.act {
+                    Act::Answer => Ok(format!("{}/{}@{n}", r.tenant, r.item)),
+                    Act::Fail => Err("upstream failed"),
+                    Act::Take(t) => {
+                        sleep(ms(t)).await;
+                        Ok(format!("{}/{}@{n}", r.tenant, r.item))
+                    }
+                };
+                upstream.in_flight.fetch_sub(1, SeqCst);
+                result
+            }
+        })
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(SeqCst)
+    }
+}
+
+#[cfg(feature = "cache")]
+fn cache(max_stale: Option<Duration>) -> FallbackCache<(&'static str, u32), String> {
+    let mut builder = FallbackCache::builder().max_entries(100);
+    if let Some(max) = max_stale {
+        builder = builder.max_stale(max);
+    }
+    builder.build().unwrap()
+}
+
+#[cfg(feature = "cache")]
+fn keyed_by_tenant() -> impl Fn(&Request) -> (&'static str, u32) + Send + Sync + 'static {
+    |r: &Request| (r.tenant, r.item)
+}
+
+#[cfg(feature = "cache")]
+#[tokio::test(start_paused = true)]
+async fn every_cause_falls_back_to_the_last_good_answer() {
+    let upstream = Upstream::default();
+    let policy = Policy::builder("catalog")
+        .circuit_breaker(
+            CircuitBreaker::builder()
+                .consecutive_failures(3)
+                .disable_error_threshold(),
+        )
+        .bulkhead(Bulkhead::builder().max_concurrent(1))
+        .timeout(ms(100))
+        .fallback(
+            Fallback::builder()
+                .key(keyed_by_tenant())
+                .cache(cache(None)),
+        )
+        .build()
+        .unwrap();
+    let service = policy.layer(upstream.service());
+    let call = |act| service.clone().oneshot(req("acme", 1, act));
+
+    assert_eq!(
+        call(Act::Answer).await.unwrap(),
+        "acme/1@0",
+        "fresh, and now cached"
+    );
+    assert_eq!(call(Act::Fail).await.unwrap(), "acme/1@0", "failure");
+    assert_eq!(call(Act::Take(500)).await.unwrap(), "acme/1@0", "timeout");
+
+    // The bulkhead's one permit is taken by a slow call.
+    let busy = tokio::spawn(service.clone().oneshot(req("acme", 1, Act::Take(50))));
+    tokio::task::yield_now().await;
+    assert_eq!(
+        call(Act::Answer).await.unwrap(),
+        "acme/1@0",
+        "bulkhead full"
+    );
+    assert_eq!(busy.await.unwrap().unwrap(), "acme/1@3");
+
+    assert_eq!(
+        policy.breaker().state(),
+        State::Open,
+        "failure, timeout, refusal in a row"
+    );
+    assert_eq!(
+        call(Act::Fail).await.unwrap(),
+        "acme/1@3",
+        "the slow call's answer was kept"
+    );
+    let before = upstream.calls();
+    assert_eq!(call(Act::Answer).await.unwrap(), "acme/1@3", "circuit open");
+    assert_eq!(
+        upstream.calls(),
+        before,
+        "an open circuit never calls upstream"
+    );
+
+    let c = policy.breaker().counts();
+    // The slow call was admitted before the trip: its success is not counted.
+    assert_eq!(
+        (
+            c.success,
+            c.failure,
+            c.timeout,
+            c.rejected,
+            c.short_circuited
+        ),
+        (1, 1, 1, 1, 2)
+    );
+    assert_eq!((c.cache_hit, c.cache_miss), (5, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_the_chosen_causes_fall_back() {
+    let upstream = Upstream::default();
+    let policy = Policy::builder("catalog")
+        .timeout(ms(100))
+        .fallback(
+            Fallback::builder()
+                .value("default".to_owned())
+                .on(Causes::only(&[Cause::Timeout])),
+        )
+        .build()
+        .unwrap();
+    let service = policy.layer(upstream.service());
+    assert_eq!(
+        service
+            .clone()
+            .oneshot(req("a", 1, Act::Take(500)))
+            .await
+            .unwrap(),
+        "default"
+    );
+    let err = service.oneshot(req("a", 1, Act::Fail)).await.unwrap_err();
+    assert_eq!(
+        err.into_inner(),
+        Some("upstream failed"),
+        "a failure is not a chosen cause"
+    );
+}
+
+#[cfg(feature = "cache")]
+#[tokio::test(start_paused = true)]
+async fn stale_answers_are_not_served() {
+    let upstream = Upstream::default();
+    let policy = Policy::builder("catalog")
+        .fallback(
+            Fallback::builder()
+                .key(keyed_by_tenant())
+                .cache(cache(Some(ms(60_000)))),
+        )
+        .build()
+        .unwrap();
+    let service = policy.layer(upstream.service());
+    service
+        .clone()
+        .oneshot(req("acme", 1, Act::Answer))
+        .await
+        .unwrap();
+    advance(ms(60_000)).await;
+    assert_eq!(
+        service
+            .clone()
+            .oneshot(req("acme", 1, Act::Fail))
+            .await
+            .unwrap(),
+        "acme/1@0"
+    );
+    advance(ms(1)).await;
+    let err = service
+        .oneshot(req("acme", 1, Act::Fail))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.into_inner(),
+        Some("upstream failed"),
+        "60.001 s old: too stale"
+    );
+    assert_eq!(policy.breaker().counts().cache_miss, 1);
+}
+
+#[cfg(feature = "cache")]
+#[tokio::test(start_paused = true)]
+async fn a_tenant_never_gets_another_tenants_answer() {
+    let upstream = Upstream::default();
+    let policy = Policy::builder("catalog")
+        .fallback(
+            Fallback::builder()
+                .key(keyed_by_tenant())
+                .cache(cache(None)),
+        )
+        .build()
+        .unwrap();
+    let service = policy.layer(upstream.service());
+    service
+        .clone()
+        .oneshot(req("acme", 1, Act::Answer))
+        .await
+        .unwrap();
+    assert!(service
+        .clone()
+        .oneshot(req("globex", 1, Act::Fail))
+        .await
+        .is_err());
+    assert_eq!(
+        service.oneshot(req("acme", 1, Act::Fail)).await.unwrap(),
+        "acme/1@0"
+    );
+}
+
+#[cfg(feature = "cache")]
+#[tokio::test(start_paused = true)]
+async fn the_cache_is_bounded() {
+    let cache = cache(None);
+    let upstream = Upstream::default();
+    let policy = Policy::builder("catalog")
+        .fallback(
+            Fallback::builder()
+                .key(keyed_by_tenant())
+                .cache(cache.clone()),
+        )
+        .build()
+        .unwrap();
+    let service = policy.layer(upstream.service());
+    for item in 0..1_000 {
+        service
+            .clone()
+            .oneshot(req("acme", item, Act::Answer))
+            .await
+            .unwrap();
+    }
+    assert!(cache.len() <= 100, "{} entries kept", cache.len());
+    assert!(cache.len() >= 50, "{} entries kept", cache.len());
+}
+
+#[cfg(feature = "cache")]
+#[tokio::test(start_paused = true)]
+async fn a_cache_miss_goes_on_to_the_source_and_a_failing_source_gives_the_original_error() {
+    let upstream = Upstream::default();
+    let source_called = Arc::new(AtomicUsize::new(0));
+    let called = source_called.clone();
+    let policy = Policy::builder("catalog")
+        .fallback(
+            Fallback::builder()
+                .key(keyed_by_tenant())
+                .cache(cache(None))
+                .function(
+                    move |key: &(&'static str, u32), error: &Error<&'static str>| {
+                        called.fetch_add(1, SeqCst);
+                        assert_eq!(error.inner(), Some(&"upstream failed"));
+                        Err::<String, _>(format!("no default for {key:?}"))
+                    },
+                ),
+        )
+        .build()
+        .unwrap();
+    let service = policy.layer(upstream.service());
+    let err = service
+        .oneshot(req("acme", 1, Act::Fail))
+        .await
+        .unwrap_err();
+    assert_eq!(source_called.load(SeqCst), 1);
+    assert_eq!(
+        err.into_inner(),
+        Some("upstream failed"),
+        "the original error, not the fallback's"
+    );
+    let c = policy.breaker().counts();
+    assert_eq!((c.cache_miss, c.fallback_failure), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_or_crowded_fallbacks_are_bounded() {
+    let upstream = Upstream::default();
+    let policy = Policy::builder("catalog")
+        .fallback(
+            Fallback::builder()
+                .function_async(|_: &(), _: &Error<&'static str>| async {
+                    sleep(ms(1_000)).await;
+                    Ok::<_, std::io::Error>("late default".to_owned())
+                })
+                .timeout(ms(200))
+                .max_concurrent(2),
+        )
+        .build()
+        .unwrap();
+    let service = policy.layer(upstream.service());
+    let start = Instant::now();
+    let calls: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(service.clone().oneshot(req("a", 1, Act::Fail))))
+        .collect();
+    for call in calls {
+        assert_eq!(
+            call.await.unwrap().unwrap_err().into_inner(),
+            Some("upstream failed")
+        );
+    }
+    assert_eq!(start.elapsed(), ms(200), "the fallback's own time limit");
+    let c = policy.breaker().counts();
+    assert_eq!((c.fallback_failure, c.fallback_rejected), (2, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_secondary_service_answers_and_answers_are_marked() {
+    let upstream = Upstream::default();
+    let secondary =
+        service_fn(
+            |r: Request| async move { Ok::<_, std::io::Error>(format!("secondary {}", r.item)) },
+        );
+    let policy = Policy::builder("catalog")
+        .fallback(
+            Fallback::builder()
+                .key(|r: &Request| r.clone())
+                .service(secondary)
+                .mark(|answer: &mut String, provenance| {
+                    assert_eq!(provenance, Provenance::Fallback);
+                    answer.push_str(" (fallback)");
+                }),
+        )
+        .build()
+        .unwrap();
+    let answer = policy
+        .layer(upstream.service())
+        .oneshot(req("a", 9, Act::Fail))
+        .await
+        .unwrap();
+    assert_eq!(answer, "secondary 9 (fallback)");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_breaker_never_touches_the_bulkhead_or_the_service() {
+    let upstream = Upstream::default();
+    let policy = Policy::builder("catalog")
+        .circuit_breaker(CircuitBreaker::builder())
+        .bulkhead(Bulkhead::builder().max_concurrent(1))
+        .timeout(ms(100))
+        .build()
+        .unwrap();
+    policy.breaker().force_open();
+    let service = policy.layer(upstream.service());
+    let err = service.oneshot(req("a", 1, Act::Answer)).await.unwrap_err();
+    assert!(err.is_circuit_open());
+    assert_eq!(upstream.calls(), 0);
+    let bulkhead = policy.bulkhead().unwrap().figures();
+    assert_eq!((bulkhead.max_in_flight_seen, bulkhead.rejected), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bulkhead_refusal_is_not_also_a_timeout() {
+    let upstream = Upstream::default();
+    let policy = Policy::builder("catalog")
+        .bulkhead(Bulkhead::builder().max_concurrent(1).queue(5, ms(300)))
+        .timeout(ms(100))
+        .build()
+        .unwrap();
+    let service = policy.layer(upstream.service());
+    let busy = tokio::spawn(service.clone().oneshot(req("a", 1, Act::Take(1_000))));
+    tokio::task::yield_now().await;
+    let start = Instant::now();
+    let waited = service.clone().oneshot(req("a", 2, Act::Answer)).await;
+    // The busy call times out at 100 ms, freeing the permit: the waiting
+    // call gets in then, with a fresh 100 ms of its own.
+    assert_eq!(waited.unwrap(), "a/2@1");
+    assert_eq!(start.elapsed(), ms(100));
+    assert!(busy.await.unwrap().unwrap_err().is_timeout());
+
+    // Now a refusal after waiting: the queue's max wait, not the timeout.
+    let busy = tokio::spawn(service.clone().oneshot(req("a", 1, Act::Take(90))));
+    let also_busy = tokio::spawn(service.clone().oneshot(req("a", 1, Act::Take(90))));
+    tokio::task::yield_now().await;
+    let _ = (busy, also_busy);
+    let c = policy.breaker().counts();
+    assert_eq!((c.timeout, c.rejected), (1, 0));
+    let f = policy.bulkhead().unwrap().figures();
+    assert_eq!(f.in_flight + f.queued, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn queued_policy_calls_time_out_only_once_they_run() {
+    let upstream = Upstream::default();
+    let policy = Policy::builder("catalog")
+        .bulkhead(Bulkhead::builder().max_concurrent(1).queue(5, ms(50)))
+        .timeout(ms(1_000))
+        .build()
+        .unwrap();
+    let service = policy.layer(upstream.service());
+    let busy = tokio::spawn(service.clone().oneshot(req("a", 1, Act::Take(500))));
+    tokio::task::yield_now().await;
+    let start = Instant::now();
+    match service
+        .clone()
+        .oneshot(req("a", 2, Act::Answer))
+        .await
+        .unwrap_err()
+    {
+        Error::BulkheadFull(full) => assert_eq!(full.waited(), Some(ms(50))),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(start.elapsed(), ms(50));
+    busy.await.unwrap().unwrap();
+    let c = policy.breaker().counts();
+    assert_eq!((c.success, c.timeout, c.rejected), (1, 0, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn timeouts_and_rejections_can_be_left_out_of_the_breakers_count() {
+    let upstream = Upstream::default();
+    let policy = Policy::builder("catalog")
+        .circuit_breaker(
+            CircuitBreaker::builder()
+                .consecutive_failures(1)
+                .disable_error_threshold(),
+        )
+        .timeout(ms(10))
+        .timeouts_count(false)
+        .build()
+        .unwrap();
+    let service = policy.layer(upstream.service());
+    for _ in 0..5 {
+        assert!(service
+            .clone()
+            .oneshot(req("a", 1, Act::Take(100)))
+            .await
+            .unwrap_err()
+            .is_timeout());
+    }
+    assert_eq!(policy.breaker().state(), State::Closed);
+    assert_eq!(policy.breaker().counts().calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_a_policy_call_anywhere_gives_everything_back() {
+    let upstream = Upstream::default();
+    let policy = Policy::builder("catalog")
+        .circuit_breaker(
+            CircuitBreaker::builder()
+                .consecutive_failures(1)
+                .disable_error_threshold(),
+        )
+        .bulkhead(Bulkhead::builder().max_concurrent(1).queue(5, ms(10_000)))
+        .build()
+        .unwrap();
+    let mut service = policy.layer(upstream.service());
+    let figures = |p: &Policy<Request, String, &'static str, ()>| {
+        let f = p.bulkhead().unwrap().figures();
+        (f.in_flight, f.queued)
+    };
+    // Running, then queued behind it; both dropped.
+    let running = service
+        .ready()
+        .await
+        .unwrap()
+        .call(req("a", 1, Act::Take(1_000)));
+    let queued = service
+        .ready()
+        .await
+        .unwrap()
+        .call(req("a", 1, Act::Answer));
+    let _ = tokio::time::timeout(ms(5), running).await;
+    drop(queued);
+    assert_eq!(figures(&policy), (0, 0));
+
+    // A half-open probe dropped returns its slot.
+    service
+        .clone()
+        .oneshot(req("a", 1, Act::Fail))
+        .await
+        .unwrap_err();
+    advance(Duration::from_secs(5)).await;
+    let probe = service
+        .ready()
+        .await
+        .unwrap()
+        .call(req("a", 1, Act::Take(1_000)));
+    drop(probe);
+    assert_eq!(policy.breaker().state(), State::HalfOpen);
+    service.oneshot(req("a", 1, Act::Answer)).await.unwrap();
+    assert_eq!(policy.breaker().state(), State::Closed);
+}
+
+#[test]
+fn bad_stage_settings_are_refused_by_the_policy() {
+    let err = Policy::<(), (), ()>::builder("p")
+        .bulkhead(Bulkhead::builder().backpressure(1, ms(1)))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "bulkhead");
+    let err = Policy::<(), (), ()>::builder("p")
+        .timeout(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "timeout");
+    let err = Policy::<(), (), ()>::builder("p")
+        .circuit_breaker(CircuitBreaker::builder().error_threshold(101.0))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "error_threshold");
+    let err = Policy::<(), u8, ()>::builder("p")
+        .fallback(Fallback::builder().value(1).max_concurrent(0))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "max_concurrent");
+}
