@@ -552,3 +552,46 @@ fn bad_stage_settings_are_refused_by_the_policy() {
         .unwrap_err();
     assert_eq!(err.field(), "max_concurrent");
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_fallback_is_a_layer_of_its_own_too() {
+    use seawall::fallback::FallbackLayer;
+
+    let upstream = Upstream::default();
+    let breaker = CircuitBreaker::builder().build().unwrap();
+    let fallback = Fallback::builder()
+        .value("from the fallback".to_owned())
+        .on(Causes::only(&[Cause::CircuitOpen]))
+        .stats(&breaker)
+        .build()
+        .unwrap();
+    // The breaker's error is already a single-level `Error<E>`.
+    let service = FallbackLayer::new(fallback).layer(breaker.layer().layer(upstream.service()));
+
+    assert_eq!(
+        service
+            .clone()
+            .oneshot(req("a", 1, Act::Answer))
+            .await
+            .unwrap(),
+        "a/1@0"
+    );
+    let err = service
+        .clone()
+        .oneshot(req("a", 1, Act::Fail))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.into_inner(),
+        Some("upstream failed"),
+        "failures are not a chosen cause"
+    );
+    breaker.force_open();
+    assert_eq!(
+        service.oneshot(req("a", 1, Act::Answer)).await.unwrap(),
+        "from the fallback"
+    );
+    let c = breaker.counts();
+    assert_eq!((c.short_circuited, c.fallback_success), (1, 1));
+    assert_eq!(upstream.calls(), 2);
+}
