@@ -10,6 +10,7 @@ pub mod classify;
 mod clock;
 mod error;
 pub mod fallback;
+pub mod integration;
 pub mod policy;
 pub mod timeout;
 pub mod window;

@@ -1,0 +1,4 @@
+//! seawall in the frameworks' own terms, behind cargo features.
+
+#[cfg(feature = "axum")]
+pub mod axum;
