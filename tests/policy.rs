@@ -595,3 +595,27 @@ async fn the_fallback_is_a_layer_of_its_own_too() {
     assert_eq!((c.short_circuited, c.fallback_success), (1, 1));
     assert_eq!(upstream.calls(), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_request_can_carry_a_shorter_deadline_capped_by_the_policy() {
+    let upstream = Upstream::default();
+    let policy = Policy::builder("catalog")
+        .timeout(ms(1_000))
+        .per_request_deadline(|r: &Request| (r.item > 0).then(|| ms(u64::from(r.item))))
+        .build()
+        .unwrap();
+    let service = policy.layer(upstream.service());
+    for (item, expected) in [(30, ms(30)), (5_000, ms(1_000)), (0, ms(1_000))] {
+        let start = Instant::now();
+        match service
+            .clone()
+            .oneshot(req("a", item, Act::Take(10_000)))
+            .await
+            .unwrap_err()
+        {
+            Error::Timeout(elapsed) => assert_eq!(elapsed.after(), expected),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(start.elapsed(), expected);
+    }
+}

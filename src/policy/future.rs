@@ -38,6 +38,7 @@ pin_project! {
             acquire: Acquire,
             // The ready inner service and the request, for when room comes.
             call: Option<(S, Req)>,
+            timeout: Option<std::time::Duration>,
         },
         Calling {
             #[pin]
@@ -139,12 +140,14 @@ impl<F, S, Req, Res, E, K, C> ResponseFuture<F, S, Req, Res, E, K, C> {
         acquire: Acquire,
         service: S,
         request: Req,
+        timeout: Option<std::time::Duration>,
         key: Option<K>,
     ) -> Self {
         ResponseFuture {
             state: State::Queued {
                 acquire,
                 call: Some((service, request)),
+                timeout,
             },
             held,
             key,
@@ -199,12 +202,16 @@ where
                         Error::Timeout(elapsed)
                     }
                 },
-                StateProj::Queued { acquire, call } => match ready!(acquire.poll(cx)) {
+                StateProj::Queued {
+                    acquire,
+                    call,
+                    timeout,
+                } => match ready!(acquire.poll(cx)) {
                     Ok(permit) => {
                         this.held.bulkhead = Hold::Owned(permit);
                         let (mut service, request) = call.take().expect(COMPLETED);
                         let future = service.call(request);
-                        let deadline = this.held.policy.deadline();
+                        let deadline = this.held.policy.deadline(*timeout);
                         this.state.set(State::Calling { future, deadline });
                         continue;
                     }

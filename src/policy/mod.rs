@@ -95,11 +95,14 @@ impl<Req, Res, E, K, C> Clone for Policy<Req, Res, E, K, C> {
     }
 }
 
+type DeadlineOf<Req> = Box<dyn Fn(&Req) -> Option<Duration> + Send + Sync>;
+
 pub(crate) struct Shared<Req, Res, E, K, C> {
     name: Arc<str>,
     breaker: CircuitBreaker,
     bulkhead: Option<Bulkhead>,
     timeout: Option<Duration>,
+    deadline_of: Option<DeadlineOf<Req>>,
     clock: Clock,
     fallback: Option<Fallback<Req, Res, E, K>>,
     classifier: C,
@@ -108,8 +111,23 @@ pub(crate) struct Shared<Req, Res, E, K, C> {
 }
 
 impl<Req, Res, E, K, C> Shared<Req, Res, E, K, C> {
-    fn deadline(&self) -> Deadline {
-        match self.timeout {
+    /// The time a request is given: the policy's timeout, or the request's
+    /// own deadline if it is shorter.
+    #[inline]
+    fn timeout_for(&self, request: &Req) -> Option<Duration> {
+        let own = self
+            .deadline_of
+            .as_ref()
+            .and_then(|deadline_of| deadline_of(request));
+        match (self.timeout, own) {
+            (Some(cap), Some(own)) => Some(own.min(cap)),
+            (cap, own) => cap.or(own),
+        }
+    }
+
+    #[inline]
+    fn deadline(&self, timeout: Option<Duration>) -> Deadline {
+        match timeout {
             Some(timeout) => Deadline::new(timeout, self.clock),
             None => Deadline::never(),
         }
@@ -156,6 +174,7 @@ impl<Req, Res, E> Policy<Req, Res, E> {
             breaker: None,
             bulkhead: None,
             timeout: None,
+            deadline_of: None,
             fallback: None,
             classifier: AnyError,
             timeouts_count: true,
@@ -202,6 +221,7 @@ pub struct PolicyBuilder<Req, Res, E, K, C> {
     breaker: Option<circuit_breaker::Builder>,
     bulkhead: Option<BulkheadBuilder>,
     timeout: Option<Duration>,
+    deadline_of: Option<DeadlineOf<Req>>,
     fallback: Option<FallbackBuilder<Req, Res, E, K>>,
     classifier: C,
     timeouts_count: bool,
@@ -235,6 +255,16 @@ where
         self
     }
 
+    /// Reads a request's own deadline (a gRPC `grpc-timeout` header, a field
+    /// of a message); the policy's [`timeout`](Self::timeout), if any, caps it.
+    pub fn per_request_deadline<F>(mut self, deadline_of: F) -> Self
+    where
+        F: Fn(&Req) -> Option<Duration> + Send + Sync + 'static,
+    {
+        self.deadline_of = Some(Box::new(deadline_of));
+        self
+    }
+
     /// A fallback. Its outcomes are counted in the policy's window.
     pub fn fallback<K2>(
         self,
@@ -245,6 +275,7 @@ where
             breaker: self.breaker,
             bulkhead: self.bulkhead,
             timeout: self.timeout,
+            deadline_of: self.deadline_of,
             fallback: Some(fallback),
             classifier: self.classifier,
             timeouts_count: self.timeouts_count,
@@ -261,6 +292,7 @@ where
             breaker: self.breaker,
             bulkhead: self.bulkhead,
             timeout: self.timeout,
+            deadline_of: self.deadline_of,
             fallback: self.fallback,
             classifier,
             timeouts_count: self.timeouts_count,
@@ -333,6 +365,7 @@ where
                 breaker,
                 bulkhead,
                 timeout: self.timeout,
+                deadline_of: self.deadline_of,
                 clock,
                 fallback,
                 classifier: self.classifier,
@@ -400,6 +433,7 @@ where
             .fallback
             .as_ref()
             .map(|fallback| fallback.key(&request));
+        let timeout = shared.timeout_for(&request);
         let ticket = match shared.breaker.admit() {
             Ok(ticket) => ticket,
             Err(open) => {
@@ -420,7 +454,9 @@ where
                             // fresh clone takes its place.
                             let clone = self.inner.clone();
                             let ready = std::mem::replace(&mut self.inner, clone);
-                            return ResponseFuture::queued(held, acquire, ready, request, key);
+                            return ResponseFuture::queued(
+                                held, acquire, ready, request, timeout, key,
+                            );
                         }
                         Err(full) => full,
                     },
@@ -431,6 +467,11 @@ where
                 return ResponseFuture::refused(held, Error::BulkheadFull(full), key);
             }
         }
-        ResponseFuture::calling(held, self.inner.call(request), shared.deadline(), key)
+        ResponseFuture::calling(
+            held,
+            self.inner.call(request),
+            shared.deadline(timeout),
+            key,
+        )
     }
 }
