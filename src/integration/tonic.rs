@@ -1,0 +1,235 @@
+//! tonic: seawall's refusals as gRPC statuses, and `grpc-timeout` as a
+//! per-request deadline (feature `tonic`).
+//!
+//! | seawall error | gRPC status |
+//! |---|---|
+//! | circuit open | `UNAVAILABLE` (with `retry-after` metadata, in seconds, when known) |
+//! | bulkhead full | `RESOURCE_EXHAUSTED` |
+//! | timeout | `DEADLINE_EXCEEDED` |
+//! | inner error | tonic's own reading of it (`Status::from_error`) |
+//!
+//! tonic turns a middleware error into a status by looking for a
+//! `tonic::Status` in it; anything else becomes `UNKNOWN` on a client, or
+//! resets the stream (`INTERNAL`) on a server. [`StatusLayer`] puts the
+//! status there: stack it above a [`Policy`](crate::policy::Policy) (or any
+//! single-level seawall stack), on either side.
+//!
+//! **Client:** the generated client type does not change.
+//!
+//! ```ignore
+//! let policy = Policy::builder("echo").timeout(Duration::from_secs(1)).build()?;
+//! let channel = ServiceBuilder::new().layer(StatusLayer::new()).layer(policy).service(channel);
+//! let mut client = EchoClient::new(channel);
+//! ```
+//!
+//! **Server:** shed load and time out before the handler runs, honouring the
+//! caller's `grpc-timeout` ([`grpc_timeout`]) capped by the policy's timeout.
+//!
+//! ```ignore
+//! let policy = Policy::builder("echo-server")
+//!     .bulkhead(Bulkhead::builder().max_concurrent(64))
+//!     .timeout(Duration::from_secs(5))
+//!     .per_request_deadline(grpc_timeout)
+//!     .build()?;
+//! Server::builder()
+//!     .layer(ServiceBuilder::new().layer(StatusLayer::new()).layer(policy))
+//!     .add_service(EchoServer::new(MyEcho))
+//!     .serve(address)
+//!     .await?;
+//! ```
+//!
+//! (Both are compiled and run in `examples/tonic_client.rs` and
+//! `examples/tonic_server.rs`.) In a handler, `?` on a seawall-wrapped
+//! client's result gives the same statuses: `Error` converts into `Status`.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use tonic::metadata::MetadataValue;
+use tonic::Status;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::classify::Verdict;
+use crate::error::Error;
+use crate::BoxError;
+
+impl<E: Into<BoxError>> From<Error<E>> for Status {
+    fn from(error: Error<E>) -> Status {
+        match error {
+            Error::CircuitOpen(open) => {
+                let mut status = Status::unavailable(open.to_string());
+                if let Some(after) = open.retry_after() {
+                    let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+                    status
+                        .metadata_mut()
+                        .insert("retry-after", MetadataValue::from(seconds));
+                }
+                status
+            }
+            Error::BulkheadFull(full) => Status::resource_exhausted(full.to_string()),
+            Error::Timeout(elapsed) => Status::deadline_exceeded(elapsed.to_string()),
+            Error::Inner(inner) => Status::from_error(inner.into()),
+        }
+    }
+}
+
+/// A classifier for a gRPC client's responses: a call that ended with a
+/// status that blames the server (`UNKNOWN`, `DEADLINE_EXCEEDED`,
+/// `RESOURCE_EXHAUSTED`, `INTERNAL`, `UNAVAILABLE`, `DATA_LOSS`) is a
+/// failure; a caller's mistake (`INVALID_ARGUMENT`, `NOT_FOUND`...) is not.
+///
+/// It reads the status a server sends at once, in the response headers
+/// (which tonic does for every unary error); a status sent later in
+/// trailers is past the point where a tower layer sees the response.
+pub fn server_failures<B, E>(result: &Result<http::Response<B>, E>) -> Verdict {
+    let Ok(response) = result else {
+        return Verdict::Failure;
+    };
+    let code = response
+        .headers()
+        .get("grpc-status")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<i32>().ok())
+        .map(tonic::Code::from);
+    match code {
+        Some(
+            tonic::Code::Unknown
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::ResourceExhausted
+            | tonic::Code::Internal
+            | tonic::Code::Unavailable
+            | tonic::Code::DataLoss,
+        ) => Verdict::Failure,
+        _ => Verdict::Success,
+    }
+}
+
+/// The request's `grpc-timeout` header, as a deadline: for
+/// [`PolicyBuilder::per_request_deadline`](crate::policy::PolicyBuilder::per_request_deadline)
+/// on a server. `None` when it is absent or malformed.
+pub fn grpc_timeout<B>(request: &http::Request<B>) -> Option<Duration> {
+    let value = request.headers().get("grpc-timeout")?.to_str().ok()?;
+    // At most 8 digits, then a unit (gRPC over HTTP/2, "Timeout").
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount * 3_600),
+        "M" => Duration::from_secs(amount * 60),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+/// Turns a seawall service's errors into boxed `tonic::Status`es that
+/// tonic passes on as they are.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StatusLayer;
+
+impl StatusLayer {
+    /// The layer.
+    pub fn new() -> Self {
+        StatusLayer
+    }
+}
+
+impl<S> Layer<S> for StatusLayer {
+    type Service = StatusService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        StatusService { inner }
+    }
+}
+
+/// A service whose seawall errors are `tonic::Status`es (boxed). Made by
+/// [`StatusLayer`].
+#[derive(Clone, Debug)]
+pub struct StatusService<S> {
+    inner: S,
+}
+
+fn boxed_status<E: Into<BoxError>>(error: Error<E>) -> BoxError {
+    Box::new(Status::from(error))
+}
+
+impl<S, Req, E> Service<Req> for StatusService<S>
+where
+    S: Service<Req, Error = Error<E>>,
+    E: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = StatusFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(boxed_status)
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        StatusFuture {
+            inner: self.inner.call(request),
+        }
+    }
+}
+
+pin_project! {
+    /// The future of a [`StatusService`] call.
+    pub struct StatusFuture<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F, T, E> Future for StatusFuture<F>
+where
+    F: Future<Output = Result<T, Error<E>>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(ready!(self.project().inner.poll(cx)).map_err(boxed_status))
+    }
+}
+
+impl<F> fmt::Debug for StatusFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StatusFuture").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_every_unit_and_refuse_nonsense() {
+        let with = |value: &str| {
+            let request = http::Request::builder()
+                .header("grpc-timeout", value)
+                .body(())
+                .unwrap();
+            grpc_timeout(&request)
+        };
+        assert_eq!(with("2H"), Some(Duration::from_secs(7_200)));
+        assert_eq!(with("3M"), Some(Duration::from_secs(180)));
+        assert_eq!(with("4S"), Some(Duration::from_secs(4)));
+        assert_eq!(with("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(with("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(with("99999999n"), Some(Duration::from_nanos(99_999_999)));
+        for bad in ["", "S", "123456789S", "12x", "-1S", "1.5S"] {
+            assert_eq!(with(bad), None, "{bad:?}");
+        }
+        assert_eq!(grpc_timeout(&http::Request::new(())), None);
+    }
+}
