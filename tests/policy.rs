@@ -619,3 +619,57 @@ async fn a_request_can_carry_a_shorter_deadline_capped_by_the_policy() {
         assert_eq!(start.elapsed(), expected);
     }
 }
+
+/// The recipe from the `policy` docs, on a client whose calls can hang and
+/// fail: the Policy applies to it like to any service.
+#[tokio::test(start_paused = true)]
+async fn any_async_client_fits_through_service_fn_and_an_arc() {
+    struct Client {
+        calls: AtomicUsize,
+    }
+    impl Client {
+        async fn send(&self, message: &str) -> Result<String, std::io::Error> {
+            match self.calls.fetch_add(1, SeqCst) {
+                0 => Ok(format!("sent {message}")),
+                1 => std::future::pending().await,
+                _ => Err(std::io::Error::other("connection reset")),
+            }
+        }
+    }
+    let client = Arc::new(Client {
+        calls: AtomicUsize::new(0),
+    });
+    let send = service_fn(move |message: String| {
+        let client = Arc::clone(&client);
+        async move { client.send(&message).await }
+    });
+    let policy = Policy::builder("client")
+        .timeout(ms(100))
+        .circuit_breaker(
+            CircuitBreaker::builder()
+                .consecutive_failures(2)
+                .disable_error_threshold(),
+        )
+        .build()
+        .unwrap();
+    let service = policy.layer(send);
+    assert_eq!(service.clone().oneshot("a".into()).await.unwrap(), "sent a");
+    assert!(service
+        .clone()
+        .oneshot("b".into())
+        .await
+        .unwrap_err()
+        .is_timeout());
+    assert!(service
+        .clone()
+        .oneshot("c".into())
+        .await
+        .unwrap_err()
+        .inner()
+        .is_some());
+    assert!(service
+        .oneshot("d".into())
+        .await
+        .unwrap_err()
+        .is_circuit_open());
+}

@@ -14,7 +14,7 @@
 //!   `Infallible`, as `Router::layer` and `route_layer` want. Put a
 //!   [`Policy`](crate::policy::Policy) (or any seawall layer) under it;
 //!   classify with [`server_errors`] so that 5xx answers count as failures.
-//! - **In handlers**: [`Error`](crate::Error) implements `IntoResponse`, so a
+//! - **In handlers**: [`Error`] implements `IntoResponse`, so a
 //!   handler calling a seawall-wrapped client can use `?`. The inner error is
 //!   logged (`WARN`, target `seawall::axum`) and answered with a bare `502`:
 //!   upstream details do not leak to clients.

@@ -32,6 +32,42 @@
 //! The bulkhead either refuses at once or queues in the response future; its
 //! backpressure mode (waiting in `poll_ready`) is for the standalone layer.
 //!
+//! # Any async client
+//!
+//! A client that is not a tower `Service` (a struct with an
+//! `async fn send(&self, ...)`: a database pool, a cache client, an SDK)
+//! becomes one with `tower::service_fn` and an `Arc`: each call clones the
+//! `Arc` into its future, so the future owns what it borrows and the service
+//! stays `Clone`, as a Policy's bulkhead queue and axum need.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use seawall::policy::Policy;
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//!
+//! struct KvClient { /* a connection pool, say */ }
+//!
+//! impl KvClient {
+//!     async fn get(&self, key: &str) -> Result<Option<String>, std::io::Error> {
+//!         Ok(Some(format!("value of {key}")))
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let kv = Arc::new(KvClient {});
+//! let get = service_fn(move |key: String| {
+//!     let kv = Arc::clone(&kv);
+//!     async move { kv.get(&key).await }
+//! });
+//! let policy = Policy::builder("kv").timeout(Duration::from_millis(50)).build()?;
+//! let kv_get = ServiceBuilder::new().layer(policy).service(get);
+//! assert_eq!(kv_get.oneshot("user:1".to_owned()).await?, Some("value of user:1".to_owned()));
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ```
 //! use std::time::Duration;
 //! use seawall::policy::Policy;
