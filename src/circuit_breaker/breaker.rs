@@ -12,7 +12,7 @@ use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::broadcast;
@@ -119,7 +119,9 @@ struct Shared {
     measure_latency: bool,
     slow_nanos: u64,
     transitions: Mutex<Trips>,
-    events: broadcast::Sender<Transition>,
+    /// Made by the first subscriber: a channel's buffer is kilobytes, and a
+    /// registry may hold a million breakers nobody subscribes to.
+    events: OnceLock<broadcast::Sender<Transition>>,
 }
 
 /// What only changes of state touch.
@@ -169,7 +171,7 @@ impl CircuitBreaker {
                     in_a_row: 0,
                     rng: seed,
                 }),
-                events: broadcast::channel(EVENT_CAPACITY).0,
+                events: OnceLock::new(),
             }),
         }
     }
@@ -323,7 +325,10 @@ impl CircuitBreaker {
     /// # }
     /// ```
     pub fn subscribe(&self) -> broadcast::Receiver<Transition> {
-        self.shared.events.subscribe()
+        self.shared
+            .events
+            .get_or_init(|| broadcast::channel(EVENT_CAPACITY).0)
+            .subscribe()
     }
 
     /// A layer that guards services with this breaker.
@@ -537,8 +542,10 @@ impl Shared {
         } else {
             tracing::info!(target: "seawall::circuit_breaker", breaker = %name, %from, %to, %reason, calls, errors, "circuit breaker changed state");
         }
-        // No subscribers is fine.
-        let _ = self.events.send(transition);
+        if let Some(events) = self.events.get() {
+            // No subscriber left is fine.
+            let _ = events.send(transition);
+        }
     }
 }
 

@@ -15,7 +15,7 @@
 
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 
-use super::tally::Tally;
+use super::tally::{Hot, Tally};
 use super::{Outcome, SLOTS};
 
 /// Larger rings cost memory (one byte a call, three with latency) and a
@@ -32,7 +32,7 @@ pub(crate) struct CountWindow {
     latencies: Option<Box<[AtomicU16]>>,
     cursor: AtomicU32,
     /// The outcomes now in the ring, and their latency histogram.
-    in_ring: Tally,
+    in_ring: Hot,
     /// Outcomes that are not a call's own, by outcome.
     apart: [AtomicU64; SLOTS],
 }
@@ -52,7 +52,7 @@ impl CountWindow {
             codes: (0..calls).map(|_| AtomicU8::new(EMPTY)).collect(),
             latencies: track_latency.then(|| (0..calls).map(|_| AtomicU16::new(0)).collect()),
             cursor: AtomicU32::new(0),
-            in_ring: Tally::new(track_latency),
+            in_ring: Hot(Tally::new(track_latency)),
             apart: Default::default(),
         }
     }

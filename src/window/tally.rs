@@ -5,12 +5,23 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use super::latency;
 use super::{Outcome, SLOTS, SLOW};
 
-/// One counter per outcome kind plus the slow-call counter. Aligned to its
-/// own cache lines so recording does not contend with the breaker's state.
-#[repr(align(128))]
+/// One counter per outcome kind plus the slow-call counter.
 pub(crate) struct Tally {
     counts: [AtomicU64; SLOTS],
     latency: Option<Box<[AtomicU64]>>,
+}
+
+/// Keeps the tally that every call writes on cache lines of its own, away
+/// from the breaker's state and from the rarely written marks.
+#[repr(align(128))]
+pub(crate) struct Hot(pub(crate) Tally);
+
+impl std::ops::Deref for Hot {
+    type Target = Tally;
+
+    fn deref(&self) -> &Tally {
+        &self.0
+    }
 }
 
 impl Tally {

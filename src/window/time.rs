@@ -15,7 +15,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::tally::Tally;
+use super::tally::{Hot, Tally};
 use super::SLOTS;
 
 /// More buckets than this buys precision nobody can see, at a copy cost.
@@ -24,7 +24,7 @@ pub(crate) const MAX_BUCKETS: u32 = 1000;
 pub(crate) struct TimeWindow {
     bucket_nanos: u64,
     /// Every call ever recorded.
-    totals: Tally,
+    totals: Hot,
     /// `totals` as it was when the latest reset happened.
     baseline: Tally,
     /// One mark per bucket of the span, indexed by epoch modulo their count.
@@ -46,7 +46,7 @@ impl TimeWindow {
         let bucket_nanos = u64::try_from(span.as_nanos() / u128::from(buckets)).unwrap_or(u64::MAX);
         TimeWindow {
             bucket_nanos,
-            totals: Tally::new(track_latency),
+            totals: Hot(Tally::new(track_latency)),
             baseline: Tally::new(track_latency),
             marks: (0..buckets)
                 .map(|_| Mark {
