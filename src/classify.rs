@@ -94,7 +94,8 @@ impl<Res, E> Classify<Res, E> for AnyError {
 }
 
 /// For a breaker stacked above other seawall layers: a
-/// [timeout](crate::Error::Timeout) counts as a timeout, a
+/// [timeout](crate::Error::Timeout) counts as a timeout (unless it was the
+/// caller's own shorter deadline: then it is ignored), a
 /// [full bulkhead](crate::Error::BulkheadFull) as a rejection, any other
 /// error as a failure. Both still count against the error percentage, but
 /// each under its own name in the window.
@@ -121,6 +122,7 @@ impl<Res, E> Classify<Res, crate::Error<E>> for ByErrorKind {
     fn classify(&self, result: &Result<Res, crate::Error<E>>) -> Verdict {
         match result {
             Ok(_) => Verdict::Success,
+            Err(crate::Error::Timeout(elapsed)) if elapsed.is_callers_deadline() => Verdict::Ignore,
             Err(crate::Error::Timeout(_)) => Verdict::Timeout,
             Err(crate::Error::BulkheadFull(_)) => Verdict::Rejected,
             Err(_) => Verdict::Failure,

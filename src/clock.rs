@@ -1,6 +1,7 @@
 //! The clock seawall reads: cheap on the hot path, and driven by
 //! `tokio::time::pause()` in tests.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -36,25 +37,69 @@ pub struct Clock {
 
 #[derive(Clone, Copy, Debug)]
 enum Source {
-    Coarse { origin: quanta::Instant },
-    Tokio { origin: tokio::time::Instant },
+    /// `origin` is the coarse time (see [`coarse_now`]) at creation.
+    Coarse {
+        origin: u64,
+    },
+    Tokio {
+        origin: tokio::time::Instant,
+    },
 }
 
 /// How often the coarse clock's background thread updates the time.
 const UPKEEP_INTERVAL: Duration = Duration::from_millis(1);
 
+/// The process's coarse time: nanoseconds since [`epoch`], stored by
+/// seawall's own thread. Not quanta's shared "recent" time: another library
+/// may own that, with its own interval, and stopping it freezes the value
+/// for good (a frozen clock would keep every open breaker open).
+static COARSE_NANOS: AtomicU64 = AtomicU64::new(0);
+
+fn epoch() -> quanta::Instant {
+    static EPOCH: OnceLock<quanta::Instant> = OnceLock::new();
+    *EPOCH.get_or_init(quanta::Instant::now)
+}
+
+/// Nanoseconds since [`epoch`], by the TSC.
+fn precise_now() -> u64 {
+    nanos(quanta::Instant::now().saturating_duration_since(epoch()))
+}
+
+/// Starts the thread that keeps [`COARSE_NANOS`] fresh, once. If it cannot
+/// start, the coarse time stays zero and readers use the precise time.
+fn start_upkeep() {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        COARSE_NANOS.store(precise_now().max(1), Relaxed);
+        let _ = std::thread::Builder::new()
+            .name("seawall-clock".into())
+            .spawn(|| loop {
+                COARSE_NANOS.store(precise_now().max(1), Relaxed);
+                std::thread::sleep(UPKEEP_INTERVAL);
+            });
+    });
+}
+
+/// The coarse time, or the precise one if no thread keeps it.
+#[inline]
+fn coarse_now() -> u64 {
+    match COARSE_NANOS.load(Relaxed) {
+        0 => precise_now(),
+        now => now,
+    }
+}
+
 impl Clock {
     /// The coarse, cheap clock (the default outside paused tests).
     ///
     /// The first call starts one process-wide background thread
-    /// (`quanta-upkeep`) that refreshes the time every millisecond; if it
+    /// (`seawall-clock`) that refreshes the time every millisecond; if it
     /// cannot start, reads fall back to the precise TSC clock.
     pub fn coarse() -> Clock {
-        static UPKEEP: OnceLock<Option<quanta::Handle>> = OnceLock::new();
-        UPKEEP.get_or_init(|| quanta::Upkeep::new(UPKEEP_INTERVAL).start().ok());
+        start_upkeep();
         Clock {
             source: Source::Coarse {
-                origin: quanta::Instant::now(),
+                origin: coarse_now(),
             },
         }
     }
@@ -77,9 +122,7 @@ impl Clock {
     #[inline]
     pub(crate) fn now(&self) -> u64 {
         match &self.source {
-            Source::Coarse { origin } => {
-                nanos(quanta::Instant::recent().saturating_duration_since(*origin))
-            }
+            Source::Coarse { origin } => coarse_now().saturating_sub(*origin),
             Source::Tokio { origin } => {
                 nanos(tokio::time::Instant::now().saturating_duration_since(*origin))
             }
@@ -90,9 +133,7 @@ impl Clock {
     #[inline]
     pub(crate) fn precise(&self) -> u64 {
         match &self.source {
-            Source::Coarse { origin } => {
-                nanos(quanta::Instant::now().saturating_duration_since(*origin))
-            }
+            Source::Coarse { origin } => precise_now().saturating_sub(*origin),
             Source::Tokio { origin } => {
                 nanos(tokio::time::Instant::now().saturating_duration_since(*origin))
             }
@@ -122,4 +163,27 @@ fn tokio_time_is_paused() -> bool {
 #[inline]
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_coarse_clock_moves_on_its_own() {
+        let clock = Clock::coarse();
+        let start = clock.now();
+        let guard = std::time::Instant::now();
+        while clock.now() == start {
+            assert!(
+                guard.elapsed() < Duration::from_secs(10),
+                "the coarse clock is frozen"
+            );
+            std::thread::yield_now();
+        }
+        assert!(
+            clock.precise() >= clock.now(),
+            "the coarse clock never runs ahead"
+        );
+    }
 }

@@ -19,6 +19,12 @@ pub use builder::ServiceBuilderExt;
 pub use clock::Clock;
 pub use error::{ConfigError, Error};
 
+/// moka refuses (by panicking) time-to-live and time-to-idle settings longer
+/// than this; builders refuse them with a `ConfigError` instead.
+#[cfg(any(feature = "registry", feature = "cache"))]
+const MAX_CACHE_DURATION: std::time::Duration =
+    std::time::Duration::from_secs(1000 * 365 * 24 * 3600);
+
 /// The boxed error tower, axum and tonic pass around; every seawall
 /// [`Error`] converts into it.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

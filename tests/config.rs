@@ -109,3 +109,22 @@ fn edges_of_the_valid_ranges_are_accepted() {
         builder.build().unwrap();
     }
 }
+
+#[test]
+fn an_endless_backoff_cap_is_a_valid_cap_not_a_panic() {
+    use seawall::circuit_breaker::State;
+    use seawall::classify::Verdict;
+
+    let breaker = b()
+        .consecutive_failures(1)
+        .open_duration(OpenDuration::Exponential {
+            initial: Duration::MAX,
+            multiplier: 2.0,
+            max: Duration::MAX,
+            jitter: 0.0,
+        })
+        .build()
+        .unwrap();
+    breaker.try_acquire().unwrap().record(Verdict::Failure);
+    assert_eq!(breaker.state(), State::Open);
+}

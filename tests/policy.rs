@@ -673,3 +673,40 @@ async fn any_async_client_fits_through_service_fn_and_an_arc() {
         .unwrap_err()
         .is_circuit_open());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_policy_without_a_breaker_never_trips_even_after_a_reset() {
+    let upstream = Upstream::default();
+    let policy = Policy::builder("stats-only").build().unwrap();
+    let service = policy.layer(upstream.service());
+    assert_eq!(policy.breaker().state(), State::ForcedClosed);
+    policy.breaker().reset();
+    assert_eq!(policy.breaker().state(), State::ForcedClosed);
+    for _ in 0..50 {
+        let _ = service.clone().oneshot(req("a", 1, Act::Fail)).await;
+    }
+    assert_eq!(policy.breaker().state(), State::ForcedClosed);
+    assert_eq!(policy.breaker().counts().failure, 50, "still counting");
+}
+
+#[test]
+fn settings_that_would_be_lost_or_panic_are_refused() {
+    let err = Policy::<(), u8, ()>::builder("p")
+        .fallback(Fallback::builder().value(1).key(|_: &()| 1u8))
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        err.field(),
+        "key",
+        "the value given before key() would be dropped"
+    );
+    #[cfg(feature = "cache")]
+    {
+        let err = FallbackCache::<u8, u8>::builder()
+            .time_to_live(Duration::MAX)
+            .build()
+            .err()
+            .unwrap();
+        assert_eq!(err.field(), "time_to_live");
+    }
+}

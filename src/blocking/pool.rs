@@ -103,12 +103,15 @@ impl JobState {
         {
             return;
         }
+        // Counted before the state says so: the thread may finish the call
+        // and uncount it right after the state changes.
+        shared.abandoned_running.fetch_add(1, Relaxed);
         if self
             .0
             .compare_exchange(RUNNING, ABANDONED, AcqRel, Acquire)
-            .is_ok()
+            .is_err()
         {
-            shared.abandoned_running.fetch_add(1, Relaxed);
+            shared.abandoned_running.fetch_sub(1, Relaxed);
         }
     }
 }

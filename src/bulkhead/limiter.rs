@@ -93,7 +93,9 @@ impl Limiter {
     #[inline]
     fn take_free(&self) -> bool {
         let limit = self.limit.load(Relaxed);
-        let mut in_flight = self.hot.in_flight.load(Relaxed);
+        // Sequentially consistent, for the wakeup argument at the top (a
+        // plain load on x86; `ldar` on ARM).
+        let mut in_flight = self.hot.in_flight.load(SeqCst);
         loop {
             if in_flight >= limit {
                 return false;

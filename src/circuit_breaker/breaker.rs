@@ -160,7 +160,7 @@ impl CircuitBreaker {
         let seed = RandomState::new().build_hasher().finish();
         CircuitBreaker {
             shared: Arc::new(Shared {
-                state: Padded(AtomicU64::new(CLOSED)),
+                state: Padded(AtomicU64::new(code_of(config.resting))),
                 consecutive_failures: Padded(AtomicU32::new(0)),
                 open_until: AtomicU64::new(0),
                 window,
@@ -304,9 +304,12 @@ impl CircuitBreaker {
             .transition(None, State::ForcedClosed, Reason::ForcedClosed);
     }
 
-    /// Back to closed with an empty window, from any state.
+    /// Back to closed with an empty window, from any state. (A breaker that
+    /// only keeps statistics, as in a [`Policy`](crate::policy::Policy)
+    /// without one, goes back to forced closed.)
     pub fn reset(&self) {
-        self.shared.transition(None, State::Closed, Reason::Reset);
+        let resting = self.shared.config.resting;
+        self.shared.transition(None, resting, Reason::Reset);
     }
 
     /// A receiver of every change of state from now on.
@@ -499,21 +502,18 @@ impl Shared {
         }
         let from = state_of(word);
         let counts = self.window.counts();
-        match to {
-            State::Open => {
-                trips.in_a_row = trips.in_a_row.saturating_add(1);
-                let random = trips.next_random();
-                let duration = self.config.open_duration.for_trip(trips.in_a_row, random);
-                let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
-                let now = self.window.clock().now();
-                self.open_until.store(now.saturating_add(nanos), Release);
-            }
-            State::Closed => {
-                trips.in_a_row = 0;
-                self.window.reset();
-                self.consecutive_failures.0.store(0, Relaxed);
-            }
-            _ => {}
+        if to == State::Open {
+            trips.in_a_row = trips.in_a_row.saturating_add(1);
+            let random = trips.next_random();
+            let duration = self.config.open_duration.for_trip(trips.in_a_row, random);
+            let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+            let now = self.window.clock().now();
+            self.open_until.store(now.saturating_add(nanos), Release);
+        }
+        if to == State::Closed || reason == Reason::Reset {
+            trips.in_a_row = 0;
+            self.window.reset();
+            self.consecutive_failures.0.store(0, Relaxed);
         }
         let next = ((generation(word) + 1) << GEN_SHIFT) | code_of(to);
         self.state.0.store(next, Release);

@@ -107,7 +107,8 @@ impl OpenDuration {
                 } else {
                     max.as_secs_f64()
                 };
-                Duration::from_secs_f64(capped * (1.0 - jitter * random))
+                // Too long for a `Duration` (a cap near `Duration::MAX`): the cap.
+                Duration::try_from_secs_f64(capped * (1.0 - jitter * random)).unwrap_or(max)
             }
         }
     }
@@ -139,6 +140,8 @@ pub(crate) struct Config {
     pub(crate) dropped_call: DroppedCall,
     pub(crate) track_latency: bool,
     pub(crate) clock: Option<Clock>,
+    /// Where the breaker starts and where `reset` takes it.
+    pub(crate) resting: super::State,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -193,6 +196,7 @@ impl Default for Builder {
                 dropped_call: DroppedCall::Ignore,
                 track_latency: false,
                 clock: None,
+                resting: super::State::Closed,
             },
             error_threshold: 50.0,
             slow_call: None,
@@ -261,9 +265,10 @@ impl Builder {
     }
 
     /// How many probe calls go through when half-open; the others are
-    /// refused. The breaker closes once all of them succeed and reopens as
-    /// soon as their failures reach the error threshold (any failure when
-    /// the error threshold is disabled). Default 1 (Hystrix).
+    /// refused. The breaker reopens as soon as the probes' failures reach
+    /// the error threshold (any failure when the error threshold is
+    /// disabled), and closes once every probe has reported without that
+    /// happening. Default 1 (Hystrix).
     pub fn half_open_probes(mut self, probes: u32) -> Self {
         self.config.half_open_probes = probes;
         self
@@ -288,6 +293,13 @@ impl Builder {
     /// runs.
     pub fn clock(mut self, clock: Clock) -> Self {
         self.config.clock = Some(clock);
+        self
+    }
+
+    /// A breaker that keeps statistics and never trips: forced closed from
+    /// the start and after every reset.
+    pub(crate) fn statistics_only(mut self) -> Self {
+        self.config.resting = super::State::ForcedClosed;
         self
     }
 

@@ -97,6 +97,13 @@ where
                 "must be longer than zero",
             ));
         }
+        if let Some(long) = self.idle_timeout.filter(|d| *d > crate::MAX_CACHE_DURATION) {
+            return Err(ConfigError::new(
+                "idle_timeout",
+                long,
+                "must be at most 1000 years (moka's limit)",
+            ));
+        }
         let config = Arc::new(self.breaker.validate()?);
         let mut breakers = Cache::builder().max_capacity(self.max_keys);
         if let Some(idle) = self.idle_timeout {

@@ -182,6 +182,13 @@ where
             if let Some(zero) = value.filter(|d| d.is_zero()) {
                 return Err(ConfigError::new(field, zero, "must be longer than zero"));
             }
+            if let Some(long) = value.filter(|d| *d > crate::MAX_CACHE_DURATION) {
+                return Err(ConfigError::new(
+                    field,
+                    long,
+                    "must be at most 1000 years (moka's limit)",
+                ));
+            }
         }
         let mut entries = Cache::builder().max_capacity(self.max_entries);
         if let Some(weigher) = self.weigher {

@@ -325,6 +325,7 @@ impl<Req, Res, E> Fallback<Req, Res, E, ()> {
             timeout: None,
             mark: None,
             stats: None,
+            keyed_after_source: false,
         }
     }
 }
@@ -340,6 +341,8 @@ pub struct FallbackBuilder<Req, Res, E, K> {
     timeout: Option<Duration>,
     mark: Option<Mark<Res>>,
     stats: Option<CircuitBreaker>,
+    /// `key` was called after a cache or source, which it had to drop.
+    keyed_after_source: bool,
 }
 
 impl<Req, Res, E, K> FallbackBuilder<Req, Res, E, K>
@@ -350,11 +353,13 @@ where
     K: Send + Sync + 'static,
 {
     /// Derives each request's key (for the cache, and given to the source).
-    /// It sees the whole request: include the tenant in it.
+    /// It sees the whole request: include the tenant in it. Call it before
+    /// giving a cache or a source: they are typed by the key.
     pub fn key<K2, F>(self, key_of: F) -> FallbackBuilder<Req, Res, E, K2>
     where
         F: Fn(&Req) -> K2 + Send + Sync + 'static,
     {
+        let dropped = self.cache.is_some() || self.source.is_some();
         FallbackBuilder {
             key_of: Box::new(key_of),
             cache: None,
@@ -362,8 +367,9 @@ where
             causes: self.causes,
             max_concurrent: self.max_concurrent,
             timeout: self.timeout,
-            mark: None,
+            mark: self.mark,
             stats: self.stats,
+            keyed_after_source: self.keyed_after_source || dropped,
         }
     }
 
@@ -461,6 +467,13 @@ where
 
     /// Checks the settings and builds the fallback.
     pub fn build(self) -> Result<Fallback<Req, Res, E, K>, ConfigError> {
+        if self.keyed_after_source {
+            return Err(ConfigError::new(
+                "key",
+                "after a cache or source",
+                "call key() first: a cache or source given before it was dropped",
+            ));
+        }
         if self.cache.is_none() && self.source.is_none() {
             return Err(ConfigError::new(
                 "source",

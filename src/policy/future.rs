@@ -38,7 +38,7 @@ pin_project! {
             acquire: Acquire,
             // The ready inner service and the request, for when room comes.
             call: Option<(S, Req)>,
-            timeout: Option<std::time::Duration>,
+            timeout: Option<(std::time::Duration, bool)>,
         },
         Calling {
             #[pin]
@@ -140,7 +140,7 @@ impl<F, S, Req, Res, E, K, C> ResponseFuture<F, S, Req, Res, E, K, C> {
         acquire: Acquire,
         service: S,
         request: Req,
-        timeout: Option<std::time::Duration>,
+        timeout: Option<(std::time::Duration, bool)>,
         key: Option<K>,
     ) -> Self {
         ResponseFuture {
@@ -197,7 +197,7 @@ where
                     Poll::Pending => {
                         let elapsed = ready!(deadline.poll_elapsed(cx));
                         this.held.release_bulkhead();
-                        let verdict = this.held.policy.verdict_on_timeout();
+                        let verdict = this.held.policy.verdict_on_timeout(&elapsed);
                         this.held.settle(verdict);
                         Error::Timeout(elapsed)
                     }

@@ -148,23 +148,24 @@ pub(crate) struct Shared<Req, Res, E, K, C> {
 
 impl<Req, Res, E, K, C> Shared<Req, Res, E, K, C> {
     /// The time a request is given: the policy's timeout, or the request's
-    /// own deadline if it is shorter.
+    /// own deadline if it is shorter (then flagged as the caller's).
     #[inline]
-    fn timeout_for(&self, request: &Req) -> Option<Duration> {
+    fn timeout_for(&self, request: &Req) -> Option<(Duration, bool)> {
         let own = self
             .deadline_of
             .as_ref()
             .and_then(|deadline_of| deadline_of(request));
         match (self.timeout, own) {
-            (Some(cap), Some(own)) => Some(own.min(cap)),
-            (cap, own) => cap.or(own),
+            (Some(cap), Some(own)) if own < cap => Some((own, true)),
+            (Some(cap), _) => Some((cap, false)),
+            (None, own) => own.map(|own| (own, true)),
         }
     }
 
     #[inline]
-    fn deadline(&self, timeout: Option<Duration>) -> Deadline {
+    fn deadline(&self, timeout: Option<(Duration, bool)>) -> Deadline {
         match timeout {
-            Some(timeout) => Deadline::new(timeout, self.clock),
+            Some((timeout, callers)) => Deadline::new(timeout, self.clock, callers),
             None => Deadline::never(),
         }
     }
@@ -178,8 +179,9 @@ impl<Req, Res, E, K, C> Shared<Req, Res, E, K, C> {
         bulkhead.refuse(waited)
     }
 
-    fn verdict_on_timeout(&self) -> Verdict {
-        if self.timeouts_count {
+    fn verdict_on_timeout(&self, elapsed: &crate::timeout::Elapsed) -> Verdict {
+        // A caller's own short deadline says nothing about the dependency.
+        if self.timeouts_count && !elapsed.is_callers_deadline() {
             Verdict::Timeout
         } else {
             Verdict::Ignore
@@ -362,14 +364,11 @@ where
         let clock = self.clock.unwrap_or_default();
         let breaker = match self.breaker {
             Some(builder) => builder.name(self.name.clone()).clock(clock).build()?,
-            None => {
-                let breaker = CircuitBreaker::builder()
-                    .name(self.name.clone())
-                    .clock(clock)
-                    .build()?;
-                breaker.force_closed();
-                breaker
-            }
+            None => CircuitBreaker::builder()
+                .name(self.name.clone())
+                .clock(clock)
+                .statistics_only()
+                .build()?,
         };
         let bulkhead = self
             .bulkhead

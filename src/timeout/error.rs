@@ -7,11 +7,21 @@ use std::time::Duration;
 #[error("timed out after {after:?}")]
 pub struct Elapsed {
     after: Duration,
+    callers: bool,
 }
 
 impl Elapsed {
-    pub(crate) fn new(after: Duration) -> Elapsed {
-        Elapsed { after }
+    pub(crate) fn new(after: Duration, callers: bool) -> Elapsed {
+        Elapsed { after, callers }
+    }
+
+    /// Whether the deadline that passed was the caller's own (read from the
+    /// request, and shorter than the layer's timeout). Such a timeout says
+    /// nothing about the dependency: a breaker should not count it (a client
+    /// sending `grpc-timeout: 1n` must not trip a breaker every client
+    /// shares), and [`ByErrorKind`](crate::classify::ByErrorKind) does not.
+    pub fn is_callers_deadline(&self) -> bool {
+        self.callers
     }
 
     /// How long the call was given: the layer's timeout, or the request's

@@ -24,11 +24,8 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, timeout: Duration, clock: Clock) -> Self {
-        ResponseFuture {
-            inner,
-            deadline: Deadline::new(timeout, clock),
-        }
+    pub(crate) fn new(inner: F, deadline: Deadline) -> Self {
+        ResponseFuture { inner, deadline }
     }
 }
 
@@ -66,6 +63,8 @@ pin_project! {
         #[pin]
         timer: Timer,
         timeout: Duration,
+        // Whether `timeout` is the caller's own deadline.
+        callers: bool,
     }
 }
 
@@ -90,16 +89,23 @@ impl Deadline {
         Deadline {
             timer: Timer::Never,
             timeout: Duration::MAX,
+            callers: false,
         }
     }
 
-    pub(crate) fn new(timeout: Duration, clock: Clock) -> Deadline {
+    /// A deadline `timeout` from now; `callers` if it is the caller's own.
+    ///
+    /// The start is read from the precise clock: a coarse read can lag by
+    /// more than a millisecond when the machine is busy, and a lagging start
+    /// would make the deadline fire early.
+    pub(crate) fn new(timeout: Duration, clock: Clock, callers: bool) -> Deadline {
         Deadline {
             timer: Timer::Unarmed {
                 clock,
-                called_at: clock.now(),
+                called_at: clock.precise(),
             },
             timeout,
+            callers,
         }
     }
 
@@ -107,18 +113,18 @@ impl Deadline {
     /// the deadline has passed.
     pub(crate) fn poll_elapsed(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Elapsed> {
         let mut this = self.project();
-        let elapsed = Poll::Ready(Elapsed::new(*this.timeout));
+        let elapsed = Elapsed::new(*this.timeout, *this.callers);
         if let TimerProj::Unarmed { clock, called_at } = this.timer.as_mut().project() {
-            let spent = Duration::from_nanos(clock.now().saturating_sub(*called_at));
+            let spent = Duration::from_nanos(clock.precise().saturating_sub(*called_at));
             let Some(remaining) = this.timeout.checked_sub(spent).filter(|r| !r.is_zero()) else {
-                return elapsed;
+                return Poll::Ready(elapsed);
             };
             this.timer.set(Timer::Armed {
                 sleep: tokio::time::sleep(remaining),
             });
         }
         match this.timer.project() {
-            TimerProj::Armed { sleep } => sleep.poll(cx).map(|()| Elapsed::new(*this.timeout)),
+            TimerProj::Armed { sleep } => sleep.poll(cx).map(|()| elapsed),
             TimerProj::Unarmed { .. } | TimerProj::Never => Poll::Pending,
         }
     }

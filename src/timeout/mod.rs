@@ -49,6 +49,8 @@ use tower_service::Service;
 
 pub use error::Elapsed;
 pub use future::ResponseFuture;
+
+use future::Deadline;
 pub use layer::TimeoutLayer;
 
 use crate::clock::Clock;
@@ -139,10 +141,10 @@ where
 
     #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
-        let timeout = match self.deadline.deadline_of(&request) {
-            Some(deadline) => deadline.min(self.timeout),
-            None => self.timeout,
+        let deadline = match self.deadline.deadline_of(&request) {
+            Some(own) if own < self.timeout => Deadline::new(own, self.clock, true),
+            _ => Deadline::new(self.timeout, self.clock, false),
         };
-        ResponseFuture::new(self.inner.call(request), timeout, self.clock)
+        ResponseFuture::new(self.inner.call(request), deadline)
     }
 }
