@@ -132,10 +132,173 @@ where
     });
 }
 
-/// Short enough that the whole run takes about a minute and a half.
+/// Whether `SEAWALL_BENCH_SHORT=1` asks for the short mode.
+pub fn short_mode() -> bool {
+    std::env::var_os("SEAWALL_BENCH_SHORT").is_some_and(|v| v == "1")
+}
+
+/// Short enough that the whole run takes about a minute and a half; with
+/// `SEAWALL_BENCH_SHORT=1`, a third of a second of warm-up, 0.7 s of
+/// measurement and 10 samples per variant (a quick look, not a record).
 pub fn configure(group: &mut Measured<'_>) {
-    group
-        .sample_size(30)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2));
+    if short_mode() {
+        group
+            .sample_size(10)
+            .warm_up_time(Duration::from_millis(300))
+            .measurement_time(Duration::from_millis(700));
+    } else {
+        group
+            .sample_size(30)
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(2));
+    }
+}
+
+/// One whole tower call, polled until it answers: what a task woken with a
+/// no-op waker would do. For services whose future can be pending without
+/// any real wait (a peer taking an async lock under contention), where
+/// [`drive`] would drop the call half-way and measure less than it costs.
+#[inline(always)]
+pub fn drive_until_ready<S: Service<u64>>(
+    service: &mut S,
+    request: u64,
+) -> Result<S::Response, S::Error> {
+    let mut cx = Context::from_waker(noop_waker_ref());
+    while service.poll_ready(&mut cx).is_pending() {}
+    let mut future = pin!(service.call(request));
+    loop {
+        if let Poll::Ready(result) = future.as_mut().poll(&mut cx) {
+            return result;
+        }
+    }
+}
+
+/// [`bench_shared`], with every call polled until it answers
+/// ([`drive_until_ready`]).
+pub fn bench_shared_until_ready<S>(group: &mut Measured<'_>, name: &str, service: S)
+where
+    S: Service<u64, Response = u64> + Clone + Send,
+{
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            let mut service = service.clone();
+            two_threads(iters, move |x| {
+                black_box(answer(drive_until_ready(&mut service, black_box(x))));
+            })
+        })
+    });
+}
+
+/// A current-thread runtime with a timer, to enter around peers that make
+/// a tokio `Sleep` per call (it is never polled: the inner future wins).
+pub fn timer_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
+/// A seawall breaker built like a user would, on the default (coarse) clock.
+pub fn seawall_breaker(
+    builder: seawall::circuit_breaker::Builder,
+) -> seawall::circuit_breaker::CircuitBreaker {
+    let breaker = builder.clock(seawall::Clock::coarse()).build().unwrap();
+    // The time window starts a bucket on the first call; do it before
+    // measuring so the first sample does not pay for it.
+    let _ = breaker.counts();
+    breaker
+}
+
+/// breaker 2.0.2 with its documented preset; its tower layer is its
+/// intended use with tower.
+pub fn breaker_crate() -> breaker::CircuitBreaker {
+    breaker::CircuitBreaker::new(breaker::CircuitBreakerConfig::standard())
+}
+
+/// recloser 1.4 with the settings resilience4j users know: 50% over the last
+/// 100 calls (its defaults too). The open wait is long so a tripped one stays
+/// open for the whole run.
+pub fn recloser() -> recloser::Recloser {
+    recloser::Recloser::custom()
+        .error_rate(0.5)
+        .closed_len(100)
+        .open_wait(Duration::from_secs(3600))
+        .build()
+}
+
+/// recloser's own entry point is a synchronous closure: the closure makes
+/// the same tower call the other variants make, so only recloser's work
+/// differs.
+#[inline(always)]
+pub fn recloser_call<S: Service<u64>>(
+    recloser: &recloser::Recloser,
+    service: &mut S,
+    request: u64,
+) -> Result<S::Response, recloser::Error<S::Error>> {
+    recloser.call(|| match drive(service, request) {
+        Poll::Ready(result) => result,
+        Poll::Pending => unreachable!("the inner service answers at once"),
+    })
+}
+
+/// recloser's synchronous `call` ([`recloser_call`]) as a service, so it is
+/// driven like every other variant: its future is an answer made in `call`.
+/// Clones share the recloser.
+#[derive(Clone)]
+pub struct RecloserSync<S> {
+    pub recloser: std::sync::Arc<recloser::Recloser>,
+    pub inner: S,
+}
+
+impl<S: Service<u64>> Service<u64> for RecloserSync<S> {
+    type Response = S::Response;
+    type Error = recloser::Error<S::Error>;
+    type Future = Ready<Result<S::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // The closure asks the inner service itself.
+        Poll::Ready(Ok(()))
+    }
+
+    #[inline(always)]
+    fn call(&mut self, request: u64) -> Self::Future {
+        std::future::ready(recloser_call(&self.recloser, &mut self.inner, request))
+    }
+}
+
+/// Counts this thread's heap allocations when installed as the global
+/// allocator (`#[global_allocator] static A: Counting = Counting;`): a
+/// thread-local increment per allocation, nothing per free.
+pub struct Counting;
+
+thread_local! {
+    pub static ALLOCATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCATIONS.with(|n| n.set(n.get() + 1));
+        std::alloc::System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        std::alloc::System.dealloc(ptr, layout)
+    }
+}
+
+/// Heap allocations per run of `call`, over `runs` runs, on this thread
+/// (meaningful only with [`Counting`] installed).
+pub fn allocations_per_call(runs: u64, mut call: impl FnMut(u64)) -> f64 {
+    let before = ALLOCATIONS.with(std::cell::Cell::get);
+    for i in 0..runs {
+        call(i);
+    }
+    (ALLOCATIONS.with(std::cell::Cell::get) - before) as f64 / runs as f64
+}
+
+/// This process's resident memory, in bytes (`/proc/self/statm`, 4 KiB
+/// pages), or `None` off Linux.
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
 }

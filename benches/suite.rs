@@ -1,0 +1,491 @@
+//! The whole comparison in one run: seawall next to tower's own middleware
+//! and every peer crate, on the same always-ready inner service, on the same
+//! machine, in the same process. BENCHMARKS.md shows the tables it gives.
+//!
+//! ```text
+//! cargo bench --bench suite --features registry,cache
+//! SEAWALL_BENCH_SHORT=1 cargo bench --bench suite --features registry,cache   # a few minutes
+//! ```
+//!
+//! Every number is one whole tower call, `poll_ready` included, polled once
+//! with a no-op waker: no runtime, whose scheduling would cost more than the
+//! thing measured. A current-thread runtime is entered only around the
+//! variants that make a tokio `Sleep` per call (it is never polled).
+//!
+//! Groups: `single` (one thread), `two_threads` (two threads on clones of
+//! one service; wall time over the calls of both), `window_population`
+//! (a closed breaker whose window already holds 10 to 1,000,000 calls) and
+//! `registry` (a million keyed breakers). Before measuring, it prints the
+//! heap allocations per call of every one-thread variant
+//! (`allocations per call, <group>/<variant>: <n>`) and the registry's
+//! resident memory per key; `scripts/bench-table` turns the run into tables.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use failsafe::{FailurePolicy, Instrument};
+use seawall::bulkhead::Bulkhead;
+use seawall::circuit_breaker::{CircuitBreaker, Registry};
+use seawall::classify::Verdict;
+use seawall::fallback::{Fallback, FallbackCache};
+use seawall::policy::Policy;
+use seawall::timeout::TimeoutLayer;
+use seawall::window::Window;
+use seawall::Clock;
+use tokio::runtime::Runtime;
+use tower::{Layer, Service, ServiceBuilder};
+use tower_resilience::bulkhead::BulkheadLayer as TrBulkheadLayer;
+use tower_resilience::circuitbreaker::CircuitBreakerLayer as TrBreakerLayer;
+
+mod support;
+use support::*;
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const SECOND: Duration = Duration::from_secs(1);
+/// Calls per allocation count.
+const ALLOCATION_CALLS: u64 = 10_000;
+/// Keys in the registry.
+const KEYS: u64 = 1_000_000;
+
+/// failsafe 1.3 has no tower layer; this is the least a user would write
+/// to get one from its futures API (`failsafe::futures::CircuitBreaker`).
+struct FailsafeService<P, I, S> {
+    breaker: failsafe::StateMachine<P, I>,
+    inner: S,
+}
+
+impl<P, I, S> Service<u64> for FailsafeService<P, I, S>
+where
+    P: FailurePolicy + Send + Sync,
+    I: Instrument + Send + Sync,
+    S: Service<u64>,
+{
+    type Response = S::Response;
+    type Error = failsafe::Error<S::Error>;
+    type Future = failsafe::futures::ResponseFuture<S::Future, P, I, failsafe::Any>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(failsafe::Error::Inner)
+    }
+
+    fn call(&mut self, request: u64) -> Self::Future {
+        failsafe::futures::CircuitBreaker::call(&self.breaker, self.inner.call(request))
+    }
+}
+
+/// tower-resilience 0.13's breaker with its defaults (50% over a count
+/// window of 100). One layer, applied once: clones of its service share it.
+fn tower_resilience_breaker() -> TrBreakerLayer {
+    TrBreakerLayer::builder().build().unwrap()
+}
+
+/// tower-resilience 0.13's bulkhead, refusing at once when full, as
+/// seawall's does by default (its `max_wait` of zero arms a tokio timeout
+/// per call, so it needs a runtime entered).
+fn tower_resilience_bulkhead() -> TrBulkheadLayer {
+    TrBulkheadLayer::builder()
+        .max_concurrent_calls(100)
+        .reject_when_full()
+        .build()
+        .unwrap()
+}
+
+/// The full seawall Policy: timeout, bulkhead, breaker, value fallback.
+fn full_policy() -> Policy<u64, u64, std::convert::Infallible> {
+    Policy::builder("bench")
+        .clock(Clock::coarse())
+        .timeout(SECOND)
+        .bulkhead(Bulkhead::builder().max_concurrent(100))
+        .circuit_breaker(CircuitBreaker::builder())
+        .fallback(Fallback::builder().value(0u64))
+        .build()
+        .unwrap()
+}
+
+/// What a variant must do with request 1, checked before it is counted or
+/// measured, so no number comes from a call that did something else.
+#[derive(Clone, Copy)]
+enum Expect {
+    /// `Ok(1)` at once.
+    Answers,
+    /// An error at once.
+    Refuses,
+}
+
+fn check<S: Service<u64, Response = u64>>(name: &str, expect: Expect, service: &mut S) {
+    let poll = drive(service, 1);
+    match expect {
+        Expect::Answers => assert!(
+            matches!(poll, Poll::Ready(Ok(1))),
+            "{name} must answer at once"
+        ),
+        Expect::Refuses => assert!(
+            matches!(poll, Poll::Ready(Err(_))),
+            "{name} must refuse at once"
+        ),
+    }
+}
+
+/// Something done with each variant: count its allocations, or measure it.
+/// The variants are built by one function per group and handed here, so
+/// both passes see the same services.
+trait Visit {
+    fn visit<S: Service<u64, Response = u64>>(&mut self, name: &str, expect: Expect, service: S);
+}
+
+/// Prints `allocations per call, <group>/<name>: <n>` over 10,000 calls.
+struct CountAllocations(&'static str);
+
+impl Visit for CountAllocations {
+    fn visit<S: Service<u64, Response = u64>>(
+        &mut self,
+        name: &str,
+        expect: Expect,
+        mut service: S,
+    ) {
+        check(name, expect, &mut service);
+        let per_call = allocations_per_call(ALLOCATION_CALLS, |_| {
+            black_box(settle(drive(&mut service, black_box(1))));
+        });
+        println!("allocations per call, {}/{name}: {per_call}", self.0);
+    }
+}
+
+/// Measures each variant in a criterion group.
+struct Measure<'a, 'b>(&'a mut Measured<'b>);
+
+impl Visit for Measure<'_, '_> {
+    fn visit<S: Service<u64, Response = u64>>(
+        &mut self,
+        name: &str,
+        expect: Expect,
+        mut service: S,
+    ) {
+        check(name, expect, &mut service);
+        bench_service(self.0, name, service);
+    }
+}
+
+/// Every one-thread variant, in table order.
+fn single(v: &mut impl Visit, timers: &Runtime) {
+    use Expect::{Answers, Refuses};
+
+    v.visit("bare", Answers, inner());
+
+    // tower: Timeout makes a `Sleep` per call.
+    {
+        let _timers = timers.enter();
+        v.visit(
+            "tower_timeout",
+            Answers,
+            tower::timeout::Timeout::new(inner(), SECOND),
+        );
+        v.visit(
+            "tower_timeout_concurrency_limit",
+            Answers,
+            ServiceBuilder::new()
+                .concurrency_limit(100)
+                .timeout(SECOND)
+                .service(inner()),
+        );
+    }
+    v.visit(
+        "tower_concurrency_limit",
+        Answers,
+        tower::limit::ConcurrencyLimit::new(inner(), 100),
+    );
+
+    // tower-resilience 0.13.
+    v.visit(
+        "tower_resilience_breaker",
+        Answers,
+        tower_resilience_breaker().layer(inner()),
+    );
+    {
+        let _timers = timers.enter();
+        v.visit(
+            "tower_resilience_bulkhead",
+            Answers,
+            tower_resilience_bulkhead().layer(inner()),
+        );
+        v.visit(
+            "tower_resilience_stack",
+            Answers,
+            ServiceBuilder::new()
+                .layer(tower_resilience_breaker())
+                .layer(tower_resilience_bulkhead())
+                .timeout(SECOND)
+                .service(inner()),
+        );
+    }
+
+    // The breaker crates.
+    v.visit(
+        "breaker_crate",
+        Answers,
+        breaker::tower::BreakerLayer::new(breaker_crate()).layer(inner()),
+    );
+    v.visit(
+        "failsafe",
+        Answers,
+        FailsafeService {
+            breaker: failsafe::Config::new().build(),
+            inner: inner(),
+        },
+    );
+    v.visit(
+        "recloser",
+        Answers,
+        RecloserSync {
+            recloser: Arc::new(recloser()),
+            inner: inner(),
+        },
+    );
+
+    // seawall. No runtime: its timeout arms no timer for an answer that is
+    // ready on the first poll.
+    let breaker = seawall_breaker(CircuitBreaker::builder());
+    v.visit("seawall_breaker", Answers, breaker.layer().layer(inner()));
+    let breaker = seawall_breaker(
+        CircuitBreaker::builder()
+            .track_latency(true)
+            .slow_calls(SECOND, 50.0),
+    );
+    v.visit(
+        "seawall_breaker_latency",
+        Answers,
+        breaker.layer().layer(inner()),
+    );
+    let breaker = seawall_breaker(CircuitBreaker::builder());
+    breaker.force_open();
+    v.visit(
+        "seawall_breaker_open",
+        Refuses,
+        breaker.layer().layer(inner()),
+    );
+
+    let free = Bulkhead::builder().max_concurrent(100).build().unwrap();
+    v.visit("seawall_bulkhead", Answers, free.layer().layer(inner()));
+    // Full: one permit, held by a call that is never polled.
+    let full = Bulkhead::builder().max_concurrent(1).build().unwrap();
+    let mut holder = full.layer().layer(inner());
+    assert!(matches!(
+        holder.poll_ready(&mut Context::from_waker(futures::task::noop_waker_ref())),
+        Poll::Ready(Ok(()))
+    ));
+    let held = holder.call(0);
+    v.visit(
+        "seawall_bulkhead_full",
+        Refuses,
+        full.layer().layer(inner()),
+    );
+    drop(held);
+
+    v.visit(
+        "seawall_timeout",
+        Answers,
+        TimeoutLayer::new(SECOND)
+            .clock(Clock::coarse())
+            .layer(inner()),
+    );
+
+    let armed: Policy<u64, u64, std::convert::Infallible> = Policy::builder("bench")
+        .clock(Clock::coarse())
+        .fallback(Fallback::builder().value(0u64))
+        .build()
+        .unwrap();
+    v.visit("seawall_fallback", Answers, armed.layer(inner()));
+
+    // Every call refused by the forced-open breaker and answered from the
+    // cache, which holds request 1's last good answer.
+    let cache = FallbackCache::<u64, u64>::builder().build().unwrap();
+    let cached = Policy::builder("bench")
+        .clock(Clock::coarse())
+        .circuit_breaker(CircuitBreaker::builder())
+        .fallback(Fallback::builder().key(|r: &u64| *r).cache(cache))
+        .build()
+        .unwrap();
+    let mut service = cached.layer(inner());
+    check(
+        "seawall_cached_fallback (filling)",
+        Expect::Answers,
+        &mut service,
+    );
+    cached.breaker().force_open();
+    v.visit("seawall_cached_fallback", Answers, service);
+    assert!(cached.breaker().counts().cache_hit > 0);
+
+    v.visit("seawall_policy", Answers, full_policy().layer(inner()));
+}
+
+/// A closed breaker whose window already holds this many calls.
+fn window_population(v: &mut impl Visit) {
+    for calls in [10, 1_000, 100_000, 1_000_000] {
+        // A window of 10 cannot hold the default minimum of 20 calls.
+        let breaker = seawall_breaker(
+            CircuitBreaker::builder()
+                .window(Window::count(calls))
+                .minimum_calls(u64::from(calls).min(20)),
+        );
+        let mut service = breaker.layer().layer(inner());
+        for i in 0..u64::from(calls) {
+            black_box(settle(drive(&mut service, i)));
+        }
+        assert_eq!(breaker.counts().calls(), u64::from(calls), "a full ring");
+        v.visit(&format!("count_{calls}"), Expect::Answers, service);
+    }
+    // The default time window (10 s in 10 buckets), after a million calls.
+    let breaker = seawall_breaker(CircuitBreaker::builder());
+    let mut service = breaker.layer().layer(inner());
+    for i in 0..1_000_000 {
+        black_box(settle(drive(&mut service, i)));
+    }
+    v.visit("time_1000000", Expect::Answers, service);
+}
+
+/// One breaker, or one Policy, shared by two threads.
+fn two_threads(c: &mut Criterion) {
+    let mut group = c.benchmark_group("two_threads");
+    configure(&mut group);
+    // Every call polled until it answers: tower-resilience takes an async
+    // lock per call, which is pending while the other thread holds it.
+    bench_shared_until_ready(&mut group, "bare", inner());
+    bench_shared_until_ready(
+        &mut group,
+        "tower_concurrency_limit",
+        tower::limit::ConcurrencyLimitLayer::new(100).layer(inner()),
+    );
+    bench_shared_until_ready(
+        &mut group,
+        "tower_resilience_breaker",
+        tower_resilience_breaker().layer(inner()),
+    );
+    bench_shared_until_ready(
+        &mut group,
+        "breaker_crate",
+        breaker::tower::BreakerLayer::new(breaker_crate()).layer(inner()),
+    );
+    bench_shared_until_ready(
+        &mut group,
+        "recloser",
+        RecloserSync {
+            recloser: Arc::new(recloser()),
+            inner: inner(),
+        },
+    );
+    let breaker = seawall_breaker(CircuitBreaker::builder());
+    bench_shared_until_ready(
+        &mut group,
+        "seawall_breaker",
+        breaker.layer().layer(inner()),
+    );
+    bench_shared_until_ready(&mut group, "seawall_policy", full_policy().layer(inner()));
+    group.finish();
+}
+
+/// A registry holding a million keyed breakers, and what it cost in
+/// resident memory.
+fn registry_of_a_million() -> Registry<u64> {
+    let before = resident_bytes();
+    let began = Instant::now();
+    let registry = Registry::<u64>::builder(CircuitBreaker::builder().clock(Clock::coarse()))
+        .max_keys(KEYS)
+        .build()
+        .unwrap();
+    for key in 0..KEYS {
+        let _ = registry.get(key);
+    }
+    let keys = registry.len();
+    let took = began.elapsed();
+    let after = resident_bytes();
+    println!("registry: {keys} keys built in {took:.2?}");
+    if let (Some(before), Some(after)) = (before, after) {
+        println!(
+            "registry memory per key: {:.0} bytes (resident {:.1} MiB before, {:.1} MiB after)",
+            after.saturating_sub(before) as f64 / keys as f64,
+            before as f64 / 1048576.0,
+            after as f64 / 1048576.0,
+        );
+    }
+    assert_eq!(keys, KEYS, "every key kept");
+    registry
+}
+
+/// Looks a key's breaker up, asks it to admit a call and records the call's
+/// success.
+#[inline(always)]
+fn admit(registry: &Registry<u64>, key: u64) -> bool {
+    match registry.get(key).try_acquire() {
+        Ok(permit) => {
+            permit.record(Verdict::Success);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Walks all the keys in a scattered order (a stride coprime with their
+/// number), so lookups miss the CPU caches as a real key mix would.
+#[inline(always)]
+fn scattered(i: u64) -> u64 {
+    i.wrapping_mul(617_237) % KEYS
+}
+
+fn registry_allocations(registry: &Registry<u64>) {
+    let hot = allocations_per_call(ALLOCATION_CALLS, |_| {
+        black_box(admit(registry, black_box(7)));
+    });
+    println!("allocations per call, registry/hot_key: {hot}");
+    let spread = allocations_per_call(ALLOCATION_CALLS, |i| {
+        black_box(admit(registry, black_box(scattered(i))));
+    });
+    println!("allocations per call, registry/scattered_keys: {spread}");
+}
+
+fn registry_bench(c: &mut Criterion, registry: &Registry<u64>) {
+    let mut group = c.benchmark_group("registry");
+    configure(&mut group);
+    group.bench_function("hot_key", |b| {
+        b.iter(|| black_box(admit(registry, black_box(7))))
+    });
+    group.bench_function("scattered_keys", |b| {
+        let mut i = 0u64;
+        b.iter(|| {
+            i += 1;
+            black_box(admit(registry, black_box(scattered(i))))
+        })
+    });
+    group.finish();
+}
+
+fn suite(c: &mut Criterion) {
+    // First, on a fresh heap, so its resident memory is its own.
+    let registry = registry_of_a_million();
+    let timers = timer_runtime();
+
+    single(&mut CountAllocations("single"), &timers);
+    window_population(&mut CountAllocations("window_population"));
+    registry_allocations(&registry);
+
+    let mut group = c.benchmark_group("single");
+    configure(&mut group);
+    single(&mut Measure(&mut group), &timers);
+    group.finish();
+
+    two_threads(c);
+
+    let mut group = c.benchmark_group("window_population");
+    configure(&mut group);
+    window_population(&mut Measure(&mut group));
+    group.finish();
+
+    registry_bench(c, &registry);
+}
+
+criterion_group!(benches, suite);
+criterion_main!(benches);
