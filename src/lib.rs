@@ -11,6 +11,8 @@ mod clock;
 mod error;
 pub mod fallback;
 pub mod integration;
+#[cfg(feature = "messaging")]
+pub mod messaging;
 pub mod policy;
 pub mod timeout;
 pub mod window;
@@ -21,7 +23,7 @@ pub use error::{ConfigError, Error};
 
 /// moka refuses (by panicking) time-to-live and time-to-idle settings longer
 /// than this; builders refuse them with a `ConfigError` instead.
-#[cfg(any(feature = "registry", feature = "cache"))]
+#[cfg(feature = "cache")]
 const MAX_CACHE_DURATION: std::time::Duration =
     std::time::Duration::from_secs(1000 * 365 * 24 * 3600);
 

@@ -2,6 +2,9 @@
 #![cfg(feature = "registry")]
 
 use seawall::circuit_breaker::{CircuitBreaker, CircuitBreakerLayer, Registry, State};
+use std::time::Duration;
+
+use seawall::Clock;
 use tower::{service_fn, Layer, Service, ServiceExt};
 
 #[derive(Clone, Debug)]
@@ -90,4 +93,63 @@ fn a_bad_template_or_bound_is_refused() {
         .build()
         .unwrap_err();
     assert_eq!((err.field(), err.value()), ("max_keys", "0"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_keys_are_forgotten() {
+    let registry = Registry::<u32>::builder(CircuitBreaker::builder().clock(Clock::tokio()))
+        .idle_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let first = registry.get(1);
+    let _ = registry.get(2);
+    tokio::time::advance(Duration::from_secs(6)).await;
+    assert!(registry.get_if_present(&1).is_some(), "used 6 s ago");
+    tokio::time::advance(Duration::from_secs(6)).await;
+    assert!(registry.get_if_present(&2).is_none(), "idle for 12 s");
+    assert_eq!(registry.len(), 1, "only key 1 was used within 10 s");
+    tokio::time::advance(Duration::from_secs(11)).await;
+    assert!(
+        !registry.get(1).same_as(&first),
+        "an idle key comes back with a fresh breaker"
+    );
+    assert_eq!(registry.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_registry_evicts_the_least_recently_used_keys() {
+    let registry = Registry::<u32>::builder(CircuitBreaker::builder().clock(Clock::tokio()))
+        .max_keys(64)
+        .build()
+        .unwrap();
+    for key in 0..64 {
+        let _ = registry.get(key);
+    }
+    tokio::time::advance(Duration::from_secs(1)).await;
+    for key in 0..32 {
+        let _ = registry.get(key);
+    }
+    for key in 100..116 {
+        let _ = registry.get(key);
+    }
+    assert!(registry.len() <= 64, "{} breakers kept", registry.len());
+    for key in 0..32 {
+        assert!(
+            registry.get_if_present(&key).is_some(),
+            "recently used key {key} evicted"
+        );
+    }
+}
+
+#[test]
+fn removed_keys_get_fresh_breakers() {
+    let registry = Registry::<u32>::builder(CircuitBreaker::builder())
+        .build()
+        .unwrap();
+    let first = registry.get(7);
+    first.force_open();
+    registry.remove(&7);
+    assert!(registry.is_empty());
+    assert_eq!(registry.get(7).state(), State::Closed);
+    assert_eq!(registry.len(), 1);
 }

@@ -1,23 +1,28 @@
 //! One breaker per key (per host, per tenant, per route), bounded in number.
 
+use std::collections::hash_map::RandomState;
 use std::fmt::{self, Debug};
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, PoisonError, RwLock, RwLockWriteGuard};
 use std::time::Duration;
 
-use moka::sync::Cache;
+use hashbrown::HashTable;
 
 use super::config::{Builder, Config};
 use super::{BreakerFor, CircuitBreaker, CircuitOpen, Permit};
+use crate::clock::Clock;
 use crate::error::ConfigError;
 
 /// A bounded set of breakers, one per key, built on demand from one
 /// configuration. Cheap to clone; clones share the breakers.
 ///
 /// A breaker is named `"{name}:{key:?}"` after the configuration's name. When
-/// the registry is full, the least useful keys are evicted (moka's TinyLFU);
-/// a key seen again after eviction gets a fresh, closed breaker.
+/// the registry is full, the least recently used keys of one shard (about a
+/// sixteenth of it) are evicted; a key seen again after eviction gets a
+/// fresh, closed breaker. Looking a key up takes a shard's read lock and
+/// allocates nothing; a key's first call builds its breaker.
 ///
 /// ```
 /// use seawall::circuit_breaker::{CircuitBreaker, CircuitBreakerLayer, Registry};
@@ -36,18 +41,62 @@ use crate::error::ConfigError;
 /// # Ok::<(), seawall::ConfigError>(())
 /// ```
 pub struct Registry<K> {
-    breakers: Cache<K, CircuitBreaker>,
-    config: Arc<Config>,
+    shared: Arc<Shared<K>>,
 }
 
 impl<K> Clone for Registry<K> {
     fn clone(&self) -> Self {
         Registry {
-            breakers: self.breakers.clone(),
-            config: self.config.clone(),
+            shared: self.shared.clone(),
         }
     }
 }
+
+/// The shards and the settings every clone of a registry shares.
+///
+/// Keys are spread over shards by hash, each a hash table behind its own
+/// read-write lock: a lookup takes one shard's read lock (readers never wait
+/// for each other), and only a key's first call, an eviction or a removal
+/// writes. A shard's table holds the key, the breaker handle and when the key
+/// was last used, nothing more: moka's per-entry bookkeeping (its deques,
+/// frequency sketch and read buffer) cost more than a breaker and most of a
+/// lookup.
+struct Shared<K> {
+    shards: Box<[RwLock<Shard<K>>]>,
+    hasher: RandomState,
+    /// Keys kept, over all shards.
+    keys: AtomicU64,
+    max_keys: u64,
+    idle_millis: Option<u64>,
+    clock: Clock,
+    config: Config,
+}
+
+struct Shard<K> {
+    table: HashTable<Slot<K>>,
+    /// When (registry milliseconds) this shard is next swept of idle keys.
+    next_sweep: u64,
+}
+
+struct Slot<K> {
+    key: K,
+    breaker: CircuitBreaker,
+    /// When the key was last used, in registry milliseconds. Written at most
+    /// once a millisecond, so that two threads on one key do not fight over
+    /// its cache line on every call.
+    used: AtomicU64,
+}
+
+/// Shards for `max_keys` keys: enough that threads inserting different keys
+/// rarely meet, few enough that a small registry's shards are not empty.
+fn shard_count(max_keys: u64) -> usize {
+    let wanted = usize::try_from(max_keys / 64).unwrap_or(usize::MAX);
+    wanted.clamp(1, 64).next_power_of_two()
+}
+
+/// The share of a shard one eviction frees, so that inserting into a full
+/// registry scans a shard once per that many inserts, not once each.
+const EVICTION_BATCH_DIVISOR: usize = 16;
 
 /// Builds a [`Registry`].
 #[must_use = "a builder does nothing until `build` is called"]
@@ -72,14 +121,15 @@ impl<K> RegistryBuilder<K>
 where
     K: Hash + Eq + Send + Sync + 'static,
 {
-    /// At most this many breakers are kept. Default 10,000.
+    /// At most this many breakers are kept (a few more for a moment while
+    /// several threads add keys at once). Default 10,000.
     pub fn max_keys(mut self, keys: u64) -> Self {
         self.max_keys = keys;
         self
     }
 
-    /// Forgets a key's breaker once no call used it for this long. Off by
-    /// default.
+    /// Forgets a key's breaker once no call used it for this long (to the
+    /// millisecond). Off by default.
     pub fn idle_timeout(mut self, idle: Duration) -> Self {
         self.idle_timeout = Some(idle);
         self
@@ -97,24 +147,36 @@ where
                 "must be longer than zero",
             ));
         }
-        if let Some(long) = self.idle_timeout.filter(|d| *d > crate::MAX_CACHE_DURATION) {
-            return Err(ConfigError::new(
-                "idle_timeout",
-                long,
-                "must be at most 1000 years (moka's limit)",
-            ));
-        }
-        let config = Arc::new(self.breaker.validate()?);
-        let mut breakers = Cache::builder().max_capacity(self.max_keys);
-        if let Some(idle) = self.idle_timeout {
-            breakers = breakers.time_to_idle(idle);
-        }
+        let config = self.breaker.validate()?;
+        // Breakers built from a template with an explicit clock share it;
+        // the registry's idle times follow the same time.
+        let clock = config.clock.unwrap_or_default();
+        let idle_millis = self.idle_timeout.map(|idle| {
+            u64::try_from(idle.as_nanos().div_ceil(NANOS_PER_MILLI)).unwrap_or(u64::MAX)
+        });
+        let shards = (0..shard_count(self.max_keys))
+            .map(|_| {
+                RwLock::new(Shard {
+                    table: HashTable::new(),
+                    next_sweep: 0,
+                })
+            })
+            .collect();
         Ok(Registry {
-            breakers: breakers.build(),
-            config,
+            shared: Arc::new(Shared {
+                shards,
+                hasher: RandomState::new(),
+                keys: AtomicU64::new(0),
+                max_keys: self.max_keys,
+                idle_millis,
+                clock,
+                config,
+            }),
         })
     }
 }
+
+const NANOS_PER_MILLI: u128 = 1_000_000;
 
 impl<K> Registry<K>
 where
@@ -132,28 +194,38 @@ where
 
     /// The key's breaker, built now if the key has none.
     pub fn get(&self, key: K) -> CircuitBreaker {
-        self.breakers.get_with_by_ref(&key, || {
-            let mut config = (*self.config).clone();
-            config.name = format!("{}:{key:?}", config.name).into();
-            CircuitBreaker::from_config(config)
-        })
+        self.with(key, CircuitBreaker::clone)
     }
 
     /// The key's breaker, if it has one.
     pub fn get_if_present(&self, key: &K) -> Option<CircuitBreaker> {
-        self.breakers.get(key)
+        let shared = &*self.shared;
+        let hash = shared.hasher.hash_one(key);
+        shared.lookup(hash, key, shared.now(), CircuitBreaker::clone)
     }
 
     /// Forgets the key's breaker.
     pub fn remove(&self, key: &K) {
-        self.breakers.invalidate(key);
+        let shared = &*self.shared;
+        let hash = shared.hasher.hash_one(key);
+        let mut shard = shared.write(hash);
+        if let Ok(entry) = shard.table.find_entry(hash, |slot| slot.key == *key) {
+            entry.remove();
+            shared.keys.fetch_sub(1, Relaxed);
+        }
     }
 
-    /// How many breakers are kept (eventually consistent: evictions run in
-    /// the background of later calls).
+    /// How many breakers are kept. Counting first forgets the keys idle for
+    /// longer than the idle timeout, which takes a pass over every key.
     pub fn len(&self) -> u64 {
-        self.breakers.run_pending_tasks();
-        self.breakers.entry_count()
+        let shared = &*self.shared;
+        if shared.idle_millis.is_some() {
+            let now = shared.now();
+            for shard in shared.shards.iter() {
+                shared.sweep(&mut lock_write(shard), now);
+            }
+        }
+        shared.keys.load(Relaxed)
     }
 
     /// Whether no breaker is kept.
@@ -169,13 +241,175 @@ where
             key_of,
         }
     }
+
+    /// Runs `f` on the key's breaker, built now if the key has none; a
+    /// lookup borrows the breaker rather than cloning its handle.
+    #[inline]
+    fn with<R>(&self, key: K, f: impl Fn(&CircuitBreaker) -> R) -> R {
+        let shared = &*self.shared;
+        let hash = shared.hasher.hash_one(&key);
+        let now = shared.now();
+        match shared.lookup(hash, &key, now, &f) {
+            Some(result) => result,
+            None => f(&shared.insert(hash, key, now)),
+        }
+    }
+}
+
+impl<K> Shared<K>
+where
+    K: Hash + Eq + Debug,
+{
+    /// Registry time in milliseconds: coarse enough that last-used stamps
+    /// rarely need writing.
+    #[inline]
+    fn now(&self) -> u64 {
+        self.clock.now() / 1_000_000
+    }
+
+    #[inline]
+    fn shard(&self, hash: u64) -> &RwLock<Shard<K>> {
+        // Bits the tables use for neither the bucket (low) nor the tag (top).
+        let index = (hash >> 40) as usize & (self.shards.len() - 1);
+        &self.shards[index]
+    }
+
+    fn write(&self, hash: u64) -> RwLockWriteGuard<'_, Shard<K>> {
+        lock_write(self.shard(hash))
+    }
+
+    fn expired(&self, slot: &Slot<K>, now: u64) -> bool {
+        self.idle_millis
+            .is_some_and(|idle| now.saturating_sub(slot.used.load(Relaxed)) >= idle)
+    }
+
+    #[inline]
+    fn lookup<R>(
+        &self,
+        hash: u64,
+        key: &K,
+        now: u64,
+        f: impl FnOnce(&CircuitBreaker) -> R,
+    ) -> Option<R> {
+        let shard = self
+            .shard(hash)
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let slot = shard.table.find(hash, |slot| slot.key == *key)?;
+        if self.expired(slot, now) {
+            return None;
+        }
+        if slot.used.load(Relaxed) != now {
+            slot.used.store(now, Relaxed);
+        }
+        Some(f(&slot.breaker))
+    }
+
+    /// Adds the key's breaker (unless another thread just did), making room
+    /// first if the registry is full.
+    #[cold]
+    fn insert(&self, hash: u64, key: K, now: u64) -> CircuitBreaker {
+        if self.keys.load(Relaxed) >= self.max_keys {
+            self.make_room(hash, now);
+        }
+        let mut shard = self.write(hash);
+        if self.idle_millis.is_some() && now >= shard.next_sweep {
+            self.sweep(&mut shard, now);
+        }
+        if let Some(slot) = shard.table.find_mut(hash, |slot| slot.key == key) {
+            if self.expired(slot, now) {
+                slot.breaker = self.build(&slot.key);
+            }
+            slot.used.store(now, Relaxed);
+            return slot.breaker.clone();
+        }
+        let breaker = self.build(&key);
+        shard.table.insert_unique(
+            hash,
+            Slot {
+                key,
+                breaker: breaker.clone(),
+                used: AtomicU64::new(now),
+            },
+            |slot| self.hasher.hash_one(&slot.key),
+        );
+        self.keys.fetch_add(1, Relaxed);
+        breaker
+    }
+
+    fn build(&self, key: &K) -> CircuitBreaker {
+        let mut config = self.config.clone();
+        config.name = format!("{}:{key:?}", config.name).into();
+        CircuitBreaker::from_config(config)
+    }
+
+    /// Evicts a batch of the least recently used keys of the first shard,
+    /// from the key's own, that has any.
+    fn make_room(&self, hash: u64, now: u64) {
+        let first = (hash >> 40) as usize;
+        let count = self.shards.len();
+        for step in 0..count {
+            let shard = &self.shards[(first + step) & (count - 1)];
+            let mut shard = lock_write(shard);
+            if self.idle_millis.is_some() {
+                self.sweep(&mut shard, now);
+            }
+            if self.keys.load(Relaxed) < self.max_keys || self.evict_batch(&mut shard) > 0 {
+                return;
+            }
+        }
+    }
+
+    /// Evicts about a sixteenth of the shard, least recently used first.
+    fn evict_batch(&self, shard: &mut Shard<K>) -> usize {
+        let len = shard.table.len();
+        if len == 0 {
+            return 0;
+        }
+        let batch = (len / EVICTION_BATCH_DIVISOR).max(1);
+        let mut stamps: Vec<u64> = shard
+            .table
+            .iter()
+            .map(|slot| slot.used.load(Relaxed))
+            .collect();
+        let cutoff = *stamps.select_nth_unstable(batch - 1).1;
+        let mut evicted = 0;
+        shard.table.retain(|slot| {
+            let evict = evicted < batch && slot.used.load(Relaxed) <= cutoff;
+            evicted += usize::from(evict);
+            !evict
+        });
+        self.keys.fetch_sub(evicted as u64, Relaxed);
+        evicted
+    }
+
+    /// Forgets the shard's idle keys.
+    fn sweep(&self, shard: &mut Shard<K>, now: u64) {
+        let Some(idle) = self.idle_millis else {
+            return;
+        };
+        let before = shard.table.len();
+        shard
+            .table
+            .retain(|slot| now.saturating_sub(slot.used.load(Relaxed)) < idle);
+        self.keys
+            .fetch_sub((before - shard.table.len()) as u64, Relaxed);
+        // Half the idle timeout: an idle key is gone within 1.5 times it.
+        shard.next_sweep = now.saturating_add((idle / 2).max(1));
+    }
+}
+
+fn lock_write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    // A user's `Hash` or `Eq` that panicked left the table whole: it only
+    // panics inside lookups, never halfway through changing a slot.
+    lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl<K> Debug for Registry<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registry")
-            .field("name", &self.config.name)
-            .field("keys", &self.breakers.entry_count())
+            .field("name", &self.shared.config.name)
+            .field("keys", &self.shared.keys.load(Relaxed))
             .finish_non_exhaustive()
     }
 }
@@ -193,8 +427,10 @@ where
     K: Hash + Eq + Clone + Debug + Send + Sync + 'static,
     F: Fn(&Req) -> K,
 {
+    #[inline]
     fn acquire(&self, request: &Req) -> Result<Permit, CircuitOpen> {
-        self.registry.get((self.key_of)(request)).try_acquire()
+        self.registry
+            .with((self.key_of)(request), CircuitBreaker::try_acquire)
     }
 }
 
