@@ -103,13 +103,12 @@ pub struct CircuitBreaker {
     shared: Arc<Shared>,
 }
 
-/// Keeps a hot atomic on a cache line of its own.
-#[repr(align(128))]
-struct Padded<T>(T);
-
+/// Only the window's tally, which every call writes, has cache lines of its
+/// own: the state word is written only by changes of state, and padding it
+/// too cost a registry of a million breakers a quarter of a gigabyte.
 struct Shared {
-    state: Padded<AtomicU64>,
-    consecutive_failures: Padded<AtomicU32>,
+    state: AtomicU64,
+    consecutive_failures: AtomicU32,
     /// When the open state ends, in the window clock's nanoseconds. Written
     /// before the state word turns open, read after it is seen open.
     open_until: AtomicU64,
@@ -160,8 +159,8 @@ impl CircuitBreaker {
         let seed = RandomState::new().build_hasher().finish();
         CircuitBreaker {
             shared: Arc::new(Shared {
-                state: Padded(AtomicU64::new(code_of(config.resting))),
-                consecutive_failures: Padded(AtomicU32::new(0)),
+                state: AtomicU64::new(code_of(config.resting)),
+                consecutive_failures: AtomicU32::new(0),
                 open_until: AtomicU64::new(0),
                 window,
                 measure_latency,
@@ -186,7 +185,7 @@ impl CircuitBreaker {
     /// An open breaker whose open duration has elapsed reports `Open` until
     /// the next call asks to go through, which moves it to half-open.
     pub fn state(&self) -> State {
-        state_of(self.shared.state.0.load(Acquire))
+        state_of(self.shared.state.load(Acquire))
     }
 
     /// The outcome counts over the window, O(buckets).
@@ -224,7 +223,7 @@ impl CircuitBreaker {
     #[inline]
     pub(crate) fn admit(&self) -> Result<Ticket, CircuitOpen> {
         let shared = &*self.shared;
-        let mut word = shared.state.0.load(Acquire);
+        let mut word = shared.state.load(Acquire);
         loop {
             match code(word) {
                 CLOSED | FORCED_CLOSED => return Ok(self.ticket(word, false)),
@@ -235,7 +234,6 @@ impl CircuitBreaker {
                     let taken = word + (1 << PROBES_SHIFT);
                     match shared
                         .state
-                        .0
                         .compare_exchange_weak(word, taken, AcqRel, Acquire)
                     {
                         Ok(_) => return Ok(self.ticket(word, true)),
@@ -254,7 +252,7 @@ impl CircuitBreaker {
                         State::HalfOpen,
                         Reason::OpenDurationElapsed,
                     );
-                    word = shared.state.0.load(Acquire);
+                    word = shared.state.load(Acquire);
                 }
                 _ => return Err(shared.short_circuit(State::ForcedOpen, None)),
             }
@@ -370,7 +368,7 @@ impl Shared {
             probe,
             started,
         } = ticket;
-        let word = self.state.0.load(Acquire);
+        let word = self.state.load(Acquire);
         if generation(word) != generation_admitted {
             return;
         }
@@ -395,7 +393,7 @@ impl Shared {
     #[inline]
     fn judge_closed(&self, generation: u64, error: bool, slow: bool) {
         if let Some(limit) = self.config.consecutive_failures {
-            let in_a_row = &self.consecutive_failures.0;
+            let in_a_row = &self.consecutive_failures;
             if error {
                 if in_a_row.fetch_add(1, Relaxed) + 1 >= limit {
                     self.transition(Some(generation), State::Open, Reason::ConsecutiveFailures);
@@ -434,14 +432,13 @@ impl Shared {
             } else {
                 SUCCESSES_SHIFT
             };
-        let mut word = self.state.0.load(Acquire);
+        let mut word = self.state.load(Acquire);
         let word = loop {
             if generation(word) != generation_admitted || code(word) != HALF_OPEN {
                 return;
             }
             match self
                 .state
-                .0
                 .compare_exchange_weak(word, word + step, AcqRel, Acquire)
             {
                 Ok(_) => break word + step,
@@ -468,7 +465,7 @@ impl Shared {
 
     /// Gives back the probe slot of a probe that reached no verdict.
     fn release_probe(&self, generation_admitted: u64) {
-        let mut word = self.state.0.load(Acquire);
+        let mut word = self.state.load(Acquire);
         loop {
             if generation(word) != generation_admitted
                 || code(word) != HALF_OPEN
@@ -479,7 +476,6 @@ impl Shared {
             let released = word - (1 << PROBES_SHIFT);
             match self
                 .state
-                .0
                 .compare_exchange_weak(word, released, AcqRel, Acquire)
             {
                 Ok(_) => return,
@@ -496,7 +492,7 @@ impl Shared {
             .transitions
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let word = self.state.0.load(Acquire);
+        let word = self.state.load(Acquire);
         if expected.is_some_and(|expected| expected != generation(word)) {
             return false;
         }
@@ -513,10 +509,10 @@ impl Shared {
         if to == State::Closed || reason == Reason::Reset {
             trips.in_a_row = 0;
             self.window.reset();
-            self.consecutive_failures.0.store(0, Relaxed);
+            self.consecutive_failures.store(0, Relaxed);
         }
         let next = ((generation(word) + 1) << GEN_SHIFT) | code_of(to);
-        self.state.0.store(next, Release);
+        self.state.store(next, Release);
         let transition = Transition {
             name: self.config.name.clone(),
             from,

@@ -13,6 +13,7 @@
 //! tally's increments. Starting a bucket copies the tally once per bucket.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use super::tally::{Hot, Tally};
@@ -28,7 +29,11 @@ pub(crate) struct TimeWindow {
     /// `totals` as it was when the latest reset happened.
     baseline: Tally,
     /// One mark per bucket of the span, indexed by epoch modulo their count.
-    marks: Box<[Mark]>,
+    /// Made by the first call: they are most of a window's memory, and a
+    /// registry may hold a million breakers that never see a call.
+    marks: OnceLock<Box<[Mark]>>,
+    buckets: u32,
+    track_latency: bool,
     /// When the newest bucket ends: the next call at or after it starts one.
     next_boundary: AtomicU64,
 }
@@ -48,12 +53,9 @@ impl TimeWindow {
             bucket_nanos,
             totals: Hot(Tally::new(track_latency)),
             baseline: Tally::new(track_latency),
-            marks: (0..buckets)
-                .map(|_| Mark {
-                    epoch: AtomicU64::new(0),
-                    at_start: Tally::new(track_latency),
-                })
-                .collect(),
+            marks: OnceLock::new(),
+            buckets,
+            track_latency,
             next_boundary: AtomicU64::new(0),
         }
     }
@@ -80,22 +82,27 @@ impl TimeWindow {
             // Another call started this bucket (or a later one) first.
             return;
         }
-        let mark = &self.marks[self.slot(epoch)];
+        let marks = self.marks.get_or_init(|| {
+            (0..self.buckets)
+                .map(|_| Mark {
+                    epoch: AtomicU64::new(0),
+                    at_start: Tally::new(self.track_latency),
+                })
+                .collect()
+        });
+        let mark = &marks[(epoch % u64::from(self.buckets)) as usize];
         mark.epoch.store(0, Ordering::Release);
         mark.at_start.copy_from(&self.totals);
         mark.epoch.store(epoch + 1, Ordering::Release);
-    }
-
-    fn slot(&self, epoch: u64) -> usize {
-        (epoch % self.marks.len() as u64) as usize
     }
 
     /// The mark of the oldest bucket still inside the span at `now`, if any
     /// bucket inside the span saw a call.
     fn oldest_mark(&self, now: u64) -> Option<&Mark> {
         let current = now / self.bucket_nanos;
-        let oldest = (current + 1).saturating_sub(self.marks.len() as u64);
+        let oldest = (current + 1).saturating_sub(u64::from(self.buckets));
         self.marks
+            .get()?
             .iter()
             .filter_map(|mark| {
                 let tag = mark.epoch.load(Ordering::Acquire);
@@ -162,7 +169,7 @@ impl std::fmt::Debug for TimeWindow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TimeWindow")
             .field("bucket", &Duration::from_nanos(self.bucket_nanos))
-            .field("buckets", &self.marks.len())
+            .field("buckets", &self.buckets)
             .finish_non_exhaustive()
     }
 }
