@@ -9,17 +9,18 @@
 //!
 //! Run it with `cargo run --example redis_cache`.
 
-#[path = "../tests/support/redis.rs"]
-mod redis_server;
+/// The tests' own broker runners, shared with this example.
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis_server::RedisServer;
 use seawall::circuit_breaker::{CircuitBreaker, OpenDuration};
 use seawall::fallback::Fallback;
 use seawall::policy::Policy;
+use support::redis::RedisServer;
 use tower::{service_fn, Layer, ServiceExt};
 
 /// The cache client, as users write them: a struct with async methods.

@@ -1,0 +1,151 @@
+//! What travels: a [`Message`], and a received message with its
+//! acknowledgement, a [`Delivery`].
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+
+use crate::BoxError;
+
+/// A message: where it goes, what it carries, and where an answer should go.
+///
+/// `subject` is the broker's address: a NATS subject, an AMQP routing key
+/// (the queue's name on the default exchange). `reply_to` and
+/// `correlation_id` are set by the [`Correlator`](super::Correlator) and
+/// [`ScatterGather`](super::ScatterGather); a responder answers with
+/// [`Message::reply`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// Where the message goes.
+    pub subject: String,
+    /// What it carries; seawall never looks inside.
+    pub payload: Bytes,
+    /// Where answers should be sent, for request/reply styles.
+    pub reply_to: Option<String>,
+    /// Which request an answer belongs to.
+    pub correlation_id: Option<String>,
+}
+
+impl Message {
+    /// A message to `subject`, with no reply address.
+    pub fn new(subject: impl Into<String>, payload: impl Into<Bytes>) -> Message {
+        Message {
+            subject: subject.into(),
+            payload: payload.into(),
+            reply_to: None,
+            correlation_id: None,
+        }
+    }
+
+    /// The answer to this message: sent to its `reply_to`, carrying its
+    /// `correlation_id`. `None` if nobody asked for an answer.
+    pub fn reply(&self, payload: impl Into<Bytes>) -> Option<Message> {
+        let reply_to = self.reply_to.clone()?;
+        Some(Message {
+            subject: reply_to,
+            payload: payload.into(),
+            reply_to: None,
+            correlation_id: self.correlation_id.clone(),
+        })
+    }
+}
+
+/// What a consumer does with a message it received.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Decision {
+    /// Done with: the broker forgets it.
+    Ack,
+    /// Not handled now: the broker delivers it again (to this consumer or
+    /// another).
+    Requeue,
+    /// Cannot be handled: the broker drops it, or dead-letters it where a
+    /// dead-letter exchange is configured.
+    Reject,
+}
+
+/// A boxed, sendable future, as transports and acknowledgements return.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// How a transport tells its broker what became of a delivery.
+pub trait Acknowledge: Send + 'static {
+    /// Sends the decision to the broker.
+    fn settle(self: Box<Self>, decision: Decision) -> BoxFuture<Result<(), BoxError>>;
+}
+
+/// A received message, and the means to acknowledge it.
+///
+/// Transports without acknowledgements (core NATS: at most once) deliver
+/// [`Delivery::unacknowledged`] messages, for which every decision is a
+/// no-op.
+pub struct Delivery {
+    message: Message,
+    acker: Option<Box<dyn Acknowledge>>,
+}
+
+impl Delivery {
+    /// A message the broker waits to hear about.
+    pub fn new(message: Message, acker: impl Acknowledge) -> Delivery {
+        Delivery {
+            message,
+            acker: Some(Box::new(acker)),
+        }
+    }
+
+    /// A message the broker has already forgotten.
+    pub fn unacknowledged(message: Message) -> Delivery {
+        Delivery {
+            message,
+            acker: None,
+        }
+    }
+
+    /// The message.
+    pub fn message(&self) -> &Message {
+        &self.message
+    }
+
+    /// Whether the broker waits for a decision on this message.
+    pub fn is_acknowledged(&self) -> bool {
+        self.acker.is_some()
+    }
+
+    /// Splits the message from its acknowledgement.
+    pub fn into_parts(self) -> (Message, Settle) {
+        (self.message, Settle(self.acker))
+    }
+
+    /// Tells the broker `decision` without handling the message.
+    pub async fn settle(self, decision: Decision) -> Result<(), BoxError> {
+        self.into_parts().1.send(decision).await
+    }
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("message", &self.message)
+            .field("acknowledged", &self.acker.is_some())
+            .finish()
+    }
+}
+
+/// The acknowledgement half of a [`Delivery`].
+pub struct Settle(Option<Box<dyn Acknowledge>>);
+
+impl Settle {
+    /// Tells the broker `decision` (nothing, for unacknowledged deliveries).
+    pub async fn send(self, decision: Decision) -> Result<(), BoxError> {
+        match self.0 {
+            Some(acker) => acker.settle(decision).await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl fmt::Debug for Settle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Settle").field(&self.0.is_some()).finish()
+    }
+}

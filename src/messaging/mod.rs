@@ -1,0 +1,55 @@
+//! Messaging: every interaction style as a resilient `tower::Service`, over
+//! any broker.
+//!
+//! Services talk one-to-one or one-to-many, synchronously or not. Each
+//! style has a service shape here, so seawall's timeout, bulkhead, breaker
+//! and fallback wrap it like any other call:
+//!
+//! | style | seawall type | `Service<Message>` answering |
+//! |---|---|---|
+//! | request/response (synchronous) | any client under a [`Policy`](crate::policy::Policy) | the response |
+//! | notification (one-way) | [`Publisher`], and [`Notifier`] with an [`Outbox`] | [`Notified`]: published or diverted |
+//! | request/async response | [`Correlator`] | the reply [`Message`] |
+//! | publish/subscribe | [`Publisher`] to publish; [`Consumer`] runs a handler service over a subscription | each message acked, requeued or rejected |
+//! | publish/async responses | [`ScatterGather`] | [`Gathered`]: the replies, and how many are missing |
+//!
+//! Brokers come in through [`Transport`] (publish and subscribe): NATS
+//! ([`nats`], feature `nats`), AMQP/RabbitMQ ([`amqp`], feature `amqp`),
+//! [`InMemory`] for tests, or your own client. A synchronous client fits by
+//! running its calls on a [`BlockingPool`](crate::blocking::BlockingPool).
+//!
+//! # Nothing vanishes
+//!
+//! A [`Notifier`] accounts for every message: the broker took it, the
+//! outbox took it, or the caller gets it back in the error. A
+//! [`Correlator`] bounds its waiting requests and counts replies that come
+//! too late. A [`Consumer`] tells the broker about every message it pulled,
+//! and stops pulling while the circuit is open, so messages wait on the
+//! broker instead of being burnt into a dead-letter queue.
+//!
+//! The services box their futures (one allocation per message, next to the
+//! broker client's own): a transport's futures are `async` code that has no
+//! name to put in `Service::Future`.
+
+mod consume;
+mod correlate;
+mod memory;
+mod message;
+mod notify;
+mod replies;
+mod scatter;
+mod transport;
+
+#[cfg(feature = "amqp")]
+pub mod amqp;
+#[cfg(feature = "nats")]
+pub mod nats;
+
+pub use consume::{ByFailure, ByOutcome, Consumer, ConsumerFigures, Decide};
+pub use correlate::{Correlator, CorrelatorBuilder, RequestError, StartError};
+pub use memory::{Down, InMemory, InMemoryFigures, InMemorySubscription};
+pub use message::{Acknowledge, BoxFuture, Decision, Delivery, Message, Settle};
+pub use notify::{Notified, Notifier, NotifyError, Outbox, OutboxFigures, OutboxFull, Publisher};
+pub use replies::ReplyFigures;
+pub use scatter::{Gathered, ScatterGather};
+pub use transport::Transport;

@@ -1,0 +1,347 @@
+//! Notification (one-way): publish and forget, with nothing silently lost.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+use tower_service::Service;
+
+use super::{BoxFuture, Message, Transport};
+
+/// A transport's `publish` as a `Service<Message, Response = ()>`: the
+/// innermost service of a notification stack, under a
+/// [`Policy`](crate::policy::Policy)'s timeout, bulkhead and breaker.
+#[derive(Clone, Debug)]
+pub struct Publisher<T> {
+    transport: T,
+}
+
+impl<T: Transport> Publisher<T> {
+    /// Publishes through `transport`.
+    pub fn new(transport: T) -> Publisher<T> {
+        Publisher { transport }
+    }
+}
+
+impl<T: Transport> Service<Message> for Publisher<T> {
+    type Response = ();
+    type Error = T::Error;
+    type Future = BoxFuture<Result<(), T::Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, message: Message) -> Self::Future {
+        Box::pin(self.transport.publish(message))
+    }
+}
+
+/// What became of a notification.
+#[derive(Debug)]
+pub enum Notified<E> {
+    /// The broker has it.
+    Published,
+    /// Publishing failed with this error, and the outbox took the message.
+    Diverted(E),
+}
+
+impl<E> Notified<E> {
+    /// Whether the broker has it.
+    pub fn is_published(&self) -> bool {
+        matches!(self, Notified::Published)
+    }
+}
+
+/// Neither the broker nor the outbox took the message: here it is back.
+#[derive(Debug, thiserror::Error)]
+#[error("notification to {} not published ({publish}) and not kept ({outbox})", .message.subject)]
+pub struct NotifyError<E, O> {
+    /// The message, to keep or drop as the caller sees fit.
+    pub message: Message,
+    /// Why publishing failed.
+    pub publish: E,
+    /// Why the outbox refused it.
+    pub outbox: O,
+}
+
+/// A notification service that accounts for every message: it is either
+/// [published](Notified::Published), handed to the outbox
+/// ([diverted](Notified::Diverted)), or returned to the caller inside a
+/// [`NotifyError`].
+///
+/// The publisher is any `Service<Message>`, usually a [`Publisher`] under a
+/// [`Policy`](crate::policy::Policy) (so a slow or dead broker costs a
+/// timeout at most, then nothing while the breaker is open). The outbox is
+/// an in-memory [`Outbox`] or any `Service<Message>` of yours: a table, a
+/// file, another broker.
+///
+/// ```
+/// use std::time::Duration;
+/// use seawall::messaging::{InMemory, Message, Notifier, Outbox, Publisher};
+/// use seawall::policy::Policy;
+/// use tower::{Layer, Service, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let broker = InMemory::new();
+/// let policy = Policy::builder("orders.events").timeout(Duration::from_millis(200)).build().unwrap();
+/// let outbox = Outbox::new(1_000).unwrap();
+/// let mut notifier = Notifier::new(policy.layer(Publisher::new(broker.clone())), outbox.clone());
+///
+/// broker.set_down(true); // the broker is gone
+/// let sent = notifier.ready().await.unwrap().call(Message::new("orders.created", "42")).await.unwrap();
+/// assert!(!sent.is_published());
+/// assert_eq!(outbox.len(), 1);
+///
+/// broker.set_down(false); // back: send what was kept
+/// let mut publisher = Publisher::new(broker.clone());
+/// assert_eq!(outbox.flush(&mut publisher).await.unwrap(), 1);
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Notifier<S: Service<Message>, O> {
+    publisher: S,
+    outbox: O,
+    /// The publisher's error from `poll_ready`, for the next message.
+    unready: Option<S::Error>,
+}
+
+impl<S: Service<Message>, O> Notifier<S, O> {
+    /// Publishes through `publisher`, diverting to `outbox` when it fails.
+    pub fn new(publisher: S, outbox: O) -> Notifier<S, O> {
+        Notifier {
+            publisher,
+            outbox,
+            unready: None,
+        }
+    }
+}
+
+impl<S: Service<Message> + Clone, O: Clone> Clone for Notifier<S, O> {
+    fn clone(&self) -> Self {
+        Notifier::new(self.publisher.clone(), self.outbox.clone())
+    }
+}
+
+impl<S, O> Service<Message> for Notifier<S, O>
+where
+    S: Service<Message>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    O: Service<Message, Response = ()> + Clone + Send + 'static,
+    O::Future: Send,
+    O::Error: Send + 'static,
+{
+    type Response = Notified<S::Error>;
+    type Error = NotifyError<S::Error, O::Error>;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if self.unready.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        // A publisher that fails to get ready has not got the message, and
+        // there is no message yet to hand back: keep its error, and divert
+        // the next message with it as the reason.
+        match self.publisher.poll_ready(cx) {
+            Poll::Ready(Err(error)) => {
+                self.unready = Some(error);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn call(&mut self, message: Message) -> Self::Future {
+        let outbox = self.outbox.clone();
+        let (publishing, kept) = match self.unready.take() {
+            Some(error) => (Err(error), message),
+            None => (Ok(self.publisher.call(message.clone())), message),
+        };
+        Box::pin(async move {
+            let publish = match publishing {
+                Ok(publishing) => match publishing.await {
+                    Ok(_) => return Ok(Notified::Published),
+                    Err(error) => error,
+                },
+                Err(error) => error,
+            };
+            let mut outbox = outbox;
+            let kept_by_outbox = match std::future::poll_fn(|cx| outbox.poll_ready(cx)).await {
+                Ok(()) => outbox.call(kept.clone()).await,
+                Err(error) => Err(error),
+            };
+            match kept_by_outbox {
+                Ok(()) => Ok(Notified::Diverted(publish)),
+                Err(outbox) => Err(NotifyError {
+                    message: kept,
+                    publish,
+                    outbox,
+                }),
+            }
+        })
+    }
+}
+
+/// The outbox had no room.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the outbox is full ({capacity} messages)")]
+pub struct OutboxFull {
+    /// How many messages it holds at most.
+    pub capacity: usize,
+}
+
+/// A bounded in-memory outbox: the messages a [`Notifier`] could not
+/// publish, in order, until [`flush`](Outbox::flush) sends them. Clones
+/// share the messages.
+///
+/// Memory, not disk: it survives a broker outage, not a restart of this
+/// process. For that, give the notifier a service that writes somewhere
+/// durable instead.
+#[derive(Clone)]
+pub struct Outbox {
+    shared: Arc<OutboxShared>,
+}
+
+struct OutboxShared {
+    capacity: usize,
+    messages: Mutex<VecDeque<Message>>,
+    kept: AtomicU64,
+    refused: AtomicU64,
+    flushed: AtomicU64,
+}
+
+/// An outbox's running totals.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OutboxFigures {
+    /// Messages held now.
+    pub held: usize,
+    /// Messages ever taken.
+    pub kept: u64,
+    /// Messages refused for want of room.
+    pub refused: u64,
+    /// Messages sent on by [`Outbox::flush`].
+    pub flushed: u64,
+}
+
+impl Outbox {
+    /// An outbox holding at most `capacity` messages.
+    pub fn new(capacity: usize) -> Result<Outbox, crate::ConfigError> {
+        if capacity == 0 {
+            return Err(crate::ConfigError::new(
+                "outbox.capacity",
+                capacity,
+                "must hold at least one message",
+            ));
+        }
+        Ok(Outbox {
+            shared: Arc::new(OutboxShared {
+                capacity,
+                messages: Mutex::new(VecDeque::new()),
+                kept: AtomicU64::new(0),
+                refused: AtomicU64::new(0),
+                flushed: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    fn messages(&self) -> std::sync::MutexGuard<'_, VecDeque<Message>> {
+        // A panic elsewhere cannot leave a VecDeque half-changed.
+        self.shared
+            .messages
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps `message`, or refuses it when full.
+    pub fn push(&self, message: Message) -> Result<(), OutboxFull> {
+        let mut messages = self.messages();
+        if messages.len() >= self.shared.capacity {
+            self.shared.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(OutboxFull {
+                capacity: self.shared.capacity,
+            });
+        }
+        messages.push_back(message);
+        self.shared.kept.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// How many messages it holds.
+    pub fn len(&self) -> usize {
+        self.messages().len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Takes every message out, oldest first.
+    pub fn drain(&self) -> Vec<Message> {
+        self.messages().drain(..).collect()
+    }
+
+    /// Its running totals.
+    pub fn figures(&self) -> OutboxFigures {
+        OutboxFigures {
+            held: self.len(),
+            kept: self.shared.kept.load(Ordering::Relaxed),
+            refused: self.shared.refused.load(Ordering::Relaxed),
+            flushed: self.shared.flushed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Sends the held messages through `publisher`, oldest first, and says
+    /// how many went. At the first failure the message goes back to the
+    /// front and the error is returned: call it again once the broker is
+    /// back. Messages kept meanwhile wait behind the older ones.
+    pub async fn flush<S>(&self, publisher: &mut S) -> Result<usize, S::Error>
+    where
+        S: Service<Message>,
+    {
+        let mut sent = 0;
+        loop {
+            let Some(message) = self.messages().pop_front() else {
+                return Ok(sent);
+            };
+            let outcome = match std::future::poll_fn(|cx| publisher.poll_ready(cx)).await {
+                Ok(()) => publisher.call(message.clone()).await,
+                Err(error) => Err(error),
+            };
+            if let Err(error) = outcome {
+                self.messages().push_front(message);
+                return Err(error);
+            }
+            sent += 1;
+            self.shared.flushed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Outbox")
+            .field("capacity", &self.shared.capacity)
+            .field("figures", &self.figures())
+            .finish()
+    }
+}
+
+impl Service<Message> for Outbox {
+    type Response = ();
+    type Error = OutboxFull;
+    type Future = std::future::Ready<Result<(), OutboxFull>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, message: Message) -> Self::Future {
+        std::future::ready(self.push(message))
+    }
+}

@@ -1,0 +1,205 @@
+//! Where replies go: a bounded table of waiting requests keyed by
+//! correlation id, fed by one subscription to the reply subject that is
+//! renewed when lost.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+
+use super::transport::unique_subject;
+use super::{Decision, Message, Transport};
+
+/// How long to wait before subscribing again after the first failure; it
+/// doubles up to [`MAX_RESUBSCRIBE_BACKOFF`].
+const RESUBSCRIBE_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_RESUBSCRIBE_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Counts of what came back on the reply subject.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplyFigures {
+    /// Requests waiting for replies now.
+    pub pending: usize,
+    /// Replies handed to a waiting request.
+    pub matched: u64,
+    /// Replies nobody waited for (any more): late, unknown, duplicated, or
+    /// beyond what a gather keeps. Dropped.
+    pub unmatched: u64,
+    /// Times the reply subscription was lost and made again.
+    pub resubscribed: u64,
+}
+
+pub(crate) struct Router {
+    waiting: Mutex<HashMap<String, mpsc::Sender<Message>>>,
+    max_pending: usize,
+    prefix: String,
+    next: AtomicU64,
+    matched: AtomicU64,
+    unmatched: AtomicU64,
+    resubscribed: AtomicU64,
+}
+
+/// A request's place in the table; leaving it (on reply, timeout or drop)
+/// frees the place, so abandoned requests leave nothing behind.
+pub(crate) struct Waiting {
+    pub(crate) id: String,
+    pub(crate) replies: mpsc::Receiver<Message>,
+    router: Arc<Router>,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.router.waiting().remove(&self.id);
+    }
+}
+
+impl Router {
+    fn waiting(&self) -> MutexGuard<'_, HashMap<String, mpsc::Sender<Message>>> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A place for a request expecting up to `replies` replies, or `None`
+    /// when `max_pending` requests wait already.
+    pub(crate) fn wait(self: &Arc<Self>, replies: usize) -> Option<Waiting> {
+        let (sender, receiver) = mpsc::channel(replies.max(1));
+        let id = format!(
+            "{}.{}",
+            self.prefix,
+            self.next.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut waiting = self.waiting();
+        if waiting.len() >= self.max_pending {
+            return None;
+        }
+        waiting.insert(id.clone(), sender);
+        drop(waiting);
+        Some(Waiting {
+            id,
+            replies: receiver,
+            router: Arc::clone(self),
+        })
+    }
+
+    pub(crate) fn max_pending(&self) -> usize {
+        self.max_pending
+    }
+
+    fn route(&self, reply: Message) {
+        let delivered = match &reply.correlation_id {
+            Some(id) => {
+                let waiting = self.waiting();
+                waiting
+                    .get(id)
+                    .is_some_and(|sender| sender.try_send(reply).is_ok())
+            }
+            None => false,
+        };
+        let counter = if delivered {
+            &self.matched
+        } else {
+            &self.unmatched
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn figures(&self) -> ReplyFigures {
+        ReplyFigures {
+            pending: self.waiting().len(),
+            matched: self.matched.load(Ordering::Relaxed),
+            unmatched: self.unmatched.load(Ordering::Relaxed),
+            resubscribed: self.resubscribed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The reply side shared by a correlator and its scatter-gathers: the
+/// router, the reply subject, and the listening task, which stops when the
+/// last handle goes.
+pub(crate) struct Replies<T> {
+    pub(crate) transport: T,
+    pub(crate) subject: String,
+    pub(crate) router: Arc<Router>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl<T: Transport> Replies<T> {
+    /// Subscribes to `subject` and starts routing what arrives on it.
+    pub(crate) async fn start(
+        transport: T,
+        subject: String,
+        max_pending: usize,
+    ) -> Result<Replies<T>, T::Error> {
+        let subscription = transport.subscribe(&subject).await?;
+        let router = Arc::new(Router {
+            waiting: Mutex::new(HashMap::new()),
+            max_pending,
+            prefix: unique_subject("c"),
+            next: AtomicU64::new(0),
+            matched: AtomicU64::new(0),
+            unmatched: AtomicU64::new(0),
+            resubscribed: AtomicU64::new(0),
+        });
+        let (stop, stopped) = oneshot::channel();
+        tokio::spawn(listen(
+            transport.clone(),
+            subject.clone(),
+            Arc::downgrade(&router),
+            subscription,
+            stopped,
+        ));
+        Ok(Replies {
+            transport,
+            subject,
+            router,
+            _stop: stop,
+        })
+    }
+}
+
+async fn listen<T: Transport>(
+    transport: T,
+    subject: String,
+    router: Weak<Router>,
+    mut subscription: T::Subscription,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    loop {
+        let delivery = tokio::select! {
+            _ = &mut stopped => return,
+            delivery = subscription.next() => delivery,
+        };
+        let Some(router) = router.upgrade() else {
+            return;
+        };
+        match delivery {
+            Some(delivery) => {
+                let (reply, settle) = delivery.into_parts();
+                router.route(reply);
+                if let Err(error) = settle.send(Decision::Ack).await {
+                    tracing::debug!(target: "seawall::messaging", %error, "could not acknowledge a reply");
+                }
+            }
+            None => {
+                tracing::warn!(target: "seawall::messaging", %subject, "reply subscription lost; subscribing again");
+                let mut backoff = RESUBSCRIBE_BACKOFF;
+                subscription = loop {
+                    tokio::select! {
+                        _ = &mut stopped => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    match transport.subscribe(&subject).await {
+                        Ok(subscription) => break subscription,
+                        Err(error) => {
+                            tracing::debug!(target: "seawall::messaging", %error, "subscribing again failed");
+                            backoff = (backoff * 2).min(MAX_RESUBSCRIBE_BACKOFF);
+                        }
+                    }
+                };
+                router.resubscribed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}

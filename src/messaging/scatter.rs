@@ -1,0 +1,143 @@
+//! Publish/async responses: publish once, gather replies from many.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tower_service::Service;
+
+use super::replies::Replies;
+use super::{BoxFuture, Message, RequestError, Transport};
+
+/// Replies to one scattered request: what arrived, and how many of those
+/// expected did not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gathered {
+    /// The replies, in the order they arrived.
+    pub replies: Vec<Message>,
+    /// How many were expected, if a count was set.
+    pub expected: Option<usize>,
+}
+
+impl Gathered {
+    /// How many expected replies did not arrive in time (`None` with no
+    /// expected count).
+    pub fn missing(&self) -> Option<usize> {
+        self.expected
+            .map(|expected| expected.saturating_sub(self.replies.len()))
+    }
+
+    /// Whether every expected reply arrived.
+    pub fn is_complete(&self) -> bool {
+        self.missing() == Some(0)
+    }
+}
+
+/// Replies a gather keeps when it expects no particular count; more are
+/// dropped and counted as unmatched.
+const UNCOUNTED_REPLIES: usize = 1024;
+
+/// Publish/async responses as a `Service<Message, Response = Gathered>`:
+/// each call publishes the message once, to every subscriber of its subject,
+/// and gathers replies until the expected count arrived or the time is up.
+/// Running out of time is not an error: the caller gets what arrived and
+/// sees what is missing. Made by [`Correlator::scatter_gather`](super::Correlator::scatter_gather).
+///
+/// ```
+/// use std::time::Duration;
+/// use seawall::messaging::{Correlator, InMemory, Message};
+/// use futures_util::StreamExt;
+/// use tower::{Service, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let broker = InMemory::new();
+/// for price in ["101", "99"] {
+///     let mut quotes = broker.subscribe_now("quote");
+///     let broker = broker.clone();
+///     tokio::spawn(async move {
+///         while let Some(request) = quotes.next().await {
+///             broker.send(request.message().reply(price).unwrap());
+///         }
+///     });
+/// }
+///
+/// let correlator = Correlator::builder(broker).build().await?;
+/// let mut quotes = correlator.scatter_gather(Some(3), Duration::from_millis(200));
+/// let gathered = quotes.ready().await?.call(Message::new("quote", "SWL")).await?;
+/// assert_eq!(gathered.replies.len(), 2);
+/// assert_eq!(gathered.missing(), Some(1)); // the third quoter never answered
+/// # Ok(())
+/// # }
+/// ```
+pub struct ScatterGather<T> {
+    replies: Arc<Replies<T>>,
+    expected: Option<usize>,
+    within: Duration,
+}
+
+impl<T> ScatterGather<T> {
+    pub(crate) fn new(
+        replies: Arc<Replies<T>>,
+        expected: Option<usize>,
+        within: Duration,
+    ) -> ScatterGather<T> {
+        ScatterGather {
+            replies,
+            expected,
+            within,
+        }
+    }
+}
+
+impl<T> Clone for ScatterGather<T> {
+    fn clone(&self) -> Self {
+        ScatterGather::new(Arc::clone(&self.replies), self.expected, self.within)
+    }
+}
+
+impl<T> fmt::Debug for ScatterGather<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScatterGather")
+            .field("expected", &self.expected)
+            .field("within", &self.within)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Transport> Service<Message> for ScatterGather<T> {
+    type Response = Gathered;
+    type Error = RequestError<T::Error>;
+    type Future = BoxFuture<Result<Gathered, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: Message) -> Self::Future {
+        let router = &self.replies.router;
+        let expected = self.expected;
+        let Some(mut waiting) = router.wait(expected.unwrap_or(UNCOUNTED_REPLIES)) else {
+            let limit = router.max_pending();
+            return Box::pin(async move { Err(RequestError::TooManyPending { limit }) });
+        };
+        request.reply_to = Some(self.replies.subject.clone());
+        request.correlation_id = Some(waiting.id.clone());
+        let publishing = self.replies.transport.publish(request);
+        let within = self.within;
+        Box::pin(async move {
+            // The time counts from the call, publishing included.
+            let deadline = tokio::time::Instant::now() + within;
+            publishing.await.map_err(RequestError::Publish)?;
+            let mut replies = Vec::new();
+            while expected.is_none_or(|expected| replies.len() < expected) {
+                match tokio::time::timeout_at(deadline, waiting.replies.recv()).await {
+                    Ok(Some(reply)) => replies.push(reply),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            Ok(Gathered { replies, expected })
+        })
+    }
+}

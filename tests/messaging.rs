@@ -1,0 +1,436 @@
+//! The messaging styles over the in-memory broker, with tokio's clock
+//! paused: exact and fast. The same services run over real brokers in
+//! tests/nats.rs and tests/amqp.rs.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use seawall::circuit_breaker::{CircuitBreaker, OpenDuration, State};
+use seawall::messaging::{
+    Consumer, Correlator, InMemory, Message, Notified, Notifier, NotifyError, Outbox, Publisher,
+    RequestError,
+};
+use seawall::policy::Policy;
+use seawall::{BoxError, Error};
+use tokio::time::{sleep, Instant};
+use tower::{service_fn, Layer, Service, ServiceExt};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn text(message: &Message) -> String {
+    String::from_utf8(message.payload.to_vec()).unwrap()
+}
+
+/// A breaker that opens after 3 failures in a row, for 1 s.
+fn quick_breaker() -> seawall::circuit_breaker::Builder {
+    CircuitBreaker::builder()
+        .consecutive_failures(3)
+        .open_duration(OpenDuration::Fixed(Duration::from_secs(1)))
+}
+
+/// Takes every message published to `subject` so far (and keeps listening).
+fn collect(broker: &InMemory, subject: &str) -> Arc<std::sync::Mutex<Vec<String>>> {
+    let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut subscription = broker.subscribe_now(subject);
+    let sink = Arc::clone(&received);
+    tokio::spawn(async move {
+        while let Some(delivery) = subscription.next().await {
+            sink.lock().unwrap().push(text(delivery.message()));
+        }
+    });
+    received
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_notification_is_published_diverted_or_handed_back() {
+    let broker = InMemory::new();
+    let received = collect(&broker, "events");
+    let policy = Policy::builder("events")
+        .timeout(ms(100))
+        .circuit_breaker(quick_breaker())
+        .build()
+        .unwrap();
+    let outbox = Outbox::new(8).unwrap();
+    let mut notifier = Notifier::new(policy.layer(Publisher::new(broker.clone())), outbox.clone());
+
+    let mut published = BTreeSet::new();
+    let mut diverted = BTreeSet::new();
+    let mut handed_back = BTreeSet::new();
+    for n in 0..40 {
+        // Up for the first 10, down for 20, up again.
+        broker.set_down((10..30).contains(&n));
+        let message = Message::new("events", n.to_string());
+        match notifier.ready().await.unwrap().call(message).await {
+            Ok(Notified::Published) => published.insert(n),
+            Ok(Notified::Diverted(_)) => diverted.insert(n),
+            Err(NotifyError { message, .. }) => handed_back.insert(text(&message).parse().unwrap()),
+        };
+        if n == 29 {
+            // The breaker waits 1 s before trying the broker again.
+            sleep(Duration::from_secs(1)).await;
+        }
+    }
+    // The outbox took 8 while the broker was down; the other 12 came back.
+    assert_eq!(diverted, (10..18).collect());
+    assert_eq!(handed_back, (18..30).collect());
+    assert_eq!(published, (0..10).chain(30..40).collect());
+    assert_eq!(policy.breaker().state(), State::Closed);
+
+    // Back up: the outbox sends what it kept, oldest first.
+    let mut publisher = Publisher::new(broker.clone());
+    assert_eq!(outbox.flush(&mut publisher).await.unwrap(), 8);
+    assert!(outbox.is_empty());
+    tokio::task::yield_now().await;
+    let received: BTreeSet<u64> = received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert_eq!(received, published.union(&diverted).copied().collect());
+    let figures = outbox.figures();
+    assert_eq!((figures.kept, figures.refused, figures.flushed), (8, 12, 8));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_broker_costs_the_timeout_then_nothing_while_open() {
+    let broker = InMemory::new();
+    broker.set_latency(Duration::from_secs(10));
+    let policy = Policy::builder("events")
+        .timeout(ms(100))
+        .circuit_breaker(quick_breaker())
+        .build()
+        .unwrap();
+    let outbox = Outbox::new(100).unwrap();
+    let mut notifier = Notifier::new(policy.layer(Publisher::new(broker)), outbox.clone());
+
+    let started = Instant::now();
+    for n in 0..3 {
+        let sent = notifier
+            .ready()
+            .await
+            .unwrap()
+            .call(Message::new("events", n.to_string()));
+        match sent.await.unwrap() {
+            Notified::Diverted(Error::Timeout(_)) => {}
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        started.elapsed(),
+        ms(300),
+        "each waited the timeout, no more"
+    );
+    let open = Instant::now();
+    for n in 3..10 {
+        let sent = notifier
+            .ready()
+            .await
+            .unwrap()
+            .call(Message::new("events", n.to_string()));
+        assert!(matches!(
+            sent.await.unwrap(),
+            Notified::Diverted(Error::CircuitOpen(_))
+        ));
+    }
+    assert_eq!(open.elapsed(), Duration::ZERO, "refused at once while open");
+    assert_eq!(outbox.len(), 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn flushing_stops_at_the_first_failure_and_keeps_the_order() {
+    let broker = InMemory::new();
+    let received = collect(&broker, "events");
+    let outbox = Outbox::new(10).unwrap();
+    for n in 0..5 {
+        outbox.push(Message::new("events", n.to_string())).unwrap();
+    }
+    broker.set_down(true);
+    let mut publisher = Publisher::new(broker.clone());
+    assert!(outbox.flush(&mut publisher).await.is_err());
+    assert_eq!(outbox.len(), 5, "nothing lost by a failed flush");
+    broker.set_down(false);
+    assert_eq!(outbox.flush(&mut publisher).await.unwrap(), 5);
+    tokio::task::yield_now().await;
+    assert_eq!(*received.lock().unwrap(), ["0", "1", "2", "3", "4"]);
+}
+
+/// A responder that answers `"<payload>!"` after `delay`; requests whose
+/// payload is `"ignore"` get no answer.
+fn responder(broker: &InMemory, subject: &str, delay: Duration, answer: &'static str) {
+    let mut requests = broker.subscribe_now(subject);
+    let broker = broker.clone();
+    tokio::spawn(async move {
+        while let Some(request) = requests.next().await {
+            let request = request.message().clone();
+            if text(&request) == "ignore" {
+                continue;
+            }
+            let broker = broker.clone();
+            tokio::spawn(async move {
+                sleep(delay).await;
+                broker.send(
+                    request
+                        .reply(format!("{}{answer}", text(&request)))
+                        .unwrap(),
+                );
+            });
+        }
+    });
+}
+
+#[tokio::test(start_paused = true)]
+async fn replies_find_their_requests() {
+    let broker = InMemory::new();
+    responder(&broker, "echo", ms(10), "!");
+    let correlator = Correlator::builder(broker).build().await.unwrap();
+    // Concurrent requests, each gets its own answer.
+    let calls = (0..20).map(|n| {
+        let correlator = correlator.clone();
+        async move {
+            correlator
+                .oneshot(Message::new("echo", n.to_string()))
+                .await
+        }
+    });
+    let replies = futures_util::future::join_all(calls).await;
+    for (n, reply) in replies.into_iter().enumerate() {
+        assert_eq!(text(&reply.unwrap()), format!("{n}!"));
+    }
+    let figures = correlator.figures();
+    assert_eq!(
+        (figures.pending, figures.matched, figures.unmatched),
+        (0, 20, 0)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_requests_are_bounded_and_leave_when_they_give_up() {
+    let broker = InMemory::new();
+    responder(&broker, "slow", Duration::from_secs(2), "!");
+    let correlator = Correlator::builder(broker)
+        .max_pending(2)
+        .timeout(Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap();
+    let first = tokio::spawn(correlator.clone().oneshot(Message::new("slow", "1")));
+    let second = tokio::spawn(correlator.clone().oneshot(Message::new("slow", "2")));
+    tokio::task::yield_now().await;
+    assert_eq!(correlator.figures().pending, 2);
+    let third = correlator.clone().oneshot(Message::new("slow", "3")).await;
+    assert!(matches!(
+        third,
+        Err(RequestError::TooManyPending { limit: 2 })
+    ));
+
+    // No reply in time: both give up, and their places are free.
+    for call in [first, second] {
+        assert!(matches!(
+            call.await.unwrap(),
+            Err(RequestError::NoReply { .. })
+        ));
+    }
+    assert_eq!(correlator.figures().pending, 0);
+    // A caller's own timeout (a Policy's) frees the place just the same.
+    let policy = Policy::builder("slow").timeout(ms(100)).build().unwrap();
+    let gave_up = policy
+        .layer(correlator.clone())
+        .oneshot(Message::new("slow", "4"))
+        .await;
+    assert!(matches!(gave_up, Err(Error::Timeout(_))));
+    assert_eq!(correlator.figures().pending, 0);
+
+    // The late replies arrive, and are counted and dropped.
+    sleep(Duration::from_secs(3)).await;
+    let figures = correlator.figures();
+    assert_eq!((figures.matched, figures.unmatched), (0, 3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_gather_returns_what_arrived_and_what_is_missing() {
+    let broker = InMemory::new();
+    responder(&broker, "quote", ms(10), "a");
+    responder(&broker, "quote", ms(20), "b");
+    responder(&broker, "quote", Duration::from_secs(5), "late");
+    let correlator = Correlator::builder(broker).build().await.unwrap();
+
+    let started = Instant::now();
+    let mut three = correlator.scatter_gather(Some(3), ms(100));
+    let gathered = three
+        .ready()
+        .await
+        .unwrap()
+        .call(Message::new("quote", "q"))
+        .await
+        .unwrap();
+    assert_eq!(started.elapsed(), ms(100), "waited until the deadline");
+    let replies: Vec<_> = gathered.replies.iter().map(text).collect();
+    assert_eq!(replies, ["qa", "qb"]);
+    assert_eq!(gathered.missing(), Some(1));
+
+    let started = Instant::now();
+    let mut two = correlator.scatter_gather(Some(2), ms(100));
+    let gathered = two
+        .ready()
+        .await
+        .unwrap()
+        .call(Message::new("quote", "q"))
+        .await
+        .unwrap();
+    assert_eq!(
+        started.elapsed(),
+        ms(20),
+        "returned when the count was reached"
+    );
+    assert!(gathered.is_complete());
+
+    let mut any = correlator.scatter_gather(None, Duration::from_secs(10));
+    let gathered = any
+        .ready()
+        .await
+        .unwrap()
+        .call(Message::new("quote", "q"))
+        .await
+        .unwrap();
+    assert_eq!(gathered.replies.len(), 3);
+    assert_eq!(gathered.missing(), None);
+
+    // The late replies to the first two gathers were counted and dropped.
+    sleep(Duration::from_secs(10)).await;
+    assert_eq!(correlator.figures().unmatched, 2);
+    assert_eq!(correlator.figures().pending, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_consumer_decides_by_outcome() {
+    let broker = InMemory::new();
+    let deliveries = broker.subscribe_now("orders");
+    for payload in ["1", "poison", "2"] {
+        broker.send(Message::new("orders", payload));
+    }
+    let policy = Policy::builder("orders")
+        .timeout(Duration::from_secs(1))
+        .circuit_breaker(quick_breaker())
+        .build()
+        .unwrap();
+    let handler = policy.layer(service_fn(|order: Message| async move {
+        text(&order).parse::<u64>()?;
+        Ok::<_, BoxError>(())
+    }));
+    let consumer = Consumer::new(handler);
+    let figures = consumer.run_until(deliveries, sleep(ms(10))).await;
+    assert_eq!(
+        (figures.acked, figures.rejected, figures.requeued),
+        (2, 1, 0)
+    );
+    let broker_saw = broker.figures();
+    assert_eq!((broker_saw.acked, broker_saw.rejected), (2, 1));
+
+    // Forced open: the message goes back to the broker, and the consumer
+    // stops pulling for the breaker's pause (1 s when forced open).
+    let deliveries = broker.subscribe_now("orders");
+    broker.send(Message::new("orders", "3"));
+    policy.breaker().force_open();
+    let release = {
+        let breaker = policy.breaker().clone();
+        tokio::spawn(async move {
+            sleep(ms(2500)).await;
+            breaker.reset();
+        })
+    };
+    let started = Instant::now();
+    let figures =
+        Consumer::new(policy.layer(service_fn(|_: Message| async { Ok::<_, BoxError>(()) })))
+            .run_until(deliveries, sleep(Duration::from_secs(10)))
+            .await;
+    release.await.unwrap();
+    // Pulled at 0 s, 1 s and 2 s (refused: requeued), then at 3 s (handled).
+    assert_eq!(figures.requeued, 3);
+    assert_eq!(figures.pauses, 3);
+    assert_eq!(figures.acked, 1);
+    assert_eq!(figures.handled, 4);
+    assert_eq!(started.elapsed(), Duration::from_secs(10));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_consumer_stops_pulling_while_its_dependency_is_down() {
+    let broker = InMemory::new();
+    let deliveries = broker.subscribe_now("orders");
+    for n in 0..30 {
+        let payload = if n == 3 {
+            "poison".to_owned()
+        } else {
+            n.to_string()
+        };
+        broker.send(Message::new("orders", payload));
+    }
+
+    // The handler's dependency goes down after the 10th order, for 5 s.
+    let down_until = Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let handled = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let policy = Policy::builder("orders")
+        .timeout(Duration::from_secs(1))
+        .circuit_breaker(quick_breaker())
+        .build()
+        .unwrap();
+    let handler = {
+        let (down_until, handled) = (Arc::clone(&down_until), Arc::clone(&handled));
+        service_fn(move |order: Message| {
+            let (down_until, handled) = (Arc::clone(&down_until), Arc::clone(&handled));
+            async move {
+                if down_until
+                    .lock()
+                    .unwrap()
+                    .is_some_and(|until| Instant::now() < until)
+                {
+                    return Err(Failure::DependencyDown);
+                }
+                let n: u64 = text(&order).parse().map_err(|_| Failure::Poison)?;
+                handled.lock().unwrap().push(n);
+                if n == 9 {
+                    *down_until.lock().unwrap() = Some(Instant::now() + Duration::from_secs(5));
+                }
+                Ok(())
+            }
+        })
+    };
+    // Poison is rejected; a failure of the dependency is the message's
+    // bad luck, not its fault: requeued.
+    let decide =
+        seawall::messaging::ByOutcome::new().on_failure_with(|failure: &Failure| match failure {
+            Failure::Poison => seawall::messaging::Decision::Reject,
+            Failure::DependencyDown => seawall::messaging::Decision::Requeue,
+        });
+    let figures = Consumer::new(policy.layer(handler))
+        .decide(decide)
+        .run_until(deliveries, sleep(Duration::from_secs(30)))
+        .await;
+
+    // Every good order handled exactly once; the poison one rejected.
+    let mut orders = handled.lock().unwrap().clone();
+    orders.sort_unstable();
+    assert_eq!(orders, (0..30).filter(|n| *n != 3).collect::<Vec<_>>());
+    let broker_saw = broker.figures();
+    assert_eq!((broker_saw.acked, broker_saw.rejected), (29, 1));
+    assert_eq!(broker_saw.requeued, figures.requeued);
+    assert_eq!(figures.unsettled, 0);
+    // While the breaker was open the consumer did not pull: over the 5 s
+    // outage, 3 failures to open it, then about one refusal and one probe
+    // per second of open breaker. Without the pauses a requeued message
+    // comes straight back, and this would never end.
+    assert!(figures.pauses >= 2, "{figures:?}");
+    assert!(figures.handled <= 30 + 3 + 2 * 5, "{figures:?}");
+}
+
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error("not an order")]
+    Poison,
+    #[error("the dependency is down")]
+    DependencyDown,
+}

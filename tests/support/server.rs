@@ -1,0 +1,83 @@
+//! A broker process of a test's own: started on a free loopback port, waited
+//! for until it accepts connections, stopped by PID. `./scripts/test`
+//! installs the binaries; without one, a test skips saying why, except in
+//! CI (`CI=true`), where it fails.
+
+#![allow(dead_code)] // each user takes what it needs
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("the loopback interface has a free port")
+}
+
+/// Says why a broker test cannot run: a skip with the reason outside CI, a
+/// failure in CI.
+pub fn unavailable<T>(reason: &str, package: &str) -> Option<T> {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{package} is required in CI: {reason}");
+    }
+    // Straight to stderr: the test harness captures `eprintln!` of passing
+    // tests, and a skip must be seen.
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipping: {reason} (./scripts/test installs {package})"
+    );
+    None
+}
+
+/// A running process; killed when stopped or dropped.
+pub struct Process(Option<Child>);
+
+impl Process {
+    /// Runs `command` and waits until something accepts connections on
+    /// `port`, for at most `startup`.
+    pub fn spawn(mut command: Command, port: u16, startup: Duration) -> Result<Process, String> {
+        let program = command.get_program().to_string_lossy().into_owned();
+        let child = command
+            .spawn()
+            .map_err(|e| format!("cannot run {program}: {e}"))?;
+        let mut process = Process(Some(child));
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if started.elapsed() > startup {
+                process.stop();
+                return Err(format!(
+                    "{program} did not listen on port {port} in {startup:?}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(process)
+    }
+
+    /// A process that needs no waiting for (a helper daemon).
+    pub fn run(mut command: Command) -> Result<Process, String> {
+        let program = command.get_program().to_string_lossy().into_owned();
+        let child = command
+            .spawn()
+            .map_err(|e| format!("cannot run {program}: {e}"))?;
+        Ok(Process(Some(child)))
+    }
+
+    /// Kills it (by PID) and reaps it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
