@@ -57,12 +57,22 @@ static COARSE_NANOS: AtomicU64 = AtomicU64::new(0);
 
 fn epoch() -> quanta::Instant {
     static EPOCH: OnceLock<quanta::Instant> = OnceLock::new();
-    *EPOCH.get_or_init(quanta::Instant::now)
+    *EPOCH.get_or_init(|| tsc().now())
+}
+
+/// The TSC (or the OS's monotonic clock where it has none), calibrated once
+/// for the process. Read through a clock of our own rather than
+/// `quanta::Instant::now()`, which looks for a mocked clock in a thread-local
+/// first and scales every reading.
+#[inline]
+fn tsc() -> &'static quanta::Clock {
+    static TSC: OnceLock<quanta::Clock> = OnceLock::new();
+    TSC.get_or_init(quanta::Clock::new)
 }
 
 /// Nanoseconds since [`epoch`], by the TSC.
 fn precise_now() -> u64 {
-    nanos(quanta::Instant::now().saturating_duration_since(epoch()))
+    nanos(tsc().now().saturating_duration_since(epoch()))
 }
 
 /// Starts the thread that keeps [`COARSE_NANOS`] fresh, once. If it cannot
@@ -129,14 +139,28 @@ impl Clock {
         }
     }
 
-    /// Nanoseconds since this clock was created, from the precise clock.
+    /// A precise reading to time a call from, for [`nanos_since`]: the raw
+    /// TSC with the coarse clock (scaled to nanoseconds only once, for the
+    /// difference), tokio's time with the tokio one.
+    ///
+    /// [`nanos_since`]: Clock::nanos_since
     #[inline]
-    pub(crate) fn precise(&self) -> u64 {
+    pub(crate) fn start(&self) -> u64 {
         match &self.source {
-            Source::Coarse { origin } => precise_now().saturating_sub(*origin),
+            Source::Coarse { .. } => tsc().raw(),
             Source::Tokio { origin } => {
                 nanos(tokio::time::Instant::now().saturating_duration_since(*origin))
             }
+        }
+    }
+
+    /// Nanoseconds since `start` (a reading of [`start`](Clock::start)), by
+    /// the precise clock; zero if the clock went backwards.
+    #[inline]
+    pub(crate) fn nanos_since(&self, start: u64) -> u64 {
+        match &self.source {
+            Source::Coarse { .. } => tsc().delta_as_nanos(start, tsc().raw()),
+            Source::Tokio { .. } => self.now().saturating_sub(start),
         }
     }
 }
@@ -181,8 +205,11 @@ mod tests {
             );
             std::thread::yield_now();
         }
+        let Source::Coarse { origin } = clock.source else {
+            panic!("Clock::coarse made another clock");
+        };
         assert!(
-            clock.precise() >= clock.now(),
+            precise_now().saturating_sub(origin) >= clock.now(),
             "the coarse clock never runs ahead"
         );
     }

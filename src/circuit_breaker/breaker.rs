@@ -220,10 +220,23 @@ impl CircuitBreaker {
 
     /// Admits a call, or refuses it: a permit without a handle, for a
     /// future that holds the breaker already.
-    #[inline]
+    ///
+    /// The closed state's check is all that is inlined into callers: with
+    /// the rest in the same function the compiler kept it out of line, and
+    /// the ticket went back through memory, stalling the CPU's store
+    /// forwarding on every call.
+    #[inline(always)]
     pub(crate) fn admit(&self) -> Result<Ticket, CircuitOpen> {
+        let word = self.shared.state.load(Acquire);
+        match code(word) {
+            CLOSED | FORCED_CLOSED => Ok(self.ticket(word, false)),
+            _ => self.admit_not_closed(word),
+        }
+    }
+
+    #[inline(never)]
+    fn admit_not_closed(&self, mut word: u64) -> Result<Ticket, CircuitOpen> {
         let shared = &*self.shared;
-        let mut word = shared.state.load(Acquire);
         loop {
             match code(word) {
                 CLOSED | FORCED_CLOSED => return Ok(self.ticket(word, false)),
@@ -262,7 +275,7 @@ impl CircuitBreaker {
     #[inline]
     fn ticket(&self, word: u64, probe: bool) -> Ticket {
         let started = if self.shared.measure_latency {
-            self.shared.window.clock().precise()
+            self.shared.window.clock().start()
         } else {
             0
         };
@@ -361,36 +374,58 @@ impl Shared {
         CircuitOpen::new(state, retry_after)
     }
 
-    #[inline]
+    /// A call's verdict: the healthy case (a call admitted by the closed
+    /// state that still holds) inline, probes and calls without a verdict
+    /// out of line.
+    #[inline(always)]
     fn on_result(&self, ticket: Ticket, outcome: Option<Outcome>) {
-        let Ticket {
-            generation: generation_admitted,
-            probe,
-            started,
-        } = ticket;
         let word = self.state.load(Acquire);
-        if generation(word) != generation_admitted {
+        if generation(word) != ticket.generation {
             return;
         }
+        match outcome {
+            Some(outcome) if !ticket.probe => {
+                let slow = self.record(outcome, ticket.started);
+                let error = outcome.is_error();
+                if code(word) == CLOSED
+                    && (error || slow || self.config.consecutive_failures.is_some())
+                {
+                    self.judge_closed(ticket.generation, error, slow);
+                }
+            }
+            _ => self.on_probe_or_no_verdict(word, ticket, outcome),
+        }
+    }
+
+    #[inline(never)]
+    fn on_probe_or_no_verdict(&self, word: u64, ticket: Ticket, outcome: Option<Outcome>) {
         let Some(outcome) = outcome else {
-            if probe {
-                self.release_probe(generation_admitted);
+            if ticket.probe {
+                self.release_probe(ticket.generation);
             }
             return;
         };
-        let latency = self
-            .measure_latency
-            .then(|| self.window.clock().precise().saturating_sub(started));
-        let slow = latency.is_some_and(|nanos| nanos > self.slow_nanos);
-        self.window.record_nanos(outcome, latency, slow);
+        let slow = self.record(outcome, ticket.started);
         match code(word) {
-            CLOSED => self.judge_closed(generation_admitted, outcome.is_error(), slow),
-            HALF_OPEN if probe => self.judge_probe(generation_admitted, outcome.is_error() || slow),
+            CLOSED => self.judge_closed(ticket.generation, outcome.is_error(), slow),
+            HALF_OPEN => self.judge_probe(ticket.generation, outcome.is_error() || slow),
             _ => {}
         }
     }
 
-    #[inline]
+    /// Records an outcome in the window, timing the call if calls are
+    /// timed. Returns whether it was slow.
+    #[inline(always)]
+    fn record(&self, outcome: Outcome, started: u64) -> bool {
+        let latency = self
+            .measure_latency
+            .then(|| self.window.clock().nanos_since(started));
+        let slow = latency.is_some_and(|nanos| nanos > self.slow_nanos);
+        self.window.record_nanos(outcome, latency, slow);
+        slow
+    }
+
+    #[inline(never)]
     fn judge_closed(&self, generation: u64, error: bool, slow: bool) {
         if let Some(limit) = self.config.consecutive_failures {
             let in_a_row = &self.consecutive_failures;
@@ -562,7 +597,8 @@ pub struct Permit {
 pub(crate) struct Ticket {
     generation: u64,
     probe: bool,
-    /// When the call started, by the precise clock, if calls are timed.
+    /// When the call started, by [`Clock::start`](crate::Clock), if calls
+    /// are timed.
     started: u64,
 }
 

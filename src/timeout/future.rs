@@ -102,7 +102,7 @@ impl Deadline {
         Deadline {
             timer: Timer::Unarmed {
                 clock,
-                called_at: clock.precise(),
+                called_at: clock.start(),
             },
             timeout,
             callers,
@@ -115,7 +115,7 @@ impl Deadline {
         let mut this = self.project();
         let elapsed = Elapsed::new(*this.timeout, *this.callers);
         if let TimerProj::Unarmed { clock, called_at } = this.timer.as_mut().project() {
-            let spent = Duration::from_nanos(clock.precise().saturating_sub(*called_at));
+            let spent = Duration::from_nanos(clock.nanos_since(*called_at));
             let Some(remaining) = this.timeout.checked_sub(spent).filter(|r| !r.is_zero()) else {
                 return Poll::Ready(elapsed);
             };
