@@ -1,1 +1,4 @@
+pub mod nats;
+pub mod rabbitmq;
 pub mod redis;
+pub mod server;
