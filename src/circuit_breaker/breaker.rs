@@ -113,7 +113,8 @@ struct Shared {
     /// before the state word turns open, read after it is seen open.
     open_until: AtomicU64,
     window: RollingWindow,
-    config: Config,
+    name: Arc<str>,
+    config: Arc<Config>,
     /// Whether calls are timed: for the slow-call rule or for percentiles.
     measure_latency: bool,
     slow_nanos: u64,
@@ -152,8 +153,10 @@ impl CircuitBreaker {
         Builder::default()
     }
 
-    pub(crate) fn from_config(mut config: Config) -> CircuitBreaker {
-        let clock = config.clock.take().unwrap_or_default();
+    /// A breaker named `name`, on settings that breakers of one registry
+    /// share rather than copy.
+    pub(crate) fn from_config(config: Arc<Config>, name: Arc<str>) -> CircuitBreaker {
+        let clock = config.clock.unwrap_or_default();
         let measure_latency = config.slow_call.is_some() || config.track_latency;
         let window = RollingWindow::validated(config.window, clock, config.track_latency);
         let seed = RandomState::new().build_hasher().finish();
@@ -165,6 +168,7 @@ impl CircuitBreaker {
                 window,
                 measure_latency,
                 slow_nanos: config.slow_call.map_or(u64::MAX, |s| s.nanos),
+                name,
                 config,
                 transitions: Mutex::new(Trips {
                     in_a_row: 0,
@@ -177,7 +181,7 @@ impl CircuitBreaker {
 
     /// The breaker's name.
     pub fn name(&self) -> &str {
-        &self.shared.config.name
+        &self.shared.name
     }
 
     /// The current state.
@@ -549,7 +553,7 @@ impl Shared {
         let next = ((generation(word) + 1) << GEN_SHIFT) | code_of(to);
         self.state.store(next, Release);
         let transition = Transition {
-            name: self.config.name.clone(),
+            name: self.name.clone(),
             from,
             to,
             reason,

@@ -305,7 +305,9 @@ impl Builder {
 
     /// Checks every setting and builds the breaker.
     pub fn build(self) -> Result<CircuitBreaker, ConfigError> {
-        Ok(CircuitBreaker::from_config(self.validate()?))
+        let config = self.validate()?;
+        let name = config.name.clone();
+        Ok(CircuitBreaker::from_config(Arc::new(config), name))
     }
 
     pub(crate) fn validate(mut self) -> Result<Config, ConfigError> {

@@ -69,7 +69,8 @@ struct Shared<K> {
     max_keys: u64,
     idle_millis: Option<u64>,
     clock: Clock,
-    config: Config,
+    /// The template, shared by every breaker of the registry.
+    config: Arc<Config>,
 }
 
 struct Shard<K> {
@@ -170,7 +171,7 @@ where
                 max_keys: self.max_keys,
                 idle_millis,
                 clock,
-                config,
+                config: Arc::new(config),
             }),
         })
     }
@@ -338,9 +339,8 @@ where
     }
 
     fn build(&self, key: &K) -> CircuitBreaker {
-        let mut config = self.config.clone();
-        config.name = format!("{}:{key:?}", config.name).into();
-        CircuitBreaker::from_config(config)
+        let name = format!("{}:{key:?}", self.config.name).into();
+        CircuitBreaker::from_config(self.config.clone(), name)
     }
 
     /// Evicts a batch of the least recently used keys of the first shard,

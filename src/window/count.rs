@@ -15,7 +15,7 @@
 
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 
-use super::tally::{Hot, Tally};
+use super::tally::Tally;
 use super::{Outcome, SLOTS};
 
 /// Larger rings cost memory (one byte a call, three with latency) and a
@@ -31,10 +31,10 @@ pub(crate) struct CountWindow {
     /// Per slot, with latency tracking: `1 + latency bucket`, or zero.
     latencies: Option<Box<[AtomicU16]>>,
     cursor: AtomicU32,
-    /// The outcomes now in the ring, and their latency histogram.
-    in_ring: Hot,
-    /// Outcomes that are not a call's own, by outcome.
-    apart: [AtomicU64; SLOTS],
+    /// Outcomes that are not a call's own, by outcome. Boxed: rarely
+    /// written, and inline they made every breaker's window a cache line
+    /// longer.
+    apart: Box<[AtomicU64; SLOTS]>,
 }
 
 fn encode(outcome: Outcome, slow: bool) -> u8 {
@@ -52,7 +52,6 @@ impl CountWindow {
             codes: (0..calls).map(|_| AtomicU8::new(EMPTY)).collect(),
             latencies: track_latency.then(|| (0..calls).map(|_| AtomicU16::new(0)).collect()),
             cursor: AtomicU32::new(0),
-            in_ring: Hot(Tally::new(track_latency)),
             apart: Default::default(),
         }
     }
@@ -76,7 +75,13 @@ impl CountWindow {
     }
 
     #[inline]
-    pub(crate) fn record(&self, outcome: Outcome, slow: bool, latency_bucket: Option<usize>) {
+    pub(crate) fn record(
+        &self,
+        in_ring: &Tally,
+        outcome: Outcome,
+        slow: bool,
+        latency_bucket: Option<usize>,
+    ) {
         if !outcome.is_call() {
             self.apart[outcome as usize].fetch_add(1, Relaxed);
             return;
@@ -86,67 +91,68 @@ impl CountWindow {
         let old = self.codes[slot].swap(code, Relaxed);
         if old != code {
             if let Some((outcome, slow)) = decode(old) {
-                self.in_ring.remove(outcome, slow, None);
+                in_ring.remove(outcome, slow, None);
             }
-            self.in_ring.add(outcome, slow, None);
+            in_ring.add(outcome, slow, None);
         }
         if let (Some(latencies), Some(bucket)) = (&self.latencies, latency_bucket) {
             // Buckets number a few hundred: they fit in 16 bits.
             let new = bucket as u16 + 1;
             let old = latencies[slot].swap(new, Relaxed);
             if old != new {
-                self.move_latency(old, new);
+                move_latency(in_ring, old, new);
             }
         }
     }
 
-    fn move_latency(&self, old: u16, new: u16) {
-        if let Some(counter) = old
-            .checked_sub(1)
-            .and_then(|b| self.in_ring.latency_counter(b.into()))
-        {
-            counter.fetch_sub(1, Relaxed);
-        }
-        if let Some(counter) = new
-            .checked_sub(1)
-            .and_then(|b| self.in_ring.latency_counter(b.into()))
-        {
-            counter.fetch_add(1, Relaxed);
-        }
-    }
-
-    pub(crate) fn counts(&self) -> [u64; SLOTS] {
-        let mut counts = self.in_ring.counts_signed();
+    pub(crate) fn counts(&self, in_ring: &Tally) -> [u64; SLOTS] {
+        let mut counts = in_ring.counts_signed();
         for outcome in Outcome::ALL.into_iter().filter(|o| !o.is_call()) {
             counts[outcome as usize] = self.apart[outcome as usize].load(Relaxed);
         }
         counts
     }
 
-    pub(crate) fn snapshot(&self) -> ([u64; SLOTS], Option<Vec<u64>>) {
-        let latency = self
-            .in_ring
+    pub(crate) fn snapshot(&self, in_ring: &Tally) -> ([u64; SLOTS], Option<Vec<u64>>) {
+        let latency = in_ring
             .latency()
             .map(|l| l.into_iter().map(|n| (n as i64).max(0) as u64).collect());
-        (self.counts(), latency)
+        (self.counts(in_ring), latency)
     }
 
     /// Empties the ring slot by slot, so calls recorded meanwhile still
     /// balance the counts. O(calls): a reset is rare (a breaker closing).
-    pub(crate) fn reset(&self) {
+    pub(crate) fn reset(&self, in_ring: &Tally) {
         for code in self.codes.iter() {
             if let Some((outcome, slow)) = decode(code.swap(EMPTY, Relaxed)) {
-                self.in_ring.remove(outcome, slow, None);
+                in_ring.remove(outcome, slow, None);
             }
         }
         if let Some(latencies) = &self.latencies {
             for latency in latencies.iter() {
-                self.move_latency(latency.swap(0, Relaxed), 0);
+                move_latency(in_ring, latency.swap(0, Relaxed), 0);
             }
         }
-        for counter in &self.apart {
+        for counter in self.apart.iter() {
             counter.store(0, Relaxed);
         }
+    }
+}
+
+/// Moves one call in the ring's latency histogram from bucket `old` to
+/// bucket `new` (each one more than the bucket, zero for none).
+fn move_latency(in_ring: &Tally, old: u16, new: u16) {
+    if let Some(counter) = old
+        .checked_sub(1)
+        .and_then(|b| in_ring.latency_counter(b.into()))
+    {
+        counter.fetch_sub(1, Relaxed);
+    }
+    if let Some(counter) = new
+        .checked_sub(1)
+        .and_then(|b| in_ring.latency_counter(b.into()))
+    {
+        counter.fetch_add(1, Relaxed);
     }
 }
 

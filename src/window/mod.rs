@@ -43,6 +43,7 @@ pub use latency::LatencySnapshot;
 
 use crate::clock::Clock;
 use crate::error::ConfigError;
+use tally::{Hot, Tally};
 
 /// What happened to one call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -276,10 +277,22 @@ impl Default for Window {
 }
 
 /// A rolling window of call outcomes, shared by reference.
-#[derive(Debug)]
 pub struct RollingWindow {
+    /// The tally every call writes (a time window's totals since it was
+    /// made, a count window's calls in the ring), on cache lines of its own.
+    /// Kept here rather than in each shape so the shapes need no padding.
+    hot: Hot,
     kind: Kind,
     clock: Clock,
+}
+
+impl std::fmt::Debug for RollingWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RollingWindow")
+            .field("kind", &self.kind)
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -308,7 +321,11 @@ impl RollingWindow {
             }
             Window::Count { calls } => Kind::Count(count::CountWindow::new(calls, track_latency)),
         };
-        RollingWindow { kind, clock }
+        RollingWindow {
+            hot: Hot(Tally::new(track_latency)),
+            kind,
+            clock,
+        }
     }
 
     /// The clock this window reads.
@@ -329,24 +346,24 @@ impl RollingWindow {
     pub(crate) fn record_nanos(&self, outcome: Outcome, latency: Option<u64>, slow: bool) {
         let bucket = latency.map(latency::bucket_of);
         match &self.kind {
-            Kind::Time(w) => w.record(self.clock.now(), outcome, slow, bucket),
-            Kind::Count(w) => w.record(outcome, slow, bucket),
+            Kind::Time(w) => w.record(&self.hot, self.clock.now(), outcome, slow, bucket),
+            Kind::Count(w) => w.record(&self.hot, outcome, slow, bucket),
         }
     }
 
     /// The outcome totals over the window.
     pub fn counts(&self) -> Counts {
         Counts::from_slots(match &self.kind {
-            Kind::Time(w) => w.counts(self.clock.now()),
-            Kind::Count(w) => w.counts(),
+            Kind::Time(w) => w.counts(&self.hot, self.clock.now()),
+            Kind::Count(w) => w.counts(&self.hot),
         })
     }
 
     /// Totals and latency percentiles over the window.
     pub fn snapshot(&self) -> Snapshot {
         let (slots, latency) = match &self.kind {
-            Kind::Time(w) => w.snapshot(self.clock.now()),
-            Kind::Count(w) => w.snapshot(),
+            Kind::Time(w) => w.snapshot(&self.hot, self.clock.now()),
+            Kind::Count(w) => w.snapshot(&self.hot),
         };
         Snapshot {
             counts: Counts::from_slots(slots),
@@ -357,8 +374,8 @@ impl RollingWindow {
     /// Forgets every call recorded so far.
     pub fn reset(&self) {
         match &self.kind {
-            Kind::Time(w) => w.reset(),
-            Kind::Count(w) => w.reset(),
+            Kind::Time(w) => w.reset(&self.hot),
+            Kind::Count(w) => w.reset(&self.hot),
         }
     }
 }

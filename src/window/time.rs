@@ -16,26 +16,30 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use super::tally::{Hot, Tally};
+use super::tally::Tally;
 use super::SLOTS;
 
 /// More buckets than this buys precision nobody can see, at a copy cost.
 pub(crate) const MAX_BUCKETS: u32 = 1000;
 
+/// The window's own state; the tally of every call ever recorded (the
+/// "totals") is the [`RollingWindow`](super::RollingWindow)'s, passed in.
 pub(crate) struct TimeWindow {
     bucket_nanos: u64,
-    /// Every call ever recorded.
-    totals: Hot,
-    /// `totals` as it was when the latest reset happened.
-    baseline: Tally,
-    /// One mark per bucket of the span, indexed by epoch modulo their count.
-    /// Made by the first call: they are most of a window's memory, and a
-    /// registry may hold a million breakers that never see a call.
-    marks: OnceLock<Box<[Mark]>>,
+    /// Made by the first call: the marks are most of a window's memory, and
+    /// a registry may hold a million breakers that never see a call.
+    marks: OnceLock<Box<Marks>>,
     buckets: u32,
     track_latency: bool,
     /// When the newest bucket ends: the next call at or after it starts one.
     next_boundary: AtomicU64,
+}
+
+struct Marks {
+    /// The totals as they were when the latest reset happened.
+    baseline: Tally,
+    /// One mark per bucket of the span, indexed by epoch modulo their count.
+    each: Box<[Mark]>,
 }
 
 struct Mark {
@@ -51,8 +55,6 @@ impl TimeWindow {
         let bucket_nanos = u64::try_from(span.as_nanos() / u128::from(buckets)).unwrap_or(u64::MAX);
         TimeWindow {
             bucket_nanos,
-            totals: Hot(Tally::new(track_latency)),
-            baseline: Tally::new(track_latency),
             marks: OnceLock::new(),
             buckets,
             track_latency,
@@ -63,46 +65,54 @@ impl TimeWindow {
     #[inline]
     pub(crate) fn record(
         &self,
+        totals: &Tally,
         now: u64,
         outcome: super::Outcome,
         slow: bool,
         latency_bucket: Option<usize>,
     ) {
         if now >= self.next_boundary.load(Ordering::Relaxed) {
-            self.start_bucket(now);
+            self.start_bucket(totals, now);
         }
-        self.totals.add(outcome, slow, latency_bucket);
+        totals.add(outcome, slow, latency_bucket);
+    }
+
+    fn marks(&self) -> &Marks {
+        self.marks.get_or_init(|| {
+            Box::new(Marks {
+                baseline: Tally::new(self.track_latency),
+                each: (0..self.buckets)
+                    .map(|_| Mark {
+                        epoch: AtomicU64::new(0),
+                        at_start: Tally::new(self.track_latency),
+                    })
+                    .collect(),
+            })
+        })
     }
 
     #[cold]
-    fn start_bucket(&self, now: u64) {
+    fn start_bucket(&self, totals: &Tally, now: u64) {
         let epoch = now / self.bucket_nanos;
         let end = (epoch + 1).saturating_mul(self.bucket_nanos);
         if self.next_boundary.fetch_max(end, Ordering::AcqRel) >= end {
             // Another call started this bucket (or a later one) first.
             return;
         }
-        let marks = self.marks.get_or_init(|| {
-            (0..self.buckets)
-                .map(|_| Mark {
-                    epoch: AtomicU64::new(0),
-                    at_start: Tally::new(self.track_latency),
-                })
-                .collect()
-        });
-        let mark = &marks[(epoch % u64::from(self.buckets)) as usize];
+        let mark = &self.marks().each[(epoch % u64::from(self.buckets)) as usize];
         mark.epoch.store(0, Ordering::Release);
-        mark.at_start.copy_from(&self.totals);
+        mark.at_start.copy_from(totals);
         mark.epoch.store(epoch + 1, Ordering::Release);
     }
 
-    /// The mark of the oldest bucket still inside the span at `now`, if any
-    /// bucket inside the span saw a call.
-    fn oldest_mark(&self, now: u64) -> Option<&Mark> {
+    /// The baseline and the mark of the oldest bucket still inside the span
+    /// at `now`, if any bucket inside the span saw a call.
+    fn oldest_mark(&self, now: u64) -> Option<(&Tally, &Mark)> {
+        let marks = self.marks.get()?;
         let current = now / self.bucket_nanos;
         let oldest = (current + 1).saturating_sub(u64::from(self.buckets));
-        self.marks
-            .get()?
+        marks
+            .each
             .iter()
             .filter_map(|mark| {
                 let tag = mark.epoch.load(Ordering::Acquire);
@@ -110,30 +120,30 @@ impl TimeWindow {
                 (oldest..=current).contains(&epoch).then_some((epoch, mark))
             })
             .min_by_key(|(epoch, _)| *epoch)
-            .map(|(_, mark)| mark)
+            .map(|(_, mark)| (&marks.baseline, mark))
     }
 
-    pub(crate) fn counts(&self, now: u64) -> [u64; SLOTS] {
+    pub(crate) fn counts(&self, totals: &Tally, now: u64) -> [u64; SLOTS] {
         match self.oldest_mark(now) {
             None => [0; SLOTS],
-            Some(mark) => {
-                let since = max_each(mark.at_start.counts(), self.baseline.counts());
-                minus(&self.totals.counts(), &since)
+            Some((baseline, mark)) => {
+                let since = max_each(mark.at_start.counts(), baseline.counts());
+                minus(&totals.counts(), &since)
             }
         }
     }
 
-    pub(crate) fn snapshot(&self, now: u64) -> ([u64; SLOTS], Option<Vec<u64>>) {
-        let Some(mark) = self.oldest_mark(now) else {
-            let empty = self.totals.latency().map(|l| vec![0; l.len()]);
+    pub(crate) fn snapshot(&self, totals: &Tally, now: u64) -> ([u64; SLOTS], Option<Vec<u64>>) {
+        let Some((baseline, mark)) = self.oldest_mark(now) else {
+            let empty = totals.latency().map(|l| vec![0; l.len()]);
             return ([0; SLOTS], empty);
         };
-        let since = max_each(mark.at_start.counts(), self.baseline.counts());
-        let counts = minus(&self.totals.counts(), &since);
+        let since = max_each(mark.at_start.counts(), baseline.counts());
+        let counts = minus(&totals.counts(), &since);
         let latency = match (
-            self.totals.latency(),
+            totals.latency(),
             mark.at_start.latency(),
-            self.baseline.latency(),
+            baseline.latency(),
         ) {
             (Some(totals), Some(at_start), Some(baseline)) => {
                 let since = at_start.iter().zip(&baseline).map(|(a, b)| *a.max(b));
@@ -150,8 +160,8 @@ impl TimeWindow {
         (counts, latency)
     }
 
-    pub(crate) fn reset(&self) {
-        self.baseline.copy_from(&self.totals);
+    pub(crate) fn reset(&self, totals: &Tally) {
+        self.marks().baseline.copy_from(totals);
     }
 }
 
