@@ -1,0 +1,194 @@
+//! The messaging styles over a real RabbitMQ node of the test's own (its
+//! own epmd, ports and data directory on loopback), including the node
+//! killed mid-stream and started again. Skips (with a reason) without
+//! RabbitMQ, except in CI.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use seawall::circuit_breaker::{CircuitBreaker, OpenDuration};
+use seawall::messaging::amqp::{AmqpError, AmqpTransport};
+use seawall::messaging::{
+    Consumer, Correlator, Message, Notified, Notifier, NotifyError, Outbox, Publisher, Transport,
+};
+use seawall::policy::Policy;
+use seawall::BoxError;
+use support::rabbitmq::RabbitMq;
+use tokio::time::{sleep, timeout};
+use tower::{service_fn, Layer, Service, ServiceExt};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn text(message: &Message) -> String {
+    String::from_utf8(message.payload.to_vec()).unwrap()
+}
+
+/// A transport whose broker answers: the node listens a little before it
+/// takes connections.
+async fn connect(rabbit: &RabbitMq) -> AmqpTransport {
+    let amqp = AmqpTransport::new(rabbit.uri());
+    timeout(Duration::from_secs(30), async {
+        while amqp.declare("seawall.ready").await.is_err() {
+            sleep(ms(100)).await;
+        }
+    })
+    .await
+    .expect("the broker takes connections");
+    amqp
+}
+
+/// Runs a consumer over `subject` until it has handled `count` messages
+/// (or 20 s passed), and returns their payloads.
+async fn drain(amqp: &AmqpTransport, subject: &str, count: usize) -> Vec<u64> {
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&received);
+    let handler = service_fn(move |message: Message| {
+        let sink = Arc::clone(&sink);
+        async move {
+            sink.lock().unwrap().push(text(&message).parse::<u64>()?);
+            Ok::<_, BoxError>(())
+        }
+    });
+    let policy = Policy::builder("drain").build().unwrap();
+    let subscription = amqp.subscribe(subject).await.unwrap();
+    let done = {
+        let received = Arc::clone(&received);
+        async move {
+            let _ = timeout(Duration::from_secs(20), async {
+                while received.lock().unwrap().len() < count {
+                    sleep(ms(20)).await;
+                }
+            })
+            .await;
+        }
+    };
+    let figures = Consumer::new(policy.layer(handler))
+        .concurrency(10)
+        .run_until(subscription, done)
+        .await;
+    assert_eq!(figures.unsettled, 0);
+    let received = received.lock().unwrap().clone();
+    received
+}
+
+#[tokio::test]
+async fn every_style_over_rabbitmq() {
+    let Some(rabbit) = RabbitMq::start() else { return };
+    let amqp = connect(&rabbit).await;
+
+    // Notification with the broker's confirm; a message no queue takes is
+    // an error, not a silent drop.
+    amqp.declare("orders").await.unwrap();
+    let mut publisher = Publisher::new(amqp.clone());
+    for n in 0..20 {
+        let order = if n == 7 { "poison".to_owned() } else { n.to_string() };
+        publisher.ready().await.unwrap().call(Message::new("orders", order)).await.unwrap();
+    }
+    let nowhere = publisher.ready().await.unwrap().call(Message::new("nowhere", "x")).await;
+    assert!(matches!(nowhere, Err(AmqpError::Unroutable { .. })), "{nowhere:?}");
+
+    // The consumer acks what it handles and rejects the poison message.
+    let handled = Arc::new(Mutex::new(BTreeSet::new()));
+    let sink = Arc::clone(&handled);
+    let policy = Policy::builder("orders").timeout(ms(500)).build().unwrap();
+    let handler = policy.layer(service_fn(move |order: Message| {
+        let sink = Arc::clone(&sink);
+        async move {
+            sink.lock().unwrap().insert(text(&order).parse::<u64>()?);
+            Ok::<_, BoxError>(())
+        }
+    }));
+    let subscription = amqp.subscribe("orders").await.unwrap();
+    let watched = Arc::clone(&handled);
+    let figures = Consumer::new(handler)
+        .run_until(subscription, async move {
+            let _ = timeout(Duration::from_secs(10), async {
+                while watched.lock().unwrap().len() < 19 {
+                    sleep(ms(10)).await;
+                }
+            })
+            .await;
+        })
+        .await;
+    assert_eq!(*handled.lock().unwrap(), (0..20).filter(|n| *n != 7).collect());
+    assert_eq!((figures.acked, figures.rejected, figures.unsettled), (19, 1, 0));
+    // Nothing left on the queue: acked and rejected messages are gone.
+    assert!(drain(&amqp, "orders", 1).await.is_empty());
+
+    // Request/async response through a private reply queue.
+    amqp.declare("rpc").await.unwrap();
+    let mut requests = amqp.subscribe("rpc").await.unwrap();
+    let responder = amqp.clone();
+    tokio::spawn(async move {
+        while let Some(request) = requests.next().await {
+            let (message, settle) = request.into_parts();
+            responder.publish(message.reply(format!("{}!", text(&message))).unwrap()).await.unwrap();
+            settle.send(seawall::messaging::Decision::Ack).await.unwrap();
+        }
+    });
+    let correlator = Correlator::builder(amqp.clone()).timeout(Duration::from_secs(5)).build().await.unwrap();
+    let calls = (0..20).map(|n| correlator.clone().oneshot(Message::new("rpc", n.to_string())));
+    for (n, reply) in futures_util::future::join_all(calls).await.into_iter().enumerate() {
+        assert_eq!(text(&reply.unwrap()), format!("{n}!"));
+    }
+    assert_eq!(correlator.figures().unmatched, 0);
+}
+
+/// The node is killed mid-stream and started again (its durable queue and
+/// persistent messages survive): every notification was published
+/// (confirmed), kept in the outbox, or handed back; after recovery the
+/// outbox sends what it kept, and the queue holds every message at least
+/// once.
+#[tokio::test]
+async fn notifications_survive_the_broker_going_away() {
+    let Some(mut rabbit) = RabbitMq::start() else { return };
+    let amqp = connect(&rabbit).await;
+    amqp.declare("events").await.unwrap();
+
+    let policy = Policy::builder("events")
+        .timeout(ms(500))
+        .circuit_breaker(
+            CircuitBreaker::builder()
+                .consecutive_failures(3)
+                .open_duration(OpenDuration::Fixed(ms(200))),
+        )
+        .build()
+        .unwrap();
+    let outbox = Outbox::new(1000).unwrap();
+    let mut notifier = Notifier::new(policy.layer(Publisher::new(amqp.clone())), outbox.clone());
+
+    let (mut published, mut diverted) = (BTreeSet::new(), BTreeSet::new());
+    let mut handed_back = BTreeSet::<u64>::new();
+    for n in 0..90u64 {
+        if n == 30 {
+            rabbit.stop();
+        }
+        if n == 60 {
+            rabbit.restart().unwrap();
+            connect(&rabbit).await;
+            sleep(ms(200)).await;
+        }
+        match notifier.ready().await.unwrap().call(Message::new("events", n.to_string())).await {
+            Ok(Notified::Published) => published.insert(n),
+            Ok(Notified::Diverted(_)) => diverted.insert(n),
+            Err(NotifyError { message, .. }) => handed_back.insert(text(&message).parse().unwrap()),
+        };
+    }
+    assert!((0..30).all(|n| published.contains(&n)), "{published:?}");
+    assert!((30..60).all(|n| diverted.contains(&n)), "{diverted:?}");
+    assert!((61..90).all(|n| published.contains(&n)), "{published:?}");
+    assert!(handed_back.is_empty());
+    assert_eq!(published.len() + diverted.len(), 90);
+
+    let mut publisher = Publisher::new(amqp.clone());
+    assert_eq!(outbox.flush(&mut publisher).await.unwrap(), diverted.len());
+
+    let received: BTreeSet<u64> = drain(&amqp, "events", 90).await.into_iter().collect();
+    assert_eq!(received, (0..90).collect(), "every message reached the queue");
+}
