@@ -79,7 +79,9 @@ async fn drain(amqp: &AmqpTransport, subject: &str, count: usize) -> Vec<u64> {
 
 #[tokio::test]
 async fn every_style_over_rabbitmq() {
-    let Some(rabbit) = RabbitMq::start() else { return };
+    let Some(rabbit) = RabbitMq::start() else {
+        return;
+    };
     let amqp = connect(&rabbit).await;
 
     // Notification with the broker's confirm; a message no queue takes is
@@ -87,11 +89,29 @@ async fn every_style_over_rabbitmq() {
     amqp.declare("orders").await.unwrap();
     let mut publisher = Publisher::new(amqp.clone());
     for n in 0..20 {
-        let order = if n == 7 { "poison".to_owned() } else { n.to_string() };
-        publisher.ready().await.unwrap().call(Message::new("orders", order)).await.unwrap();
+        let order = if n == 7 {
+            "poison".to_owned()
+        } else {
+            n.to_string()
+        };
+        publisher
+            .ready()
+            .await
+            .unwrap()
+            .call(Message::new("orders", order))
+            .await
+            .unwrap();
     }
-    let nowhere = publisher.ready().await.unwrap().call(Message::new("nowhere", "x")).await;
-    assert!(matches!(nowhere, Err(AmqpError::Unroutable { .. })), "{nowhere:?}");
+    let nowhere = publisher
+        .ready()
+        .await
+        .unwrap()
+        .call(Message::new("nowhere", "x"))
+        .await;
+    assert!(
+        matches!(nowhere, Err(AmqpError::Unroutable { .. })),
+        "{nowhere:?}"
+    );
 
     // The consumer acks what it handles and rejects the poison message.
     let handled = Arc::new(Mutex::new(BTreeSet::new()));
@@ -116,8 +136,14 @@ async fn every_style_over_rabbitmq() {
             .await;
         })
         .await;
-    assert_eq!(*handled.lock().unwrap(), (0..20).filter(|n| *n != 7).collect());
-    assert_eq!((figures.acked, figures.rejected, figures.unsettled), (19, 1, 0));
+    assert_eq!(
+        *handled.lock().unwrap(),
+        (0..20).filter(|n| *n != 7).collect()
+    );
+    assert_eq!(
+        (figures.acked, figures.rejected, figures.unsettled),
+        (19, 1, 0)
+    );
     // Nothing left on the queue: acked and rejected messages are gone.
     assert!(drain(&amqp, "orders", 1).await.is_empty());
 
@@ -128,13 +154,31 @@ async fn every_style_over_rabbitmq() {
     tokio::spawn(async move {
         while let Some(request) = requests.next().await {
             let (message, settle) = request.into_parts();
-            responder.publish(message.reply(format!("{}!", text(&message))).unwrap()).await.unwrap();
-            settle.send(seawall::messaging::Decision::Ack).await.unwrap();
+            responder
+                .publish(message.reply(format!("{}!", text(&message))).unwrap())
+                .await
+                .unwrap();
+            settle
+                .send(seawall::messaging::Decision::Ack)
+                .await
+                .unwrap();
         }
     });
-    let correlator = Correlator::builder(amqp.clone()).timeout(Duration::from_secs(5)).build().await.unwrap();
-    let calls = (0..20).map(|n| correlator.clone().oneshot(Message::new("rpc", n.to_string())));
-    for (n, reply) in futures_util::future::join_all(calls).await.into_iter().enumerate() {
+    let correlator = Correlator::builder(amqp.clone())
+        .timeout(Duration::from_secs(5))
+        .build()
+        .await
+        .unwrap();
+    let calls = (0..20).map(|n| {
+        correlator
+            .clone()
+            .oneshot(Message::new("rpc", n.to_string()))
+    });
+    for (n, reply) in futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .enumerate()
+    {
         assert_eq!(text(&reply.unwrap()), format!("{n}!"));
     }
     assert_eq!(correlator.figures().unmatched, 0);
@@ -147,7 +191,9 @@ async fn every_style_over_rabbitmq() {
 /// once.
 #[tokio::test]
 async fn notifications_survive_the_broker_going_away() {
-    let Some(mut rabbit) = RabbitMq::start() else { return };
+    let Some(mut rabbit) = RabbitMq::start() else {
+        return;
+    };
     let amqp = connect(&rabbit).await;
     amqp.declare("events").await.unwrap();
 
@@ -174,7 +220,13 @@ async fn notifications_survive_the_broker_going_away() {
             connect(&rabbit).await;
             sleep(ms(200)).await;
         }
-        match notifier.ready().await.unwrap().call(Message::new("events", n.to_string())).await {
+        match notifier
+            .ready()
+            .await
+            .unwrap()
+            .call(Message::new("events", n.to_string()))
+            .await
+        {
             Ok(Notified::Published) => published.insert(n),
             Ok(Notified::Diverted(_)) => diverted.insert(n),
             Err(NotifyError { message, .. }) => handed_back.insert(text(&message).parse().unwrap()),
@@ -190,5 +242,9 @@ async fn notifications_survive_the_broker_going_away() {
     assert_eq!(outbox.flush(&mut publisher).await.unwrap(), diverted.len());
 
     let received: BTreeSet<u64> = drain(&amqp, "events", 90).await.into_iter().collect();
-    assert_eq!(received, (0..90).collect(), "every message reached the queue");
+    assert_eq!(
+        received,
+        (0..90).collect(),
+        "every message reached the queue"
+    );
 }

@@ -1,0 +1,97 @@
+//! Notification, the pub/sub consumer and request/async response over
+//! RabbitMQ (AMQP 0-9-1), each a resilient `tower::Service`.
+//!
+//! Needs a RabbitMQ broker on loopback, for example:
+//!
+//! ```text
+//! apt-get install rabbitmq-server  # ./scripts/test installs it too
+//! RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 /usr/lib/rabbitmq/bin/rabbitmq-server &
+//! cargo run --example messaging_amqp --features amqp
+//! ```
+//!
+//! `AMQP_URL` points it elsewhere (default `amqp://127.0.0.1:5672/%2f`).
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use seawall::circuit_breaker::CircuitBreaker;
+use seawall::messaging::amqp::AmqpTransport;
+use seawall::messaging::{
+    Consumer, Correlator, Decision, Message, Notifier, Outbox, Publisher, Transport,
+};
+use seawall::policy::Policy;
+use seawall::BoxError;
+use tower::{service_fn, Layer, Service, ServiceExt};
+
+fn text(message: &Message) -> String {
+    String::from_utf8_lossy(&message.payload).into_owned()
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://127.0.0.1:5672/%2f".into());
+    let amqp = AmqpTransport::new(&url).durable(false);
+    amqp.declare("example.orders").await.map_err(|e| {
+        format!("no AMQP broker at {url} ({e}); start one: see the top of this file")
+    })?;
+
+    // Notification: confirmed by the broker, or kept in the outbox.
+    let policy = Policy::builder("orders.publish")
+        .timeout(Duration::from_secs(1))
+        .circuit_breaker(CircuitBreaker::builder().consecutive_failures(3))
+        .build()?;
+    let outbox = Outbox::new(1_000)?;
+    let mut notifier = Notifier::new(policy.layer(Publisher::new(amqp.clone())), outbox.clone());
+    for order in ["1", "2", "not a number", "4"] {
+        let sent = notifier
+            .ready()
+            .await?
+            .call(Message::new("example.orders", order))
+            .await?;
+        println!("order {order:?}: published = {}", sent.is_published());
+    }
+
+    // The consumer acks what it handles and rejects what it never will.
+    let handler = Policy::builder("orders.handle")
+        .timeout(Duration::from_secs(1))
+        .build()?
+        .layer(service_fn(|order: Message| async move {
+            let n: u64 = text(&order).parse()?;
+            println!("consumer: handled order {n}");
+            Ok::<_, BoxError>(())
+        }));
+    let orders = amqp.subscribe("example.orders").await?;
+    let figures = Consumer::new(handler)
+        .run_until(orders, tokio::time::sleep(Duration::from_millis(500)))
+        .await;
+    println!(
+        "consumer: {} acked, {} rejected, {} requeued",
+        figures.acked, figures.rejected, figures.requeued
+    );
+
+    // Request/async response through a private reply queue.
+    amqp.declare("example.rpc").await?;
+    let mut requests = amqp.subscribe("example.rpc").await?;
+    let responder = amqp.clone();
+    tokio::spawn(async move {
+        while let Some(request) = requests.next().await {
+            let (message, settle) = request.into_parts();
+            if let Some(reply) = message.reply(text(&message).to_uppercase()) {
+                let _ = responder.publish(reply).await;
+            }
+            let _ = settle.send(Decision::Ack).await;
+        }
+    });
+    let correlator = Correlator::builder(amqp.clone()).build().await?;
+    let mut shout = Policy::builder("rpc")
+        .timeout(Duration::from_secs(2))
+        .build()?
+        .layer(correlator);
+    let reply = shout
+        .ready()
+        .await?
+        .call(Message::new("example.rpc", "hello"))
+        .await?;
+    println!("request/async response: {}", text(&reply));
+    Ok(())
+}
