@@ -82,6 +82,7 @@ impl<Req, Res, E, K, C> Held<Req, Res, E, K, C> {
         }
     }
 
+    #[inline]
     pub(crate) fn took_bulkhead_permit(&mut self) {
         self.bulkhead = Hold::Raw;
     }
@@ -113,6 +114,7 @@ impl<Req, Res, E, K, C> Held<Req, Res, E, K, C> {
 }
 
 impl<Req, Res, E, K, C> Drop for Held<Req, Res, E, K, C> {
+    #[inline]
     fn drop(&mut self) {
         self.release_bulkhead();
         if let Some(ticket) = self.ticket.take() {
