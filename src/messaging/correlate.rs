@@ -154,13 +154,10 @@ impl<T: Transport> Service<Message> for Correlator<T> {
     }
 
     fn call(&mut self, mut request: Message) -> Self::Future {
-        let router = &self.replies.router;
-        let Some(mut waiting) = router.wait(1) else {
-            let limit = router.max_pending();
-            return Box::pin(async move { Err(RequestError::TooManyPending { limit }) });
+        let mut waiting = match self.replies.ask(&mut request, 1) {
+            Ok(waiting) => waiting,
+            Err(refused) => return Box::pin(std::future::ready(Err(refused))),
         };
-        request.reply_to = Some(self.replies.subject.clone());
-        request.correlation_id = Some(waiting.id.clone());
         let publishing = self.replies.transport.publish(request);
         let timeout = self.timeout;
         Box::pin(async move {

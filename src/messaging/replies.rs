@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
 use super::transport::unique_subject;
-use super::{Decision, Message, Transport};
+use super::{Decision, Message, RequestError, Transport};
 
 /// How long to wait before subscribing again after the first failure; it
 /// doubles up to [`MAX_RESUBSCRIBE_BACKOFF`].
@@ -63,7 +63,7 @@ impl Router {
 
     /// A place for a request expecting up to `replies` replies, or `None`
     /// when `max_pending` requests wait already.
-    pub(crate) fn wait(self: &Arc<Self>, replies: usize) -> Option<Waiting> {
+    fn wait(self: &Arc<Self>, replies: usize) -> Option<Waiting> {
         let (sender, receiver) = mpsc::channel(replies.max(1));
         let id = format!(
             "{}.{}",
@@ -81,10 +81,6 @@ impl Router {
             replies: receiver,
             router: Arc::clone(self),
         })
-    }
-
-    pub(crate) fn max_pending(&self) -> usize {
-        self.max_pending
     }
 
     fn route(&self, reply: Message) {
@@ -156,6 +152,26 @@ impl<T: Transport> Replies<T> {
             router,
             _stop: stop,
         })
+    }
+}
+
+impl<T: Transport> Replies<T> {
+    /// Takes a place for up to `replies` replies to `request`, and
+    /// addresses the request for them.
+    pub(crate) fn ask(
+        &self,
+        request: &mut Message,
+        replies: usize,
+    ) -> Result<Waiting, RequestError<T::Error>> {
+        let waiting = self
+            .router
+            .wait(replies)
+            .ok_or(RequestError::TooManyPending {
+                limit: self.router.max_pending,
+            })?;
+        request.reply_to = Some(self.subject.clone());
+        request.correlation_id = Some(waiting.id.clone());
+        Ok(waiting)
     }
 }
 

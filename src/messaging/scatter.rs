@@ -116,14 +116,14 @@ impl<T: Transport> Service<Message> for ScatterGather<T> {
     }
 
     fn call(&mut self, mut request: Message) -> Self::Future {
-        let router = &self.replies.router;
         let expected = self.expected;
-        let Some(mut waiting) = router.wait(expected.unwrap_or(UNCOUNTED_REPLIES)) else {
-            let limit = router.max_pending();
-            return Box::pin(async move { Err(RequestError::TooManyPending { limit }) });
+        let mut waiting = match self
+            .replies
+            .ask(&mut request, expected.unwrap_or(UNCOUNTED_REPLIES))
+        {
+            Ok(waiting) => waiting,
+            Err(refused) => return Box::pin(std::future::ready(Err(refused))),
         };
-        request.reply_to = Some(self.replies.subject.clone());
-        request.correlation_id = Some(waiting.id.clone());
         let publishing = self.replies.transport.publish(request);
         let within = self.within;
         Box::pin(async move {

@@ -3,68 +3,59 @@
 
 #![allow(dead_code)] // each user takes what it needs
 
-use std::process::{Command, Stdio};
+use std::ops::{Deref, DerefMut};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
-use super::server::{free_port, unavailable, Process};
+use super::server::Server;
 
 pub struct NatsServer {
-    process: Option<Process>,
-    port: u16,
-    store: std::path::PathBuf,
+    server: Server,
+    store: PathBuf,
 }
 
 impl NatsServer {
     /// Starts a server on a free port; `None` if `nats-server` is missing,
     /// after saying so (and failing, in CI).
     pub fn start() -> Option<NatsServer> {
-        let port = free_port();
-        let mut server = NatsServer {
-            process: None,
-            port,
-            store: std::env::temp_dir().join(format!("seawall-nats-{port}")),
-        };
-        match server.restart() {
-            Ok(()) => Some(server),
-            Err(reason) => unavailable(&reason, "nats-server"),
-        }
+        let server = Server::start("nats-server", Duration::from_secs(10), |port| {
+            let mut command = Command::new("nats-server");
+            command
+                .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+                .arg(store(port));
+            command
+        })?;
+        let store = store(server.port());
+        Some(NatsServer { server, store })
     }
 
     /// The server's address.
     pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("127.0.0.1:{}", self.port())
     }
+}
 
-    /// Stops the server (by PID); its port stays this server's.
-    pub fn stop(&mut self) {
-        self.process = None;
+fn store(port: u16) -> PathBuf {
+    std::env::temp_dir().join(format!("seawall-nats-{port}"))
+}
+
+impl Deref for NatsServer {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.server
     }
+}
 
-    /// Starts the server again on the same port, and waits until it accepts
-    /// connections.
-    pub fn restart(&mut self) -> Result<(), String> {
-        self.stop();
-        let mut command = Command::new("nats-server");
-        command
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(&self.store)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        self.process = Some(Process::spawn(command, self.port, Duration::from_secs(10))?);
-        Ok(())
+impl DerefMut for NatsServer {
+    fn deref_mut(&mut self) -> &mut Server {
+        &mut self.server
     }
 }
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
-        self.stop();
+        self.server.stop();
         let _ = std::fs::remove_dir_all(&self.store);
     }
 }

@@ -4,22 +4,21 @@
 
 #![allow(dead_code)] // each user takes what it needs
 
+use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::server::{free_port, unavailable, Process};
+use super::server::{free_port, unavailable, Process, Server};
 
 const SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
 /// Booting takes 3 to 8 s here; more on a busy machine.
 const STARTUP: Duration = Duration::from_secs(90);
 
 pub struct RabbitMq {
-    broker: Option<Process>,
+    broker: Server,
+    // Dropped after the broker, which registers with it.
     epmd: Process,
-    port: u16,
-    epmd_port: u16,
-    dist_port: u16,
     dir: PathBuf,
 }
 
@@ -27,84 +26,80 @@ impl RabbitMq {
     /// Starts a node on free ports; `None` if RabbitMQ is missing, after
     /// saying so (and failing, in CI).
     pub fn start() -> Option<RabbitMq> {
-        match RabbitMq::try_start() {
-            Ok(rabbit) => Some(rabbit),
-            Err(reason) => unavailable(&reason, "rabbitmq-server"),
-        }
-    }
-
-    fn try_start() -> Result<RabbitMq, String> {
         if !std::path::Path::new(SERVER).exists() {
-            return Err(format!("{SERVER} is missing"));
+            return unavailable(&format!("{SERVER} is missing"), "rabbitmq-server");
         }
-        let (port, epmd_port, dist_port) = (free_port(), free_port(), free_port());
-        let dir = std::env::temp_dir().join(format!("seawall-rabbitmq-{port}"));
+        let (epmd_port, dist_port) = (free_port(), free_port());
+        let dir = std::env::temp_dir().join(format!("seawall-rabbitmq-{epmd_port}"));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("home")).map_err(|e| e.to_string())?;
-        std::fs::write(dir.join("enabled_plugins"), "[].").map_err(|e| e.to_string())?;
+        let prepared = std::fs::create_dir_all(dir.join("home"))
+            .and_then(|()| std::fs::write(dir.join("enabled_plugins"), "[]."));
+        if let Err(error) = prepared {
+            return unavailable(
+                &format!("cannot prepare {}: {error}", dir.display()),
+                "rabbitmq-server",
+            );
+        }
         // epmd of our own, in the foreground, so it stops by PID too.
         let mut epmd = Command::new("epmd");
         epmd.args(["-port", &epmd_port.to_string(), "-address", "127.0.0.1"])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let epmd = Process::spawn(epmd, epmd_port, Duration::from_secs(10))?;
-        let mut rabbit = RabbitMq {
-            broker: None,
-            epmd,
-            port,
-            epmd_port,
-            dist_port,
-            dir,
+        let epmd = match Process::spawn(epmd, epmd_port, Duration::from_secs(10)) {
+            Ok(epmd) => epmd,
+            Err(reason) => return unavailable(&reason, "rabbitmq-server"),
         };
-        rabbit.restart()?;
-        Ok(rabbit)
+        let data = dir.clone();
+        let broker = Server::start("rabbitmq-server", STARTUP, move |port| {
+            let at = |name: &str| data.join(name);
+            let mut command = Command::new(SERVER);
+            command
+                .env("HOME", at("home"))
+                .env(
+                    "RABBITMQ_NODENAME",
+                    format!("seawall-{epmd_port}@localhost"),
+                )
+                .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+                .env("RABBITMQ_NODE_PORT", port.to_string())
+                .env("RABBITMQ_DIST_PORT", dist_port.to_string())
+                .env("ERL_EPMD_ADDRESS", "127.0.0.1")
+                .env("ERL_EPMD_PORT", epmd_port.to_string())
+                .env("RABBITMQ_MNESIA_BASE", at("mnesia"))
+                .env("RABBITMQ_LOG_BASE", at("log"))
+                .env("RABBITMQ_ENABLED_PLUGINS_FILE", at("enabled_plugins"))
+                .env("RABBITMQ_CONFIG_FILE", at("none"))
+                // The script then execs the Erlang VM, so the child's PID is
+                // the broker's own; the VM's shell reads the pipe held open
+                // by the child handle.
+                .env("RABBITMQ_ALLOW_INPUT", "1")
+                .stdin(Stdio::piped());
+            command
+        })?;
+        Some(RabbitMq { broker, epmd, dir })
     }
 
     /// The broker's URI.
     pub fn uri(&self) -> String {
-        format!("amqp://127.0.0.1:{}/%2f", self.port)
+        format!("amqp://127.0.0.1:{}/%2f", self.port())
     }
+}
 
-    /// Kills the node (by PID); its port and data stay this node's.
-    pub fn stop(&mut self) {
-        self.broker = None;
+impl Deref for RabbitMq {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.broker
     }
+}
 
-    /// Starts the node again on the same port and data, and waits until it
-    /// accepts connections.
-    pub fn restart(&mut self) -> Result<(), String> {
-        self.stop();
-        let dir = |name: &str| self.dir.join(name);
-        let mut command = Command::new(SERVER);
-        command
-            .env("HOME", dir("home"))
-            .env(
-                "RABBITMQ_NODENAME",
-                format!("seawall-{}@localhost", self.port),
-            )
-            .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
-            .env("RABBITMQ_NODE_PORT", self.port.to_string())
-            .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
-            .env("ERL_EPMD_ADDRESS", "127.0.0.1")
-            .env("ERL_EPMD_PORT", self.epmd_port.to_string())
-            .env("RABBITMQ_MNESIA_BASE", dir("mnesia"))
-            .env("RABBITMQ_LOG_BASE", dir("log"))
-            .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir("enabled_plugins"))
-            .env("RABBITMQ_CONFIG_FILE", dir("none"))
-            // The script then execs the Erlang VM, so the child's PID is the
-            // broker's own; the VM's shell reads the pipe held open here.
-            .env("RABBITMQ_ALLOW_INPUT", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        self.broker = Some(Process::spawn(command, self.port, STARTUP)?);
-        Ok(())
+impl DerefMut for RabbitMq {
+    fn deref_mut(&mut self) -> &mut Server {
+        &mut self.broker
     }
 }
 
 impl Drop for RabbitMq {
     fn drop(&mut self) {
-        self.stop();
+        self.broker.stop();
         self.epmd.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }

@@ -4,51 +4,43 @@
 
 #![allow(dead_code)] // each user takes what it needs
 
-use std::process::{Command, Stdio};
+use std::ops::{Deref, DerefMut};
+use std::process::Command;
 use std::time::Duration;
 
-use super::server::{free_port, unavailable, Process};
+use super::server::Server;
 
-pub struct RedisServer {
-    process: Option<Process>,
-    port: u16,
-}
+pub struct RedisServer(Server);
 
 impl RedisServer {
     /// Starts a server on a free port; `None` if `redis-server` is missing,
     /// after saying so (and failing, in CI).
     pub fn start() -> Option<RedisServer> {
-        let mut server = RedisServer {
-            process: None,
-            port: free_port(),
-        };
-        match server.restart() {
-            Ok(()) => Some(server),
-            Err(reason) => unavailable(&reason, "redis-server"),
-        }
+        Server::start("redis-server", Duration::from_secs(10), |port| {
+            let mut command = Command::new("redis-server");
+            command
+                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--save", "", "--appendonly", "no"]);
+            command
+        })
+        .map(RedisServer)
     }
 
     /// The server's URL.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        format!("redis://127.0.0.1:{}/", self.port())
     }
+}
 
-    /// Stops the server (by PID); its port stays this server's.
-    pub fn stop(&mut self) {
-        self.process = None;
+impl Deref for RedisServer {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.0
     }
+}
 
-    /// Starts the server again on the same port, and waits until it accepts
-    /// connections.
-    pub fn restart(&mut self) -> Result<(), String> {
-        self.stop();
-        let mut command = Command::new("redis-server");
-        command
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        self.process = Some(Process::spawn(command, self.port, Duration::from_secs(10))?);
-        Ok(())
+impl DerefMut for RedisServer {
+    fn deref_mut(&mut self) -> &mut Server {
+        &mut self.0
     }
 }

@@ -7,7 +7,7 @@
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A port nothing listens on now.
@@ -31,6 +31,57 @@ pub fn unavailable<T>(reason: &str, package: &str) -> Option<T> {
         "skipping: {reason} (./scripts/test installs {package})"
     );
     None
+}
+
+/// A server on a loopback port of its own, which can be stopped and started
+/// again on the same port (and the same data, where it keeps any).
+pub struct Server {
+    process: Option<Process>,
+    port: u16,
+    startup: Duration,
+    command: Box<dyn Fn(u16) -> Command>,
+}
+
+impl Server {
+    /// Starts `command(port)` on a free port and waits until it accepts
+    /// connections; `None` if it cannot, after saying why (and failing, in
+    /// CI) with the Debian `package` that provides it.
+    pub fn start(
+        package: &str,
+        startup: Duration,
+        command: impl Fn(u16) -> Command + 'static,
+    ) -> Option<Server> {
+        let mut server = Server {
+            process: None,
+            port: free_port(),
+            startup,
+            command: Box::new(command),
+        };
+        match server.restart() {
+            Ok(()) => Some(server),
+            Err(reason) => unavailable(&reason, package),
+        }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops it (by PID); its port stays its own.
+    pub fn stop(&mut self) {
+        self.process = None;
+    }
+
+    /// Starts it again on the same port, and waits until it accepts
+    /// connections.
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.stop();
+        let mut command = (self.command)(self.port);
+        command.stdout(Stdio::null()).stderr(Stdio::null());
+        self.process = Some(Process::spawn(command, self.port, self.startup)?);
+        Ok(())
+    }
 }
 
 /// A running process; killed when stopped or dropped.
