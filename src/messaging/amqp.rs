@@ -236,19 +236,31 @@ impl Transport for AmqpTransport {
             if let Some(reply_to) = message.reply_to {
                 properties = properties.with_reply_to(reply_to.into());
             }
-            let confirmation = channel
-                .basic_publish(
-                    "".into(),
-                    message.subject.as_str().into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..BasicPublishOptions::default()
-                    },
-                    &message.payload,
-                    properties,
-                )
-                .await?
-                .await?;
+            let confirmation = async {
+                channel
+                    .basic_publish(
+                        "".into(),
+                        message.subject.as_str().into(),
+                        BasicPublishOptions {
+                            mandatory: true,
+                            ..BasicPublishOptions::default()
+                        },
+                        &message.payload,
+                        properties,
+                    )
+                    .await?
+                    .await
+            }
+            .await;
+            let confirmation = match confirmation {
+                Ok(confirmation) => confirmation,
+                Err(error) => {
+                    // The channel (or its connection) is broken: the next
+                    // publish makes new ones rather than failing on it too.
+                    transport.shared.link.lock().await.take();
+                    return Err(error.into());
+                }
+            };
             match confirmation {
                 Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
                 Confirmation::Ack(Some(_)) => Err(AmqpError::Unroutable {
