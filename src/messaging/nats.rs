@@ -185,6 +185,12 @@ impl Transport for NatsTransport {
                 Some(group) => client.queue_subscribe(subject, group).await?,
                 None => client.subscribe(subject).await?,
             };
+            // Out on the wire before this resolves. The server applies a
+            // connection's commands in order, so what this client publishes
+            // next is matched against the subscription; another
+            // connection's messages may still overtake it, as always in
+            // NATS.
+            client.flush().await?;
             Ok(subscriber.map(delivery as fn(async_nats::Message) -> Delivery))
         }
     }
