@@ -19,6 +19,14 @@
 //! heap allocations per call of every one-thread variant
 //! (`allocations per call, <group>/<variant>: <n>`) and the registry's
 //! resident memory per key; `scripts/bench-table` turns the run into tables.
+//!
+//! With `SEAWALL_BENCH_CALLS_OF=<variant>` it measures nothing and only
+//! drives that variant, for callgrind:
+//!
+//! ```text
+//! SEAWALL_BENCH_CALLS_OF=single/seawall_breaker valgrind --tool=callgrind \
+//!     --toggle-collect='suite::calls*' target/release/deps/suite-<hash>
+//! ```
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -171,6 +179,57 @@ impl Visit for Measure<'_, '_> {
     }
 }
 
+/// Instead of measuring, drives the one-thread variant named by
+/// `SEAWALL_BENCH_CALLS_OF` (`<group>/<variant>`) through [`calls`],
+/// `SEAWALL_BENCH_CALLS` times (default 100,000): for instruction counts
+/// under callgrind, which the load of a shared machine does not move (see
+/// BENCHMARKS.md and `scripts/bench-instructions`).
+struct Drive {
+    group: String,
+    name: String,
+    calls: u64,
+}
+
+impl Drive {
+    fn from_env() -> Option<Drive> {
+        let of = std::env::var("SEAWALL_BENCH_CALLS_OF").ok()?;
+        let (group, name) = of.split_once('/').unwrap_or(("single", &of));
+        let calls = std::env::var("SEAWALL_BENCH_CALLS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(100_000);
+        Some(Drive {
+            group: group.to_owned(),
+            name: name.to_owned(),
+            calls,
+        })
+    }
+}
+
+impl Visit for Drive {
+    fn visit<S: Service<u64, Response = u64>>(
+        &mut self,
+        name: &str,
+        expect: Expect,
+        mut service: S,
+    ) {
+        if name == self.name {
+            check(name, expect, &mut service);
+            calls(&mut service, self.calls);
+            println!("{name}: {} calls driven", self.calls);
+        }
+    }
+}
+
+/// `n` whole calls, and nothing else: callgrind's `--toggle-collect` counts
+/// inside this function only.
+#[inline(never)]
+fn calls<S: Service<u64, Response = u64>>(service: &mut S, n: u64) {
+    for i in 0..n {
+        black_box(settle(drive(service, black_box(i))));
+    }
+}
+
 /// Every one-thread variant, in table order.
 fn single(v: &mut impl Visit, timers: &Runtime) {
     use Expect::{Answers, Refuses};
@@ -317,8 +376,10 @@ fn single(v: &mut impl Visit, timers: &Runtime) {
         &mut service,
     );
     cached.breaker().force_open();
-    v.visit("seawall_cached_fallback", Answers, service);
+    // Checked before the visit: a visitor may drive only other variants.
+    check("seawall_cached_fallback (served)", Answers, &mut service);
     assert!(cached.breaker().counts().cache_hit > 0);
+    v.visit("seawall_cached_fallback", Answers, service);
 
     v.visit("seawall_policy", Answers, full_policy().layer(inner()));
 }
@@ -472,6 +533,13 @@ fn registry_bench(c: &mut Criterion, registry: &Registry<u64>) {
 }
 
 fn suite(c: &mut Criterion) {
+    if let Some(mut drive) = Drive::from_env() {
+        match drive.group.as_str() {
+            "window_population" => window_population(&mut drive),
+            _ => single(&mut drive, &timer_runtime()),
+        }
+        return;
+    }
     // First, on a fresh heap, so its resident memory is its own.
     let registry = registry_of_a_million();
     let timers = timer_runtime();
