@@ -224,23 +224,10 @@ impl CircuitBreaker {
 
     /// Admits a call, or refuses it: a permit without a handle, for a
     /// future that holds the breaker already.
-    ///
-    /// The closed state's check is all that is inlined into callers: with
-    /// the rest in the same function the compiler kept it out of line, and
-    /// the ticket went back through memory, stalling the CPU's store
-    /// forwarding on every call.
-    #[inline(always)]
+    #[inline]
     pub(crate) fn admit(&self) -> Result<Ticket, CircuitOpen> {
-        let word = self.shared.state.load(Acquire);
-        match code(word) {
-            CLOSED | FORCED_CLOSED => Ok(self.ticket(word, false)),
-            _ => self.admit_not_closed(word),
-        }
-    }
-
-    #[inline(never)]
-    fn admit_not_closed(&self, mut word: u64) -> Result<Ticket, CircuitOpen> {
         let shared = &*self.shared;
+        let mut word = shared.state.load(Acquire);
         loop {
             match code(word) {
                 CLOSED | FORCED_CLOSED => return Ok(self.ticket(word, false)),
@@ -378,58 +365,36 @@ impl Shared {
         CircuitOpen::new(state, retry_after)
     }
 
-    /// A call's verdict: the healthy case (a call admitted by the closed
-    /// state that still holds) inline, probes and calls without a verdict
-    /// out of line.
-    #[inline(always)]
+    #[inline]
     fn on_result(&self, ticket: Ticket, outcome: Option<Outcome>) {
+        let Ticket {
+            generation: generation_admitted,
+            probe,
+            started,
+        } = ticket;
         let word = self.state.load(Acquire);
-        if generation(word) != ticket.generation {
+        if generation(word) != generation_admitted {
             return;
         }
-        match outcome {
-            Some(outcome) if !ticket.probe => {
-                let slow = self.record(outcome, ticket.started);
-                let error = outcome.is_error();
-                if code(word) == CLOSED
-                    && (error || slow || self.config.consecutive_failures.is_some())
-                {
-                    self.judge_closed(ticket.generation, error, slow);
-                }
-            }
-            _ => self.on_probe_or_no_verdict(word, ticket, outcome),
-        }
-    }
-
-    #[inline(never)]
-    fn on_probe_or_no_verdict(&self, word: u64, ticket: Ticket, outcome: Option<Outcome>) {
         let Some(outcome) = outcome else {
-            if ticket.probe {
-                self.release_probe(ticket.generation);
+            if probe {
+                self.release_probe(generation_admitted);
             }
             return;
         };
-        let slow = self.record(outcome, ticket.started);
-        match code(word) {
-            CLOSED => self.judge_closed(ticket.generation, outcome.is_error(), slow),
-            HALF_OPEN => self.judge_probe(ticket.generation, outcome.is_error() || slow),
-            _ => {}
-        }
-    }
-
-    /// Records an outcome in the window, timing the call if calls are
-    /// timed. Returns whether it was slow.
-    #[inline(always)]
-    fn record(&self, outcome: Outcome, started: u64) -> bool {
         let latency = self
             .measure_latency
             .then(|| self.window.clock().nanos_since(started));
         let slow = latency.is_some_and(|nanos| nanos > self.slow_nanos);
         self.window.record_nanos(outcome, latency, slow);
-        slow
+        match code(word) {
+            CLOSED => self.judge_closed(generation_admitted, outcome.is_error(), slow),
+            HALF_OPEN if probe => self.judge_probe(generation_admitted, outcome.is_error() || slow),
+            _ => {}
+        }
     }
 
-    #[inline(never)]
+    #[inline]
     fn judge_closed(&self, generation: u64, error: bool, slow: bool) {
         if let Some(limit) = self.config.consecutive_failures {
             let in_a_row = &self.consecutive_failures;
