@@ -282,7 +282,12 @@ async fn notifications_survive_the_server_going_away() {
     };
     // JetStream receipts: a publish resolves when a stream stored it.
     let nats = connect(&server).await.jetstream();
-    let mut subscription = nats.subscribe("events").await.unwrap();
+    // A core subscription on the same connection: it outlives the restart
+    // (a JetStream consumer's subscription would end with the connection).
+    let mut subscription = NatsTransport::new(nats.client().clone())
+        .subscribe("events")
+        .await
+        .unwrap();
     let received = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&received);
     tokio::spawn(async move {
@@ -376,4 +381,91 @@ async fn notifications_survive_the_server_going_away() {
             everything.difference(&got).collect::<Vec<_>>()
         )
     });
+}
+
+/// With JetStream, the consumer's decisions reach the stream: the poison
+/// message is terminated, messages refused by the open breaker are nak'd
+/// and come back, and a second consumer of the same durable (queue group)
+/// finds nothing left.
+#[tokio::test]
+async fn a_jetstream_consumer_acks_requeues_and_rejects() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let nats = connect(&server).await.jetstream().queue_group("workers");
+    async_nats::jetstream::new(nats.client().clone())
+        .get_or_create_stream(async_nats::jetstream::stream::Config {
+            name: "ORDERS".into(),
+            subjects: vec!["orders".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut publisher = Publisher::new(nats.clone());
+    for n in 0..20 {
+        let order = if n == 7 {
+            "poison".to_owned()
+        } else {
+            n.to_string()
+        };
+        publisher
+            .ready()
+            .await
+            .unwrap()
+            .call(Message::new("orders", order))
+            .await
+            .unwrap();
+    }
+
+    // Forced open for the first 1.5 s: refused orders are requeued.
+    let policy = Policy::builder("orders")
+        .timeout(ms(500))
+        .circuit_breaker(quick_breaker())
+        .build()
+        .unwrap();
+    policy.breaker().force_open();
+    let breaker = policy.breaker().clone();
+    tokio::spawn(async move {
+        sleep(ms(1500)).await;
+        breaker.reset();
+    });
+    let handled = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&handled);
+    let handler = policy.layer(service_fn(move |order: Message| {
+        let sink = Arc::clone(&sink);
+        async move {
+            sink.lock().unwrap().push(text(&order).parse::<u64>()?);
+            Ok::<_, BoxError>(())
+        }
+    }));
+    let watched = Arc::clone(&handled);
+    let figures = Consumer::new(handler)
+        .run_until(nats.subscribe("orders").await.unwrap(), async move {
+            let _ = timeout(Duration::from_secs(20), async {
+                while watched.lock().unwrap().len() < 19 {
+                    sleep(ms(20)).await;
+                }
+            })
+            .await;
+        })
+        .await;
+    let mut orders = handled.lock().unwrap().clone();
+    orders.sort_unstable();
+    assert_eq!(
+        orders,
+        (0..20).filter(|n| *n != 7).collect::<Vec<_>>(),
+        "each once"
+    );
+    assert_eq!(
+        (figures.acked, figures.rejected, figures.unsettled),
+        (19, 1, 0)
+    );
+    assert!(figures.requeued >= 1 && figures.pauses >= 1, "{figures:?}");
+
+    // The same durable consumer has nothing left to deliver.
+    let again = Consumer::new(service_fn(|_: Message| async { Ok::<_, BoxError>(()) }))
+        .decide(|_: &Result<(), BoxError>| seawall::messaging::Decision::Ack)
+        .run_until(nats.subscribe("orders").await.unwrap(), sleep(ms(500)))
+        .await;
+    assert_eq!(again.handled, 0, "{again:?}");
 }

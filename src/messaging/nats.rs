@@ -13,13 +13,18 @@
 //! published, or its publish fails (and a [`Notifier`](super::Notifier)
 //! keeps it). A stream must capture the subjects.
 //!
+//! # Consuming
+//!
 //! Core NATS delivers at most once: its deliveries are
 //! [unacknowledged](super::Delivery::unacknowledged), so a
-//! [`Consumer`](super::Consumer)'s decisions change nothing on the broker.
-//! What the consumer still does is stop pulling while the circuit is open;
-//! the client buffers what arrives meanwhile, up to its subscription
-//! capacity (`async_nats::ConnectOptions::subscription_capacity`), and
-//! drops the rest as a slow consumer.
+//! [`Consumer`](super::Consumer)'s decisions change nothing on the broker,
+//! and while it stops pulling the client buffers what arrives, up to its
+//! subscription capacity, then drops the rest as a slow consumer. With
+//! [`NatsTransport::jetstream`], subscribing to a subject a stream captures
+//! makes a JetStream pull consumer instead: deliveries are acknowledged
+//! (`+ACK`), requeued (`-NAK`) or rejected (`+TERM`) as the consumer
+//! decides, and messages wait in the stream while it does not pull.
+//! Subjects no stream captures (reply inboxes) stay core subscriptions.
 //!
 //! The correlation id travels in the `Seawall-Correlation-Id` header; the
 //! reply address is NATS's own reply subject, so a plain NATS responder
@@ -40,10 +45,14 @@
 //! # }
 //! ```
 
+use async_nats::jetstream::consumer::pull;
+use async_nats::jetstream::AckKind;
 use bytes::Bytes;
+use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 
-use super::{Delivery, Message, Transport};
+use super::{Acknowledge, BoxFuture, Decision, Delivery, Message, Transport};
+use crate::BoxError;
 
 /// The header carrying a message's correlation id.
 pub const CORRELATION_ID: &str = "Seawall-Correlation-Id";
@@ -72,6 +81,9 @@ pub enum NatsError {
     /// JetStream did not acknowledge the message.
     #[error(transparent)]
     JetStream(#[from] async_nats::jetstream::context::PublishError),
+    /// A JetStream consumer could not be set up.
+    #[error("setting up a JetStream consumer failed: {0}")]
+    Consumer(#[source] BoxError),
 }
 
 impl NatsTransport {
@@ -97,6 +109,10 @@ impl NatsTransport {
     /// stream must capture the subjects published to. Messages with a reply
     /// address (requests) still go out as core NATS messages, since a
     /// JetStream publish uses the reply address for its acknowledgement.
+    ///
+    /// Subscribing to a subject a stream captures then makes a pull
+    /// consumer on it (durable, named after the queue group, if there is
+    /// one; otherwise ephemeral), whose deliveries are acknowledged.
     pub fn jetstream(mut self) -> Self {
         self.jetstream = Some(async_nats::jetstream::new(self.client.clone()));
         self
@@ -109,21 +125,75 @@ impl NatsTransport {
 }
 
 /// Subscriptions of a [`NatsTransport`].
-pub type NatsSubscription =
-    futures_util::stream::Map<async_nats::Subscriber, fn(async_nats::Message) -> Delivery>;
+pub type NatsSubscription = BoxStream<'static, Delivery>;
 
-fn delivery(message: async_nats::Message) -> Delivery {
+fn message(message: &async_nats::Message) -> Message {
     let correlation_id = message
         .headers
         .as_ref()
         .and_then(|headers| headers.get(CORRELATION_ID))
         .map(|id| id.as_str().to_owned());
-    Delivery::unacknowledged(Message {
+    Message {
         subject: message.subject.to_string(),
-        payload: message.payload,
-        reply_to: message.reply.map(|reply| reply.to_string()),
+        payload: message.payload.clone(),
+        reply_to: message.reply.as_ref().map(|reply| reply.to_string()),
         correlation_id,
-    })
+    }
+}
+
+/// A JetStream message, which the stream waits to hear about.
+struct JetStreamAcker(async_nats::jetstream::Message);
+
+impl Acknowledge for JetStreamAcker {
+    fn settle(self: Box<Self>, decision: Decision) -> BoxFuture<Result<(), BoxError>> {
+        Box::pin(async move {
+            let kind = match decision {
+                Decision::Ack => AckKind::Ack,
+                Decision::Requeue => AckKind::Nak(None),
+                Decision::Reject => AckKind::Term,
+            };
+            self.0.ack_with(kind).await
+        })
+    }
+}
+
+/// A pull consumer on the stream that captures `subject`, or `None` if no
+/// stream does. Members of a queue group share one durable consumer, named
+/// after the group: they compete for its messages.
+async fn jetstream_subscription(
+    jetstream: &async_nats::jetstream::Context,
+    subject: &str,
+    group: Option<String>,
+) -> Result<Option<NatsSubscription>, NatsError> {
+    let Ok(stream) = jetstream.stream_by_subject(subject).await else {
+        return Ok(None);
+    };
+    let consumer = jetstream
+        .get_stream(stream)
+        .await
+        .map_err(|e| NatsError::Consumer(e.into()))?
+        .create_consumer(pull::Config {
+            durable_name: group,
+            filter_subject: subject.to_owned(),
+            ..pull::Config::default()
+        })
+        .await
+        .map_err(|e| NatsError::Consumer(e.into()))?;
+    let messages = consumer
+        .messages()
+        .await
+        .map_err(|e| NatsError::Consumer(e.into()))?;
+    // Ends at the first error (the connection went), as subscriptions of
+    // the AMQP transport do.
+    let deliveries = messages
+        .take_while(|next| std::future::ready(next.is_ok()))
+        .filter_map(|next| {
+            std::future::ready(next.ok().map(|received| {
+                let message = message(&received.message);
+                Delivery::new(message, JetStreamAcker(received))
+            }))
+        });
+    Ok(Some(deliveries.boxed()))
 }
 
 impl Transport for NatsTransport {
@@ -179,8 +249,16 @@ impl Transport for NatsTransport {
     {
         let client = self.client.clone();
         let group = self.queue_group.clone();
+        let jetstream = self.jetstream.clone();
         let subject = subject.to_owned();
         async move {
+            if let Some(jetstream) = jetstream {
+                if let Some(deliveries) =
+                    jetstream_subscription(&jetstream, &subject, group.clone()).await?
+                {
+                    return Ok(deliveries);
+                }
+            }
             let subscriber = match group {
                 Some(group) => client.queue_subscribe(subject, group).await?,
                 None => client.subscribe(subject).await?,
@@ -191,7 +269,9 @@ impl Transport for NatsTransport {
             // connection's messages may still overtake it, as always in
             // NATS.
             client.flush().await?;
-            Ok(subscriber.map(delivery as fn(async_nats::Message) -> Delivery))
+            Ok(subscriber
+                .map(|received| Delivery::unacknowledged(message(&received)))
+                .boxed())
         }
     }
 
