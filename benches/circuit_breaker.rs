@@ -81,21 +81,6 @@ impl<S: Service<u64>> Service<u64> for RecloserService<S> {
     }
 }
 
-/// recloser's own entry point is a synchronous closure: the closure makes
-/// the same tower call the other variants make, so only recloser's work
-/// differs.
-#[inline(always)]
-fn recloser_call<S: Service<u64>>(
-    recloser: &Recloser,
-    service: &mut S,
-    request: u64,
-) -> Result<S::Response, recloser::Error<S::Error>> {
-    recloser.call(|| match drive(service, request) {
-        Poll::Ready(result) => result,
-        Poll::Pending => unreachable!("the inner service answers at once"),
-    })
-}
-
 /// Trips a recloser the only way it offers: by failing enough calls.
 fn trip_recloser(recloser: &Recloser) {
     for _ in 0..200 {

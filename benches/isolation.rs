@@ -69,10 +69,7 @@ fn bench_to_end<S: Service<u64, Response = u64>>(
 /// Timeouts on an answer ready at once, and on one that waits once.
 fn timeout(c: &mut Criterion) {
     // Timers need a runtime's time driver to register with.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let runtime = timer_runtime();
     let _entered = runtime.enter();
     let second = Duration::from_secs(1);
     let mut group = c.benchmark_group("timeout");
@@ -146,10 +143,7 @@ fn bulkhead(c: &mut Criterion) {
 /// Timeout, bulkhead and breaker stacked, next to tower's timeout and
 /// concurrency limit stacked (tower has no breaker).
 fn stack(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let runtime = timer_runtime();
     let _entered = runtime.enter();
     let second = Duration::from_secs(1);
     let mut group = c.benchmark_group("stack");

@@ -5,8 +5,6 @@
 //!
 //! Run with `cargo bench --bench policy`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -21,43 +19,19 @@ use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 mod support;
 use support::*;
 
-/// Counts this thread's allocations: a thread-local increment, a nanosecond
-/// or so added to each allocation of whichever stack allocates.
-struct Counting;
-
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.with(|n| n.set(n.get() + 1));
-        System.alloc(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-}
-
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
 /// Prints how many allocations one call makes, over many calls.
 fn report_allocations<S: Service<u64, Response = u64>>(name: &str, service: &mut S) {
-    const CALLS: u64 = 10_000;
-    let before = ALLOCATIONS.with(Cell::get);
-    for i in 0..CALLS {
+    let per_call = allocations_per_call(10_000, |i| {
         black_box(settle(drive(service, i)));
-    }
-    let per_call = (ALLOCATIONS.with(Cell::get) - before) as f64 / CALLS as f64;
+    });
     println!("allocations per call, {name}: {per_call}");
 }
 
 fn stacks(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let runtime = timer_runtime();
     let _entered = runtime.enter();
     let second = Duration::from_secs(1);
 

@@ -109,15 +109,6 @@ impl Process {
         Ok(process)
     }
 
-    /// A process that needs no waiting for (a helper daemon).
-    pub fn run(mut command: Command) -> Result<Process, String> {
-        let program = command.get_program().to_string_lossy().into_owned();
-        let child = command
-            .spawn()
-            .map_err(|e| format!("cannot run {program}: {e}"))?;
-        Ok(Process(Some(child)))
-    }
-
     /// Kills it (by PID) and reaps it.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.0.take() {
