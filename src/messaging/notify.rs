@@ -157,11 +157,11 @@ where
     }
 
     fn call(&mut self, message: Message) -> Self::Future {
-        let outbox = self.outbox.clone();
-        let (publishing, kept) = match self.unready.take() {
-            Some(error) => (Err(error), message),
-            None => (Ok(self.publisher.call(message.clone())), message),
+        let publishing = match self.unready.take() {
+            Some(error) => Err(error),
+            None => Ok(self.publisher.call(message.clone())),
         };
+        let mut outbox = self.outbox.clone();
         Box::pin(async move {
             let publish = match publishing {
                 Ok(publishing) => match publishing.await {
@@ -170,21 +170,27 @@ where
                 },
                 Err(error) => error,
             };
-            let mut outbox = outbox;
-            let kept_by_outbox = match std::future::poll_fn(|cx| outbox.poll_ready(cx)).await {
-                Ok(()) => outbox.call(kept.clone()).await,
-                Err(error) => Err(error),
-            };
-            match kept_by_outbox {
+            match ready_call(&mut outbox, message.clone()).await {
                 Ok(()) => Ok(Notified::Diverted(publish)),
                 Err(outbox) => Err(NotifyError {
-                    message: kept,
+                    message,
                     publish,
                     outbox,
                 }),
             }
         })
     }
+}
+
+/// Waits for `service` to be ready, then calls it (tower's
+/// `ServiceExt::oneshot` on a borrowed service, without tower's `util`
+/// feature).
+async fn ready_call<S: Service<Message>>(
+    service: &mut S,
+    message: Message,
+) -> Result<S::Response, S::Error> {
+    std::future::poll_fn(|cx| service.poll_ready(cx)).await?;
+    service.call(message).await
 }
 
 /// The outbox had no room.
@@ -309,11 +315,7 @@ impl Outbox {
             let Some(message) = self.messages().pop_front() else {
                 return Ok(sent);
             };
-            let outcome = match std::future::poll_fn(|cx| publisher.poll_ready(cx)).await {
-                Ok(()) => publisher.call(message.clone()).await,
-                Err(error) => Err(error),
-            };
-            if let Err(error) = outcome {
+            if let Err(error) = ready_call(publisher, message.clone()).await {
                 self.messages().push_front(message);
                 return Err(error);
             }
