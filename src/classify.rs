@@ -36,8 +36,9 @@ pub enum Verdict {
     /// The dependency, or an isolation layer below, refused the call
     /// (counts as a failure).
     Rejected,
-    /// Neither: the call is not recorded, and a half-open probe slot it held
-    /// is given back.
+    /// Neither: the call is counted as [ignored](crate::window::Counts::ignored),
+    /// not in the error percentage, and a half-open probe slot it held is
+    /// given back.
     Ignore,
 }
 
@@ -50,14 +51,14 @@ impl Verdict {
         )
     }
 
-    /// The outcome this verdict records, if any.
-    pub(crate) fn outcome(self) -> Option<Outcome> {
+    /// The outcome this verdict records.
+    pub(crate) fn outcome(self) -> Outcome {
         match self {
-            Verdict::Success => Some(Outcome::Success),
-            Verdict::Failure => Some(Outcome::Failure),
-            Verdict::Timeout => Some(Outcome::Timeout),
-            Verdict::Rejected => Some(Outcome::Rejected),
-            Verdict::Ignore => None,
+            Verdict::Success => Outcome::Success,
+            Verdict::Failure => Outcome::Failure,
+            Verdict::Timeout => Outcome::Timeout,
+            Verdict::Rejected => Outcome::Rejected,
+            Verdict::Ignore => Outcome::Ignored,
         }
     }
 }

@@ -1,8 +1,8 @@
 //! The clock seawall reads: cheap on the hot path, and driven by
 //! `tokio::time::pause()` in tests.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::OnceLock;
+use std::sync::atomic::{fence, AtomicU64, AtomicU8, Ordering::*};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 /// Where seawall reads the time.
@@ -22,6 +22,25 @@ use std::time::Duration;
 /// Latencies (for slow-call rules and percentiles) are always measured with
 /// a precise clock: the TSC with the coarse clock, tokio's with the tokio one.
 ///
+/// # The coarse clock's thread
+///
+/// One process-wide thread, `seawall-clock`, stores the time every
+/// millisecond while the time is being read, and only then:
+///
+/// - It is started by the first read, not before.
+/// - After about 100 ms without a read it parks, and wakes no more until a
+///   read wants it again. The reads in between take the precise time (about
+///   10 ns instead of 2): an idle process pays nothing, and a read is never
+///   more than about a millisecond stale.
+/// - If the thread cannot be started (a container at its limit of threads),
+///   reads take the precise time, and a start is tried again each second.
+/// - If the time it keeps stops moving for more than 100 ms (a child process
+///   after `fork` has no thread but the one that forked; a thread starved of
+///   CPU), the windows notice it on their next few calls: reads take the
+///   precise time and a new thread is started. A frozen time therefore never
+///   keeps a breaker open, or a window from rolling, for more than about
+///   64 calls.
+///
 /// ```
 /// use seawall::Clock;
 /// use seawall::circuit_breaker::CircuitBreaker;
@@ -38,22 +57,49 @@ pub struct Clock {
 #[derive(Clone, Copy, Debug)]
 enum Source {
     /// `origin` is the coarse time (see [`coarse_now`]) at creation.
-    Coarse {
-        origin: u64,
-    },
-    Tokio {
-        origin: tokio::time::Instant,
-    },
+    Coarse { origin: u64 },
+    Tokio { origin: tokio::time::Instant },
+    /// Nanoseconds a model test sets by hand: loom needs every run of a
+    /// model to see the same time.
+    #[cfg(any(test, seawall_loom))]
+    Manual { now: &'static AtomicU64 },
 }
 
-/// How often the coarse clock's background thread updates the time.
-const UPKEEP_INTERVAL: Duration = Duration::from_millis(1);
+/// How often the keeper stores the time while it is read.
+const TICK: Duration = Duration::from_millis(1);
+/// Ticks without a read after which the keeper parks.
+const IDLE_TICKS: u32 = 100;
+/// A coarse time older than this, by the precise clock, is frozen.
+const STALE_AFTER_NANOS: u64 = 100_000_000;
+/// How long after a failed start of the keeper another is tried.
+const RETRY_START_NANOS: u64 = 1_000_000_000;
 
-/// The process's coarse time: nanoseconds since [`epoch`], stored by
-/// seawall's own thread. Not quanta's shared "recent" time: another library
-/// may own that, with its own interval, and stopping it freezes the value
-/// for good (a frozen clock would keep every open breaker open).
-static COARSE_NANOS: AtomicU64 = AtomicU64::new(0);
+/// The process's coarse time: nanoseconds since [`epoch`], even, with bit 0
+/// set by a read since the keeper's last tick (so the keeper knows it is
+/// wanted); zero while no keeper keeps it (reads take the precise time).
+/// Not quanta's shared "recent" time: another library may own that, with
+/// its own interval, and stopping it freezes the value for good.
+static COARSE: AtomicU64 = AtomicU64::new(0);
+const READ: u64 = 1;
+
+/// What the keeper is doing: one of the constants below.
+static KEEPER_STATE: AtomicU8 = AtomicU8::new(NO_KEEPER);
+const NO_KEEPER: u8 = 0;
+const STARTING: u8 = 1;
+const RUNNING: u8 = 2;
+const PARKED: u8 = 3;
+const START_FAILED: u8 = 4;
+
+/// The live keeper's generation: a keeper that sees another stops.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+/// When (precise nanoseconds) to try again to start a keeper that failed to.
+static RETRY_AT: AtomicU64 = AtomicU64::new(0);
+/// When (precise nanoseconds) a keeper was last started or woken: one that
+/// has not stored the time long after is lost (a forked child woke the
+/// parent's parked keeper, which it does not have).
+static WOKEN_AT: AtomicU64 = AtomicU64::new(0);
+/// The keeper's handle, to unpark it; the lock also serializes starts.
+static KEEPER: Mutex<Option<std::thread::Thread>> = Mutex::new(None);
 
 fn epoch() -> quanta::Instant {
     static EPOCH: OnceLock<quanta::Instant> = OnceLock::new();
@@ -75,38 +121,159 @@ fn precise_now() -> u64 {
     nanos(tsc().now().saturating_duration_since(epoch()))
 }
 
-/// Starts the thread that keeps [`COARSE_NANOS`] fresh, once. If it cannot
-/// start, the coarse time stays zero and readers use the precise time.
-fn start_upkeep() {
-    static STARTED: OnceLock<()> = OnceLock::new();
-    STARTED.get_or_init(|| {
-        COARSE_NANOS.store(precise_now().max(1), Relaxed);
-        let _ = std::thread::Builder::new()
-            .name("seawall-clock".into())
-            .spawn(|| loop {
-                COARSE_NANOS.store(precise_now().max(1), Relaxed);
-                std::thread::sleep(UPKEEP_INTERVAL);
-            });
-    });
-}
-
-/// The coarse time, or the precise one if no thread keeps it.
+/// The coarse time, or the precise one while no keeper keeps it.
 #[inline]
 fn coarse_now() -> u64 {
-    match COARSE_NANOS.load(Relaxed) {
-        0 => precise_now(),
-        now => now,
+    let word = COARSE.load(Relaxed);
+    if word & READ != 0 {
+        return word - READ;
+    }
+    first_read_of_tick(word)
+}
+
+/// The first read since the keeper's last tick says the time is in use; a
+/// read that finds no time kept takes the precise time and wakes the keeper.
+#[inline(never)]
+fn first_read_of_tick(word: u64) -> u64 {
+    if word == 0 {
+        return wake();
+    }
+    // Lost to the keeper's next tick or another reader: either way the
+    // keeper learns the time is read.
+    let _ = COARSE.compare_exchange(word, word | READ, Relaxed, Relaxed);
+    word
+}
+
+#[cold]
+fn wake() -> u64 {
+    // Pairs with the keeper's release of the zero it parks with.
+    fence(Acquire);
+    let now = precise_now();
+    match KEEPER_STATE.load(Acquire) {
+        PARKED => {
+            if KEEPER_STATE
+                .compare_exchange(PARKED, RUNNING, AcqRel, Acquire)
+                .is_ok()
+            {
+                WOKEN_AT.store(now, Relaxed);
+                if let Some(keeper) = &*keeper_handle() {
+                    keeper.unpark();
+                }
+            }
+        }
+        NO_KEEPER => start_keeper(now),
+        START_FAILED if now >= RETRY_AT.load(Relaxed) => start_keeper(now),
+        STARTING | RUNNING if woken_long_ago(now) => {
+            {
+                let mut handle = keeper_handle();
+                let state = KEEPER_STATE.load(Acquire);
+                if matches!(state, STARTING | RUNNING)
+                    && woken_long_ago(now)
+                    && COARSE.load(Acquire) == 0
+                {
+                    GENERATION.fetch_add(1, AcqRel);
+                    KEEPER_STATE.store(NO_KEEPER, Release);
+                    *handle = None;
+                }
+            }
+            start_keeper(now);
+        }
+        _ => {}
+    }
+    now
+}
+
+fn woken_long_ago(now: u64) -> bool {
+    now.saturating_sub(WOKEN_AT.load(Relaxed)) > STALE_AFTER_NANOS
+}
+
+fn keeper_handle() -> std::sync::MutexGuard<'static, Option<std::thread::Thread>> {
+    KEEPER.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn start_keeper(now: u64) {
+    let mut handle = keeper_handle();
+    match KEEPER_STATE.load(Acquire) {
+        NO_KEEPER => {}
+        START_FAILED if now >= RETRY_AT.load(Relaxed) => {}
+        _ => return,
+    }
+    let generation = GENERATION.fetch_add(1, AcqRel) + 1;
+    WOKEN_AT.store(now, Relaxed);
+    KEEPER_STATE.store(STARTING, Release);
+    match spawn_keeper(generation) {
+        Ok(thread) => *handle = Some(thread),
+        Err(error) => {
+            tracing::warn!(target: "seawall::clock", %error, "cannot start the coarse clock's thread: reading the precise clock");
+            RETRY_AT.store(now.saturating_add(RETRY_START_NANOS), Relaxed);
+            KEEPER_STATE.store(START_FAILED, Release);
+        }
+    }
+}
+
+fn spawn_keeper(generation: u64) -> std::io::Result<std::thread::Thread> {
+    #[cfg(test)]
+    if tests::SPAWNS_FAIL.load(Relaxed) {
+        return Err(std::io::Error::other("refused by the test"));
+    }
+    std::thread::Builder::new()
+        .name("seawall-clock".into())
+        .spawn(move || keep(generation))
+        .map(|handle| handle.thread().clone())
+}
+
+/// The keeper's loop: stores the time each tick while it is read, parks
+/// when it is not, stops when a newer keeper replaced it.
+fn keep(generation: u64) {
+    let current = || GENERATION.load(Acquire) == generation;
+    let _ = KEEPER_STATE.compare_exchange(STARTING, RUNNING, AcqRel, Acquire);
+    let mut idle_ticks = 0;
+    while current() {
+        let previous = COARSE.swap(precise_now().max(2) & !READ, Release);
+        if previous & READ != 0 || previous == 0 {
+            idle_ticks = 0;
+        } else {
+            idle_ticks += 1;
+        }
+        if idle_ticks >= IDLE_TICKS {
+            KEEPER_STATE.store(PARKED, SeqCst);
+            COARSE.store(0, Release);
+            while current() && KEEPER_STATE.load(Acquire) == PARKED {
+                std::thread::park();
+            }
+            idle_ticks = 0;
+            continue;
+        }
+        std::thread::sleep(TICK);
+    }
+}
+
+/// Has a keeper whose time stopped moving replaced.
+#[cold]
+#[inline(never)]
+fn check_coarse_moving() {
+    let word = COARSE.load(Relaxed);
+    if word == 0 || precise_now().saturating_sub(word & !READ) <= STALE_AFTER_NANOS {
+        return;
+    }
+    // Given up for lost: reads take the precise time, and the next one
+    // starts another keeper. The lost one, if it ever runs again, sees a
+    // newer generation and stops.
+    let mut handle = keeper_handle();
+    // Unchanged since: nobody fixed it meanwhile.
+    if COARSE.compare_exchange(word, 0, AcqRel, Relaxed).is_ok() {
+        tracing::warn!(target: "seawall::clock", "the coarse clock stopped (a forked child, or a starved thread): starting another");
+        GENERATION.fetch_add(1, AcqRel);
+        KEEPER_STATE.store(NO_KEEPER, Release);
+        *handle = None;
     }
 }
 
 impl Clock {
-    /// The coarse, cheap clock (the default outside paused tests).
-    ///
-    /// The first call starts one process-wide background thread
-    /// (`seawall-clock`) that refreshes the time every millisecond; if it
-    /// cannot start, reads fall back to the precise TSC clock.
+    /// The coarse, cheap clock (the default outside paused tests). See the
+    /// notes on its thread above.
     pub fn coarse() -> Clock {
-        start_upkeep();
+        check_coarse_moving();
         Clock {
             source: Source::Coarse {
                 origin: coarse_now(),
@@ -120,6 +287,14 @@ impl Clock {
             source: Source::Tokio {
                 origin: tokio::time::Instant::now(),
             },
+        }
+    }
+
+    /// A clock that reads `now`, for model tests.
+    #[cfg(any(test, seawall_loom))]
+    pub(crate) fn manual(now: &'static AtomicU64) -> Clock {
+        Clock {
+            source: Source::Manual { now },
         }
     }
 
@@ -138,6 +313,18 @@ impl Clock {
             Source::Tokio { origin } => {
                 nanos(tokio::time::Instant::now().saturating_duration_since(*origin))
             }
+            #[cfg(any(test, seawall_loom))]
+            Source::Manual { now } => now.load(Relaxed),
+        }
+    }
+
+    /// Checks that the coarse time still moves, and has it replaced if not
+    /// (see the notes on its thread). Called by the windows every so many
+    /// calls: a precise read, too dear for every call.
+    #[inline]
+    pub(crate) fn check_moving(&self) {
+        if let Source::Coarse { .. } = self.source {
+            check_coarse_moving();
         }
     }
 
@@ -153,6 +340,8 @@ impl Clock {
             Source::Tokio { origin } => {
                 nanos(tokio::time::Instant::now().saturating_duration_since(*origin))
             }
+            #[cfg(any(test, seawall_loom))]
+            Source::Manual { now } => now.load(Relaxed),
         }
     }
 
@@ -163,6 +352,8 @@ impl Clock {
         match &self.source {
             Source::Coarse { .. } => tsc().delta_as_nanos(start, tsc().raw()),
             Source::Tokio { .. } => self.now().saturating_sub(start),
+            #[cfg(any(test, seawall_loom))]
+            Source::Manual { .. } => self.now().saturating_sub(start),
         }
     }
 }
@@ -192,21 +383,41 @@ fn nanos(d: Duration) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::time::Instant;
+
     use super::*;
+
+    /// Makes the keeper's thread fail to start.
+    pub(crate) static SPAWNS_FAIL: AtomicBool = AtomicBool::new(false);
+    /// The tests below change the process's clock: one at a time.
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+    fn until(what: &str, done: impl Fn() -> bool) {
+        let give_up = Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(Instant::now() < give_up, "never: {what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Stops the keeper as a `fork` would: no thread, the time left as it was.
+    fn lose_the_keeper() {
+        GENERATION.fetch_add(1, AcqRel);
+    }
+
+    fn moves(clock: &Clock) -> bool {
+        let start = clock.now();
+        std::thread::sleep(Duration::from_millis(5));
+        clock.now() > start
+    }
 
     #[test]
     fn the_coarse_clock_moves_on_its_own() {
+        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
         let clock = Clock::coarse();
-        let start = clock.now();
-        let guard = std::time::Instant::now();
-        while clock.now() == start {
-            assert!(
-                guard.elapsed() < Duration::from_secs(10),
-                "the coarse clock is frozen"
-            );
-            std::thread::yield_now();
-        }
+        until("the coarse clock moves", || moves(&clock));
         let Source::Coarse { origin } = clock.source else {
             panic!("Clock::coarse made another clock");
         };
@@ -214,5 +425,46 @@ mod tests {
             precise_now().saturating_sub(origin) >= clock.now(),
             "the coarse clock never runs ahead"
         );
+    }
+
+    #[test]
+    fn without_a_thread_reads_take_the_precise_time_and_a_start_is_retried() {
+        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+        let clock = Clock::coarse();
+        SPAWNS_FAIL.store(true, Relaxed);
+        lose_the_keeper();
+        until("the lost keeper is noticed", || {
+            clock.now();
+            clock.check_moving();
+            KEEPER_STATE.load(Acquire) == START_FAILED
+        });
+        assert!(moves(&clock), "the precise time stands in");
+        SPAWNS_FAIL.store(false, Relaxed);
+        RETRY_AT.store(0, Relaxed);
+        clock.now();
+        until("a keeper runs again", || COARSE.load(Relaxed) != 0);
+        assert!(moves(&clock));
+    }
+
+    #[test]
+    fn a_frozen_coarse_time_is_noticed_and_a_keeper_started_again() {
+        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+        let clock = Clock::coarse();
+        until("a keeper runs", || {
+            clock.now();
+            KEEPER_STATE.load(Acquire) == RUNNING && COARSE.load(Relaxed) != 0
+        });
+        lose_the_keeper();
+        let frozen = COARSE.load(Relaxed);
+        until("the frozen time is noticed", || {
+            clock.now();
+            clock.check_moving();
+            COARSE.load(Relaxed) != frozen
+        });
+        until("a new keeper keeps the time", || {
+            clock.now();
+            KEEPER_STATE.load(Acquire) == RUNNING && COARSE.load(Relaxed) != 0
+        });
+        assert!(moves(&clock));
     }
 }

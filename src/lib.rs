@@ -14,6 +14,7 @@ pub mod integration;
 #[cfg(feature = "messaging")]
 pub mod messaging;
 pub mod policy;
+mod sync;
 pub mod timeout;
 pub mod window;
 

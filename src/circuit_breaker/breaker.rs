@@ -11,8 +11,8 @@
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::Ordering::*;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::broadcast;
@@ -20,6 +20,7 @@ use tokio::sync::broadcast;
 use super::config::{Builder, Config, DroppedCall};
 use super::{CircuitBreakerLayer, CircuitOpen, Reason, State, Transition};
 use crate::classify::Verdict;
+use crate::sync::{lock, AtomicU32, AtomicU64, Mutex};
 use crate::window::{Counts, Outcome, RollingWindow, Snapshot};
 
 const CLOSED: u64 = 0;
@@ -203,6 +204,14 @@ impl CircuitBreaker {
         self.shared.window.snapshot()
     }
 
+    /// Every call since the breaker was made, by outcome (and latency, when
+    /// tracked): never reset, not by closing nor by [`reset`](Self::reset),
+    /// and counting the calls whose verdict came after the breaker changed
+    /// state (which the window leaves out). For monotonic counters.
+    pub fn lifetime(&self) -> Snapshot {
+        self.shared.window.lifetime()
+    }
+
     /// Counts an outcome that is not a call's own (a fallback's, a cache's)
     /// in the window.
     pub(crate) fn record_outcome(&self, outcome: Outcome) {
@@ -280,7 +289,7 @@ impl CircuitBreaker {
     /// Records how an admitted call went.
     #[inline]
     pub(crate) fn settle(&self, ticket: Ticket, verdict: Verdict) {
-        self.shared.on_result(ticket, verdict.outcome());
+        self.shared.on_result(ticket, Some(verdict.outcome()));
     }
 
     /// An admitted call was dropped before its verdict.
@@ -365,6 +374,7 @@ impl Shared {
         CircuitOpen::new(state, retry_after)
     }
 
+    /// Books a call's verdict (`None`: dropped unjudged, and not counted).
     #[inline]
     fn on_result(&self, ticket: Ticket, outcome: Option<Outcome>) {
         let Ticket {
@@ -372,10 +382,6 @@ impl Shared {
             probe,
             started,
         } = ticket;
-        let word = self.state.load(Acquire);
-        if generation(word) != generation_admitted {
-            return;
-        }
         let Some(outcome) = outcome else {
             if probe {
                 self.release_probe(generation_admitted);
@@ -386,7 +392,20 @@ impl Shared {
             .measure_latency
             .then(|| self.window.clock().nanos_since(started));
         let slow = latency.is_some_and(|nanos| nanos > self.slow_nanos);
+        let word = self.state.load(Acquire);
+        if generation(word) != generation_admitted {
+            // Admitted before the breaker last changed its mind: its verdict
+            // is about a state gone by.
+            self.window.record_lifetime_only(outcome, latency, slow);
+            return;
+        }
         self.window.record_nanos(outcome, latency, slow);
+        if outcome == Outcome::Ignored {
+            if probe {
+                self.release_probe(generation_admitted);
+            }
+            return;
+        }
         match code(word) {
             CLOSED => self.judge_closed(generation_admitted, outcome.is_error(), slow),
             HALF_OPEN if probe => self.judge_probe(generation_admitted, outcome.is_error() || slow),
@@ -399,7 +418,7 @@ impl Shared {
         if let Some(limit) = self.config.consecutive_failures {
             let in_a_row = &self.consecutive_failures;
             if error {
-                if in_a_row.fetch_add(1, Relaxed) + 1 >= limit {
+                if in_a_row.fetch_add(1, Relaxed).saturating_add(1) >= limit {
                     self.transition(Some(generation), State::Open, Reason::ConsecutiveFailures);
                     return;
                 }
@@ -492,10 +511,7 @@ impl Shared {
     /// whatever it is, for `None`). Returns whether it moved.
     #[cold]
     fn transition(&self, expected: Option<u64>, to: State, reason: Reason) -> bool {
-        let mut trips = self
-            .transitions
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut trips = lock(&self.transitions);
         let word = self.state.load(Acquire);
         if expected.is_some_and(|expected| expected != generation(word)) {
             return false;

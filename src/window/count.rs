@@ -6,17 +6,25 @@
 //! running counts therefore always describe exactly the calls in the ring:
 //! after 10,000 successes a failure pushes out a success, so 50 failures make
 //! half of a window of 100. (A window that only counts up until it is "full"
-//! and then resets, or that never forgets, gets this wrong.)
+//! and then resets, or that never forgets, gets this wrong.) Every swap is
+//! atomic, so each byte pushed out is exactly one byte pushed in before: the
+//! counts balance whatever the interleaving, also when the ring wraps under
+//! a call that claimed its slot a lap ago.
 //!
 //! Short-circuited calls never reached the dependency, and fallback and
 //! cache outcomes describe what was done about a call, not the call: they do
-//! not take a slot (they would push real outcomes out) and are counted
-//! apart, since the last reset.
+//! not take a slot (they would push real outcomes out); the window counts
+//! them since its last reset.
+//!
+//! The ring is made by the first call that needs it: a registry may hold a
+//! million windows that are only looked up.
 
-use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::OnceLock;
 
-use super::tally::Tally;
-use super::{Outcome, SLOTS};
+use super::tally::{Hot, Tally};
+use super::{latency, Outcome, SLOTS};
+use crate::sync::{AtomicU16, AtomicU32, AtomicU8};
+use std::sync::atomic::Ordering::Relaxed;
 
 /// Larger rings cost memory (one byte a call, three with latency) and a
 /// slower reset; beyond a million calls a time window says more.
@@ -26,15 +34,21 @@ const EMPTY: u8 = 0;
 const SLOW_BIT: u8 = 0x80;
 
 pub(crate) struct CountWindow {
+    calls: u32,
+    track_latency: bool,
+    ring: OnceLock<Ring>,
+    cursor: AtomicU32,
+    /// The calls in the ring, and every call ever recorded.
+    tallies: Hot,
+    /// The totals of outcomes that take no slot, at the last reset.
+    baseline: Tally,
+}
+
+struct Ring {
     /// Per slot: `EMPTY`, or `1 + outcome`, with `SLOW_BIT` for a slow call.
     codes: Box<[AtomicU8]>,
     /// Per slot, with latency tracking: `1 + latency bucket`, or zero.
     latencies: Option<Box<[AtomicU16]>>,
-    cursor: AtomicU32,
-    /// Outcomes that are not a call's own, by outcome. Boxed: rarely
-    /// written, and inline they made every breaker's window a cache line
-    /// longer.
-    apart: Box<[AtomicU64; SLOTS]>,
 }
 
 fn encode(outcome: Outcome, slow: bool) -> u8 {
@@ -48,22 +62,42 @@ fn decode(code: u8) -> Option<(Outcome, bool)> {
 
 impl CountWindow {
     pub(crate) fn new(calls: u32, track_latency: bool) -> CountWindow {
-        CountWindow {
-            codes: (0..calls).map(|_| AtomicU8::new(EMPTY)).collect(),
-            latencies: track_latency.then(|| (0..calls).map(|_| AtomicU16::new(0)).collect()),
+        let window = CountWindow {
+            calls,
+            track_latency,
+            ring: OnceLock::new(),
             cursor: AtomicU32::new(0),
-            apart: Default::default(),
-        }
+            tallies: Hot::new(track_latency),
+            baseline: Tally::new(false),
+        };
+        // loom cannot see the synchronization of std's `OnceLock`: under its
+        // models the ring is made at once.
+        #[cfg(seawall_loom)]
+        window.ring();
+        window
+    }
+
+    /// Bytes a window of this shape allocates with its first call.
+    pub(crate) fn storage_bytes(calls: u32, track_latency: bool) -> usize {
+        calls as usize * if track_latency { 3 } else { 1 }
+    }
+
+    fn ring(&self) -> &Ring {
+        self.ring.get_or_init(|| Ring {
+            codes: (0..self.calls).map(|_| AtomicU8::new(EMPTY)).collect(),
+            latencies: self
+                .track_latency
+                .then(|| (0..self.calls).map(|_| AtomicU16::new(0)).collect()),
+        })
     }
 
     /// Claims the next slot. A compare-and-swap that wraps, rather than a
     /// counter taken modulo the length: no division on the hot path.
     #[inline]
     fn next_slot(&self) -> usize {
-        let len = self.codes.len() as u32;
         let mut slot = self.cursor.load(Relaxed);
         loop {
-            let next = if slot + 1 >= len { 0 } else { slot + 1 };
+            let next = if slot + 1 >= self.calls { 0 } else { slot + 1 };
             match self
                 .cursor
                 .compare_exchange_weak(slot, next, Relaxed, Relaxed)
@@ -74,28 +108,26 @@ impl CountWindow {
         }
     }
 
+    /// Records one call; returns how many calls of its outcome were recorded
+    /// before, ever (for sampling).
     #[inline]
-    pub(crate) fn record(
-        &self,
-        in_ring: &Tally,
-        outcome: Outcome,
-        slow: bool,
-        latency_bucket: Option<usize>,
-    ) {
+    pub(crate) fn record(&self, outcome: Outcome, slow: bool, latency_bucket: Option<usize>) -> u64 {
+        let Hot { in_ring, total } = &self.tallies;
+        let prior = total.add(outcome, slow, latency_bucket);
         if !outcome.is_call() {
-            self.apart[outcome as usize].fetch_add(1, Relaxed);
-            return;
+            return prior;
         }
+        let ring = self.ring();
         let slot = self.next_slot();
         let code = encode(outcome, slow);
-        let old = self.codes[slot].swap(code, Relaxed);
+        let old = ring.codes[slot].swap(code, Relaxed);
         if old != code {
             if let Some((outcome, slow)) = decode(old) {
                 in_ring.remove(outcome, slow, None);
             }
             in_ring.add(outcome, slow, None);
         }
-        if let (Some(latencies), Some(bucket)) = (&self.latencies, latency_bucket) {
+        if let (Some(latencies), Some(bucket)) = (&ring.latencies, latency_bucket) {
             // Buckets number a few hundred: they fit in 16 bits.
             let new = bucket as u16 + 1;
             let old = latencies[slot].swap(new, Relaxed);
@@ -103,39 +135,56 @@ impl CountWindow {
                 move_latency(in_ring, old, new);
             }
         }
+        prior
     }
 
-    pub(crate) fn counts(&self, in_ring: &Tally) -> [u64; SLOTS] {
+    /// Counts one call in the lifetime totals only.
+    pub(crate) fn record_retired(&self, outcome: Outcome, slow: bool, latency_bucket: Option<usize>) {
+        self.tallies.total.add(outcome, slow, latency_bucket);
+    }
+
+    pub(crate) fn counts(&self) -> [u64; SLOTS] {
+        let Hot { in_ring, total } = &self.tallies;
         let mut counts = in_ring.counts_signed();
+        let (total, baseline) = (total.counts(), self.baseline.counts());
         for outcome in Outcome::ALL.into_iter().filter(|o| !o.is_call()) {
-            counts[outcome as usize] = self.apart[outcome as usize].load(Relaxed);
+            let i = outcome as usize;
+            counts[i] = total[i].saturating_sub(baseline[i]);
         }
         counts
     }
 
-    pub(crate) fn snapshot(&self, in_ring: &Tally) -> ([u64; SLOTS], Option<Vec<u64>>) {
-        let latency = in_ring
+    pub(crate) fn snapshot(&self) -> ([u64; SLOTS], Option<Vec<u64>>) {
+        let latency = self
+            .tallies
+            .in_ring
             .latency()
             .map(|l| l.into_iter().map(|n| (n as i64).max(0) as u64).collect());
-        (self.counts(in_ring), latency)
+        (self.counts(), latency)
+    }
+
+    pub(crate) fn totals(&self) -> ([u64; SLOTS], Option<Vec<u64>>) {
+        let total = &self.tallies.total;
+        (total.counts(), total.latency())
     }
 
     /// Empties the ring slot by slot, so calls recorded meanwhile still
     /// balance the counts. O(calls): a reset is rare (a breaker closing).
-    pub(crate) fn reset(&self, in_ring: &Tally) {
-        for code in self.codes.iter() {
-            if let Some((outcome, slow)) = decode(code.swap(EMPTY, Relaxed)) {
-                in_ring.remove(outcome, slow, None);
+    pub(crate) fn reset(&self) {
+        let in_ring = &self.tallies.in_ring;
+        if let Some(ring) = self.ring.get() {
+            for code in ring.codes.iter() {
+                if let Some((outcome, slow)) = decode(code.swap(EMPTY, Relaxed)) {
+                    in_ring.remove(outcome, slow, None);
+                }
+            }
+            if let Some(latencies) = &ring.latencies {
+                for latency in latencies.iter() {
+                    move_latency(in_ring, latency.swap(0, Relaxed), 0);
+                }
             }
         }
-        if let Some(latencies) = &self.latencies {
-            for latency in latencies.iter() {
-                move_latency(in_ring, latency.swap(0, Relaxed), 0);
-            }
-        }
-        for counter in self.apart.iter() {
-            counter.store(0, Relaxed);
-        }
+        self.baseline.copy_from(&self.tallies.total);
     }
 }
 
@@ -159,12 +208,15 @@ fn move_latency(in_ring: &Tally, old: u16, new: u16) {
 impl std::fmt::Debug for CountWindow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CountWindow")
-            .field("calls", &self.codes.len())
+            .field("calls", &self.calls)
             .finish_non_exhaustive()
     }
 }
 
-#[cfg(test)]
+/// Latency buckets fit the ring's 16-bit slots.
+const _: () = assert!(latency::BUCKETS < u16::MAX as usize);
+
+#[cfg(all(test, not(seawall_loom)))]
 mod tests {
     use super::*;
 
@@ -176,5 +228,86 @@ mod tests {
             }
         }
         assert_eq!(decode(EMPTY), None);
+    }
+
+    #[test]
+    fn the_ring_is_made_by_the_first_call_that_takes_a_slot() {
+        let window = CountWindow::new(1_000_000, true);
+        window.record(Outcome::ShortCircuited, false, None);
+        assert!(window.ring.get().is_none());
+        window.record(Outcome::Success, false, Some(3));
+        assert!(window.ring.get().is_some());
+    }
+}
+
+#[cfg(all(test, seawall_loom))]
+mod loom_models {
+    use loom::sync::Arc;
+    use loom::thread;
+
+    use super::*;
+
+    /// Two calls wrap a ring of one slot under each other while a third
+    /// thread resets it: the counts always end as the ring's content says.
+    #[test]
+    fn the_ring_balances_under_wrapping_and_reset() {
+        loom::model(|| {
+            let w = Arc::new(CountWindow::new(1, false));
+            w.record(Outcome::Failure, false, None);
+            let a = {
+                let w = w.clone();
+                thread::spawn(move || {
+                    w.record(Outcome::Success, false, None);
+                })
+            };
+            let b = {
+                let w = w.clone();
+                thread::spawn(move || {
+                    w.record(Outcome::Timeout, false, None);
+                })
+            };
+            a.join().unwrap();
+            b.join().unwrap();
+            let counts = w.counts();
+            let in_ring = counts[Outcome::Success as usize]
+                + counts[Outcome::Failure as usize]
+                + counts[Outcome::Timeout as usize];
+            assert_eq!(in_ring, 1, "one slot holds one call");
+            assert_eq!(counts[Outcome::Failure as usize], 0, "pushed out");
+            w.reset();
+            assert_eq!(w.counts(), [0; SLOTS]);
+            let totals = w.totals().0;
+            assert_eq!(totals[Outcome::Success as usize], 1);
+            assert_eq!(totals[Outcome::Timeout as usize], 1);
+            assert_eq!(totals[Outcome::Failure as usize], 1);
+        });
+    }
+
+    /// Two calls take the two slots of a ring at once: each lands in its own.
+    #[test]
+    fn concurrent_calls_take_distinct_slots() {
+        loom::model(|| {
+            let w = Arc::new(CountWindow::new(2, false));
+            let threads: Vec<_> = [Outcome::Success, Outcome::Failure]
+                .into_iter()
+                .map(|outcome| {
+                    let w = w.clone();
+                    thread::spawn(move || {
+                        w.record(outcome, false, None);
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            let counts = w.counts();
+            assert_eq!(
+                (
+                    counts[Outcome::Success as usize],
+                    counts[Outcome::Failure as usize]
+                ),
+                (1, 1)
+            );
+        });
     }
 }

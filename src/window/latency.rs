@@ -4,10 +4,12 @@
 //! power of two of microseconds, so a reported percentile is within 6.25% of
 //! the true value, from 0 µs to about 19 hours (longer calls are clamped).
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+
+use crate::sync::AtomicU64;
 
 const SUB_BITS: u32 = 3;
 const SUB: u64 = 1 << SUB_BITS;

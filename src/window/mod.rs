@@ -10,8 +10,12 @@
 //!   (resilience4j's count-based window). It really slides: after 10,000
 //!   successes, 50 failures make half of a window of 100.
 //!
-//! Recording is lock-free and allocation-free: a few relaxed atomic
-//! increments. Reading a [`Snapshot`] costs O(buckets), never O(calls).
+//! Recording is lock-free and allocation-free: a few atomic operations,
+//! exact under any interleaving of threads (each part has a loom model).
+//! Reading a [`Snapshot`] costs O(buckets), never O(calls). A window's
+//! storage is made by its first call. Besides the window, each keeps its
+//! [`lifetime`](RollingWindow::lifetime) totals, which a reset does not
+//! clear.
 //! This module knows nothing about circuit breakers; the breaker, and later
 //! the other middleware, record into it.
 //!
@@ -43,7 +47,6 @@ pub use latency::LatencySnapshot;
 
 use crate::clock::Clock;
 use crate::error::ConfigError;
-use tally::{Hot, Tally};
 
 /// What happened to one call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -69,6 +72,9 @@ pub enum Outcome {
     CacheHit = 8,
     /// A cached answer was looked for and none (fresh enough) was there.
     CacheMiss = 9,
+    /// The call reached a verdict its classifier ignores (a caller's bad
+    /// request, say): neither a success nor an error.
+    Ignored = 10,
 }
 
 impl Outcome {
@@ -90,7 +96,7 @@ impl Outcome {
         )
     }
 
-    const ALL: [Outcome; 10] = [
+    const ALL: [Outcome; 11] = [
         Outcome::Success,
         Outcome::Failure,
         Outcome::Timeout,
@@ -101,6 +107,7 @@ impl Outcome {
         Outcome::FallbackRejected,
         Outcome::CacheHit,
         Outcome::CacheMiss,
+        Outcome::Ignored,
     ];
 }
 
@@ -133,6 +140,8 @@ pub struct Counts {
     pub cache_hit: u64,
     /// Cached answers looked for and not found (or too old).
     pub cache_miss: u64,
+    /// Calls whose verdict was ignored: neither successes nor errors.
+    pub ignored: u64,
     /// Calls, of any outcome, slower than the slow-call threshold.
     pub slow: u64,
 }
@@ -150,6 +159,7 @@ impl Counts {
             fallback_rejected: slots[Outcome::FallbackRejected as usize],
             cache_hit: slots[Outcome::CacheHit as usize],
             cache_miss: slots[Outcome::CacheMiss as usize],
+            ignored: slots[Outcome::Ignored as usize],
             slow: slots[SLOW],
         }
     }
@@ -278,10 +288,6 @@ impl Default for Window {
 
 /// A rolling window of call outcomes, shared by reference.
 pub struct RollingWindow {
-    /// The tally every call writes (a time window's totals since it was
-    /// made, a count window's calls in the ring), on cache lines of its own.
-    /// Kept here rather than in each shape so the shapes need no padding.
-    hot: Hot,
     kind: Kind,
     clock: Clock,
 }
@@ -300,6 +306,12 @@ enum Kind {
     Time(time::TimeWindow),
     Count(count::CountWindow),
 }
+
+/// Every this many calls of one outcome (and at the first of each time
+/// bucket) a window checks that its clock still moves: see
+/// [`Clock`]'s notes on the coarse clock. A mask, so the check costs a test
+/// of a count the call has in hand already.
+const CLOCK_CHECK_EVERY: u64 = 64 - 1;
 
 impl RollingWindow {
     /// A window of the given shape, reading `clock`, with a latency histogram
@@ -321,10 +333,15 @@ impl RollingWindow {
             }
             Window::Count { calls } => Kind::Count(count::CountWindow::new(calls, track_latency)),
         };
-        RollingWindow {
-            hot: Hot(Tally::new(track_latency)),
-            kind,
-            clock,
+        RollingWindow { kind, clock }
+    }
+
+    /// The heap bytes a window of this shape takes once it has seen a call,
+    /// beyond its own size (which is what it takes before).
+    pub(crate) fn storage_bytes(window: Window, track_latency: bool) -> usize {
+        match window {
+            Window::Time { buckets, .. } => time::TimeWindow::storage_bytes(buckets, track_latency),
+            Window::Count { calls } => count::CountWindow::storage_bytes(calls, track_latency),
         }
     }
 
@@ -345,25 +362,38 @@ impl RollingWindow {
     #[inline(always)]
     pub(crate) fn record_nanos(&self, outcome: Outcome, latency: Option<u64>, slow: bool) {
         let bucket = latency.map(latency::bucket_of);
+        let prior = match &self.kind {
+            Kind::Time(w) => w.record(self.clock.now(), outcome, slow, bucket),
+            Kind::Count(w) => w.record(outcome, slow, bucket),
+        };
+        if prior & CLOCK_CHECK_EVERY == 0 {
+            self.clock.check_moving();
+        }
+    }
+
+    /// Records a call in the [`lifetime`](Self::lifetime) totals only: one
+    /// whose verdict no longer belongs in the window.
+    pub(crate) fn record_lifetime_only(&self, outcome: Outcome, latency: Option<u64>, slow: bool) {
+        let bucket = latency.map(latency::bucket_of);
         match &self.kind {
-            Kind::Time(w) => w.record(&self.hot, self.clock.now(), outcome, slow, bucket),
-            Kind::Count(w) => w.record(&self.hot, outcome, slow, bucket),
+            Kind::Time(w) => w.record_retired(outcome, slow, bucket),
+            Kind::Count(w) => w.record_retired(outcome, slow, bucket),
         }
     }
 
     /// The outcome totals over the window.
     pub fn counts(&self) -> Counts {
         Counts::from_slots(match &self.kind {
-            Kind::Time(w) => w.counts(&self.hot, self.clock.now()),
-            Kind::Count(w) => w.counts(&self.hot),
+            Kind::Time(w) => w.counts(self.clock.now()),
+            Kind::Count(w) => w.counts(),
         })
     }
 
     /// Totals and latency percentiles over the window.
     pub fn snapshot(&self) -> Snapshot {
         let (slots, latency) = match &self.kind {
-            Kind::Time(w) => w.snapshot(&self.hot, self.clock.now()),
-            Kind::Count(w) => w.snapshot(&self.hot),
+            Kind::Time(w) => w.snapshot(self.clock.now()),
+            Kind::Count(w) => w.snapshot(),
         };
         Snapshot {
             counts: Counts::from_slots(slots),
@@ -371,11 +401,25 @@ impl RollingWindow {
         }
     }
 
-    /// Forgets every call recorded so far.
+    /// Every call recorded since the window was made: never reset, and
+    /// including calls that landed after their time bucket had left the
+    /// window. Monotonic, for exporting as counters.
+    pub fn lifetime(&self) -> Snapshot {
+        let (slots, latency) = match &self.kind {
+            Kind::Time(w) => w.totals(),
+            Kind::Count(w) => w.totals(),
+        };
+        Snapshot {
+            counts: Counts::from_slots(slots),
+            latency: latency.map(|l| LatencySnapshot::from_counts(&l)),
+        }
+    }
+
+    /// Forgets every call recorded so far (not in [`lifetime`](Self::lifetime)).
     pub fn reset(&self) {
         match &self.kind {
-            Kind::Time(w) => w.reset(&self.hot),
-            Kind::Count(w) => w.reset(&self.hot),
+            Kind::Time(w) => w.reset(self.clock.now()),
+            Kind::Count(w) => w.reset(),
         }
     }
 }

@@ -1,9 +1,10 @@
 //! A set of per-outcome counters, with an optional latency histogram.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 
 use super::latency;
 use super::{Outcome, SLOTS, SLOW};
+use crate::sync::AtomicU64;
 
 /// One counter per outcome kind plus the slow-call counter.
 pub(crate) struct Tally {
@@ -11,40 +12,48 @@ pub(crate) struct Tally {
     latency: Option<Box<[AtomicU64]>>,
 }
 
-/// Keeps the tally that every call writes on cache lines of its own, away
-/// from the breaker's state and from the rarely written marks.
+/// The count window's tallies that every call writes, on cache lines of
+/// their own, away from the breaker's state.
 #[repr(align(128))]
-pub(crate) struct Hot(pub(crate) Tally);
+pub(crate) struct Hot {
+    /// The calls in the ring.
+    pub(crate) in_ring: Tally,
+    /// Every call ever recorded.
+    pub(crate) total: Tally,
+}
 
-impl std::ops::Deref for Hot {
-    type Target = Tally;
-
-    fn deref(&self) -> &Tally {
-        &self.0
+impl Hot {
+    pub(crate) fn new(track_latency: bool) -> Hot {
+        Hot {
+            in_ring: Tally::new(track_latency),
+            total: Tally::new(track_latency),
+        }
     }
 }
 
 impl Tally {
     pub(crate) fn new(track_latency: bool) -> Tally {
         Tally {
-            counts: Default::default(),
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
             latency: track_latency.then(latency::new_counters),
         }
     }
 
+    /// Counts one call; returns the outcome's count before.
     #[inline]
-    pub(crate) fn add(&self, outcome: Outcome, slow: bool, latency_bucket: Option<usize>) {
-        self.counts[outcome as usize].fetch_add(1, Relaxed);
+    pub(crate) fn add(&self, outcome: Outcome, slow: bool, latency_bucket: Option<usize>) -> u64 {
+        let prior = self.counts[outcome as usize].fetch_add(1, Relaxed);
         if slow {
             self.counts[SLOW].fetch_add(1, Relaxed);
         }
         if let (Some(hist), Some(bucket)) = (&self.latency, latency_bucket) {
             hist[bucket].fetch_add(1, Relaxed);
         }
+        prior
     }
 
     /// Undoes an `add`; counters wrap, and readers of a tally that is added
-    /// to and taken from read them as signed (see `load_signed`).
+    /// to and taken from read them as signed (see `counts_signed`).
     #[inline]
     pub(crate) fn remove(&self, outcome: Outcome, slow: bool, latency_bucket: Option<usize>) {
         self.counts[outcome as usize].fetch_sub(1, Relaxed);
@@ -75,16 +84,11 @@ impl Tally {
         self.latency.as_deref().map(latency::load)
     }
 
-    /// Makes this tally a copy of `other` (counter by counter, not as one
-    /// atomic step).
+    /// Makes this tally's counts a copy of `other`'s (counter by counter,
+    /// not as one atomic step).
     pub(crate) fn copy_from(&self, other: &Tally) {
         for (to, from) in self.counts.iter().zip(&other.counts) {
             to.store(from.load(Relaxed), Relaxed);
-        }
-        if let (Some(to), Some(from)) = (&self.latency, &other.latency) {
-            for (to, from) in to.iter().zip(from.iter()) {
-                to.store(from.load(Relaxed), Relaxed);
-            }
         }
     }
 }

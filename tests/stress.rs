@@ -1,0 +1,212 @@
+//! Threads released together by a barrier on fresh windows, breakers and
+//! registry keys, thousands of times over, with exact totals. Not timed: each
+//! round waits for all of its threads, however loaded the machine.
+//!
+//! The races guarded against need threads that really run at once, so each
+//! round hands a fresh target to long-lived threads and releases them
+//! together; a round's threads never wait for anything but the barrier.
+
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::Duration;
+
+use seawall::circuit_breaker::{CircuitBreaker, Registry};
+use seawall::classify::Verdict;
+use seawall::window::{Outcome, RollingWindow, Window};
+use seawall::Clock;
+
+const THREADS: usize = 8;
+const CALLS: usize = 50;
+const ROUNDS: usize = 2_000;
+
+/// Runs `rounds` rounds: each makes a fresh target with `make`, lets
+/// `THREADS` threads run `work(target, thread)` on it at once, then checks
+/// it with `check`.
+fn rounds<T: Send + Sync + 'static>(
+    rounds: usize,
+    make: impl Fn(usize) -> T,
+    work: impl Fn(&T, usize) + Send + Sync + 'static,
+    check: impl Fn(&T, usize),
+) {
+    let target: Arc<Mutex<Option<Arc<T>>>> = Arc::new(Mutex::new(None));
+    let start = Arc::new(Barrier::new(THREADS + 1));
+    let done = Arc::new(Barrier::new(THREADS + 1));
+    let work = Arc::new(work);
+    let threads: Vec<_> = (0..THREADS)
+        .map(|thread| {
+            let (target, start, done, work) =
+                (target.clone(), start.clone(), done.clone(), work.clone());
+            std::thread::spawn(move || {
+                for _ in 0..rounds {
+                    start.wait();
+                    let current = target.lock().unwrap().clone().unwrap();
+                    work(&current, thread);
+                    drop(current);
+                    done.wait();
+                }
+            })
+        })
+        .collect();
+    for round in 0..rounds {
+        let current = Arc::new(make(round));
+        *target.lock().unwrap() = Some(current.clone());
+        start.wait();
+        done.wait();
+        check(&current, round);
+    }
+    for thread in threads {
+        thread.join().unwrap();
+    }
+}
+
+fn outcome_of(thread: usize, call: usize) -> Outcome {
+    if (thread + call) % 4 == 0 {
+        Outcome::Failure
+    } else {
+        Outcome::Success
+    }
+}
+
+const FAILURES: u64 = (THREADS * CALLS / 4) as u64;
+const SUCCESSES: u64 = (THREADS * CALLS) as u64 - FAILURES;
+
+#[test]
+fn fresh_time_windows_count_every_call_of_a_burst() {
+    rounds(
+        ROUNDS,
+        |_| {
+            RollingWindow::new(
+                Window::time(Duration::from_secs(600), 10),
+                Clock::coarse(),
+                false,
+            )
+            .unwrap()
+        },
+        |window, thread| {
+            for call in 0..CALLS {
+                window.record(outcome_of(thread, call), None, false);
+            }
+        },
+        |window, round| {
+            let counts = window.counts();
+            assert_eq!(
+                (counts.success, counts.failure),
+                (SUCCESSES, FAILURES),
+                "round {round}"
+            );
+        },
+    );
+}
+
+#[test]
+fn fresh_count_windows_count_every_call_of_a_burst() {
+    rounds(
+        ROUNDS,
+        |_| {
+            RollingWindow::new(
+                Window::count((THREADS * CALLS) as u32),
+                Clock::coarse(),
+                true,
+            )
+            .unwrap()
+        },
+        |window, thread| {
+            for call in 0..CALLS {
+                let latency = Duration::from_micros((thread * call) as u64);
+                window.record(outcome_of(thread, call), Some(latency), call % 2 == 0);
+            }
+        },
+        |window, round| {
+            let snapshot = window.snapshot();
+            let counts = snapshot.counts;
+            assert_eq!(
+                (counts.success, counts.failure, counts.slow),
+                (SUCCESSES, FAILURES, (THREADS * CALLS / 2) as u64),
+                "round {round}"
+            );
+            assert_eq!(
+                snapshot.latency.unwrap().count(),
+                (THREADS * CALLS) as u64
+            );
+        },
+    );
+}
+
+#[test]
+fn fresh_breakers_count_every_call_of_a_burst() {
+    rounds(
+        ROUNDS,
+        |_| {
+            let breaker = CircuitBreaker::builder()
+                .clock(Clock::coarse())
+                .track_latency(true)
+                .build()
+                .unwrap();
+            breaker.force_closed();
+            breaker
+        },
+        |breaker, thread| {
+            for call in 0..CALLS {
+                let verdict = match outcome_of(thread, call) {
+                    Outcome::Failure => Verdict::Failure,
+                    _ => Verdict::Success,
+                };
+                breaker.try_acquire().unwrap().record(verdict);
+            }
+        },
+        |breaker, round| {
+            let counts = breaker.counts();
+            assert_eq!(
+                (counts.success, counts.failure),
+                (SUCCESSES, FAILURES),
+                "round {round}"
+            );
+            let lifetime = breaker.lifetime();
+            assert_eq!(lifetime.counts, counts);
+            assert_eq!(
+                lifetime.latency.unwrap().count(),
+                (THREADS * CALLS) as u64
+            );
+        },
+    );
+}
+
+/// A registry builds a fresh breaker for each new key, under whatever burst
+/// the key arrives with: every thread of a round calls through the same
+/// new key.
+#[test]
+fn new_registry_keys_count_every_call_of_a_burst() {
+    let registry = Registry::<usize>::builder(
+        CircuitBreaker::builder()
+            .clock(Clock::coarse())
+            .minimum_calls(1_000_000),
+    )
+    .max_keys(100_000)
+    .build()
+    .unwrap();
+    let for_threads = registry.clone();
+    rounds(
+        ROUNDS,
+        |round| round,
+        move |key, thread| {
+            for call in 0..CALLS {
+                let verdict = match outcome_of(thread, call) {
+                    Outcome::Failure => Verdict::Failure,
+                    _ => Verdict::Success,
+                };
+                for_threads
+                    .get(*key)
+                    .try_acquire()
+                    .unwrap()
+                    .record(verdict);
+            }
+        },
+        |key, round| {
+            let counts = registry.get(*key).counts();
+            assert_eq!(
+                (counts.success, counts.failure),
+                (SUCCESSES, FAILURES),
+                "round {round}"
+            );
+        },
+    );
+}
