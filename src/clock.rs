@@ -57,12 +57,18 @@ pub struct Clock {
 #[derive(Clone, Copy, Debug)]
 enum Source {
     /// `origin` is the coarse time (see [`coarse_now`]) at creation.
-    Coarse { origin: u64 },
-    Tokio { origin: tokio::time::Instant },
+    Coarse {
+        origin: u64,
+    },
+    Tokio {
+        origin: tokio::time::Instant,
+    },
     /// Nanoseconds a model test sets by hand: loom needs every run of a
     /// model to see the same time.
-    #[cfg(any(test, seawall_loom))]
-    Manual { now: &'static AtomicU64 },
+    #[cfg(all(test, seawall_loom))]
+    Manual {
+        now: &'static AtomicU64,
+    },
 }
 
 /// How often the keeper stores the time while it is read.
@@ -150,15 +156,14 @@ fn wake() -> u64 {
     fence(Acquire);
     let now = precise_now();
     match KEEPER_STATE.load(Acquire) {
-        PARKED => {
+        PARKED
             if KEEPER_STATE
                 .compare_exchange(PARKED, RUNNING, AcqRel, Acquire)
-                .is_ok()
-            {
-                WOKEN_AT.store(now, Relaxed);
-                if let Some(keeper) = &*keeper_handle() {
-                    keeper.unpark();
-                }
+                .is_ok() =>
+        {
+            WOKEN_AT.store(now, Relaxed);
+            if let Some(keeper) = &*keeper_handle() {
+                keeper.unpark();
             }
         }
         NO_KEEPER => start_keeper(now),
@@ -188,7 +193,9 @@ fn woken_long_ago(now: u64) -> bool {
 }
 
 fn keeper_handle() -> std::sync::MutexGuard<'static, Option<std::thread::Thread>> {
-    KEEPER.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    KEEPER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn start_keeper(now: u64) {
@@ -291,7 +298,7 @@ impl Clock {
     }
 
     /// A clock that reads `now`, for model tests.
-    #[cfg(any(test, seawall_loom))]
+    #[cfg(all(test, seawall_loom))]
     pub(crate) fn manual(now: &'static AtomicU64) -> Clock {
         Clock {
             source: Source::Manual { now },
@@ -313,7 +320,7 @@ impl Clock {
             Source::Tokio { origin } => {
                 nanos(tokio::time::Instant::now().saturating_duration_since(*origin))
             }
-            #[cfg(any(test, seawall_loom))]
+            #[cfg(all(test, seawall_loom))]
             Source::Manual { now } => now.load(Relaxed),
         }
     }
@@ -340,7 +347,7 @@ impl Clock {
             Source::Tokio { origin } => {
                 nanos(tokio::time::Instant::now().saturating_duration_since(*origin))
             }
-            #[cfg(any(test, seawall_loom))]
+            #[cfg(all(test, seawall_loom))]
             Source::Manual { now } => now.load(Relaxed),
         }
     }
@@ -352,7 +359,7 @@ impl Clock {
         match &self.source {
             Source::Coarse { .. } => tsc().delta_as_nanos(start, tsc().raw()),
             Source::Tokio { .. } => self.now().saturating_sub(start),
-            #[cfg(any(test, seawall_loom))]
+            #[cfg(all(test, seawall_loom))]
             Source::Manual { .. } => self.now().saturating_sub(start),
         }
     }

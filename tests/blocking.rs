@@ -72,7 +72,7 @@ impl Probe {
 
 /// Submits a call now (a blocking service queues its call in `call`), to be
 /// awaited later.
-async fn submit<S: Service<u32>>(service: &mut S, n: u32) -> S::Future
+async fn submit<Req, S: Service<Req>>(service: &mut S, n: Req) -> S::Future
 where
     S::Error: std::fmt::Debug,
 {
@@ -266,4 +266,75 @@ fn bad_settings_are_refused() {
     assert_eq!((err.field(), err.value()), ("threads", "0"));
     let err = BlockingPool::builder().threads(5_000).build().unwrap_err();
     assert_eq!((err.field(), err.value()), ("threads", "5000"));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_unbounded_queue_is_a_queue_not_an_overflow() {
+    let (gate, probe) = (Gate::default(), Probe::default());
+    let pool = BlockingPool::builder()
+        .threads(1)
+        .queue(usize::MAX)
+        .build()
+        .unwrap();
+    let mut service = BlockingService::new(pool.clone(), probe.gated(&gate));
+    let mut calls = Vec::new();
+    for n in 2..6 {
+        calls.push(submit(&mut service, n).await);
+    }
+    eventually("one call running, three queued", || {
+        let figures = pool.figures();
+        (figures.busy, figures.queued) == (1, 3)
+    });
+    gate.open();
+    for (n, call) in (2..).zip(calls) {
+        assert_eq!(call.await.unwrap(), n);
+    }
+    assert_eq!(probe.max.load(SeqCst), 1, "one thread, one call at a time");
+    assert_eq!(pool.figures().rejected, 0);
+}
+
+/// Panics when dropped: a request or an answer that a pool thread drops for
+/// a caller who gave up.
+struct Bomb(u32);
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("a Drop that panics");
+        }
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn panics_in_drops_on_a_pool_thread_leave_the_pool_whole() {
+    let gate = Gate::default();
+    let pool = pool(1, 4);
+    let gate_in = gate.clone();
+    let mut bombs = BlockingService::new(pool.clone(), move |bomb: Bomb| {
+        gate_in.pass();
+        let answer = Bomb(bomb.0);
+        std::mem::forget(bomb);
+        Ok::<_, ()>(answer)
+    });
+    let running = submit(&mut bombs, Bomb(1)).await;
+    eventually("the first call running", || pool.figures().busy == 1);
+    // Given up while queued: its request is dropped on the thread.
+    drop(submit(&mut bombs, Bomb(2)).await);
+    // Given up while running: its answer is dropped on the thread.
+    drop(running);
+    gate.open();
+    eventually("both calls settled", || {
+        let figures = pool.figures();
+        figures.cancelled == 1 && figures.abandoned == 1 && figures.busy == 0
+    });
+    let figures = pool.figures();
+    assert_eq!(
+        (figures.threads_alive, figures.panics_outside_calls),
+        (1, 2)
+    );
+    assert_eq!(figures.threads_replaced, 0);
+    let answer = submit(&mut bombs, Bomb(3)).await.await.unwrap();
+    assert_eq!(answer.0, 3);
+    std::mem::forget(answer);
+    assert_eq!(pool.figures().threads_alive, 1);
 }

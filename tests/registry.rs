@@ -2,6 +2,7 @@
 #![cfg(feature = "registry")]
 
 use seawall::circuit_breaker::{CircuitBreaker, CircuitBreakerLayer, Registry, State};
+use seawall::window::Window;
 use std::time::Duration;
 
 use seawall::Clock;
@@ -93,6 +94,65 @@ fn a_bad_template_or_bound_is_refused() {
         .build()
         .unwrap_err();
     assert_eq!((err.field(), err.value()), ("max_keys", "0"));
+}
+
+/// A registry that could outgrow its memory bound is refused when built,
+/// not discovered when the keys arrive: a million-call count window with
+/// latency is about 3 MiB a key.
+#[test]
+fn a_registry_whose_worst_case_exceeds_its_memory_is_refused() {
+    let huge = || {
+        CircuitBreaker::builder()
+            .window(Window::count(1_000_000))
+            .track_latency(true)
+    };
+    let err = Registry::<u32>::builder(huge()).build().unwrap_err();
+    assert_eq!((err.field(), err.value()), ("max_keys", "10000"));
+    let small = Registry::<u32>::builder(huge())
+        .max_keys(100)
+        .build()
+        .unwrap();
+    assert!(small.worst_case_bytes() <= 1 << 30);
+    let allowed = Registry::<u32>::builder(huge())
+        .max_memory(64 << 30)
+        .build()
+        .unwrap();
+    assert!(allowed.worst_case_bytes() > 1 << 30);
+    let default = Registry::<u32>::builder(CircuitBreaker::builder())
+        .build()
+        .unwrap();
+    assert!(
+        default.worst_case_bytes() <= 32 << 20,
+        "{}",
+        default.worst_case_bytes()
+    );
+}
+
+/// Looking a key up makes no window storage: a million-call ring is made
+/// by the key's first call.
+#[test]
+fn a_looked_up_key_costs_no_window() {
+    let registry =
+        Registry::<u32>::builder(CircuitBreaker::builder().window(Window::count(1_000_000)))
+            .max_keys(100)
+            .build()
+            .unwrap();
+    let before = resident_bytes();
+    for key in 0..100 {
+        let _ = registry.get(key);
+    }
+    let looked_up = resident_bytes().saturating_sub(before);
+    assert!(looked_up < 4 << 20, "{looked_up} bytes for 100 lookups");
+}
+
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
 }
 
 #[tokio::test(start_paused = true)]

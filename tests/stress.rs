@@ -59,7 +59,7 @@ fn rounds<T: Send + Sync + 'static>(
 }
 
 fn outcome_of(thread: usize, call: usize) -> Outcome {
-    if (thread + call) % 4 == 0 {
+    if (thread + call).is_multiple_of(4) {
         Outcome::Failure
     } else {
         Outcome::Success
@@ -123,10 +123,7 @@ fn fresh_count_windows_count_every_call_of_a_burst() {
                 (SUCCESSES, FAILURES, (THREADS * CALLS / 2) as u64),
                 "round {round}"
             );
-            assert_eq!(
-                snapshot.latency.unwrap().count(),
-                (THREADS * CALLS) as u64
-            );
+            assert_eq!(snapshot.latency.unwrap().count(), (THREADS * CALLS) as u64);
         },
     );
 }
@@ -162,10 +159,7 @@ fn fresh_breakers_count_every_call_of_a_burst() {
             );
             let lifetime = breaker.lifetime();
             assert_eq!(lifetime.counts, counts);
-            assert_eq!(
-                lifetime.latency.unwrap().count(),
-                (THREADS * CALLS) as u64
-            );
+            assert_eq!(lifetime.latency.unwrap().count(), (THREADS * CALLS) as u64);
         },
     );
 }
@@ -193,11 +187,7 @@ fn new_registry_keys_count_every_call_of_a_burst() {
                     Outcome::Failure => Verdict::Failure,
                     _ => Verdict::Success,
                 };
-                for_threads
-                    .get(*key)
-                    .try_acquire()
-                    .unwrap()
-                    .record(verdict);
+                for_threads.get(*key).try_acquire().unwrap().record(verdict);
             }
         },
         |key, round| {

@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -62,6 +63,8 @@ pub(crate) struct Shared {
     cancelled: AtomicU64,
     abandoned_running: AtomicUsize,
     abandoned: AtomicU64,
+    panics_outside_calls: AtomicU64,
+    threads_replaced: AtomicU64,
 }
 
 struct Queue {
@@ -148,6 +151,12 @@ pub struct PoolFigures {
     pub abandoned_running: usize,
     /// Abandoned calls that have finished since the pool started.
     pub abandoned: u64,
+    /// Panics caught on the pool's threads outside the calls themselves: a
+    /// request or an answer whose `Drop` panicked when the thread dropped it
+    /// for a caller who had gone. The thread carries on.
+    pub panics_outside_calls: u64,
+    /// Threads that ended unexpectedly and were started again.
+    pub threads_replaced: u64,
 }
 
 impl BlockingPool {
@@ -178,6 +187,8 @@ impl BlockingPool {
             cancelled: shared.cancelled.load(Relaxed),
             abandoned_running: shared.abandoned_running.load(Relaxed),
             abandoned: shared.abandoned.load(Relaxed),
+            panics_outside_calls: shared.panics_outside_calls.load(Relaxed),
+            threads_replaced: shared.threads_replaced.load(Relaxed),
         }
     }
 
@@ -191,7 +202,8 @@ impl BlockingPool {
         let mut queue = lock(&shared.queue);
         // Every thread busy and the queue full: a thread counts as free as
         // soon as its job is done, even before it is back waiting for work.
-        if queue.jobs.len() + queue.running >= shared.threads + shared.max_queue {
+        // Saturating: a queue of `usize::MAX` is a queue without a bound.
+        if queue.jobs.len() + queue.running >= shared.threads.saturating_add(shared.max_queue) {
             drop(queue);
             shared.rejected.fetch_add(1, Relaxed);
             return Err(BulkheadFull::new(
@@ -221,20 +233,38 @@ impl Shared {
         self.threads
     }
 
-    fn work(&self) {
+    /// A pool thread's loop. Whatever a job owns (the request of a call
+    /// given up while queued, the answer of one given up while running) is
+    /// dropped inside `catch_unwind`: a `Drop` that panics costs that job,
+    /// never the thread.
+    fn work(self: &Arc<Self>, index: usize) {
+        let _worker = Worker {
+            pool: Arc::clone(self),
+            index,
+        };
         while let Some(job) = self.next_job() {
-            let started = job
-                .state
-                .0
-                .compare_exchange(QUEUED, RUNNING, AcqRel, Acquire);
-            if started.is_ok() {
-                (job.run)(self);
-            } else {
-                self.cancelled.fetch_add(1, Relaxed);
-                lock(&self.queue).running -= 1;
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| self.run(job))) {
+                self.panics_outside_calls.fetch_add(1, Relaxed);
+                // Dropping the payload could panic in turn.
+                std::mem::forget(panic);
             }
         }
-        self.alive.fetch_sub(1, Relaxed);
+    }
+
+    fn run(&self, job: Job) {
+        let Job { run, state } = job;
+        if state
+            .0
+            .compare_exchange(QUEUED, RUNNING, AcqRel, Acquire)
+            .is_ok()
+        {
+            run(self);
+        } else {
+            // Booked before the job is dropped, which may panic.
+            self.cancelled.fetch_add(1, Relaxed);
+            lock(&self.queue).running -= 1;
+            drop(run);
+        }
     }
 
     /// Books a job as done and its thread as free.
@@ -321,17 +351,13 @@ impl BlockingPoolBuilder {
             cancelled: AtomicU64::new(0),
             abandoned_running: AtomicUsize::new(0),
             abandoned: AtomicU64::new(0),
+            panics_outside_calls: AtomicU64::new(0),
+            threads_replaced: AtomicU64::new(0),
         });
         // The owner closes the pool if a thread fails to start.
         let owner = Arc::new(Owner { shared });
-        for i in 0..self.threads {
-            let worker = Arc::clone(&owner.shared);
-            owner.shared.alive.fetch_add(1, Relaxed);
-            let started = std::thread::Builder::new()
-                .name(format!("{}-{i}", owner.shared.name))
-                .spawn(move || worker.work());
-            if started.is_err() {
-                owner.shared.alive.fetch_sub(1, Relaxed);
+        for index in 0..self.threads {
+            if start_worker(&owner.shared, index).is_err() {
                 return Err(ConfigError::new(
                     "threads",
                     self.threads,
@@ -340,6 +366,37 @@ impl BlockingPoolBuilder {
             }
         }
         Ok(BlockingPool { owner })
+    }
+}
+
+fn start_worker(pool: &Arc<Shared>, index: usize) -> std::io::Result<()> {
+    let worker = Arc::clone(pool);
+    pool.alive.fetch_add(1, Relaxed);
+    let started = std::thread::Builder::new()
+        .name(format!("{}-{index}", pool.name))
+        .spawn(move || worker.work(index));
+    if started.is_err() {
+        pool.alive.fetch_sub(1, Relaxed);
+    }
+    started.map(drop)
+}
+
+/// A pool thread, counted alive until it ends; one that unwinds out of its
+/// loop (which no job can make it do) is replaced while the pool is open.
+struct Worker {
+    pool: Arc<Shared>,
+    index: usize,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let pool = &self.pool;
+        pool.alive.fetch_sub(1, Relaxed);
+        if std::thread::panicking() && !lock(&pool.queue).closed {
+            pool.threads_replaced.fetch_add(1, Relaxed);
+            let replaced = start_worker(pool, self.index);
+            tracing::error!(target: "seawall::blocking", pool = %pool.name, replaced = replaced.is_ok(), "a pool thread died");
+        }
     }
 }
 

@@ -14,13 +14,17 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::Ordering::*;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
+
+use crate::sync::{
+    lock, model_point, seq_cst_handshake, AtomicBool, AtomicU64, AtomicUsize, Mutex,
+};
 
 /// Keeps the contended counter on a cache line of its own.
 #[repr(align(128))]
@@ -51,13 +55,6 @@ impl Waiter {
             waker.wake();
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Nothing is left half-done under these locks: a poisoned one is usable.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Limiter {
@@ -123,6 +120,7 @@ impl Limiter {
             return;
         }
         self.hot.in_flight.fetch_sub(1, SeqCst);
+        seq_cst_handshake();
         if self.waiting.load(SeqCst) != 0 {
             self.grant_free();
         }
@@ -172,6 +170,8 @@ impl Limiter {
             queue.push_back(Arc::clone(&waiter));
             self.waiting.fetch_add(1, SeqCst);
         }
+        seq_cst_handshake();
+        model_point();
         // A permit freed just before we queued would otherwise go unnoticed.
         self.grant_free();
         Some(Ticket {
@@ -237,6 +237,10 @@ pub(crate) struct Ticket {
 
 impl Ticket {
     fn poll_granted(&mut self, cx: &mut Context<'_>) -> Poll<Permit> {
+        // Polled again after its permit was handed out (by a future whose
+        // inner call panicked, say): another permit would be one too many,
+        // for good.
+        assert!(!self.settled, "a bulkhead's wait polled after completion");
         if !self.waiter.granted.load(Acquire) {
             *lock(&self.waiter.waker) = Some(cx.waker().clone());
             // Granted between the check and storing the waker: the granter
@@ -302,5 +306,108 @@ impl Future for Acquire {
             Poll::Ready(()) => Poll::Ready(Err(*this.max_wait)),
             Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+#[cfg(all(test, not(seawall_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "polled after completion")]
+    fn a_granted_wait_polled_again_panics_rather_than_mint_a_permit() {
+        let limiter = Arc::new(Limiter::new(1, 1));
+        let held = limiter.try_acquire().unwrap();
+        let mut ticket = limiter.enqueue().unwrap();
+        drop(held);
+        let mut cx = Context::from_waker(Waker::noop());
+        let Poll::Ready(permit) = ticket.poll_granted(&mut cx) else {
+            panic!("the released permit went to the waiter");
+        };
+        drop(permit);
+        let _ = ticket.poll_granted(&mut cx);
+    }
+}
+
+#[cfg(all(test, seawall_loom))]
+mod loom_models {
+    use loom::thread;
+
+    use super::*;
+
+    /// Waits for the ticket's permit, spinning as loom wants (with yields).
+    fn granted(mut ticket: Ticket) -> Permit {
+        let mut cx = Context::from_waker(Waker::noop());
+        loop {
+            if let Poll::Ready(permit) = ticket.poll_granted(&mut cx) {
+                return permit;
+            }
+            thread::yield_now();
+        }
+    }
+
+    fn settled(limiter: &Limiter) -> (usize, usize, usize) {
+        (
+            limiter.in_flight(),
+            limiter.queued(),
+            lock(&limiter.queue).len(),
+        )
+    }
+
+    /// A call queues while the permit it waits for is given back: the permit
+    /// reaches it (no lost wakeup), once.
+    #[test]
+    fn a_released_permit_reaches_a_waiter_joining_the_queue() {
+        loom::model(|| {
+            let limiter = Arc::new(Limiter::new(1, 1));
+            let held = limiter.try_acquire().unwrap();
+            let waiter = {
+                let limiter = limiter.clone();
+                thread::spawn(move || drop(granted(limiter.enqueue().unwrap())))
+            };
+            drop(held);
+            waiter.join().unwrap();
+            assert_eq!(settled(&limiter), (0, 0, 0));
+        });
+    }
+
+    /// A call leaves the queue while a permit is given back: the permit is
+    /// neither lost nor given to the call that left.
+    #[test]
+    fn a_waiter_leaving_while_a_permit_is_released() {
+        loom::model(|| {
+            let limiter = Arc::new(Limiter::new(1, 1));
+            let held = limiter.try_acquire().unwrap();
+            let waiter = {
+                let limiter = limiter.clone();
+                thread::spawn(move || drop(limiter.enqueue().unwrap()))
+            };
+            drop(held);
+            waiter.join().unwrap();
+            assert_eq!(settled(&limiter), (0, 0, 0));
+            assert!(limiter.try_acquire().is_some(), "the permit is free");
+        });
+    }
+
+    /// The limit is raised while a call waits and another permit comes back:
+    /// never more calls in flight than the limit, nothing left over.
+    #[test]
+    fn raising_the_limit_under_a_waiter() {
+        loom::model(|| {
+            let limiter = Arc::new(Limiter::new(1, 2));
+            let held = limiter.try_acquire().unwrap();
+            let waiter = {
+                let limiter = limiter.clone();
+                thread::spawn(move || {
+                    let permit = granted(limiter.enqueue().unwrap());
+                    assert!(limiter.in_flight() <= 2);
+                    drop(permit);
+                })
+            };
+            limiter.set_limit(2);
+            drop(held);
+            waiter.join().unwrap();
+            assert_eq!(settled(&limiter), (0, 0, 0));
+        });
     }
 }

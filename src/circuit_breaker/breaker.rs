@@ -20,7 +20,7 @@ use tokio::sync::broadcast;
 use super::config::{Builder, Config, DroppedCall};
 use super::{CircuitBreakerLayer, CircuitOpen, Reason, State, Transition};
 use crate::classify::Verdict;
-use crate::sync::{lock, AtomicU32, AtomicU64, Mutex};
+use crate::sync::{lock, model_point, AtomicU32, AtomicU64, Mutex};
 use crate::window::{Counts, Outcome, RollingWindow, Snapshot};
 
 const CLOSED: u64 = 0;
@@ -154,6 +154,22 @@ impl CircuitBreaker {
         Builder::default()
     }
 
+    /// The most heap a breaker of `config` takes once it has seen calls,
+    /// beside its name: its shared state and its window's storage, each with
+    /// the allocator's bookkeeping (a header, and for the over-aligned state
+    /// the alignment's worth of padding).
+    #[cfg(feature = "registry")]
+    pub(crate) fn heap_bytes(config: &Config) -> usize {
+        const HEADER: usize = 16;
+        let align = std::mem::align_of::<Shared>();
+        let shared = (2 * std::mem::size_of::<usize>() + std::mem::size_of::<Shared>())
+            .next_multiple_of(align)
+            + align
+            + HEADER;
+        let window = RollingWindow::storage_bytes(config.window, config.track_latency);
+        shared + window + 3 * HEADER
+    }
+
     /// A breaker named `name`, on settings that breakers of one registry
     /// share rather than copy.
     pub(crate) fn from_config(config: Arc<Config>, name: Arc<str>) -> CircuitBreaker {
@@ -245,6 +261,7 @@ impl CircuitBreaker {
                         return Err(shared.short_circuit(State::HalfOpen, None));
                     }
                     let taken = word + (1 << PROBES_SHIFT);
+                    model_point();
                     match shared
                         .state
                         .compare_exchange_weak(word, taken, AcqRel, Acquire)
@@ -671,5 +688,111 @@ mod tests {
         assert!(draws.iter().all(|r| (0.0..1.0).contains(r)));
         let mean = draws.iter().sum::<f64>() / draws.len() as f64;
         assert!((mean - 0.5).abs() < 0.02, "mean {mean}");
+    }
+}
+
+#[cfg(all(test, seawall_loom))]
+mod loom_models {
+    use std::sync::atomic::AtomicU64 as StdAtomicU64;
+    use std::time::Duration;
+
+    use loom::thread;
+
+    use super::*;
+    use crate::circuit_breaker::OpenDuration;
+    use crate::clock::Clock;
+    use crate::window::Window;
+
+    const SECOND: u64 = 1_000_000_000;
+
+    /// A breaker on a clock the model sets, tripped by one failure, open
+    /// for a second, then `probes` probes.
+    fn tripped(probes: u32) -> (CircuitBreaker, &'static StdAtomicU64) {
+        let now: &'static StdAtomicU64 = Box::leak(Box::new(StdAtomicU64::new(0)));
+        let breaker = CircuitBreaker::builder()
+            .window(Window::count(4))
+            .minimum_calls(4)
+            .consecutive_failures(1)
+            .half_open_probes(probes)
+            .open_duration(OpenDuration::Fixed(Duration::from_secs(1)))
+            .clock(Clock::manual(now))
+            .build()
+            .unwrap();
+        breaker.try_acquire().unwrap().record(Verdict::Failure);
+        assert_eq!(breaker.state(), State::Open);
+        now.store(2 * SECOND, Relaxed);
+        (breaker, now)
+    }
+
+    /// Two calls reach a breaker whose open time is over: one moves it to
+    /// half-open, and the single probe slot goes to exactly one of them.
+    #[test]
+    fn one_probe_slot_goes_to_one_of_two_callers() {
+        loom::model(|| {
+            let (breaker, _) = tripped(1);
+            let other = {
+                let breaker = breaker.clone();
+                thread::spawn(move || breaker.try_acquire().ok())
+            };
+            let mine = breaker.try_acquire().ok();
+            let theirs = other.join().unwrap();
+            let probes: Vec<Permit> = mine.into_iter().chain(theirs).collect();
+            assert_eq!(probes.len(), 1, "one probe slot");
+            assert!(probes[0].is_probe());
+            for probe in probes {
+                probe.record(Verdict::Success);
+            }
+            assert_eq!(breaker.state(), State::Closed);
+        });
+    }
+
+    /// A probe dropped without a verdict gives its slot back, once, while
+    /// another call takes the other slot.
+    #[test]
+    fn a_dropped_probe_gives_its_slot_back_once() {
+        loom::model(|| {
+            let (breaker, _) = tripped(2);
+            let probe = breaker.try_acquire().unwrap();
+            let other = {
+                let breaker = breaker.clone();
+                thread::spawn(move || breaker.try_acquire().ok())
+            };
+            drop(probe);
+            let theirs = other.join().unwrap();
+            assert!(theirs.is_some(), "a slot was free");
+            let more = [breaker.try_acquire().ok(), breaker.try_acquire().ok()];
+            assert_eq!(
+                more.iter().flatten().count(),
+                1,
+                "two slots, one of them held"
+            );
+            assert_eq!(breaker.state(), State::HalfOpen);
+        });
+    }
+
+    /// A verdict on a call admitted before a trip lands while the trip
+    /// happens: it never reopens or closes anything, the lifetime totals
+    /// count it.
+    #[test]
+    fn a_verdict_racing_a_trip() {
+        loom::model(|| {
+            let breaker = CircuitBreaker::builder()
+                .window(Window::count(4))
+                .minimum_calls(4)
+                .consecutive_failures(1)
+                .clock(Clock::manual(Box::leak(Box::new(StdAtomicU64::new(0)))))
+                .build()
+                .unwrap();
+            let early = breaker.try_acquire().unwrap();
+            let tripper = {
+                let breaker = breaker.clone();
+                thread::spawn(move || breaker.try_acquire().unwrap().record(Verdict::Failure))
+            };
+            early.record(Verdict::Success);
+            tripper.join().unwrap();
+            assert_eq!(breaker.state(), State::Open);
+            let lifetime = breaker.lifetime().counts;
+            assert_eq!((lifetime.success, lifetime.failure), (1, 1));
+        });
     }
 }

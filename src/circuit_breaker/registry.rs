@@ -18,11 +18,35 @@ use crate::error::ConfigError;
 /// A bounded set of breakers, one per key, built on demand from one
 /// configuration. Cheap to clone; clones share the breakers.
 ///
-/// A breaker is named `"{name}:{key:?}"` after the configuration's name. When
-/// the registry is full, the least recently used keys of one shard (about a
-/// sixteenth of it) are evicted; a key seen again after eviction gets a
-/// fresh, closed breaker. Looking a key up takes a shard's read lock and
-/// allocates nothing; a key's first call builds its breaker.
+/// A breaker is named `"{name}:{key:?}"` after the configuration's name (the
+/// key's part cut at 64 bytes). When the registry is full, the least
+/// recently used keys of one shard (about a sixteenth of it) are evicted; a
+/// key seen again after eviction gets a fresh, closed breaker. Looking a key
+/// up takes a shard's read lock and allocates nothing; a key's first call
+/// builds its breaker.
+///
+/// # Memory
+///
+/// Keys are bounded in number, and each key's breaker in bytes, so a
+/// registry fed any number of distinct keys (one per tenant a client makes
+/// up, say) stays within [`worst_case_bytes`](Registry::worst_case_bytes):
+/// `max_keys` times a bound per key that depends on the window, checked
+/// against [`max_memory`](RegistryBuilder::max_memory) when the registry is
+/// built. Per key, beside what the key itself owns on the heap (bound the
+/// keys too: a tenant id, not a request body), on x86-64, including half as
+/// much again for what the allocator keeps while keys come and go:
+///
+/// | window | worst case per key |
+/// |---|---|
+/// | time, 10 buckets (the default) | 3.0 KiB |
+/// | time, 10 buckets, with latency | 41 KiB |
+/// | time, 60 buckets | 10 KiB |
+/// | count, 100 calls | 2.6 KiB |
+/// | count, 1,000,000 calls, with latency | 4.3 MiB |
+///
+/// With the defaults (10,000 keys) that is 30 MiB. A window's storage is
+/// made when it first needs it: keys that were only looked up take less
+/// (under a kilobyte).
 ///
 /// ```
 /// use seawall::circuit_breaker::{CircuitBreaker, CircuitBreakerLayer, Registry};
@@ -69,6 +93,8 @@ struct Shared<K> {
     max_keys: u64,
     idle_millis: Option<u64>,
     clock: Clock,
+    /// The worst case of one key's memory (see [`bytes_per_key`]).
+    per_key: u64,
     /// The template, shared by every breaker of the registry.
     config: Arc<Config>,
 }
@@ -104,6 +130,7 @@ const EVICTION_BATCH_DIVISOR: usize = 16;
 pub struct RegistryBuilder<K> {
     breaker: Builder,
     max_keys: u64,
+    max_memory: u64,
     idle_timeout: Option<Duration>,
     key: PhantomData<fn(K)>,
 }
@@ -113,6 +140,7 @@ impl<K> Debug for RegistryBuilder<K> {
         f.debug_struct("RegistryBuilder")
             .field("breaker", &self.breaker)
             .field("max_keys", &self.max_keys)
+            .field("max_memory", &self.max_memory)
             .field("idle_timeout", &self.idle_timeout)
             .finish()
     }
@@ -126,6 +154,14 @@ where
     /// several threads add keys at once). Default 10,000.
     pub fn max_keys(mut self, keys: u64) -> Self {
         self.max_keys = keys;
+        self
+    }
+
+    /// The most memory the registry may take with every key's breaker in
+    /// use (see [Memory](Registry#memory)): `build` refuses a `max_keys`
+    /// whose worst case exceeds it. Default 1 GiB.
+    pub fn max_memory(mut self, bytes: u64) -> Self {
+        self.max_memory = bytes;
         self
     }
 
@@ -149,6 +185,14 @@ where
             ));
         }
         let config = self.breaker.validate()?;
+        let per_key = bytes_per_key::<K>(&config);
+        if self.max_keys.saturating_mul(per_key) > self.max_memory {
+            return Err(ConfigError::new(
+                "max_keys",
+                self.max_keys,
+                "at the window's worst case per key, the registry could outgrow max_memory: lower max_keys, shrink the window, or raise max_memory",
+            ));
+        }
         // Breakers built from a template with an explicit clock share it;
         // the registry's idle times follow the same time.
         let clock = config.clock.unwrap_or_default();
@@ -171,10 +215,29 @@ where
                 max_keys: self.max_keys,
                 idle_millis,
                 clock,
+                per_key,
                 config: Arc::new(config),
             }),
         })
     }
+}
+
+/// A bound on the name's part that comes from the key, in bytes.
+const MAX_KEY_NAME: usize = 64;
+
+/// The worst case of one key's memory, beside what the key owns: its entry
+/// in a table that may have just doubled, its breaker, its name; and half
+/// as much again for what the allocator holds on to while keys come and go
+/// (measured: a third more, after a million keys through ten thousand).
+fn bytes_per_key<K>(config: &Config) -> u64 {
+    // A table grows by doubling once 7/8 full: at worst 16/7 entries' room
+    // (and a control byte each) per key.
+    let entry = (std::mem::size_of::<Slot<K>>() + 1) * 16 / 7 + 1;
+    let name = (config.name.len() + 1 + MAX_KEY_NAME + 3 + 2 * std::mem::size_of::<usize>())
+        .next_multiple_of(16)
+        + 16;
+    let live = entry + CircuitBreaker::heap_bytes(config) + name;
+    (live + live / 2) as u64
 }
 
 const NANOS_PER_MILLI: u128 = 1_000_000;
@@ -188,9 +251,17 @@ where
         RegistryBuilder {
             breaker,
             max_keys: 10_000,
+            max_memory: 1 << 30,
             idle_timeout: None,
             key: PhantomData,
         }
+    }
+
+    /// The most memory the registry can take: `max_keys` times the worst
+    /// case per key (see [Memory](Registry#memory)), beside what the keys
+    /// themselves own.
+    pub fn worst_case_bytes(&self) -> u64 {
+        self.shared.max_keys.saturating_mul(self.shared.per_key)
     }
 
     /// The key's breaker, built now if the key has none.
@@ -339,7 +410,16 @@ where
     }
 
     fn build(&self, key: &K) -> CircuitBreaker {
-        let name = format!("{}:{key:?}", self.config.name).into();
+        let mut key = format!("{key:?}");
+        if key.len() > MAX_KEY_NAME {
+            let mut cut = MAX_KEY_NAME;
+            while !key.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            key.truncate(cut);
+            key.push('…');
+        }
+        let name = format!("{}:{key}", self.config.name).into();
         CircuitBreaker::from_config(self.config.clone(), name)
     }
 

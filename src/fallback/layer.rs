@@ -15,9 +15,17 @@ use crate::error::Error;
 /// so it can tell a timeout from a refusal from a failure, and passes their
 /// single-level `Error<E>` through. Inside a [`Policy`](crate::policy) the
 /// fallback also sees responses that its classifier calls failures.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct FallbackLayer<Req, Res, E, K> {
     fallback: Fallback<Req, Res, E, K>,
+}
+
+impl<Req, Res, E, K> Clone for FallbackLayer<Req, Res, E, K> {
+    fn clone(&self) -> Self {
+        FallbackLayer {
+            fallback: self.fallback.clone(),
+        }
+    }
 }
 
 impl<Req, Res, E, K> FallbackLayer<Req, Res, E, K> {
@@ -40,10 +48,19 @@ impl<S, Req, Res, E, K> Layer<S> for FallbackLayer<Req, Res, E, K> {
 
 /// A service whose failures a [`Fallback`] answers. Made by
 /// [`FallbackLayer`].
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct FallbackService<S, Req, Res, E, K> {
     inner: S,
     fallback: Fallback<Req, Res, E, K>,
+}
+
+impl<S: Clone, Req, Res, E, K> Clone for FallbackService<S, Req, Res, E, K> {
+    fn clone(&self) -> Self {
+        FallbackService {
+            inner: self.inner.clone(),
+            fallback: self.fallback.clone(),
+        }
+    }
 }
 
 impl<S, Req, Res, E, K> FallbackService<S, Req, Res, E, K> {

@@ -78,6 +78,7 @@ impl CountWindow {
     }
 
     /// Bytes a window of this shape allocates with its first call.
+    #[cfg(feature = "registry")]
     pub(crate) fn storage_bytes(calls: u32, track_latency: bool) -> usize {
         calls as usize * if track_latency { 3 } else { 1 }
     }
@@ -111,7 +112,12 @@ impl CountWindow {
     /// Records one call; returns how many calls of its outcome were recorded
     /// before, ever (for sampling).
     #[inline]
-    pub(crate) fn record(&self, outcome: Outcome, slow: bool, latency_bucket: Option<usize>) -> u64 {
+    pub(crate) fn record(
+        &self,
+        outcome: Outcome,
+        slow: bool,
+        latency_bucket: Option<usize>,
+    ) -> u64 {
         let Hot { in_ring, total } = &self.tallies;
         let prior = total.add(outcome, slow, latency_bucket);
         if !outcome.is_call() {
@@ -139,7 +145,12 @@ impl CountWindow {
     }
 
     /// Counts one call in the lifetime totals only.
-    pub(crate) fn record_retired(&self, outcome: Outcome, slow: bool, latency_bucket: Option<usize>) {
+    pub(crate) fn record_retired(
+        &self,
+        outcome: Outcome,
+        slow: bool,
+        latency_bucket: Option<usize>,
+    ) {
         self.tallies.total.add(outcome, slow, latency_bucket);
     }
 

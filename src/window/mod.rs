@@ -302,9 +302,15 @@ impl std::fmt::Debug for RollingWindow {
 }
 
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "the time window is inline: boxed, every call would load its address first"
+)]
 enum Kind {
     Time(time::TimeWindow),
-    Count(count::CountWindow),
+    /// Boxed: its tallies are aligned to cache lines of their own, which
+    /// inline would make every window, of either kind, that large.
+    Count(Box<count::CountWindow>),
 }
 
 /// Every this many calls of one outcome (and at the first of each time
@@ -331,17 +337,25 @@ impl RollingWindow {
             Window::Time { span, buckets } => {
                 Kind::Time(time::TimeWindow::new(span, buckets, track_latency))
             }
-            Window::Count { calls } => Kind::Count(count::CountWindow::new(calls, track_latency)),
+            Window::Count { calls } => {
+                Kind::Count(Box::new(count::CountWindow::new(calls, track_latency)))
+            }
         };
         RollingWindow { kind, clock }
     }
 
-    /// The heap bytes a window of this shape takes once it has seen a call,
+    /// The heap bytes a window of this shape takes once it has seen calls,
     /// beyond its own size (which is what it takes before).
+    #[cfg(feature = "registry")]
     pub(crate) fn storage_bytes(window: Window, track_latency: bool) -> usize {
         match window {
             Window::Time { buckets, .. } => time::TimeWindow::storage_bytes(buckets, track_latency),
-            Window::Count { calls } => count::CountWindow::storage_bytes(calls, track_latency),
+            Window::Count { calls } => {
+                // Boxed, and aligned to its cache lines.
+                std::mem::size_of::<count::CountWindow>()
+                    + std::mem::align_of::<count::CountWindow>()
+                    + count::CountWindow::storage_bytes(calls, track_latency)
+            }
         }
     }
 

@@ -1,33 +1,39 @@
-//! The time-based window: a ring of buckets, each a set of counters for
-//! the calls of one stretch of time (an *epoch*: `now / bucket`).
+//! The time-based window: the newest bucket's counters at fixed addresses
+//! (the *hot* bucket, where nearly every call counts), and behind it a ring
+//! of the older buckets' counts.
 //!
-//! A slot of the ring is reused, `buckets` epochs later, by a newer bucket,
-//! and its counters must then start again from zero while other threads
-//! may still be counting into them. Zeroing a counter races with the
-//! increments around it, and copying counters to subtract them later (the
-//! obvious alternatives) loses or double-counts the calls made meanwhile.
-//! So each counter carries, in its top bits, the epoch it counts for:
-//! `epoch << count_bits | count`, which grows with the epoch.
+//! A bucket covers one stretch of time, an *epoch* (`now / bucket`). Every
+//! counter, hot or in the ring, carries in its top bits the epoch it counts
+//! for: `epoch << count_bits | count`. That is what keeps the counts exact
+//! while threads count, start buckets and read at once:
 //!
-//! - A call adds one with `fetch_add`: one atomic operation, as a plain
-//!   counter would.
-//! - A slot is started for a new epoch with one `fetch_max(epoch << count_bits)`
-//!   per counter before the slot is announced: a counter of an older epoch
-//!   becomes this epoch's zero; one already counting for this epoch (another
-//!   thread started the bucket first and calls are counting) is left as it
-//!   is. Any number of threads may start a bucket at once.
-//! - A count that leaves a counter (replaced by a newer epoch's zero, or by
-//!   a reset) is added to the *retired* counters, so the totals since the
-//!   window was made are exact: retired counts plus every counter's count.
-//! - A call that read the clock long ago (more than the span) and counts
-//!   only after its slot was taken by a newer bucket is counted in that
-//!   bucket: once, as every call.
+//! - **A call of the hot bucket** is one `fetch_add` on a counter whose
+//!   address never changes, after one load that says whether `now` is still
+//!   in the hot bucket: what a plain counter costs.
+//! - **Moving on to a new bucket.** The first call past the hot bucket's end
+//!   claims the move (the hot epoch word goes to zero), moves each hot
+//!   counter's count into the ring with a compare-and-swap that also sets it
+//!   to the new epoch's zero (a count added meanwhile fails the swap and is
+//!   moved along), then announces the new epoch. No call waits: while the
+//!   move is claimed, calls count straight into the ring, in their own
+//!   epoch's slot. A call that checked the hot bucket just before the move
+//!   and counts just after lands in the newer bucket: counted once, in the
+//!   bucket current when it landed.
+//! - **The ring** takes counts for an epoch with a compare-and-swap: onto
+//!   the count already there for that epoch, or in place of an older epoch's
+//!   (which leaves the window); counts of an epoch older than the slot's
+//!   have left the window already.
+//! - Every count that leaves the window (replaced in the ring, or reset) is
+//!   added to the *retired* counters, so the totals since the window was
+//!   made are exact: retired, plus everything in the ring and the hot
+//!   bucket.
 //!
-//! Readers sum, over the slots whose epoch is inside the span, the counters
-//! that count for that epoch: O(buckets), never O(calls).
+//! Readers sum the ring's counters, then the hot ones, whose epoch is inside
+//! the span: O(buckets), never O(calls). Ring first: a count being moved is
+//! then missed for an instant, never counted twice.
 //!
 //! `count_bits` is `log2(bucket in ns)`, so the epoch bits hold any epoch of
-//! a 64-bit nanosecond clock, and a counter of a bucket holds a quarter of a
+//! a 64-bit nanosecond clock, and a bucket's counter holds a quarter of a
 //! call per nanosecond of it (262,144 calls of one outcome in a 1 ms bucket),
 //! more than one atomic counter can take in real time. In paused tokio time
 //! a test can go past it: the calls beyond go to the totals only.
@@ -36,34 +42,59 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use super::{latency, Outcome, SLOTS, SLOW};
-use crate::sync::AtomicU64;
-use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
+use crate::sync::{model_point, AtomicU64};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
 /// More buckets than this buys precision nobody can see, at a cost on every
 /// read.
 pub(crate) const MAX_BUCKETS: u32 = 1000;
 
-/// Bits of the newest bucket's word that hold its slot index.
-const INDEX_BITS: u32 = 10;
+/// The hot bucket's start while it is being moved on: no call's time is in
+/// the bucket that would start there (but for the first bucket's calls,
+/// which belong to the hot bucket being moved, and may count in it).
+const MOVING: u64 = u64::MAX;
+
+/// The hot bucket's counters, on cache lines of their own: every call writes
+/// them, and the breaker's state word beside them is read by every call.
+#[repr(align(128))]
+struct Hot([AtomicU64; SLOTS]);
 
 pub(crate) struct TimeWindow {
     bucket_nanos: u64,
     buckets: u32,
     /// Low bits of a counter that count; the epoch is above them.
     count_bits: u32,
-    /// Counters per slot: the slot's epoch word, one per outcome, the slow
-    /// calls, and with latency tracking the histogram's.
-    per_slot: usize,
-    /// Every slot's words in a row, then the retired counters laid out like
-    /// one more slot. Made by the first call: a registry may hold a million
-    /// windows that never see one.
-    words: OnceLock<Box<[AtomicU64]>>,
-    /// The newest bucket started, as `(epoch << INDEX_BITS | slot) + 1`;
-    /// zero before the first. Lets a call find its bucket without a
-    /// division.
-    newest: AtomicU64,
+    /// A counter counting past this takes its call back out (see the
+    /// module's notes): half the count bits, so that no number of threads
+    /// adding at once can carry into the epoch.
+    full: u64,
+    track_latency: bool,
+    /// When the hot bucket starts (its epoch times the bucket); `MOVING`
+    /// while a call moves the hot counters on to a new bucket.
+    hot_start: AtomicU64,
     /// Calls of epochs before this one are forgotten (a reset).
     floor: AtomicU64,
+    hot: Hot,
+    /// Made by the first call that needs it: a registry may hold a million
+    /// windows that never see a call.
+    storage: OnceLock<Storage>,
+}
+
+struct Storage {
+    /// The hot bucket's latency histogram, with latency tracking.
+    hot_latency: Box<[AtomicU64]>,
+    /// Per slot of the ring, its counters: the outcomes and slow calls, then
+    /// with latency tracking the histogram's.
+    ring: Box<[AtomicU64]>,
+    /// Counts that left the window, per counter; never reset.
+    retired: Box<[AtomicU64]>,
+}
+
+/// Counters of one kind, for [`TimeWindow::counter`].
+#[derive(Clone, Copy)]
+enum At {
+    Hot,
+    Ring(usize),
 }
 
 impl TimeWindow {
@@ -71,34 +102,74 @@ impl TimeWindow {
         // `Window::validate` guarantees a whole number of nanoseconds, at
         // least a millisecond.
         let bucket_nanos = u64::try_from(span.as_nanos() / u128::from(buckets)).unwrap_or(u64::MAX);
-        let latency = if track_latency { latency::BUCKETS } else { 0 };
+        let count_bits = bucket_nanos.ilog2();
         let window = TimeWindow {
             bucket_nanos,
             buckets,
-            count_bits: bucket_nanos.ilog2(),
-            per_slot: 1 + SLOTS + latency,
-            words: OnceLock::new(),
-            newest: AtomicU64::new(0),
+            count_bits,
+            full: 1 << (count_bits - 1),
+            track_latency,
+            hot_start: AtomicU64::new(0),
             floor: AtomicU64::new(0),
+            hot: Hot(std::array::from_fn(|_| AtomicU64::new(0))),
+            storage: OnceLock::new(),
         };
         // loom cannot see the synchronization of std's `OnceLock`: under its
-        // models the words are made at once.
+        // models the storage is made at once.
         #[cfg(seawall_loom)]
-        window.words();
+        window.storage();
         window
     }
 
-    /// Bytes a window of this shape allocates with its first call.
+    /// Bytes a window of this shape allocates once it needs its ring.
+    #[cfg(feature = "registry")]
     pub(crate) fn storage_bytes(buckets: u32, track_latency: bool) -> usize {
-        let latency = if track_latency { latency::BUCKETS } else { 0 };
-        (buckets as usize + 1) * (1 + SLOTS + latency) * std::mem::size_of::<u64>()
+        let counters = SLOTS + if track_latency { latency::BUCKETS } else { 0 };
+        let hot_latency = if track_latency { latency::BUCKETS } else { 0 };
+        (hot_latency + (buckets as usize + 1) * counters) * std::mem::size_of::<u64>()
     }
 
-    fn words(&self) -> &[AtomicU64] {
-        self.words.get_or_init(|| {
-            let len = (self.buckets as usize + 1) * self.per_slot;
-            (0..len).map(|_| AtomicU64::new(0)).collect()
+    /// Counters per bucket: the outcomes and slow calls, and the histogram's.
+    fn counters(&self) -> usize {
+        SLOTS
+            + if self.track_latency {
+                latency::BUCKETS
+            } else {
+                0
+            }
+    }
+
+    #[inline(always)]
+    fn storage(&self) -> &Storage {
+        match self.storage.get() {
+            Some(storage) => storage,
+            None => self.make_storage(),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn make_storage(&self) -> &Storage {
+        let zeros = |n: usize| (0..n).map(|_| AtomicU64::new(0)).collect();
+        self.storage.get_or_init(|| Storage {
+            hot_latency: zeros(if self.track_latency {
+                latency::BUCKETS
+            } else {
+                0
+            }),
+            ring: zeros(self.buckets as usize * self.counters()),
+            retired: zeros(self.counters()),
         })
+    }
+
+    /// Counter `i` (an outcome, the slow calls, then the latency buckets) of
+    /// the hot bucket or of a ring slot.
+    fn counter<'a>(&'a self, storage: &'a Storage, at: At, i: usize) -> &'a AtomicU64 {
+        match (at, i.checked_sub(SLOTS)) {
+            (At::Hot, None) => &self.hot.0[i],
+            (At::Hot, Some(bucket)) => &storage.hot_latency[bucket],
+            (At::Ring(slot), _) => &storage.ring[slot * self.counters() + i],
+        }
     }
 
     #[inline]
@@ -111,18 +182,11 @@ impl TimeWindow {
         word & ((1 << self.count_bits) - 1)
     }
 
-    /// A counter counting past this takes its call back out (see the
-    /// module's notes): half the count bits, so that no number of threads
-    /// adding at once can carry into the epoch.
-    #[inline]
-    fn full(&self) -> u64 {
-        1 << (self.count_bits - 1)
-    }
-
     /// Records one call at `now`; returns the count its outcome's counter
     /// held before (for sampling: it is zero at the first call of a bucket
-    /// and every so many calls after).
-    #[inline]
+    /// and every so many calls after). Always inlined into the breaker's
+    /// verdict, like the window's own `record_nanos`.
+    #[inline(always)]
     pub(crate) fn record(
         &self,
         now: u64,
@@ -130,144 +194,208 @@ impl TimeWindow {
         slow: bool,
         latency_bucket: Option<usize>,
     ) -> u64 {
-        let words = self.words();
-        let base = self.bucket_at(now, words);
-        let prior = self.add(words, base, 1 + outcome as usize);
-        if slow {
-            self.add(words, base, 1 + SLOW);
+        // Acquire: the hot counters were moved on before their start was
+        // announced, so this call's count lands after the move.
+        let start = self.hot_start.load(Acquire);
+        // One comparison for both ends: before the start wraps around.
+        if now.wrapping_sub(start) >= self.bucket_nanos {
+            return self.record_elsewhere(now, outcome, slow, latency_bucket);
         }
-        if let Some(bucket) = latency_bucket.filter(|_| self.per_slot > 1 + SLOTS) {
-            self.add(words, base, 1 + SLOTS + bucket);
+        model_point();
+        let prior = self.add_hot(outcome as usize);
+        if slow {
+            self.add_hot(SLOW);
+        }
+        if let Some(bucket) = latency_bucket.filter(|_| self.track_latency) {
+            let counter = &self.storage().hot_latency[bucket];
+            if counter.fetch_add(1, Relaxed) & self.full != 0 {
+                self.take_back(counter, SLOTS + bucket);
+            }
         }
         prior
     }
 
-    /// Counts one call in the lifetime totals only.
-    pub(crate) fn record_retired(&self, outcome: Outcome, slow: bool, latency_bucket: Option<usize>) {
-        let words = self.words();
-        self.retire(words, 1 + outcome as usize, 1);
-        if slow {
-            self.retire(words, 1 + SLOW, 1);
+    #[inline(always)]
+    fn add_hot(&self, i: usize) -> u64 {
+        let counter = &self.hot.0[i];
+        let prior = counter.fetch_add(1, Relaxed);
+        if prior & self.full != 0 {
+            self.take_back(counter, i);
         }
-        if let Some(bucket) = latency_bucket.filter(|_| self.per_slot > 1 + SLOTS) {
-            self.retire(words, 1 + SLOTS + bucket, 1);
-        }
+        prior
     }
 
-    /// The first word of the slot of `now`'s bucket, started if it is new.
-    #[inline]
-    fn bucket_at(&self, now: u64, words: &[AtomicU64]) -> usize {
-        // Acquire: a bucket is announced here only once its slot is ready.
-        let newest = self.newest.load(Acquire);
-        if newest != 0 {
-            let epoch = (newest - 1) >> INDEX_BITS;
-            // One comparison for both ends: before the bucket's start wraps.
-            if now.wrapping_sub(epoch.wrapping_mul(self.bucket_nanos)) < self.bucket_nanos {
-                let index = ((newest - 1) & ((1 << INDEX_BITS) - 1)) as usize;
-                return index * self.per_slot;
-            }
-        }
-        self.start_bucket(now, words)
-    }
-
+    /// A call outside the hot bucket: past its end (this call moves it on,
+    /// unless another is), or before its start (a call that read the clock
+    /// a while ago).
     #[cold]
     #[inline(never)]
-    fn start_bucket(&self, now: u64, words: &[AtomicU64]) -> usize {
+    fn record_elsewhere(
+        &self,
+        now: u64,
+        outcome: Outcome,
+        slow: bool,
+        latency_bucket: Option<usize>,
+    ) -> u64 {
+        let storage = self.storage();
         let epoch = now / self.bucket_nanos;
-        let index = epoch % u64::from(self.buckets);
-        let base = index as usize * self.per_slot;
-        if words[base].load(Acquire) <= epoch {
-            let zero = epoch << self.count_bits;
-            for i in 1..self.per_slot {
-                let before = words[base + i].fetch_max(zero, AcqRel);
-                if before < zero {
-                    self.retire(words, i, self.count_of(before));
+        let start = self.hot_start.load(Acquire);
+        if start != MOVING
+            && start / self.bucket_nanos < epoch
+            && self
+                .hot_start
+                .compare_exchange(start, MOVING, AcqRel, Acquire)
+                .is_ok()
+        {
+            model_point();
+            self.move_hot_on(storage, epoch);
+            model_point();
+            self.hot_start.store(epoch * self.bucket_nanos, Release);
+        }
+        let slot = (epoch % u64::from(self.buckets)) as usize;
+        self.add_to_ring(storage, slot, epoch, outcome as usize, 1);
+        if slow {
+            self.add_to_ring(storage, slot, epoch, SLOW, 1);
+        }
+        if let Some(bucket) = latency_bucket.filter(|_| self.track_latency) {
+            self.add_to_ring(storage, slot, epoch, SLOTS + bucket, 1);
+        }
+        0
+    }
+
+    /// Moves each hot counter's count into the ring and the counter on to
+    /// `epoch`'s zero. Only the call that claimed the move runs it.
+    fn move_hot_on(&self, storage: &Storage, epoch: u64) {
+        let zero = epoch << self.count_bits;
+        for i in 0..self.counters() {
+            let counter = self.counter(storage, At::Hot, i);
+            let mut word = counter.load(Acquire);
+            model_point();
+            loop {
+                match counter.compare_exchange_weak(word, zero, AcqRel, Acquire) {
+                    Ok(_) => break,
+                    Err(actual) => word = actual,
                 }
             }
-            words[base].fetch_max(epoch + 1, AcqRel);
+            let (from, count) = (self.epoch_of(word), self.count_of(word));
+            if count > 0 {
+                let slot = (from % u64::from(self.buckets)) as usize;
+                self.add_to_ring(storage, slot, from, i, count);
+            }
         }
-        self.newest
-            .fetch_max(((epoch << INDEX_BITS) | index) + 1, AcqRel);
-        base
     }
 
-    /// Counts one call in counter `i` of the slot at `base`; returns the
-    /// count before.
-    #[inline]
-    fn add(&self, words: &[AtomicU64], base: usize, i: usize) -> u64 {
-        let counter = &words[base + i];
-        let before = self.count_of(counter.fetch_add(1, Relaxed));
-        if before >= self.full() {
-            self.take_back(words, counter, i);
-        }
-        before
-    }
-
-    /// Takes a call back out of a counter that is full, into the totals;
-    /// unless the count was retired meanwhile (by a newer bucket or a reset),
-    /// taking it along.
-    #[cold]
-    fn take_back(&self, words: &[AtomicU64], counter: &AtomicU64, i: usize) {
-        let mut word = counter.load(Relaxed);
-        while self.count_of(word) >= self.full() {
-            match counter.compare_exchange_weak(word, word - 1, Relaxed, Relaxed) {
-                Ok(_) => return self.retire(words, i, 1),
+    /// Adds `n` calls of `epoch` to counter `i` of ring slot `slot`.
+    fn add_to_ring(&self, storage: &Storage, slot: usize, epoch: u64, i: usize, n: u64) {
+        let counter = self.counter(storage, At::Ring(slot), i);
+        let room = |word: u64| self.full - self.count_of(word).min(self.full);
+        let mut word = counter.load(Acquire);
+        model_point();
+        loop {
+            let held = self.epoch_of(word);
+            let (next, left) = if held > epoch {
+                // The slot holds a later lap: this epoch left the window.
+                return self.retire(storage, i, n);
+            } else if held == epoch {
+                let added = n.min(room(word));
+                (word + added, n - added)
+            } else {
+                let added = n.min(self.full);
+                ((epoch << self.count_bits) | added, n - added)
+            };
+            match counter.compare_exchange_weak(word, next, AcqRel, Acquire) {
+                Ok(_) => {
+                    if held < epoch {
+                        self.retire(storage, i, self.count_of(word));
+                    }
+                    return self.retire(storage, i, left);
+                }
                 Err(actual) => word = actual,
             }
         }
     }
 
-    /// Keeps `n` calls in the lifetime totals that left counter `i`.
-    fn retire(&self, words: &[AtomicU64], i: usize, n: u64) {
-        if n > 0 {
-            words[self.buckets as usize * self.per_slot + i].fetch_add(n, Relaxed);
+    /// Takes a call back out of a hot counter that is full, into the totals;
+    /// unless the count was moved on meanwhile, taking it along.
+    #[cold]
+    fn take_back(&self, counter: &AtomicU64, i: usize) {
+        let mut word = counter.load(Relaxed);
+        while word & self.full != 0 {
+            match counter.compare_exchange_weak(word, word - 1, Relaxed, Relaxed) {
+                Ok(_) => return self.retire(self.storage(), i, 1),
+                Err(actual) => word = actual,
+            }
         }
     }
 
-    /// Runs `f` on the first word and the epoch of every slot inside the
-    /// span at `now` (and after the last reset).
-    fn live_slots(&self, now: u64, mut f: impl FnMut(&[AtomicU64], usize, u64)) {
-        let Some(words) = self.words.get() else {
-            return;
-        };
+    /// Keeps `n` calls of counter `i` in the lifetime totals only.
+    fn retire(&self, storage: &Storage, i: usize, n: u64) {
+        if n > 0 {
+            storage.retired[i].fetch_add(n, Relaxed);
+        }
+    }
+
+    /// Counts one call in the lifetime totals only.
+    pub(crate) fn record_retired(
+        &self,
+        outcome: Outcome,
+        slow: bool,
+        latency_bucket: Option<usize>,
+    ) {
+        let storage = self.storage();
+        self.retire(storage, outcome as usize, 1);
+        if slow {
+            self.retire(storage, SLOW, 1);
+        }
+        if let Some(bucket) = latency_bucket.filter(|_| self.track_latency) {
+            self.retire(storage, SLOTS + bucket, 1);
+        }
+    }
+
+    /// Sums counters `first..first + sums.len()` over the window at `now`:
+    /// the ring's, then the hot bucket's (see the module's notes).
+    fn sum(&self, now: u64, first: usize, sums: &mut [u64]) {
         let current = now / self.bucket_nanos;
         let oldest = (current + 1)
             .saturating_sub(u64::from(self.buckets))
             .max(self.floor.load(Acquire));
-        for index in 0..self.buckets as usize {
-            let base = index * self.per_slot;
-            let Some(epoch) = words[base].load(Acquire).checked_sub(1) else {
-                continue;
-            };
-            if (oldest..=current).contains(&epoch) {
-                f(words, base, epoch);
+        let add = |counter: &AtomicU64, sum: &mut u64| {
+            let word = counter.load(Acquire);
+            if (oldest..=current).contains(&self.epoch_of(word)) {
+                *sum += self.count_of(word);
             }
-        }
-    }
-
-    /// Sums, over the window at `now`, each slot's counters from `first` on
-    /// into `sums`.
-    fn sum(&self, now: u64, first: usize, sums: &mut [u64]) {
-        self.live_slots(now, |words, base, epoch| {
+        };
+        let Some(storage) = self.storage.get() else {
+            for (i, sum) in sums
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, _)| first + i < SLOTS)
+            {
+                add(&self.hot.0[first + i], sum);
+            }
+            return;
+        };
+        for slot in 0..self.buckets as usize {
             for (i, sum) in sums.iter_mut().enumerate() {
-                let word = words[base + first + i].load(Relaxed);
-                if self.epoch_of(word) == epoch {
-                    *sum += self.count_of(word);
-                }
+                add(self.counter(storage, At::Ring(slot), first + i), sum);
             }
-        });
+            model_point();
+        }
+        for (i, sum) in sums.iter_mut().enumerate() {
+            add(self.counter(storage, At::Hot, first + i), sum);
+        }
     }
 
     pub(crate) fn counts(&self, now: u64) -> [u64; SLOTS] {
         let mut counts = [0; SLOTS];
-        self.sum(now, 1, &mut counts);
+        self.sum(now, 0, &mut counts);
         counts
     }
 
     pub(crate) fn snapshot(&self, now: u64) -> ([u64; SLOTS], Option<Vec<u64>>) {
-        let latency = (self.per_slot > 1 + SLOTS).then(|| {
+        let latency = self.track_latency.then(|| {
             let mut latency = vec![0; latency::BUCKETS];
-            self.sum(now, 1 + SLOTS, &mut latency);
+            self.sum(now, SLOTS, &mut latency);
             latency
         });
         (self.counts(now), latency)
@@ -275,43 +403,48 @@ impl TimeWindow {
 
     /// Every call ever recorded, by outcome: never reset.
     pub(crate) fn totals(&self) -> ([u64; SLOTS], Option<Vec<u64>>) {
-        let mut all = vec![0; self.per_slot - 1];
-        if let Some(words) = self.words.get() {
-            for slot in 0..=self.buckets as usize {
-                let retired = slot == self.buckets as usize;
+        let mut all = vec![0; self.counters()];
+        match self.storage.get() {
+            None => {
+                for (i, sum) in all.iter_mut().enumerate().take(SLOTS) {
+                    *sum = self.count_of(self.hot.0[i].load(Acquire));
+                }
+            }
+            Some(storage) => {
                 for (i, sum) in all.iter_mut().enumerate() {
-                    let word = words[slot * self.per_slot + 1 + i].load(Relaxed);
-                    *sum += if retired { word } else { self.count_of(word) };
+                    *sum = storage.retired[i].load(Acquire);
+                    for slot in 0..self.buckets as usize {
+                        let word = self.counter(storage, At::Ring(slot), i).load(Acquire);
+                        *sum += self.count_of(word);
+                    }
+                    *sum += self.count_of(self.counter(storage, At::Hot, i).load(Acquire));
                 }
             }
         }
-        let latency = (self.per_slot > 1 + SLOTS).then(|| all.split_off(SLOTS));
+        let latency = self.track_latency.then(|| all.split_off(SLOTS));
         (std::array::from_fn(|i| all[i]), latency)
     }
 
     /// Forgets the calls recorded before `now`: the older buckets by the
-    /// floor, the current one by zeroing its counters (retiring their counts).
+    /// floor, `now`'s own by zeroing its counts (retiring them).
     pub(crate) fn reset(&self, now: u64) {
         let current = now / self.bucket_nanos;
         self.floor.fetch_max(current, AcqRel);
-        let Some(words) = self.words.get() else {
-            return;
-        };
-        let base = (current % u64::from(self.buckets)) as usize * self.per_slot;
-        if words[base].load(Acquire) != current + 1 {
-            return;
-        }
+        let storage = self.storage();
+        let slot = (current % u64::from(self.buckets)) as usize;
         let zero = current << self.count_bits;
-        for i in 1..self.per_slot {
-            let counter = &words[base + i];
-            let mut word = counter.load(Acquire);
-            while self.epoch_of(word) == current && word != zero {
-                match counter.compare_exchange_weak(word, zero, AcqRel, Acquire) {
-                    Ok(_) => {
-                        self.retire(words, i, self.count_of(word));
-                        break;
+        for at in [At::Ring(slot), At::Hot] {
+            for i in 0..self.counters() {
+                let counter = self.counter(storage, at, i);
+                let mut word = counter.load(Acquire);
+                while self.epoch_of(word) == current && word != zero {
+                    match counter.compare_exchange_weak(word, zero, AcqRel, Acquire) {
+                        Ok(_) => {
+                            self.retire(storage, i, self.count_of(word));
+                            break;
+                        }
+                        Err(actual) => word = actual,
                     }
-                    Err(actual) => word = actual,
                 }
             }
         }
@@ -364,19 +497,25 @@ mod tests {
     }
 
     #[test]
-    fn a_late_call_counts_once_in_the_bucket_it_lands_in() {
+    fn a_late_call_counts_in_its_own_bucket() {
         let w = window(2);
         w.record(0, Outcome::Success, false, None);
-        w.record(2 * MS, Outcome::Success, false, None); // takes slot 0 over
+        w.record(2 * MS, Outcome::Success, false, None); // epoch 0 has left
         w.record(0, Outcome::Failure, false, None); // read the clock at 0, landed late
         let counts = w.counts(2 * MS);
         assert_eq!(
-            (count(counts, Outcome::Success), count(counts, Outcome::Failure)),
-            (1, 1)
+            (
+                count(counts, Outcome::Success),
+                count(counts, Outcome::Failure)
+            ),
+            (1, 0)
         );
         let totals = w.totals().0;
         assert_eq!(
-            (count(totals, Outcome::Success), count(totals, Outcome::Failure)),
+            (
+                count(totals, Outcome::Success),
+                count(totals, Outcome::Failure)
+            ),
             (2, 1)
         );
     }
@@ -428,20 +567,22 @@ mod tests {
             .count() as u64
     }
 
-    /// Buckets start under concurrent calls, many of them, no slot reused:
-    /// read at the end of each epoch, the window holds exactly the calls
-    /// made up to it.
+    /// Buckets started under concurrent calls, many of them, no slot reused:
+    /// every call is in the window, and none in a bucket older than the time
+    /// it read (one that raced a bucket's start may land in the newer one).
     #[test]
     fn buckets_started_under_concurrent_calls_count_exactly() {
         for round in 0..20 {
             let w = Arc::new(window(1000));
             let (calls, now) = concurrent_calls(&w, 60);
-            for upto in 0..=now / MS {
-                let counts = w.counts(upto * MS + MS - 1);
-                for outcome in [Outcome::Success, Outcome::Failure] {
-                    assert_eq!(
-                        count(counts, outcome),
-                        calls_of(&calls, outcome, upto),
+            for outcome in [Outcome::Success, Outcome::Failure] {
+                let all = calls_of(&calls, outcome, u64::MAX);
+                assert_eq!(count(w.counts(now), outcome), all, "round {round}");
+                assert_eq!(count(w.totals().0, outcome), all, "round {round}");
+                for upto in 0..=now / MS {
+                    let counts = w.counts(upto * MS + MS - 1);
+                    assert!(
+                        count(counts, outcome) <= calls_of(&calls, outcome, upto),
                         "{outcome:?} up to epoch {upto}, round {round}"
                     );
                 }
@@ -491,7 +632,10 @@ mod tests {
         w.record(2 * MS + 7, Outcome::Success, false, None);
         let counts = w.counts(2 * MS + 8);
         assert_eq!(
-            (count(counts, Outcome::Success), count(counts, Outcome::Failure)),
+            (
+                count(counts, Outcome::Success),
+                count(counts, Outcome::Failure)
+            ),
             (1, 0)
         );
         assert_eq!(count(w.totals().0, Outcome::Failure), 2);
@@ -509,7 +653,10 @@ mod tests {
         w.record(MS, Outcome::Failure, false, None);
         let counts = w.counts(MS);
         assert_eq!(
-            (count(counts, Outcome::Success), count(counts, Outcome::Failure)),
+            (
+                count(counts, Outcome::Success),
+                count(counts, Outcome::Failure)
+            ),
             (0, 1),
             "the full counter's epoch bits are intact"
         );
@@ -558,6 +705,78 @@ mod loom_models {
             assert!(w.counts(5 * MS)[Outcome::Success as usize] <= 1);
             other.join().unwrap();
             assert_eq!(w.counts(5 * MS)[Outcome::Success as usize], 1);
+        });
+    }
+
+    /// Two calls past the hot bucket's end race to move it on (one moves,
+    /// the other counts in the hot bucket or in the ring) while a third
+    /// thread reads: both are counted once, never twice in a read.
+    #[test]
+    fn calls_racing_a_move_to_a_new_bucket() {
+        loom::model(|| {
+            let w = Arc::new(window(2));
+            w.record(0, Outcome::Failure, false, None);
+            let threads: Vec<_> = (0..2)
+                .map(|_| {
+                    let w = w.clone();
+                    thread::spawn(move || w.record(MS, Outcome::Success, false, None))
+                })
+                .collect();
+            let seen = w.counts(MS);
+            assert!(seen[Outcome::Success as usize] <= 2);
+            assert!(seen[Outcome::Failure as usize] <= 1);
+            for t in threads {
+                t.join().unwrap();
+            }
+            let counts = w.counts(MS);
+            assert_eq!(counts[Outcome::Success as usize], 2);
+            assert_eq!(counts[Outcome::Failure as usize], 1);
+            assert_eq!(w.totals().0[Outcome::Success as usize], 2);
+        });
+    }
+
+    /// A call that found the hot bucket current lands once, before or after
+    /// another call moves the bucket on under it.
+    #[test]
+    fn a_call_racing_a_move_lands_once() {
+        loom::model(|| {
+            let w = Arc::new(window(2));
+            let hot = {
+                let w = w.clone();
+                thread::spawn(move || w.record(0, Outcome::Success, false, None))
+            };
+            let mover = {
+                let w = w.clone();
+                thread::spawn(move || w.record(MS, Outcome::Failure, false, None))
+            };
+            hot.join().unwrap();
+            mover.join().unwrap();
+            let counts = w.counts(MS);
+            assert_eq!(counts[Outcome::Success as usize], 1);
+            assert_eq!(counts[Outcome::Failure as usize], 1);
+            assert_eq!(w.totals().0[Outcome::Success as usize], 1);
+        });
+    }
+
+    /// After an idle gap of a whole span, the old hot bucket's counts moved
+    /// into the ring must not land in the slot's newer bucket, which calls
+    /// of the new epoch may be filling at the same time.
+    #[test]
+    fn counts_moved_after_an_idle_gap_stay_out_of_the_window() {
+        loom::model(|| {
+            let w = Arc::new(window(2));
+            w.record(0, Outcome::Failure, false, None);
+            let threads: Vec<_> = (0..2)
+                .map(|_| {
+                    let w = w.clone();
+                    thread::spawn(move || w.record(2 * MS, Outcome::Failure, false, None))
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            assert_eq!(w.counts(2 * MS)[Outcome::Failure as usize], 2);
+            assert_eq!(w.totals().0[Outcome::Failure as usize], 3);
         });
     }
 
