@@ -1,0 +1,97 @@
+//! The coarse clock's thread costs nothing while nothing reads the time: no
+//! wakeups, counted by the kernel. In a process of its own (one test), so
+//! that no other test reads the clock meanwhile.
+
+use std::time::{Duration, Instant};
+
+use seawall::circuit_breaker::CircuitBreaker;
+use seawall::classify::Verdict;
+use seawall::Clock;
+
+/// The context switches (voluntary and not) of the process's threads
+/// named `name`, from `/proc`.
+fn switches_of(name: &str) -> Option<u64> {
+    let mut total = None;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let task = task.ok()?.path();
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let status = std::fs::read_to_string(task.join("status")).unwrap_or_default();
+        let switches: u64 = status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum();
+        *total.get_or_insert(0) += switches;
+    }
+    total
+}
+
+#[test]
+fn an_idle_process_pays_no_wakeups_and_calls_resume_at_once() {
+    let breaker = CircuitBreaker::builder()
+        .clock(Clock::coarse())
+        .build()
+        .unwrap();
+    for _ in 0..1_000 {
+        breaker.try_acquire().unwrap().record(Verdict::Success);
+    }
+    assert!(
+        switches_of("seawall-clock").is_some(),
+        "the first reads started the clock's thread"
+    );
+
+    // Idle: wait until the thread stops waking (it parks after 100 ms
+    // without a read; a loaded machine may take longer to let it notice),
+    // then check that it stays stopped.
+    let give_up = Instant::now() + Duration::from_secs(30);
+    let mut last = switches_of("seawall-clock").unwrap();
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = switches_of("seawall-clock").unwrap();
+        if now == last {
+            break;
+        }
+        assert!(
+            Instant::now() < give_up,
+            "the clock's thread still wakes after 30 idle seconds"
+        );
+        last = now;
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        switches_of("seawall-clock").unwrap(),
+        last,
+        "the clock's thread woke while the process was idle"
+    );
+
+    // Calls resume: the time is right at once, and the thread wakes.
+    let open = CircuitBreaker::builder()
+        .clock(Clock::coarse())
+        .consecutive_failures(1)
+        .open_duration(seawall::circuit_breaker::OpenDuration::Fixed(
+            Duration::from_millis(200),
+        ))
+        .build()
+        .unwrap();
+    open.try_acquire().unwrap().record(Verdict::Failure);
+    let refused = open.try_acquire().unwrap_err();
+    assert!(refused.retry_after().unwrap() <= Duration::from_millis(200));
+    let start = Instant::now();
+    loop {
+        if open.try_acquire().is_ok() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "never half-opened"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        switches_of("seawall-clock").unwrap() > last,
+        "woken by the reads"
+    );
+}

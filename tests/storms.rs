@@ -1,0 +1,513 @@
+//! Cancellation and panic storms: many calls at once, each dropped at some
+//! point (before its first poll, while queued, mid-call, during a
+//! fallback) or blowing up somewhere (in `call`, in the future, in a
+//! `Drop`, in a classifier, in a fallback), some polled again after they
+//! panicked. Afterwards every permit, probe slot, queue place and pool
+//! thread must be accounted for, and the figures must say so.
+//!
+//! Seeded: a failing round names its seed. Paused time, so that a storm of
+//! thousands of calls takes no wall time (the pool's storm excepted: its
+//! threads are real).
+
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::FutureExt;
+use seawall::blocking::{BlockingPool, BlockingService};
+use seawall::bulkhead::Bulkhead;
+use seawall::circuit_breaker::{CircuitBreaker, OpenDuration, State};
+use seawall::classify::Verdict;
+use seawall::fallback::Fallback;
+use seawall::policy::Policy;
+use seawall::window::Window;
+use seawall::Clock;
+use tower::{Layer, Service, ServiceExt};
+
+/// What the inner service does with one request.
+#[derive(Clone, Copy, Debug)]
+enum Act {
+    Answer,
+    Sleep(u64),
+    Fail,
+    Ignored,
+    PanicInCall,
+    PanicInPoll,
+    PanicInDrop,
+    Hang,
+}
+
+/// How the caller treats its call.
+#[derive(Clone, Copy, Debug)]
+enum Caller {
+    Awaits,
+    DropsBeforePolling,
+    GivesUpAfter(u64),
+    PollsAgainAfterAPanic,
+}
+
+/// A tiny seeded generator (splitmix64): storms must replay.
+struct Dice(u64);
+
+impl Dice {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn act(&mut self) -> Act {
+        match self.below(16) {
+            0..=4 => Act::Answer,
+            5..=7 => Act::Sleep(1 + self.below(6)),
+            8 | 9 => Act::Fail,
+            10 => Act::Ignored,
+            11 => Act::PanicInCall,
+            12 => Act::PanicInPoll,
+            13 => Act::PanicInDrop,
+            _ => Act::Hang,
+        }
+    }
+
+    fn caller(&mut self) -> Caller {
+        match self.below(8) {
+            0..=2 => Caller::Awaits,
+            3 => Caller::DropsBeforePolling,
+            4..=6 => Caller::GivesUpAfter(self.below(15)),
+            _ => Caller::PollsAgainAfterAPanic,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Failed(&'static str);
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for Failed {}
+
+pin_project_lite::pin_project! {
+    struct ActFuture {
+        act: Act,
+        #[pin]
+        sleep: tokio::time::Sleep,
+    }
+
+    impl PinnedDrop for ActFuture {
+        fn drop(this: Pin<&mut Self>) {
+            if matches!(this.act, Act::PanicInDrop) && !std::thread::panicking() {
+                panic!("the inner future panicked in Drop");
+            }
+        }
+    }
+}
+
+impl Future for ActFuture {
+    type Output = Result<u32, Failed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match *this.act {
+            Act::PanicInPoll => panic!("the inner future panicked"),
+            Act::Hang => Poll::Pending,
+            Act::Sleep(_) => this.sleep.poll(cx).map(|()| Ok(1)),
+            Act::Fail => Poll::Ready(Err(Failed("failed"))),
+            Act::Ignored => Poll::Ready(Err(Failed("ignored"))),
+            Act::Answer | Act::PanicInDrop | Act::PanicInCall => Poll::Ready(Ok(0)),
+        }
+    }
+}
+
+/// The inner service: does what each request says.
+#[derive(Clone)]
+struct Chaos;
+
+impl Service<Act> for Chaos {
+    type Response = u32;
+    type Error = Failed;
+    type Future = ActFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Failed>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, act: Act) -> ActFuture {
+        if let Act::PanicInCall = act {
+            panic!("the inner call panicked");
+        }
+        let ms = if let Act::Sleep(ms) = act { ms } else { 0 };
+        ActFuture {
+            act,
+            sleep: tokio::time::sleep(Duration::from_millis(ms)),
+        }
+    }
+}
+
+/// One caller's call, as the caller chose to treat it; panics stay inside.
+async fn call<S>(mut service: S, act: Act, caller: Caller)
+where
+    S: Service<Act> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Response: Send,
+    S::Error: Send,
+{
+    let ready = AssertUnwindSafe(service.ready()).catch_unwind().await;
+    let Ok(Ok(service)) = ready else { return };
+    let Ok(future) = catch_unwind(AssertUnwindSafe(|| service.call(act))) else {
+        return;
+    };
+    let mut future = Box::pin(future);
+    match caller {
+        Caller::Awaits => {
+            // A hung call is waited for as long as a patient caller would.
+            let awaited = tokio::time::timeout(Duration::from_millis(40), &mut future);
+            let _ = AssertUnwindSafe(awaited).catch_unwind().await;
+        }
+        Caller::DropsBeforePolling => {}
+        Caller::GivesUpAfter(ms) => {
+            let _ = AssertUnwindSafe(tokio::time::timeout(Duration::from_millis(ms), &mut future))
+                .catch_unwind()
+                .await;
+        }
+        Caller::PollsAgainAfterAPanic => {
+            for _ in 0..10 {
+                let polled = std::future::poll_fn(|cx| {
+                    Poll::Ready(catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))))
+                })
+                .await;
+                match polled {
+                    Ok(Poll::Ready(_)) => break,
+                    Ok(Poll::Pending) => tokio::time::sleep(Duration::from_millis(3)).await,
+                    Err(_) => continue,
+                }
+            }
+        }
+    }
+    // Dropping may panic too (the inner future's Drop).
+    let _ = catch_unwind(AssertUnwindSafe(move || drop(future)));
+}
+
+/// Runs `calls` calls with the dice's acts and callers, all at once, in
+/// paused time, until every one has ended.
+async fn storm<S>(service: &S, dice: &mut Dice, calls: usize)
+where
+    S: Service<Act> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Response: Send,
+    S::Error: Send,
+{
+    let tasks: Vec<_> = (0..calls)
+        .map(|_| tokio::spawn(call(service.clone(), dice.act(), dice.caller())))
+        .collect();
+    for task in tasks {
+        // Panics were caught inside; a task that still panicked (a Drop
+        // panicking while another unwound aborts, so never) is a failure.
+        task.await.expect("a storm call escaped its catch");
+    }
+}
+
+/// Silences the storm's own panics (thousands of them), not the others.
+fn quiet_panics() {
+    static ONCE: AtomicBool = AtomicBool::new(false);
+    if !ONCE.swap(true, Ordering::SeqCst) {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let message = info
+                .payload()
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("");
+            let deliberate = [
+                "the inner future panicked in Drop",
+                "the inner future panicked",
+                "the inner call panicked",
+                "the blocking call panicked",
+                "the classifier panicked",
+                "the fallback panicked",
+                "a Drop that panics",
+            ]
+            .contains(&message)
+                || message.ends_with("polled after completion")
+                || message.ends_with("resumed after panicking");
+            if !deliberate {
+                default(info);
+            }
+        }));
+    }
+}
+
+fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap()
+}
+
+const SEEDS: u64 = 20;
+const CALLS: usize = 300;
+
+#[test]
+fn bulkheads_of_every_mode_give_back_every_permit_and_place() {
+    quiet_panics();
+    for seed in 0..SEEDS {
+        for mode in 0..3 {
+            let builder = Bulkhead::builder().max_concurrent(4);
+            let builder = match mode {
+                0 => builder.reject_when_full(),
+                1 => builder.queue(16, Duration::from_millis(30)),
+                _ => builder.backpressure(16, Duration::from_millis(30)),
+            };
+            let bulkhead = builder.build().unwrap();
+            let service = bulkhead.layer().layer(Chaos);
+            paused_runtime().block_on(async {
+                let mut dice = Dice(seed);
+                storm(&service, &mut dice, CALLS).await;
+            });
+            let figures = bulkhead.figures();
+            assert_eq!(
+                (figures.in_flight, figures.queued),
+                (0, 0),
+                "seed {seed}, mode {mode}: {figures:?}"
+            );
+            assert!(figures.max_in_flight_seen <= 4, "seed {seed}, mode {mode}");
+        }
+    }
+}
+
+/// A half-open breaker whose probes all ended must still decide: the free
+/// probe slots, taken and answered, close it. A slot that a dropped or
+/// panicked probe kept would keep it half-open for good.
+fn assert_not_stuck_half_open(breaker: &CircuitBreaker, seed: u64) {
+    if breaker.state() != State::HalfOpen {
+        return;
+    }
+    let mut probes = Vec::new();
+    while let Ok(probe) = breaker.try_acquire() {
+        assert!(probe.is_probe(), "seed {seed}");
+        probes.push(probe);
+    }
+    for probe in probes {
+        probe.record(Verdict::Success);
+    }
+    assert_ne!(
+        breaker.state(),
+        State::HalfOpen,
+        "seed {seed}: a probe slot was never given back"
+    );
+}
+
+/// The Policy with every stage, a classifier and a fallback that panic on
+/// some results, and a half-open breaker whose probes are dropped and
+/// panic: afterwards the bulkhead is empty, and a half-open breaker still
+/// has its probe slot.
+#[test]
+fn a_policy_gives_back_its_permits_probes_and_fallback_places() {
+    quiet_panics();
+    for seed in 0..SEEDS {
+        let runtime = paused_runtime();
+        let _entered = runtime.enter();
+        let policy = Policy::builder("storm")
+            .circuit_breaker(
+                CircuitBreaker::builder()
+                    .window(Window::count(20))
+                    .minimum_calls(10)
+                    .half_open_probes(2)
+                    .open_duration(OpenDuration::Fixed(Duration::from_millis(10))),
+            )
+            .bulkhead(
+                Bulkhead::builder()
+                    .max_concurrent(4)
+                    .queue(16, Duration::from_millis(30)),
+            )
+            .timeout(Duration::from_millis(12))
+            .classify(|result: &Result<u32, Failed>| match result {
+                Ok(7) => panic!("the classifier panicked"),
+                Ok(_) => Verdict::Success,
+                Err(Failed("ignored")) => Verdict::Ignore,
+                Err(_) => Verdict::Failure,
+            })
+            .fallback(
+                Fallback::builder()
+                    .function_async(|_: &(), error: &seawall::Error<Failed>| {
+                        let panics = error.is_timeout();
+                        async move {
+                            tokio::time::sleep(Duration::from_millis(2)).await;
+                            assert!(!panics, "the fallback panicked");
+                            Ok::<u32, Failed>(99)
+                        }
+                    })
+                    .max_concurrent(3),
+            )
+            .build()
+            .unwrap();
+        let service = policy.layer(Chaos);
+        runtime.block_on(async {
+            let mut dice = Dice(seed);
+            for _ in 0..4 {
+                storm(&service, &mut dice, CALLS / 4).await;
+                tokio::time::advance(Duration::from_millis(11)).await;
+            }
+        });
+        let bulkhead = policy.bulkhead().unwrap().figures();
+        assert_eq!((bulkhead.in_flight, bulkhead.queued), (0, 0), "seed {seed}");
+        let breaker = policy.breaker();
+        assert_not_stuck_half_open(breaker, seed);
+        // Three slow fallbacks at once: none refused, so no place was kept.
+        breaker.force_open();
+        let before = breaker.lifetime().counts.fallback_rejected;
+        runtime.block_on(async {
+            let calls: Vec<_> = (0..3)
+                .map(|_| tokio::spawn(service.clone().oneshot(Act::Answer)))
+                .collect();
+            for call in calls {
+                assert_eq!(call.await.unwrap().unwrap(), 99, "seed {seed}");
+            }
+        });
+        assert_eq!(
+            breaker.lifetime().counts.fallback_rejected,
+            before,
+            "seed {seed}: a fallback place was never given back"
+        );
+    }
+}
+
+/// A breaker layer alone, half-open, under a storm of probes that are
+/// dropped and panic.
+#[test]
+fn half_open_probe_slots_come_back() {
+    quiet_panics();
+    for seed in 0..SEEDS {
+        let runtime = paused_runtime();
+        let breaker = runtime.block_on(async {
+            CircuitBreaker::builder()
+                .clock(Clock::tokio())
+                .consecutive_failures(1)
+                .half_open_probes(3)
+                .open_duration(OpenDuration::Fixed(Duration::from_millis(1)))
+                .build()
+                .unwrap()
+        });
+        let service = breaker.layer().layer(Chaos);
+        runtime.block_on(async {
+            let mut dice = Dice(seed);
+            for _ in 0..10 {
+                breaker.force_open();
+                breaker.reset();
+                breaker.try_acquire().unwrap().record(Verdict::Failure);
+                tokio::time::advance(Duration::from_millis(2)).await;
+                storm(&service, &mut dice, CALLS / 10).await;
+                assert_not_stuck_half_open(&breaker, seed);
+            }
+        });
+    }
+}
+
+/// Requests and answers that panic when dropped, calls given up while
+/// queued and while running, calls that panic: the pool's threads all live,
+/// none is busy, nothing is queued, and it still answers.
+#[test]
+fn a_blocking_pool_keeps_every_thread() {
+    quiet_panics();
+    struct Bomb(bool);
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            if self.0 && !std::thread::panicking() {
+                panic!("a Drop that panics");
+            }
+        }
+    }
+    let pool = BlockingPool::builder().threads(3).queue(6).build().unwrap();
+    let service = BlockingService::new(pool.clone(), |(act, bomb): (Act, Bomb)| {
+        match act {
+            Act::PanicInCall | Act::PanicInPoll => panic!("the blocking call panicked"),
+            Act::Sleep(ms) => std::thread::sleep(Duration::from_micros(ms * 10)),
+            _ => {}
+        }
+        std::mem::forget(bomb);
+        match act {
+            Act::Fail => Err(Failed("failed")),
+            _ => Ok(Bomb(matches!(act, Act::PanicInDrop))),
+        }
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    for seed in 0..SEEDS {
+        runtime.block_on(async {
+            let mut dice = Dice(seed);
+            let tasks: Vec<_> = (0..CALLS)
+                .map(|_| {
+                    let (act, caller) = (dice.act(), dice.caller());
+                    let bomb = Bomb(matches!(act, Act::PanicInDrop | Act::Hang));
+                    let mut service = service.clone();
+                    tokio::spawn(async move {
+                        let Ok(future) =
+                            catch_unwind(AssertUnwindSafe(|| service.call((act, bomb))))
+                        else {
+                            return;
+                        };
+                        // The caller's own drops (an answer that panics when
+                        // dropped, waiting in the channel) are the caller's.
+                        match caller {
+                            Caller::DropsBeforePolling => {
+                                let _ = catch_unwind(AssertUnwindSafe(move || drop(future)));
+                            }
+                            Caller::GivesUpAfter(_) => {
+                                let given_up = tokio::time::timeout(Duration::ZERO, future);
+                                let answer = AssertUnwindSafe(given_up).catch_unwind().await;
+                                if let Ok(Ok(Ok(bomb))) = answer {
+                                    std::mem::forget(bomb);
+                                }
+                            }
+                            _ => {
+                                let answer = AssertUnwindSafe(future).catch_unwind().await;
+                                if let Ok(Ok(bomb)) = answer {
+                                    std::mem::forget(bomb);
+                                }
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.expect("a pool call escaped its catch");
+            }
+        });
+        let give_up = std::time::Instant::now() + Duration::from_secs(20);
+        while pool.figures().busy + pool.figures().queued > 0 {
+            assert!(
+                std::time::Instant::now() < give_up,
+                "seed {seed}: {:?}",
+                pool.figures()
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let figures = pool.figures();
+        assert_eq!(figures.threads_alive, 3, "seed {seed}: {figures:?}");
+        assert_eq!(figures.threads_replaced, 0, "seed {seed}: {figures:?}");
+        let answer = runtime.block_on(service.clone().oneshot((Act::Answer, Bomb(false))));
+        std::mem::forget(answer.unwrap());
+    }
+    let figures = pool.figures();
+    assert!(
+        figures.panics_outside_calls > 0,
+        "the storm dropped bombs: {figures:?}"
+    );
+}
