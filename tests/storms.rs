@@ -12,7 +12,7 @@
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -37,6 +37,8 @@ enum Act {
     PanicInCall,
     PanicInPoll,
     PanicInDrop,
+    /// Answers 7, which the Policy's classifier panics on.
+    Strange,
     Hang,
 }
 
@@ -47,6 +49,57 @@ enum Caller {
     DropsBeforePolling,
     GivesUpAfter(u64),
     PollsAgainAfterAPanic,
+}
+
+/// What the storms did, over every test of this file: printed at the end
+/// of each, for the record.
+struct Tally {
+    calls_without_a_panic: AtomicU64,
+    panics_in_call: AtomicU64,
+    panics_in_poll: AtomicU64,
+    panics_in_drop: AtomicU64,
+    panics_in_classifier: AtomicU64,
+    panics_in_fallback: AtomicU64,
+    awaited: AtomicU64,
+    dropped_before_polling: AtomicU64,
+    given_up: AtomicU64,
+    polled_again: AtomicU64,
+}
+
+static TALLY: Tally = Tally {
+    calls_without_a_panic: AtomicU64::new(0),
+    panics_in_call: AtomicU64::new(0),
+    panics_in_poll: AtomicU64::new(0),
+    panics_in_drop: AtomicU64::new(0),
+    panics_in_classifier: AtomicU64::new(0),
+    panics_in_fallback: AtomicU64::new(0),
+    awaited: AtomicU64::new(0),
+    dropped_before_polling: AtomicU64::new(0),
+    given_up: AtomicU64::new(0),
+    polled_again: AtomicU64::new(0),
+};
+
+impl Tally {
+    fn count(&self, counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn print(&self, storm: &str) {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        println!(
+            "{storm}: so far {} calls: {} awaited, {} dropped before polling, {} given up, {} polled again after a panic; panics in call {}, in poll {}, in Drop {}, in the classifier {}, in the fallback {}",
+            n(&self.awaited) + n(&self.dropped_before_polling) + n(&self.given_up) + n(&self.polled_again),
+            n(&self.awaited),
+            n(&self.dropped_before_polling),
+            n(&self.given_up),
+            n(&self.polled_again),
+            n(&self.panics_in_call),
+            n(&self.panics_in_poll),
+            n(&self.panics_in_drop),
+            n(&self.panics_in_classifier),
+            n(&self.panics_in_fallback),
+        );
+    }
 }
 
 /// A tiny seeded generator (splitmix64): storms must replay.
@@ -66,7 +119,8 @@ impl Dice {
     }
 
     fn act(&mut self) -> Act {
-        match self.below(16) {
+        let act = match self.below(17) {
+            16 => Act::Strange,
             0..=4 => Act::Answer,
             5..=7 => Act::Sleep(1 + self.below(6)),
             8 | 9 => Act::Fail,
@@ -75,16 +129,30 @@ impl Dice {
             12 => Act::PanicInPoll,
             13 => Act::PanicInDrop,
             _ => Act::Hang,
-        }
+        };
+        TALLY.count(match act {
+            Act::PanicInCall => &TALLY.panics_in_call,
+            Act::PanicInPoll => &TALLY.panics_in_poll,
+            Act::PanicInDrop => &TALLY.panics_in_drop,
+            _ => &TALLY.calls_without_a_panic,
+        });
+        act
     }
 
     fn caller(&mut self) -> Caller {
-        match self.below(8) {
+        let caller = match self.below(8) {
             0..=2 => Caller::Awaits,
             3 => Caller::DropsBeforePolling,
             4..=6 => Caller::GivesUpAfter(self.below(15)),
             _ => Caller::PollsAgainAfterAPanic,
-        }
+        };
+        TALLY.count(match caller {
+            Caller::Awaits => &TALLY.awaited,
+            Caller::DropsBeforePolling => &TALLY.dropped_before_polling,
+            Caller::GivesUpAfter(_) => &TALLY.given_up,
+            Caller::PollsAgainAfterAPanic => &TALLY.polled_again,
+        });
+        caller
     }
 }
 
@@ -126,6 +194,7 @@ impl Future for ActFuture {
             Act::Sleep(_) => this.sleep.poll(cx).map(|()| Ok(1)),
             Act::Fail => Poll::Ready(Err(Failed("failed"))),
             Act::Ignored => Poll::Ready(Err(Failed("ignored"))),
+            Act::Strange => Poll::Ready(Ok(7)),
             Act::Answer | Act::PanicInDrop | Act::PanicInCall => Poll::Ready(Ok(0)),
         }
     }
@@ -287,6 +356,7 @@ fn bulkheads_of_every_mode_give_back_every_permit_and_place() {
             assert!(figures.max_in_flight_seen <= 4, "seed {seed}, mode {mode}");
         }
     }
+    TALLY.print("bulkhead storms");
 }
 
 /// A half-open breaker whose probes all ended must still decide: the free
@@ -336,7 +406,10 @@ fn a_policy_gives_back_its_permits_probes_and_fallback_places() {
             )
             .timeout(Duration::from_millis(12))
             .classify(|result: &Result<u32, Failed>| match result {
-                Ok(7) => panic!("the classifier panicked"),
+                Ok(7) => {
+                    TALLY.count(&TALLY.panics_in_classifier);
+                    panic!("the classifier panicked")
+                }
                 Ok(_) => Verdict::Success,
                 Err(Failed("ignored")) => Verdict::Ignore,
                 Err(_) => Verdict::Failure,
@@ -347,7 +420,10 @@ fn a_policy_gives_back_its_permits_probes_and_fallback_places() {
                         let panics = error.is_timeout();
                         async move {
                             tokio::time::sleep(Duration::from_millis(2)).await;
-                            assert!(!panics, "the fallback panicked");
+                            if panics {
+                                TALLY.count(&TALLY.panics_in_fallback);
+                                panic!("the fallback panicked");
+                            }
                             Ok::<u32, Failed>(99)
                         }
                     })
@@ -384,6 +460,7 @@ fn a_policy_gives_back_its_permits_probes_and_fallback_places() {
             "seed {seed}: a fallback place was never given back"
         );
     }
+    TALLY.print("policy storms");
 }
 
 /// A breaker layer alone, half-open, under a storm of probes that are
@@ -415,6 +492,7 @@ fn half_open_probe_slots_come_back() {
             }
         });
     }
+    TALLY.print("half-open storms");
 }
 
 /// Requests and answers that panic when dropped, calls given up while
@@ -510,4 +588,5 @@ fn a_blocking_pool_keeps_every_thread() {
         figures.panics_outside_calls > 0,
         "the storm dropped bombs: {figures:?}"
     );
+    TALLY.print("pool storms");
 }

@@ -222,6 +222,13 @@ pub enum Window {
 
 impl Window {
     /// The calls of the last `span`, in `buckets` steps.
+    ///
+    /// A call is counted in the bucket current when its count lands (one
+    /// that read the clock just before a bucket ended may land in the next).
+    /// A bucket holds, per outcome, a quarter of a call per nanosecond of
+    /// its length (262,144 calls in a 1 ms bucket): more than real time
+    /// allows, but a test in paused time can record more; those go to the
+    /// [lifetime](RollingWindow::lifetime) totals only.
     pub fn time(span: Duration, buckets: u32) -> Window {
         Window::Time { span, buckets }
     }
