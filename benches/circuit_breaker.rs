@@ -34,7 +34,7 @@ fn assert_refused<S: Service<u64>>(service: &mut S) {
 }
 
 /// A breaker built like a user would, on the default (coarse) clock.
-fn seawall_breaker(builder: seawall::circuit_breaker::Builder) -> CircuitBreaker {
+fn seawall_breaker(builder: seawall::circuit_breaker::CircuitBreakerBuilder) -> CircuitBreaker {
     let breaker = builder.clock(seawall::Clock::coarse()).build().unwrap();
     // The time window starts a bucket on the first call; do it before
     // measuring so the first sample does not pay for it.

@@ -57,7 +57,8 @@ fn messaging(c: &mut Criterion) {
         })
     });
 
-    let policy = Policy::builder("events")
+    let policy = Policy::builder()
+        .name("events")
         .timeout(Duration::from_secs(1))
         .circuit_breaker(CircuitBreaker::builder())
         .build()

@@ -35,7 +35,8 @@ fn stacks(c: &mut Criterion) {
     let _entered = runtime.enter();
     let second = Duration::from_secs(1);
 
-    let policy = Policy::builder("bench")
+    let policy = Policy::builder()
+        .name("bench")
         .clock(Clock::coarse())
         .timeout(second)
         .bulkhead(Bulkhead::builder().max_concurrent(100))

@@ -37,7 +37,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use failsafe::{FailurePolicy, Instrument};
 use seawall::bulkhead::Bulkhead;
 use seawall::circuit_breaker::{CircuitBreaker, Registry};
-use seawall::classify::Verdict;
+use seawall::classify::{ByKind, Verdict};
 use seawall::fallback::{Fallback, FallbackCache};
 use seawall::policy::Policy;
 use seawall::timeout::TimeoutLayer;
@@ -103,9 +103,13 @@ fn tower_resilience_bulkhead() -> TrBulkheadLayer {
         .unwrap()
 }
 
+/// A Policy with a value fallback for the benches' `u64` service.
+type ValuePolicy = Policy<CircuitBreaker, ByKind, Fallback<u64, u64, std::convert::Infallible>>;
+
 /// The full seawall Policy: timeout, bulkhead, breaker, value fallback.
-fn full_policy() -> Policy<u64, u64, std::convert::Infallible> {
-    Policy::builder("bench")
+fn full_policy() -> ValuePolicy {
+    Policy::builder()
+        .name("bench")
         .clock(Clock::coarse())
         .timeout(SECOND)
         .bulkhead(Bulkhead::builder().max_concurrent(100))
@@ -353,7 +357,8 @@ fn single(v: &mut impl Visit, timers: &Runtime) {
             .layer(inner()),
     );
 
-    let armed: Policy<u64, u64, std::convert::Infallible> = Policy::builder("bench")
+    let armed: ValuePolicy = Policy::builder()
+        .name("bench")
         .clock(Clock::coarse())
         .fallback(Fallback::builder().value(0u64))
         .build()
@@ -363,10 +368,11 @@ fn single(v: &mut impl Visit, timers: &Runtime) {
     // Every call refused by the forced-open breaker and answered from the
     // cache, which holds request 1's last good answer.
     let cache = FallbackCache::<u64, u64>::builder().build().unwrap();
-    let cached = Policy::builder("bench")
+    let cached = Policy::builder()
+        .name("bench")
         .clock(Clock::coarse())
         .circuit_breaker(CircuitBreaker::builder())
-        .fallback(Fallback::builder().key(|r: &u64| *r).cache(cache))
+        .fallback(Fallback::keyed(|r: &u64| *r).cache(cache))
         .build()
         .unwrap();
     let mut service = cached.layer(inner());

@@ -117,7 +117,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             })
         }
     });
-    let policy = Policy::builder("stock")
+    let policy = Policy::builder()
+        .name("stock")
         .timeout(Duration::from_millis(150))
         .bulkhead(Bulkhead::builder().max_concurrent(16))
         .circuit_breaker(
@@ -127,8 +128,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .open_duration(OpenDuration::Fixed(Duration::from_secs(2))),
         )
         .fallback(
-            Fallback::builder()
-                .key(|query: &StockQuery| (query.tenant.clone(), query.sku))
+            Fallback::keyed(|query: &StockQuery| (query.tenant.clone(), query.sku))
                 .cache(
                     FallbackCache::builder()
                         .max_entries(10_000)
@@ -152,7 +152,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut transitions = policy.breaker().subscribe();
     tokio::spawn(async move {
-        while let Ok(t) = transitions.recv().await {
+        while let Some(t) = transitions.recv().await {
             println!("        -> breaker {} to {}: {}", t.from, t.to, t.reason);
         }
     });

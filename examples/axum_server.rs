@@ -34,19 +34,22 @@ fn tenant_of(request: &Request) -> String {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let report = Policy::builder("report")
+    let report = Policy::builder()
+        .name("report")
         .timeout(Duration::from_millis(100))
         .build()?;
-    let search = Policy::builder("search")
+    let search = Policy::builder()
+        .name("search")
         .bulkhead(Bulkhead::builder().max_concurrent(2))
         .build()?;
-    let orders = Policy::builder("orders")
+    let orders = Policy::builder()
+        .name("orders")
         .circuit_breaker(
             CircuitBreaker::builder()
                 .consecutive_failures(3)
                 .disable_error_threshold(),
         )
-        .classify(server_errors)
+        .classify(server_errors())
         .build()?;
     let profiles = Registry::<String>::builder(
         CircuitBreaker::builder()
@@ -111,7 +114,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ServiceBuilder::new()
                     .layer(ErrorResponseLayer::new())
                     .layer(
-                        CircuitBreakerLayer::new(profiles.keyed(tenant_of)).classify(server_errors),
+                        CircuitBreakerLayer::new(profiles.keyed(tenant_of))
+                            .classify(server_errors()),
                     ),
             ),
         );

@@ -120,7 +120,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     });
 
-    let policy = Policy::builder("prices")
+    let policy = Policy::builder()
+        .name("prices")
         .timeout(Duration::from_millis(200))
         .bulkhead(Bulkhead::builder().max_concurrent(16))
         .circuit_breaker(
@@ -131,9 +132,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .open_duration(OpenDuration::Fixed(Duration::from_secs(2))),
         )
         .fallback(
-            Fallback::builder()
-                // Keyed by tenant too: one tenant never sees another's answer.
-                .key(|quote: &Quote| (quote.tenant, quote.symbol))
+            // Keyed by tenant too: one tenant never sees another's answer.
+            Fallback::keyed(|quote: &Quote| (quote.tenant, quote.symbol))
                 .cache(
                     FallbackCache::builder()
                         .max_entries(1_000)
@@ -155,7 +155,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut transitions = policy.breaker().subscribe();
     tokio::spawn(async move {
-        while let Ok(t) = transitions.recv().await {
+        while let Some(t) = transitions.recv().await {
             println!("        -> breaker {} to {}: {}", t.from, t.to, t.reason);
         }
     });

@@ -78,7 +78,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Every change of state, as it happens.
     let mut transitions = breaker.subscribe();
     tokio::spawn(async move {
-        while let Ok(t) = transitions.recv().await {
+        while let Some(t) = transitions.recv().await {
             println!(
                 "        -> {} to {}: {} (window: {} calls, {} errors)",
                 t.from,

@@ -36,7 +36,8 @@ async fn main() -> Result<(), BoxError> {
     })?;
 
     // Notification: confirmed by the broker, or kept in the outbox.
-    let policy = Policy::builder("orders.publish")
+    let policy = Policy::builder()
+        .name("orders.publish")
         .timeout(Duration::from_secs(1))
         .circuit_breaker(CircuitBreaker::builder().consecutive_failures(3))
         .build()?;
@@ -52,7 +53,8 @@ async fn main() -> Result<(), BoxError> {
     }
 
     // The consumer acks what it handles and rejects what it never will.
-    let handler = Policy::builder("orders.handle")
+    let handler = Policy::builder()
+        .name("orders.handle")
         .timeout(Duration::from_secs(1))
         .build()?
         .layer(service_fn(|order: Message| async move {
@@ -83,7 +85,8 @@ async fn main() -> Result<(), BoxError> {
         }
     });
     let correlator = Correlator::builder(amqp.clone()).build().await?;
-    let mut shout = Policy::builder("rpc")
+    let mut shout = Policy::builder()
+        .name("rpc")
         .timeout(Duration::from_secs(2))
         .build()?
         .layer(correlator);

@@ -59,7 +59,8 @@ async fn main() -> Result<(), BoxError> {
 
     // Request/async response, under a Policy: timeout, breaker.
     let correlator = Correlator::builder(nats.clone()).build().await?;
-    let policy = Policy::builder("prices")
+    let policy = Policy::builder()
+        .name("prices")
         .timeout(Duration::from_millis(500))
         .circuit_breaker(CircuitBreaker::builder().consecutive_failures(3))
         .build()?;
@@ -75,7 +76,8 @@ async fn main() -> Result<(), BoxError> {
 
     // Nobody serves "news": the breaker opens after three timeouts, and
     // later calls are refused at once.
-    let news_policy = Policy::builder("news")
+    let news_policy = Policy::builder()
+        .name("news")
         .timeout(Duration::from_millis(200))
         .circuit_breaker(CircuitBreaker::builder().consecutive_failures(3))
         .build()?;
@@ -116,7 +118,8 @@ async fn main() -> Result<(), BoxError> {
             ..Default::default()
         })
         .await?;
-    let events = Policy::builder("events")
+    let events = Policy::builder()
+        .name("events")
         .timeout(Duration::from_secs(1))
         .build()?;
     let outbox = Outbox::new(1_000)?;
@@ -127,7 +130,8 @@ async fn main() -> Result<(), BoxError> {
 
     // Publish/subscribe, consumer side: a handler under a Policy.
     let subscription = nats.subscribe("example.events").await?;
-    let handler = Policy::builder("audit")
+    let handler = Policy::builder()
+        .name("audit")
         .timeout(Duration::from_secs(1))
         .build()?;
     let consumer = Consumer::new(handler.layer(service_fn(|event: Message| async move {

@@ -105,7 +105,8 @@ async fn main() -> Result<(), BoxError> {
         let client = Arc::clone(&client);
         BlockingService::new(pool, move |message: Message| client.publish(&message))
     };
-    let policy = Policy::builder("events")
+    let policy = Policy::builder()
+        .name("events")
         .timeout(Duration::from_secs(1))
         .circuit_breaker(CircuitBreaker::builder().consecutive_failures(3))
         .build()?;

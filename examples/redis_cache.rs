@@ -69,7 +69,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let cache = Arc::clone(&cache);
         async move { cache.get(user).await }
     });
-    let policy = Policy::builder("profile-cache")
+    let policy = Policy::builder()
+        .name("profile-cache")
         .timeout(Duration::from_millis(150))
         .circuit_breaker(
             CircuitBreaker::builder()
@@ -77,7 +78,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .disable_error_threshold()
                 .open_duration(OpenDuration::Fixed(Duration::from_millis(500))),
         )
-        .fallback(Fallback::builder().key(|user: &u32| *user).function_async(
+        .fallback(Fallback::keyed(|user: &u32| *user).function_async(
             |user: &u32, _: &seawall::Error<redis::RedisError>| profile_from_origin(*user),
         ))
         .build()?;

@@ -24,9 +24,8 @@ use std::time::Duration;
 use seawall::blocking::{BlockingPool, BlockingService};
 use seawall::bulkhead::Bulkhead;
 use seawall::circuit_breaker::CircuitBreaker;
-use seawall::classify::ByErrorKind;
 use seawall::window::Window;
-use seawall::{Error, ServiceBuilderExt};
+use seawall::{Error, ResilienceExt};
 use tokio::time::{interval, sleep, Instant};
 use tower::{ServiceBuilder, ServiceExt};
 
@@ -124,23 +123,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ))
         .build()?;
 
-    // Each seawall layer wraps the error of the one below in its own;
-    // `Error::flatten` between them keeps a single level, so the breaker's
-    // classifier sees a timeout as a timeout.
+    // One level of `Error<io::Error>` through all four: the breaker sees a
+    // timeout below it as a timeout, a full bulkhead or pool as a refusal.
     let kv = ServiceBuilder::new()
-        .map_err(Error::flatten)
-        .layer(breaker.layer().classify(ByErrorKind))
-        .map_err(Error::flatten)
+        .circuit_breaker(&breaker)
         .bulkhead(&bulkhead)
-        .map_err(Error::flatten)
-        .deadline(Duration::from_millis(150))
+        .call_timeout(Duration::from_millis(150))
         .service(BlockingService::new(pool.clone(), move |key: String| {
             client.get(&key)
         }));
 
     let mut transitions = breaker.subscribe();
     tokio::spawn(async move {
-        while let Ok(t) = transitions.recv().await {
+        while let Some(t) = transitions.recv().await {
             println!("        -> breaker {} to {}: {}", t.from, t.to, t.reason);
         }
     });

@@ -5,7 +5,7 @@
 //! - a 200 ms timeout (`DEADLINE_EXCEEDED`);
 //! - a bulkhead of 8 calls (`RESOURCE_EXHAUSTED`);
 //! - a breaker that counts the server's own failure statuses (classifier
-//!   `server_failures`): 5 s window in 1 s buckets, at least 6 calls, 50%
+//!   `server_errors`): 5 s window in 1 s buckets, at least 6 calls, 50%
 //!   errors, open 2 s (`UNAVAILABLE`, with `retry-after`).
 //!
 //! An in-process echo server is healthy, then fails, then is slow, then
@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use seawall::bulkhead::Bulkhead;
 use seawall::circuit_breaker::{CircuitBreaker, OpenDuration};
-use seawall::integration::tonic::{server_failures, StatusLayer};
+use seawall::integration::tonic::{server_errors, StatusLayer};
 use seawall::policy::Policy;
 use seawall::window::Window;
 use tokio::net::TcpListener;
@@ -74,7 +74,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
 
-    let policy = Policy::builder("echo")
+    let policy = Policy::builder()
+        .name("echo")
         .timeout(Duration::from_millis(200))
         .bulkhead(Bulkhead::builder().max_concurrent(8))
         .circuit_breaker(
@@ -84,7 +85,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .error_threshold(50.0)
                 .open_duration(OpenDuration::Fixed(Duration::from_secs(2))),
         )
-        .classify(server_failures)
+        .classify(server_errors())
         .build()?;
     let channel = Channel::from_shared(format!("http://{address}"))?
         .connect()
@@ -99,7 +100,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut transitions = policy.breaker().subscribe();
     tokio::spawn(async move {
-        while let Ok(t) = transitions.recv().await {
+        while let Some(t) = transitions.recv().await {
             println!("        -> breaker {} to {}: {}", t.from, t.to, t.reason);
         }
     });

@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use seawall::bulkhead::Bulkhead;
-use seawall::integration::tonic::{grpc_timeout, StatusLayer};
+use seawall::integration::tonic::{GrpcTimeout, StatusLayer};
 use seawall::policy::Policy;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -48,10 +48,11 @@ fn describe(result: Result<Response<SayReply>, Status>) -> String {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let policy = Policy::builder("echo-server")
+    let policy = Policy::builder()
+        .name("echo-server")
         .bulkhead(Bulkhead::builder().max_concurrent(4))
         .timeout(Duration::from_millis(300))
-        .per_request_deadline(grpc_timeout)
+        .per_request_deadline(GrpcTimeout)
         .build()?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
@@ -102,7 +103,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("   {}", describe(client.clone().say(request).await));
 
     let counts = policy.breaker().counts();
-    let figures = policy.bulkhead().map(|b| b.figures()).unwrap_or_default();
+    let figures = policy.bulkhead().unwrap_or_default();
     println!(
         "\nserver: {} ok, {} timed out, {} shed (most in flight at once: {})",
         counts.success, counts.timeout, counts.rejected, figures.max_in_flight_seen

@@ -2,30 +2,56 @@
 //! neither.
 //!
 //! A breaker should open when its dependency is unhealthy, not when callers
-//! send bad requests. A classifier looks at the whole `Result` (a `200` can
-//! carry an error body, a `404` or a validation error is the caller's fault)
-//! and returns a [`Verdict`]. Any `Fn(&Result<Res, E>) -> Verdict` is a
-//! classifier; [`AnyError`] (the default) calls every `Err` a failure.
+//! send bad requests. A classifier looks at the whole result, as the layer
+//! returns it (`Result<Res, Error<E>>`: a response, the service's own
+//! error, or a timeout or refusal from a seawall layer below), and returns a
+//! [`Verdict`]. A `200` can carry an error body, a `404` or a validation
+//! error is the caller's fault.
+//!
+//! [`ByKind`], the default everywhere (the standalone breaker, the
+//! [`Policy`](crate::policy::Policy), the [fallback](crate::fallback)), is
+//! the one rule seawall has for what an error means:
+//!
+//! | result | verdict |
+//! |---|---|
+//! | `Ok` | success |
+//! | a timeout (seawall's, or tower's `Elapsed` below) | timeout |
+//! | the caller's own deadline ([`Elapsed::is_callers_deadline`](crate::error::Elapsed::is_callers_deadline)) | ignored |
+//! | a full bulkhead or pool (or tower's `Overloaded`) | rejected |
+//! | a breaker below that refused | rejected |
+//! | any other error of the service | failure |
+//!
+//! Any `Fn(&Result<Res, Error<E>>) -> Verdict` is a classifier too; HTTP and
+//! gRPC responses are classified by tower-http's classifiers through
+//! [`Http`] (feature `tower-http`).
 //!
 //! ```
-//! use seawall::classify::Verdict;
+//! use seawall::classify::{ByKind, Classify, Verdict};
+//! use seawall::Error;
 //!
 //! #[derive(Debug)]
 //! enum ApiError { NotFound, Unavailable }
+//! seawall::leaf_error!(ApiError);
+//! # impl std::fmt::Display for ApiError {
+//! #     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { write!(f, "{self:?}") }
+//! # }
+//! # impl std::error::Error for ApiError {}
 //!
 //! // A missing record is not the dependency's fault: ignore it.
-//! let classify = |result: &Result<String, ApiError>| match result {
-//!     Ok(_) => Verdict::Success,
-//!     Err(ApiError::NotFound) => Verdict::Ignore,
-//!     Err(ApiError::Unavailable) => Verdict::Failure,
+//! let classify = |result: &Result<String, Error<ApiError>>| match result {
+//!     Err(Error::Inner(ApiError::NotFound)) => Verdict::Ignore,
+//!     other => ByKind.classify(other),
 //! };
-//! assert_eq!(classify(&Err(ApiError::NotFound)), Verdict::Ignore);
+//! assert_eq!(classify(&Err(Error::Inner(ApiError::NotFound))), Verdict::Ignore);
+//! assert_eq!(classify(&Err(Error::Inner(ApiError::Unavailable))), Verdict::Failure);
 //! ```
 
+use crate::error::{Error, Leaf, Refusal};
 use crate::window::Outcome;
 
 /// How one call's result counts in the rolling statistics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Verdict {
     /// The dependency did its job.
     Success,
@@ -36,15 +62,15 @@ pub enum Verdict {
     /// The dependency, or an isolation layer below, refused the call
     /// (counts as a failure).
     Rejected,
-    /// Neither: the call is counted as [ignored](crate::window::Counts::ignored),
-    /// not in the error percentage, and a half-open probe slot it held is
-    /// given back.
+    /// Neither: counted as [ignored](crate::window::Counts::ignored), not in
+    /// the error percentage; a half-open probe slot it held is given back,
+    /// and a fallback does not answer for it.
     Ignore,
 }
 
 impl Verdict {
     /// Whether the verdict counts against the error percentage.
-    pub(crate) fn counts_as_error(self) -> bool {
+    pub fn is_error(self) -> bool {
         matches!(
             self,
             Verdict::Failure | Verdict::Timeout | Verdict::Rejected
@@ -64,69 +90,107 @@ impl Verdict {
 }
 
 /// Decides how a call's result counts. Implemented by every
-/// `Fn(&Result<Res, E>) -> Verdict`; it is cloned once per call, so keep it
-/// cheap to clone (a closure without captures, or one capturing an `Arc`).
+/// `Fn(&Result<Res, Error<E>>) -> Verdict`; keep it cheap to clone (a
+/// closure without captures, or one capturing an `Arc`).
 pub trait Classify<Res, E> {
     /// The verdict on one call's result.
-    fn classify(&self, result: &Result<Res, E>) -> Verdict;
+    fn classify(&self, result: &Result<Res, Error<E>>) -> Verdict;
 }
 
 impl<F, Res, E> Classify<Res, E> for F
 where
-    F: Fn(&Result<Res, E>) -> Verdict,
+    F: Fn(&Result<Res, Error<E>>) -> Verdict,
 {
-    fn classify(&self, result: &Result<Res, E>) -> Verdict {
+    #[inline]
+    fn classify(&self, result: &Result<Res, Error<E>>) -> Verdict {
         self(result)
     }
 }
 
-/// The default classifier: `Ok` is a success, every `Err` a failure.
+/// The default classifier: every `Ok` a success, every error by its kind
+/// (the table in the [module's notes](self)).
 #[derive(Clone, Copy, Debug, Default)]
-pub struct AnyError;
+pub struct ByKind;
 
-impl<Res, E> Classify<Res, E> for AnyError {
+impl<Res, E: Leaf> Classify<Res, E> for ByKind {
     #[inline]
-    fn classify(&self, result: &Result<Res, E>) -> Verdict {
+    fn classify(&self, result: &Result<Res, Error<E>>) -> Verdict {
         match result {
             Ok(_) => Verdict::Success,
-            Err(_) => Verdict::Failure,
+            Err(error) => ByKind::error(error),
         }
     }
 }
 
-/// For a breaker stacked above other seawall layers: a
-/// [timeout](crate::Error::Timeout) counts as a timeout (unless it was the
-/// caller's own shorter deadline: then it is ignored), a
-/// [full bulkhead](crate::Error::BulkheadFull) as a rejection, any other
-/// error as a failure. Both still count against the error percentage, but
-/// each under its own name in the window.
-///
-/// ```
-/// use std::time::Duration;
-/// use seawall::circuit_breaker::CircuitBreaker;
-/// use seawall::classify::ByErrorKind;
-/// use seawall::timeout::TimeoutLayer;
-/// use tower::ServiceBuilder;
-///
-/// let breaker = CircuitBreaker::builder().build()?;
-/// let stack = ServiceBuilder::new()
-///     .layer(breaker.layer().classify(ByErrorKind))
-///     .layer(TimeoutLayer::new(Duration::from_secs(1)));
-/// # drop(stack);
-/// # Ok::<(), seawall::ConfigError>(())
-/// ```
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ByErrorKind;
-
-impl<Res, E> Classify<Res, crate::Error<E>> for ByErrorKind {
+impl ByKind {
+    /// The verdict on an error, by its kind.
     #[inline]
-    fn classify(&self, result: &Result<Res, crate::Error<E>>) -> Verdict {
-        match result {
-            Ok(_) => Verdict::Success,
-            Err(crate::Error::Timeout(elapsed)) if elapsed.is_callers_deadline() => Verdict::Ignore,
-            Err(crate::Error::Timeout(_)) => Verdict::Timeout,
-            Err(crate::Error::BulkheadFull(_)) => Verdict::Rejected,
-            Err(_) => Verdict::Failure,
+    pub fn error<E: Leaf>(error: &Error<E>) -> Verdict {
+        match error {
+            Error::Timeout(elapsed) if elapsed.is_callers_deadline() => Verdict::Ignore,
+            error => match error.refusal() {
+                Some(Refusal::Timeout) => Verdict::Timeout,
+                Some(Refusal::Overloaded | Refusal::CircuitOpen) => Verdict::Rejected,
+                None => Verdict::Failure,
+            },
+        }
+    }
+}
+
+#[cfg(feature = "tower-http")]
+pub use http::Http;
+
+#[cfg(feature = "tower-http")]
+mod http {
+    use tower_http::classify::{ClassifiedResponse, ClassifyResponse};
+
+    use super::{ByKind, Classify, Verdict};
+    use crate::error::{Error, Leaf};
+
+    /// One of tower-http's response classifiers as a seawall classifier
+    /// (feature `tower-http`): `ServerErrorsAsFailures`,
+    /// `StatusInRangeAsFailures`, `GrpcErrorsAsFailures`, or your own.
+    ///
+    /// A response tower-http calls a failure is a failure; one it can judge
+    /// only at the end of the stream (a gRPC status in trailers) is a
+    /// success here, since the breaker judges a call when its response
+    /// arrives: a trailers-only gRPC error (the usual way a server refuses)
+    /// carries its status in the headers, and is judged. Errors are judged
+    /// by [`ByKind`].
+    ///
+    /// ```
+    /// use seawall::classify::{Classify, Http, Verdict};
+    /// use tower_http::classify::ServerErrorsAsFailures;
+    ///
+    /// let classify = Http::new(ServerErrorsAsFailures::new());
+    /// let response = http::Response::builder().status(503).body(()).unwrap();
+    /// let verdict = Classify::<_, std::io::Error>::classify(&classify, &Ok(response));
+    /// assert_eq!(verdict, Verdict::Failure);
+    /// ```
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct Http<C>(C);
+
+    impl<C> Http<C> {
+        /// Classifies responses with `classifier`.
+        pub fn new(classifier: C) -> Self {
+            Http(classifier)
+        }
+    }
+
+    impl<C, B, E> Classify<http::Response<B>, E> for Http<C>
+    where
+        C: ClassifyResponse + Clone,
+        E: Leaf,
+    {
+        fn classify(&self, result: &Result<http::Response<B>, Error<E>>) -> Verdict {
+            match result {
+                Ok(response) => match self.0.clone().classify_response(response) {
+                    ClassifiedResponse::Ready(Ok(())) => Verdict::Success,
+                    ClassifiedResponse::Ready(Err(_)) => Verdict::Failure,
+                    ClassifiedResponse::RequiresEos(_) => Verdict::Success,
+                },
+                Err(error) => ByKind::error(error),
+            }
         }
     }
 }

@@ -1,20 +1,49 @@
-//! The crate's error types: [`Error`], the one enum every seawall service
-//! returns, and [`ConfigError`], what a builder returns for a bad setting.
+//! The crate's errors: [`Error`], the one enum every seawall service
+//! returns however many seawall layers are stacked, the refusals it
+//! carries, and [`ConfigError`], what a builder returns for a bad setting.
+//!
+//! This module depends on no other of the crate's: every layer depends on
+//! it, never the other way round.
+//!
+//! # One error, however many layers
+//!
+//! A seawall layer over another seawall layer does not wrap its error again:
+//! a circuit breaker over a bulkhead over a timeout over a client whose
+//! error is `io::Error` returns `Error<io::Error>`, and the breaker sees the
+//! timeout as a timeout. What makes this work is [`IntoError`], implemented
+//! for `Error<E>` (it is already one) and for every [`Leaf`]: an error of the
+//! service at the bottom of a stack. Leaf is implemented for the usual ones
+//! (`io::Error`, `BoxError`, tower's `Elapsed` and `Overloaded`, `Infallible`,
+//! `String`, `&'static str`, and with their features `tonic::Status`,
+//! `http::Error`, `reqwest::Error`, `anyhow::Error`); for an error type of
+//! your own, one line:
+//!
+//! ```
+//! #[derive(Debug, thiserror::Error)]
+//! #[error("the inventory service said no")]
+//! struct InventoryError;
+//!
+//! seawall::leaf_error!(InventoryError);
+//! ```
+//!
+//! Another crate's error type that seawall does not know: convert it into a
+//! `BoxError` (`ServiceExt::map_err(Into::into)`) below the first seawall
+//! layer.
 
-use std::any::Any;
+use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::fmt;
-
-use crate::bulkhead::BulkheadFull;
-use crate::circuit_breaker::CircuitOpen;
-use crate::timeout::Elapsed;
+use std::time::Duration;
 
 /// The error of every seawall service: either the inner service's own error,
 /// or the reason seawall refused or stopped the call.
 ///
-/// It is generic over the inner error, so a caller can `match` it without
-/// downcasting, and it converts into [`BoxError`](crate::BoxError) for tower,
-/// axum and tonic. New variants are added as new middleware lands, hence
+/// It is generic over the error of the service at the bottom of the stack,
+/// so a caller can `match` it without downcasting; stacked seawall layers
+/// keep one level (see the [module's notes](self)). It implements
+/// `std::error::Error`, transparently for the inner error (its `Display`
+/// and its `source` chain), so `?` takes it into `BoxError`, `anyhow` or an
+/// error enum of your own. New variants may come with new middleware, hence
 /// `#[non_exhaustive]`.
 ///
 /// ```
@@ -36,13 +65,26 @@ use crate::timeout::Elapsed;
 pub enum Error<E> {
     /// The inner service was called and returned this error.
     Inner(E),
-    /// The circuit breaker refused the call; the inner service was not called.
+    /// A circuit breaker refused the call; the inner service was not called.
     CircuitOpen(CircuitOpen),
     /// A bulkhead or a blocking pool had no room for the call (and, if it
     /// queued, no room came in time); the inner service was not called.
     BulkheadFull(BulkheadFull),
     /// The call did not finish before its deadline and was dropped.
     Timeout(Elapsed),
+}
+
+/// What a refusal or a timeout that reached seawall as an inner error (from
+/// tower's own layers, or a seawall error boxed on the way) says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The call timed out: tower's `Elapsed`, a boxed seawall timeout.
+    Timeout,
+    /// No room: tower's `Overloaded`, a boxed full bulkhead.
+    Overloaded,
+    /// A circuit breaker refused the call (a boxed seawall refusal).
+    CircuitOpen,
 }
 
 impl<E> Error<E> {
@@ -62,35 +104,10 @@ impl<E> Error<E> {
         }
     }
 
-    /// Whether an open (or half-open and full) circuit refused the call.
-    pub fn is_circuit_open(&self) -> bool {
-        matches!(self, Error::CircuitOpen(_))
-    }
-
-    /// Whether a full bulkhead or blocking pool refused the call.
-    pub fn is_bulkhead_full(&self) -> bool {
-        matches!(self, Error::BulkheadFull(_))
-    }
-
-    /// Whether the call timed out.
-    pub fn is_timeout(&self) -> bool {
-        matches!(self, Error::Timeout(_))
-    }
-}
-
-impl<E> Error<Error<E>> {
-    /// One level of error from two stacked seawall layers: the outer
-    /// layer's refusal, or whatever the inner seawall layer returned.
-    ///
-    /// ```
-    /// use seawall::Error;
-    ///
-    /// let stacked: Error<Error<std::io::Error>> = Error::Inner(Error::Inner(std::io::ErrorKind::Other.into()));
-    /// assert!(matches!(stacked.flatten(), Error::Inner(_)));
-    /// ```
-    pub fn flatten(self) -> Error<E> {
+    /// The same error with the inner error mapped.
+    pub fn map_inner<E2>(self, f: impl FnOnce(E) -> E2) -> Error<E2> {
         match self {
-            Error::Inner(inner) => inner,
+            Error::Inner(e) => Error::Inner(f(e)),
             Error::CircuitOpen(open) => Error::CircuitOpen(open),
             Error::BulkheadFull(full) => Error::BulkheadFull(full),
             Error::Timeout(elapsed) => Error::Timeout(elapsed),
@@ -98,21 +115,40 @@ impl<E> Error<Error<E>> {
     }
 }
 
-impl<E> From<CircuitOpen> for Error<E> {
-    fn from(open: CircuitOpen) -> Self {
-        Error::CircuitOpen(open)
+impl<E: Leaf> Error<E> {
+    /// What the error says, if it is a refusal or a timeout: seawall's own,
+    /// or one that came as the inner error (tower's `Elapsed` and
+    /// `Overloaded`, a seawall error boxed by a layer in between).
+    pub fn refusal(&self) -> Option<Refusal> {
+        match self {
+            Error::Inner(e) => e.refusal(),
+            Error::CircuitOpen(_) => Some(Refusal::CircuitOpen),
+            Error::BulkheadFull(_) => Some(Refusal::Overloaded),
+            Error::Timeout(_) => Some(Refusal::Timeout),
+        }
+    }
+
+    /// Whether a circuit breaker refused the call.
+    pub fn is_circuit_open(&self) -> bool {
+        self.refusal() == Some(Refusal::CircuitOpen)
+    }
+
+    /// Whether a full bulkhead or blocking pool (or tower's `LoadShed`)
+    /// refused the call.
+    pub fn is_bulkhead_full(&self) -> bool {
+        self.refusal() == Some(Refusal::Overloaded)
+    }
+
+    /// Whether the call timed out (here or in a tower `Timeout` below).
+    pub fn is_timeout(&self) -> bool {
+        self.refusal() == Some(Refusal::Timeout)
     }
 }
 
-impl<E> From<BulkheadFull> for Error<E> {
-    fn from(full: BulkheadFull) -> Self {
-        Error::BulkheadFull(full)
-    }
-}
-
-impl<E> From<Elapsed> for Error<E> {
-    fn from(elapsed: Elapsed) -> Self {
-        Error::Timeout(elapsed)
+impl<E> From<E> for Error<E> {
+    /// The inner service's error.
+    fn from(error: E) -> Self {
+        Error::Inner(error)
     }
 }
 
@@ -128,34 +164,401 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
     }
 }
 
-// Written by hand rather than with thiserror's `#[error(transparent)]`,
-// which needs `E: std::error::Error`: the inner error is often tower's
-// `BoxError`, which is not one itself, and `Error<BoxError>` must still
-// convert into a `BoxError`. Coherence does not allow one impl for both
-// (std could one day implement `Error` for `Box<dyn Error>`), so the chain is
-// continued through the boxed forms only.
-impl<E: fmt::Debug + fmt::Display + 'static> StdError for Error<E> {
-    /// Transparent like `Display`: for an inner error, that error's own
-    /// source when it is a boxed error (`BoxError`); match
-    /// [`Error::Inner`] to reach any other inner error itself.
+impl<E: Leaf + 'static> StdError for Error<E> {
+    /// Transparent like `Display`: the inner error's own source, so that a
+    /// report (`anyhow`'s `{:#}`, say) walks the inner error's whole chain.
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
-            Error::Inner(inner) => source_of_boxed(inner),
+            Error::Inner(inner) => inner.cause(),
             Error::CircuitOpen(_) | Error::BulkheadFull(_) | Error::Timeout(_) => None,
         }
     }
 }
 
-fn source_of_boxed(inner: &dyn Any) -> Option<&(dyn StdError + 'static)> {
-    if let Some(boxed) = inner.downcast_ref::<Box<dyn StdError + Send + Sync>>() {
-        return boxed.source();
+/// An error that a seawall layer carries as its inner error: the error of
+/// the service at the bottom of a stack of layers.
+///
+/// Implement it for an error type of your own with [`leaf_error!`]
+/// (which also reports the error's `source` chain), or by hand: every
+/// method has a default.
+///
+/// [`leaf_error!`]: crate::leaf_error
+pub trait Leaf: fmt::Debug + fmt::Display {
+    /// The error's cause, what [`Error`]'s `source` returns for it: its own
+    /// `source`, since `Error` displays it already. `None` by default.
+    fn cause(&self) -> Option<&(dyn StdError + 'static)> {
+        None
     }
-    if let Some(boxed) = inner.downcast_ref::<Box<dyn StdError + Send>>() {
-        return boxed.source();
+
+    /// Whether the error stands for a refusal or a timeout (tower's own
+    /// errors do). `None` by default.
+    fn refusal(&self) -> Option<Refusal> {
+        None
     }
-    inner
-        .downcast_ref::<Box<dyn StdError>>()
-        .and_then(|boxed| boxed.source())
+}
+
+/// The error of a service below a seawall layer, as the one level of
+/// [`Error`] the layer returns: an `Error` stays itself, a [`Leaf`] becomes
+/// its inner error. Implemented for both; implement [`Leaf`], not this.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an error seawall can carry: it implements neither `seawall::Leaf` nor is a `seawall::Error`",
+    label = "the error of the service under a seawall layer",
+    note = "for an error type of your own: `seawall::leaf_error!(YourError);`",
+    note = "for another crate's error type that seawall does not know: turn it into a `tower::BoxError` below the first seawall layer (`.map_err(Into::into)`)"
+)]
+pub trait IntoError {
+    /// The inner error of the one-level [`Error`].
+    type Inner: Leaf;
+
+    /// This error as one level of [`Error`].
+    fn into_error(self) -> Error<Self::Inner>;
+}
+
+impl<E: Leaf> IntoError for E {
+    type Inner = E;
+
+    #[inline]
+    fn into_error(self) -> Error<E> {
+        Error::Inner(self)
+    }
+}
+
+impl<E: Leaf> IntoError for Error<E> {
+    type Inner = E;
+
+    #[inline]
+    fn into_error(self) -> Error<E> {
+        self
+    }
+}
+
+/// Implements [`Leaf`] for error types of your own that implement
+/// `std::error::Error`, reporting their `source` chain, so that services
+/// returning them can go under seawall's layers.
+///
+/// ```
+/// #[derive(Debug)]
+/// struct Unavailable;
+///
+/// impl std::fmt::Display for Unavailable {
+///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+///         f.write_str("unavailable")
+///     }
+/// }
+///
+/// impl std::error::Error for Unavailable {}
+///
+/// seawall::leaf_error!(Unavailable);
+/// ```
+#[macro_export]
+macro_rules! leaf_error {
+    ($($error:ty),+ $(,)?) => {
+        $(
+            impl $crate::Leaf for $error {
+                fn cause(&self) -> ::core::option::Option<&(dyn ::std::error::Error + 'static)> {
+                    ::std::error::Error::source(self)
+                }
+            }
+        )+
+    };
+}
+
+impl Leaf for std::io::Error {
+    fn cause(&self) -> Option<&(dyn StdError + 'static)> {
+        StdError::source(self)
+    }
+
+    fn refusal(&self) -> Option<Refusal> {
+        (self.kind() == std::io::ErrorKind::TimedOut).then_some(Refusal::Timeout)
+    }
+}
+
+impl Leaf for Infallible {}
+impl Leaf for String {}
+impl Leaf for &str {}
+impl Leaf for fmt::Error {}
+
+impl Leaf for tower::timeout::error::Elapsed {
+    fn refusal(&self) -> Option<Refusal> {
+        Some(Refusal::Timeout)
+    }
+}
+
+impl Leaf for tower::load_shed::error::Overloaded {
+    fn refusal(&self) -> Option<Refusal> {
+        Some(Refusal::Overloaded)
+    }
+}
+
+macro_rules! boxed_leaf {
+    ($($boxed:ty),+) => {
+        $(
+            impl Leaf for $boxed {
+                fn cause(&self) -> Option<&(dyn StdError + 'static)> {
+                    (**self).source()
+                }
+
+                fn refusal(&self) -> Option<Refusal> {
+                    refusal_in(&**self)
+                }
+            }
+        )+
+    };
+}
+
+boxed_leaf!(
+    Box<dyn StdError + Send + Sync>,
+    Box<dyn StdError + Send>,
+    Box<dyn StdError>
+);
+
+/// A refusal or timeout that reached a seawall layer boxed: tower's own, or
+/// seawall's from a layer in between (for the inner error types seawall
+/// boxes itself: `BoxError`, `io::Error`).
+fn refusal_in(error: &(dyn StdError + 'static)) -> Option<Refusal> {
+    if error.is::<tower::timeout::error::Elapsed>() || error.is::<Elapsed>() {
+        return Some(Refusal::Timeout);
+    }
+    if error.is::<tower::load_shed::error::Overloaded>() || error.is::<BulkheadFull>() {
+        return Some(Refusal::Overloaded);
+    }
+    if error.is::<CircuitOpen>() {
+        return Some(Refusal::CircuitOpen);
+    }
+    if let Some(boxed) = error.downcast_ref::<Error<Box<dyn StdError + Send + Sync>>>() {
+        return boxed.refusal();
+    }
+    if let Some(io) = error.downcast_ref::<Error<std::io::Error>>() {
+        return io.refusal();
+    }
+    None
+}
+
+#[cfg(any(feature = "axum", feature = "tonic"))]
+impl Leaf for http::Error {
+    fn cause(&self) -> Option<&(dyn StdError + 'static)> {
+        StdError::source(self)
+    }
+}
+
+#[cfg(feature = "tonic")]
+impl Leaf for tonic::Status {
+    fn cause(&self) -> Option<&(dyn StdError + 'static)> {
+        StdError::source(self)
+    }
+}
+
+#[cfg(feature = "tonic")]
+impl Leaf for tonic::transport::Error {
+    fn cause(&self) -> Option<&(dyn StdError + 'static)> {
+        StdError::source(self)
+    }
+}
+
+#[cfg(feature = "reqwest")]
+impl Leaf for reqwest::Error {
+    fn cause(&self) -> Option<&(dyn StdError + 'static)> {
+        StdError::source(self)
+    }
+
+    fn refusal(&self) -> Option<Refusal> {
+        self.is_timeout().then_some(Refusal::Timeout)
+    }
+}
+
+#[cfg(feature = "redis")]
+impl Leaf for redis::RedisError {
+    fn cause(&self) -> Option<&(dyn StdError + 'static)> {
+        StdError::source(self)
+    }
+
+    fn refusal(&self) -> Option<Refusal> {
+        self.is_timeout().then_some(Refusal::Timeout)
+    }
+}
+
+#[cfg(feature = "anyhow")]
+impl Leaf for anyhow::Error {
+    fn cause(&self) -> Option<&(dyn StdError + 'static)> {
+        let error: &(dyn StdError + 'static) = self.as_ref();
+        error.source()
+    }
+
+    fn refusal(&self) -> Option<Refusal> {
+        refusal_in(self.as_ref())
+    }
+}
+
+/// A circuit breaker refused a call; the inner service was not called.
+///
+/// Says which state refused it and, when the breaker is open on a timer, how
+/// long until it lets a probe through (for a `Retry-After` header, say).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}", describe_open(*.state, *.retry_after))]
+pub struct CircuitOpen {
+    state: State,
+    retry_after: Option<Duration>,
+}
+
+fn describe_open(state: State, retry_after: Option<Duration>) -> String {
+    match (state, retry_after) {
+        (State::HalfOpen, _) => "circuit half-open: every probe slot is taken".to_owned(),
+        (_, Some(after)) => format!("circuit open: may let a probe through in {after:?}"),
+        (state, None) => format!("circuit {state}"),
+    }
+}
+
+impl CircuitOpen {
+    pub(crate) fn new(state: State, retry_after: Option<Duration>) -> CircuitOpen {
+        CircuitOpen { state, retry_after }
+    }
+
+    /// The state that refused the call: open, half-open (probe slots taken)
+    /// or forced open.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// How long until the breaker may let a probe through; `None` when forced
+    /// open (only an operator can release it) or half-open (a probe is
+    /// already out: retry soon).
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+}
+
+/// The state of a circuit breaker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum State {
+    /// Calls go through; outcomes are recorded and may trip the breaker.
+    Closed,
+    /// Calls are refused until the open duration has elapsed.
+    Open,
+    /// A limited number of probe calls go through; their outcomes decide
+    /// between closed and open.
+    HalfOpen,
+    /// Forced open by an operator: every call is refused until released.
+    ForcedOpen,
+    /// Forced closed (disabled) by an operator: outcomes are recorded, the
+    /// breaker never trips.
+    ForcedClosed,
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            State::Closed => "closed",
+            State::Open => "open",
+            State::HalfOpen => "half-open",
+            State::ForcedOpen => "forced open",
+            State::ForcedClosed => "forced closed",
+        })
+    }
+}
+
+/// A bulkhead (or a blocking pool) had no room for the call; the inner
+/// service was not called.
+///
+/// Says what refused it, and whether and how long the call waited first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{isolation} full ({limit} in flight){}", Waited(*.waited))]
+pub struct BulkheadFull {
+    isolation: Isolation,
+    limit: usize,
+    waited: Option<Duration>,
+}
+
+/// What kind of isolation refused a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Isolation {
+    /// A bulkhead: a limit on calls in flight (Hystrix's semaphore
+    /// isolation).
+    Bulkhead,
+    /// A blocking pool: its threads were busy and its queue full (Hystrix's
+    /// thread-pool isolation).
+    ThreadPool,
+}
+
+impl fmt::Display for Isolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Isolation::Bulkhead => "bulkhead",
+            Isolation::ThreadPool => "blocking pool",
+        })
+    }
+}
+
+struct Waited(Option<Duration>);
+
+impl fmt::Display for Waited {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(waited) => write!(f, " after waiting {waited:?}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl BulkheadFull {
+    pub(crate) fn new(
+        isolation: Isolation,
+        limit: usize,
+        waited: Option<Duration>,
+    ) -> BulkheadFull {
+        BulkheadFull {
+            isolation,
+            limit,
+            waited,
+        }
+    }
+
+    /// What refused the call.
+    pub fn isolation(&self) -> Isolation {
+        self.isolation
+    }
+
+    /// The limit that was reached: calls in flight for a bulkhead, threads
+    /// for a blocking pool.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// How long the call waited for room before it was refused; `None` if
+    /// it was refused at once.
+    pub fn waited(&self) -> Option<Duration> {
+        self.waited
+    }
+}
+
+/// A call did not finish within its deadline; its future was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("timed out after {after:?}")]
+pub struct Elapsed {
+    after: Duration,
+    callers: bool,
+}
+
+impl Elapsed {
+    pub(crate) fn new(after: Duration, callers: bool) -> Elapsed {
+        Elapsed { after, callers }
+    }
+
+    /// Whether the deadline that passed was the caller's own (read from the
+    /// request, and shorter than the layer's timeout). Such a timeout says
+    /// nothing about the dependency: a breaker should not count it (a client
+    /// sending `grpc-timeout: 1n` must not trip a breaker every client
+    /// shares), and the default classifier does not.
+    pub fn is_callers_deadline(&self) -> bool {
+        self.callers
+    }
+
+    /// How long the call was given: the layer's timeout, or the request's
+    /// own shorter deadline.
+    pub fn after(&self) -> Duration {
+        self.after
+    }
 }
 
 /// A builder was given a value it cannot use. Names the field and the value.

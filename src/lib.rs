@@ -3,12 +3,12 @@
 #![forbid(unsafe_code)]
 
 pub mod blocking;
-mod builder;
 pub mod bulkhead;
 pub mod circuit_breaker;
 pub mod classify;
 mod clock;
-mod error;
+pub mod error;
+mod ext;
 pub mod fallback;
 pub mod integration;
 #[cfg(feature = "messaging")]
@@ -18,9 +18,9 @@ mod sync;
 pub mod timeout;
 pub mod window;
 
-pub use builder::ServiceBuilderExt;
 pub use clock::Clock;
-pub use error::{ConfigError, Error};
+pub use error::{ConfigError, Error, IntoError, Leaf, Refusal};
+pub use ext::ResilienceExt;
 
 /// moka refuses (by panicking) time-to-live and time-to-idle settings longer
 /// than this; builders refuse them with a `ConfigError` instead.

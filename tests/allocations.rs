@@ -48,8 +48,8 @@ fn drive(breaker: &CircuitBreaker, calls: u64) {
     drive_through(&mut breaker.layer().layer(ready_service()), calls);
 }
 
-fn ready_service() -> impl Service<bool, Response = (), Error = ()> + Clone {
-    service_fn(|fail: bool| std::future::ready(if fail { Err(()) } else { Ok::<_, ()>(()) }))
+fn ready_service() -> impl Service<bool, Response = (), Error = &'static str> + Clone {
+    service_fn(|fail: bool| std::future::ready(if fail { Err("failed") } else { Ok(()) }))
 }
 
 /// Drives `calls` calls through `service`, each answered at its first poll.
@@ -132,7 +132,8 @@ fn free_bulkheads_full_bulkheads_and_timeouts_allocate_nothing() {
 
 #[test]
 fn a_healthy_policy_call_allocates_nothing() {
-    let policy = Policy::builder("p")
+    let policy = Policy::builder()
+        .name("p")
         .clock(Clock::coarse())
         .circuit_breaker(CircuitBreaker::builder())
         .bulkhead(Bulkhead::builder().max_concurrent(10))
@@ -140,7 +141,7 @@ fn a_healthy_policy_call_allocates_nothing() {
         .fallback(Fallback::builder().value(()))
         .build()
         .unwrap();
-    let mut service = policy.layer(service_fn(|_: bool| std::future::ready(Ok::<_, ()>(()))));
+    let mut service = policy.layer(service_fn(|_: bool| std::future::ready(Ok::<_, &str>(()))));
     drive_through(&mut service, 10);
     assert_eq!(
         allocations_during(|| drive_through(&mut service, 10_000)),

@@ -55,7 +55,7 @@ async fn drain(amqp: &AmqpTransport, subject: &str, count: usize) -> Vec<u64> {
             Ok::<_, BoxError>(())
         }
     });
-    let policy = Policy::builder("drain").build().unwrap();
+    let policy = Policy::builder().name("drain").build().unwrap();
     let subscription = amqp.subscribe(subject).await.unwrap();
     let done = {
         let received = Arc::clone(&received);
@@ -116,7 +116,11 @@ async fn every_style_over_rabbitmq() {
     // The consumer acks what it handles and rejects the poison message.
     let handled = Arc::new(Mutex::new(BTreeSet::new()));
     let sink = Arc::clone(&handled);
-    let policy = Policy::builder("orders").timeout(ms(500)).build().unwrap();
+    let policy = Policy::builder()
+        .name("orders")
+        .timeout(ms(500))
+        .build()
+        .unwrap();
     let handler = policy.layer(service_fn(move |order: Message| {
         let sink = Arc::clone(&sink);
         async move {
@@ -199,7 +203,8 @@ async fn notifications_survive_the_broker_going_away() {
 
     // Generous: a probe after the restart makes a new connection, and the
     // other test's node may be booting on the same two cores.
-    let policy = Policy::builder("events")
+    let policy = Policy::builder()
+        .name("events")
         .timeout(Duration::from_secs(2))
         .circuit_breaker(
             CircuitBreaker::builder()

@@ -15,7 +15,7 @@ use axum::Router;
 use seawall::bulkhead::Bulkhead;
 use seawall::circuit_breaker::{CircuitBreaker, CircuitBreakerLayer, Registry};
 use seawall::fallback::Fallback;
-use seawall::integration::axum::{server_errors, ErrorResponseLayer, Refusal};
+use seawall::integration::axum::{server_errors, ErrorResponseLayer, Refused};
 use seawall::policy::Policy;
 use tokio::sync::Notify;
 use tower::{service_fn, ServiceBuilder, ServiceExt};
@@ -38,7 +38,8 @@ async fn never() -> &'static str {
 
 #[tokio::test]
 async fn a_timeout_is_a_504() {
-    let policy = Policy::builder("slow")
+    let policy = Policy::builder()
+        .name("slow")
         .timeout(Duration::from_millis(50))
         .build()
         .unwrap();
@@ -64,7 +65,8 @@ async fn a_full_bulkhead_is_a_503_or_a_429() {
             ErrorResponseLayer::new().bulkhead_status(StatusCode::TOO_MANY_REQUESTS),
         ),
     ] {
-        let policy = Policy::builder("one-at-a-time")
+        let policy = Policy::builder()
+            .name("one-at-a-time")
             .bulkhead(Bulkhead::builder().max_concurrent(1))
             .build()
             .unwrap();
@@ -84,7 +86,7 @@ async fn a_full_bulkhead_is_a_503_or_a_429() {
         let base = serve(app).await;
         let url = format!("{base}/hold");
         let first = tokio::spawn(async move { get_from(&url).await.text().await.unwrap() });
-        while policy.bulkhead().unwrap().figures().in_flight == 0 {
+        while policy.bulkhead().unwrap().in_flight == 0 {
             tokio::task::yield_now().await;
         }
         let refused = get_from(&format!("{base}/hold")).await;
@@ -96,13 +98,14 @@ async fn a_full_bulkhead_is_a_503_or_a_429() {
 
 #[tokio::test]
 async fn an_open_circuit_is_a_503_with_retry_after_and_5xx_answers_trip_it() {
-    let policy = Policy::builder("flaky")
+    let policy = Policy::builder()
+        .name("flaky")
         .circuit_breaker(
             CircuitBreaker::builder()
                 .consecutive_failures(2)
                 .disable_error_threshold(),
         )
-        .classify(server_errors)
+        .classify(server_errors())
         .build()
         .unwrap();
     let app = Router::new()
@@ -130,7 +133,8 @@ async fn an_open_circuit_is_a_503_with_retry_after_and_5xx_answers_trip_it() {
 
 #[tokio::test]
 async fn refusals_can_have_a_body_of_your_own_and_fallbacks_answer_too() {
-    let policy = Policy::builder("with-fallback")
+    let policy = Policy::builder()
+        .name("with-fallback")
         .timeout(Duration::from_millis(50))
         .fallback(
             Fallback::builder().function(|_: &(), _: &seawall::Error<Infallible>| {
@@ -139,12 +143,13 @@ async fn refusals_can_have_a_body_of_your_own_and_fallbacks_answer_too() {
         )
         .build()
         .unwrap();
-    let forced_open = Policy::builder("down")
+    let forced_open = Policy::builder()
+        .name("down")
         .circuit_breaker(CircuitBreaker::builder())
         .build()
         .unwrap();
     forced_open.breaker().force_open();
-    let json = ErrorResponseLayer::new().response(|refusal: &Refusal<'_>| {
+    let json = ErrorResponseLayer::new().response(|refusal: &Refused<'_>| {
         let mut response = refusal.default_response(StatusCode::SERVICE_UNAVAILABLE);
         *response.body_mut() = axum::body::Body::from(r#"{"error":"unavailable"}"#);
         response
@@ -194,7 +199,7 @@ async fn each_tenant_has_its_own_breaker() {
             .unwrap_or("anonymous")
             .to_owned()
     };
-    let per_tenant = CircuitBreakerLayer::new(registry.keyed(tenant_of)).classify(server_errors);
+    let per_tenant = CircuitBreakerLayer::new(registry.keyed(tenant_of)).classify(server_errors());
     let app = Router::new()
         .route("/", get(|| async { "hello" }))
         .route_layer(

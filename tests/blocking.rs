@@ -3,6 +3,7 @@
 //! thread spin with a generous failure guard.
 
 use std::cell::RefCell;
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -163,7 +164,7 @@ async fn a_timeout_above_abandons_the_call_and_the_figures_show_it() {
     let call = submit(&mut service, 2).await;
     // Running, not merely queued (a queued call would be cancelled instead).
     eventually("a busy thread", || pool.figures().busy == 1);
-    let err = call.await.unwrap_err().flatten();
+    let err = call.await.unwrap_err();
     assert!(err.is_timeout());
     assert_eq!(
         start.elapsed(),
@@ -241,7 +242,7 @@ async fn dropping_the_last_handle_runs_the_queue_then_stops_the_threads() {
                 .get_or_insert_with(|| ExitSignal(exited_tx.lock().unwrap().clone()));
         });
         gate_in.pass();
-        Ok::<_, ()>(n)
+        Ok::<_, Infallible>(n)
     });
     let mut calls = Vec::new();
     for n in 0..6 {
@@ -314,7 +315,7 @@ async fn panics_in_drops_on_a_pool_thread_leave_the_pool_whole() {
         gate_in.pass();
         let answer = Bomb(bomb.0);
         std::mem::forget(bomb);
-        Ok::<_, ()>(answer)
+        Ok::<_, Infallible>(answer)
     });
     let running = submit(&mut bombs, Bomb(1)).await;
     eventually("the first call running", || pool.figures().busy == 1);

@@ -1,12 +1,13 @@
 //! The bulkhead under load and under cancellation, with tokio's clock paused.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use seawall::bulkhead::{Bulkhead, BulkheadFigures, Isolation};
+use seawall::bulkhead::{Bulkhead, BulkheadFigures, BulkheadService, Isolation, Mode};
 use seawall::Error;
 use tokio::time::{advance, sleep, timeout};
 use tower::{service_fn, Layer, Service, ServiceExt};
@@ -24,39 +25,53 @@ struct Probe {
 }
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<u64, &'static str>> + Send>>;
-
 impl Probe {
     /// A dependency that takes `ms` milliseconds per call (`u64::MAX`: hangs;
     /// 0: panics).
-    fn service(
-        &self,
-    ) -> impl Service<u64, Response = u64, Error = &'static str, Future = BoxFuture> + Clone {
-        let probe = self.clone();
-        service_fn(move |ms: u64| {
-            let probe = probe.clone();
-            Box::pin(async move {
-                probe.calls.fetch_add(1, SeqCst);
-                let now = probe.now.fetch_add(1, SeqCst) + 1;
-                probe.max.fetch_max(now, SeqCst);
-                struct Leave(Arc<AtomicUsize>);
-                impl Drop for Leave {
-                    fn drop(&mut self) {
-                        self.0.fetch_sub(1, SeqCst);
-                    }
+    fn service(&self) -> ProbeService {
+        ProbeService(self.clone())
+    }
+}
+
+#[derive(Clone)]
+struct ProbeService(Probe);
+
+impl Service<u64> for ProbeService {
+    type Response = u64;
+    type Error = &'static str;
+    type Future = BoxFuture;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, ms: u64) -> BoxFuture {
+        let probe = self.0.clone();
+        Box::pin(async move {
+            probe.calls.fetch_add(1, SeqCst);
+            let now = probe.now.fetch_add(1, SeqCst) + 1;
+            probe.max.fetch_max(now, SeqCst);
+            struct Leave(Arc<AtomicUsize>);
+            impl Drop for Leave {
+                fn drop(&mut self) {
+                    self.0.fetch_sub(1, SeqCst);
                 }
-                let _leave = Leave(probe.now.clone());
-                match ms {
-                    0 => panic!("the dependency panicked"),
-                    u64::MAX => std::future::pending().await,
-                    ms => sleep(Duration::from_millis(ms)).await,
-                }
-                Ok(ms)
-            }) as BoxFuture
+            }
+            let _leave = Leave(probe.now.clone());
+            match ms {
+                0 => panic!("the dependency panicked"),
+                u64::MAX => std::future::pending().await,
+                ms => sleep(Duration::from_millis(ms)).await,
+            }
+            Ok(ms)
         })
     }
 }
 
-fn figures(bulkhead: &Bulkhead) -> (usize, usize) {
+fn figures<M: Mode>(bulkhead: &Bulkhead<M>) -> (usize, usize) {
     let BulkheadFigures {
         in_flight, queued, ..
     } = bulkhead.figures();
@@ -65,12 +80,17 @@ fn figures(bulkhead: &Bulkhead) -> (usize, usize) {
 
 /// Sends `tasks` concurrent calls taking `ms` each; returns (admitted, refused
 /// with the time each refused call waited).
-async fn storm(
-    bulkhead: &Bulkhead,
+async fn storm<M: Mode>(
+    bulkhead: &Bulkhead<M>,
     probe: &Probe,
     tasks: usize,
     ms: u64,
-) -> (usize, Vec<Option<Duration>>) {
+) -> (usize, Vec<Option<Duration>>)
+where
+    BulkheadService<ProbeService, M>:
+        Service<u64, Response = u64, Error = Error<&'static str>> + Clone + Send + 'static,
+    <BulkheadService<ProbeService, M> as Service<u64>>::Future: Send,
+{
     let service = bulkhead.layer().layer(probe.service());
     let handles: Vec<_> = (0..tasks)
         .map(|_| tokio::spawn(service.clone().oneshot(ms)))
@@ -184,7 +204,7 @@ async fn waiting_calls_get_in_first_come_first_served() {
             order.lock().unwrap().push(n);
             async move {
                 sleep(ms(10)).await;
-                Ok::<_, ()>(n)
+                Ok::<_, Infallible>(n)
             }
         }
     }));
@@ -367,16 +387,26 @@ async fn the_limit_changes_at_runtime_without_dropping_calls() {
 #[test]
 fn bad_settings_are_refused() {
     let cases = [
-        (Bulkhead::builder().max_concurrent(0), "max_concurrent", "0"),
-        (Bulkhead::builder().queue(0, ms(1)), "max_queue", "0"),
         (
-            Bulkhead::builder().backpressure(1, Duration::ZERO),
+            Bulkhead::builder().max_concurrent(0).build().unwrap_err(),
+            "max_concurrent",
+            "0",
+        ),
+        (
+            Bulkhead::builder().queue(0, ms(1)).build().unwrap_err(),
+            "max_queue",
+            "0",
+        ),
+        (
+            Bulkhead::builder()
+                .backpressure(1, Duration::ZERO)
+                .build()
+                .unwrap_err(),
             "max_wait",
             "0ns",
         ),
     ];
-    for (builder, field, value) in cases {
-        let err = builder.build().unwrap_err();
+    for (err, field, value) in cases {
         assert_eq!((err.field(), err.value()), (field, value));
     }
 }

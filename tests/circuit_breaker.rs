@@ -8,13 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use seawall::circuit_breaker::{
-    CircuitBreaker, DroppedCall, OpenDuration, Reason, State, Transition,
+    CircuitBreaker, DroppedCall, OpenDuration, Reason, State, Transitions,
 };
 use seawall::classify::Verdict;
 use seawall::window::Window;
 use seawall::{BoxError, Error};
-use tokio::sync::broadcast::error::TryRecvError;
-use tokio::sync::broadcast::Receiver;
 use tokio::time::{advance, sleep};
 use tower::{service_fn, Layer, Service, ServiceExt};
 
@@ -55,7 +53,7 @@ struct Harness<S> {
     breaker: CircuitBreaker,
     service: S,
     inner_calls: Arc<AtomicUsize>,
-    events: Receiver<Transition>,
+    events: Transitions,
 }
 
 fn harness(
@@ -91,11 +89,9 @@ where
     }
 
     fn next_event(&mut self) -> Option<(State, State, Reason)> {
-        match self.events.try_recv() {
-            Ok(t) => Some((t.from, t.to, t.reason)),
-            Err(TryRecvError::Empty) => None,
-            Err(e) => panic!("event channel: {e}"),
-        }
+        let next = self.events.try_recv().map(|t| (t.from, t.to, t.reason));
+        assert_eq!(self.events.missed(), 0, "no transition lost");
+        next
     }
 }
 
@@ -496,7 +492,7 @@ async fn classifier_decides_what_is_a_failure() {
         .unwrap();
     let layer = breaker
         .layer()
-        .classify(|result: &Result<u16, &str>| match result {
+        .classify(|result: &Result<u16, Error<&str>>| match result {
             Ok(status) if *status >= 500 => Verdict::Failure,
             Ok(status) if *status >= 400 => Verdict::Ignore,
             Ok(_) => Verdict::Success,

@@ -2,15 +2,15 @@
 
 use std::time::Duration;
 
-use seawall::circuit_breaker::{Builder, CircuitBreaker, OpenDuration};
+use seawall::circuit_breaker::{CircuitBreaker, CircuitBreakerBuilder, OpenDuration};
 use seawall::window::Window;
 
-fn refused(builder: Builder) -> (String, String) {
+fn refused(builder: CircuitBreakerBuilder) -> (String, String) {
     let err = builder.build().unwrap_err();
     (err.field().to_owned(), err.value().to_owned())
 }
 
-fn b() -> Builder {
+fn b() -> CircuitBreakerBuilder {
     CircuitBreaker::builder()
 }
 

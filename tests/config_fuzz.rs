@@ -3,11 +3,12 @@
 //! one works when calls come (no overflow, no panic, no hang: calls run in
 //! paused time, so a huge duration only moves a clock).
 
+use std::convert::Infallible;
 use std::time::Duration;
 
 use proptest::prelude::*;
 use seawall::blocking::{BlockingPool, BlockingService};
-use seawall::bulkhead::Bulkhead;
+use seawall::bulkhead::{Bulkhead, BulkheadFigures, BulkheadService, Mode};
 use seawall::circuit_breaker::{CircuitBreaker, DroppedCall, OpenDuration, Registry};
 use seawall::classify::Verdict;
 use seawall::fallback::{Fallback, FallbackCache, FallbackLayer};
@@ -99,6 +100,54 @@ fn paused<F: std::future::Future>(f: F) -> F::Output {
         .build()
         .unwrap()
         .block_on(f)
+}
+
+/// Makes `calls` calls of 1 ms through `bulkhead`, changes its limit to
+/// `later_limit` while they run, and gives its figures once all are done.
+fn drain<M: Mode>(bulkhead: Bulkhead<M>, calls: usize, later_limit: usize) -> BulkheadFigures
+where
+    BulkheadService<Sleeper, M>: tower::Service<()> + Clone + Send + 'static,
+    <BulkheadService<Sleeper, M> as tower::Service<()>>::Future: Send,
+    <BulkheadService<Sleeper, M> as tower::Service<()>>::Response: Send,
+    <BulkheadService<Sleeper, M> as tower::Service<()>>::Error: Send,
+{
+    paused(async {
+        let service = bulkhead.layer().layer(Sleeper);
+        let calls: Vec<_> = (0..calls)
+            .map(|_| tokio::spawn(service.clone().oneshot(())))
+            .collect();
+        let _ = bulkhead.set_max_concurrent(later_limit);
+        tokio::time::advance(Duration::from_secs(3_600)).await;
+        for call in calls {
+            let _ = call.await.unwrap();
+        }
+        bulkhead.figures()
+    })
+}
+
+/// A service whose calls take 1 ms.
+#[derive(Clone)]
+struct Sleeper;
+
+impl tower::Service<()> for Sleeper {
+    type Response = ();
+    type Error = Infallible;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Infallible>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, (): ()) -> Self::Future {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            Ok(())
+        })
+    }
 }
 
 fn refused_with(err: &ConfigError, fields: &[&str]) -> Result<(), TestCaseError> {
@@ -267,26 +316,16 @@ proptest! {
         calls in 1..20usize,
     ) {
         let builder = Bulkhead::builder().max_concurrent(max_concurrent);
-        let builder = match mode {
-            0 => builder.reject_when_full(),
-            1 => builder.queue(max_queue, max_wait),
-            _ => builder.backpressure(max_queue, max_wait),
+        let built = match mode {
+            0 => builder.reject_when_full().build().map(|b| drain(b, calls, later_limit)),
+            1 => builder.queue(max_queue, max_wait).build().map(|b| drain(b, calls, later_limit)),
+            _ => builder
+                .backpressure(max_queue, max_wait)
+                .build()
+                .map(|b| drain(b, calls, later_limit)),
         };
-        match builder.build() {
-            Ok(bulkhead) => paused(async {
-                let service = bulkhead.layer().layer(service_fn(|_: ()| async {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                    Ok::<_, std::io::Error>(())
-                }));
-                let calls: Vec<_> = (0..calls).map(|_| tokio::spawn(service.clone().oneshot(()))).collect();
-                let _ = bulkhead.set_max_concurrent(later_limit);
-                tokio::time::advance(Duration::from_secs(3_600)).await;
-                for call in calls {
-                    let _ = call.await.unwrap();
-                }
-                let figures = bulkhead.figures();
-                assert_eq!((figures.in_flight, figures.queued), (0, 0));
-            }),
+        match built {
+            Ok(figures) => assert_eq!((figures.in_flight, figures.queued), (0, 0)),
             Err(err) => refused_with(&err, &["max_concurrent", "max_queue", "max_wait"])?,
         }
     }
@@ -299,7 +338,7 @@ proptest! {
     ) {
         match BlockingPool::builder().threads(threads).queue(queue).build() {
             Ok(pool) => paused(async {
-                let service = BlockingService::new(pool.clone(), |n: u32| Ok::<_, ()>(n));
+                let service = BlockingService::new(pool.clone(), |n: u32| Ok::<_, Infallible>(n));
                 for n in 0..calls {
                     let answer = service.clone().oneshot(n).await;
                     assert!(matches!(answer, Ok(m) if m == n) || answer.is_err());
@@ -340,15 +379,14 @@ proptest! {
                 cache = cache.time_to_live(ttl);
             }
             let cache = cache.build()?;
-            let mut fallback = Fallback::builder()
-                .key(|n: &u8| *n)
+            let mut fallback = Fallback::keyed(|n: &u8| *n)
                 .cache(cache)
                 .value(0u8)
                 .max_concurrent(fallback_concurrent);
             if let Some(fallback_timeout) = fallback_timeout {
                 fallback = fallback.timeout(fallback_timeout);
             }
-            let mut policy = Policy::builder("fuzz")
+            let mut policy = Policy::builder().name("fuzz")
                 .circuit_breaker(CircuitBreaker::builder().minimum_calls(2))
                 .bulkhead(Bulkhead::builder().max_concurrent(max_concurrent))
                 .fallback(fallback);
@@ -416,7 +454,7 @@ proptest! {
 fn the_largest_pool_works() {
     let pool = BlockingPool::builder().threads(1_024).build().unwrap();
     assert_eq!(pool.figures().threads_alive, 1_024);
-    let service = BlockingService::new(pool, |n: u32| Ok::<_, ()>(n + 1));
+    let service = BlockingService::new(pool, |n: u32| Ok::<_, Infallible>(n + 1));
     let answer = paused(async { service.oneshot(41).await });
     assert_eq!(answer.unwrap(), 42);
 }

@@ -106,14 +106,13 @@ async fn a_cached_fallback_never_answers_a_tenant_with_anothers_data() {
         .max_entries(10_000)
         .build()
         .unwrap();
-    let fallback = Fallback::builder()
-        .key(|r: &Request| Colliding {
-            tenant: r.tenant,
-            item: r.item,
-        })
-        .cache(cache)
-        .build()
-        .unwrap();
+    let fallback = Fallback::keyed(|r: &Request| Colliding {
+        tenant: r.tenant,
+        item: r.item,
+    })
+    .cache(cache)
+    .build()
+    .unwrap();
     let service = ServiceBuilder::new()
         .layer(FallbackLayer::new(fallback))
         .layer(TimeoutLayer::new(Duration::from_secs(1)))

@@ -26,7 +26,7 @@ fn text(message: &Message) -> String {
 }
 
 /// A breaker that opens after 3 failures in a row, for 1 s.
-fn quick_breaker() -> seawall::circuit_breaker::Builder {
+fn quick_breaker() -> seawall::circuit_breaker::CircuitBreakerBuilder {
     CircuitBreaker::builder()
         .consecutive_failures(3)
         .open_duration(OpenDuration::Fixed(Duration::from_secs(1)))
@@ -49,7 +49,8 @@ fn collect(broker: &InMemory, subject: &str) -> Arc<std::sync::Mutex<Vec<String>
 async fn a_notification_is_published_diverted_or_handed_back() {
     let broker = InMemory::new();
     let received = collect(&broker, "events");
-    let policy = Policy::builder("events")
+    let policy = Policy::builder()
+        .name("events")
         .timeout(ms(100))
         .circuit_breaker(quick_breaker())
         .build()
@@ -100,7 +101,8 @@ async fn a_notification_is_published_diverted_or_handed_back() {
 async fn a_slow_broker_costs_the_timeout_then_nothing_while_open() {
     let broker = InMemory::new();
     broker.set_latency(Duration::from_secs(10));
-    let policy = Policy::builder("events")
+    let policy = Policy::builder()
+        .name("events")
         .timeout(ms(100))
         .circuit_breaker(quick_breaker())
         .build()
@@ -237,7 +239,11 @@ async fn waiting_requests_are_bounded_and_leave_when_they_give_up() {
     }
     assert_eq!(correlator.figures().pending, 0);
     // A caller's own timeout (a Policy's) frees the place just the same.
-    let policy = Policy::builder("slow").timeout(ms(100)).build().unwrap();
+    let policy = Policy::builder()
+        .name("slow")
+        .timeout(ms(100))
+        .build()
+        .unwrap();
     let gave_up = policy
         .layer(correlator.clone())
         .oneshot(Message::new("slow", "4"))
@@ -313,7 +319,8 @@ async fn a_consumer_decides_by_outcome() {
     for payload in ["1", "poison", "2"] {
         broker.send(Message::new("orders", payload));
     }
-    let policy = Policy::builder("orders")
+    let policy = Policy::builder()
+        .name("orders")
         .timeout(Duration::from_secs(1))
         .circuit_breaker(quick_breaker())
         .build()
@@ -373,7 +380,8 @@ async fn a_consumer_stops_pulling_while_its_dependency_is_down() {
     // The handler's dependency goes down after the 10th order, for 5 s.
     let down_until = Arc::new(std::sync::Mutex::new(None::<Instant>));
     let handled = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let policy = Policy::builder("orders")
+    let policy = Policy::builder()
+        .name("orders")
         .timeout(Duration::from_secs(1))
         .circuit_breaker(quick_breaker())
         .build()
@@ -434,3 +442,5 @@ enum Failure {
     #[error("the dependency is down")]
     DependencyDown,
 }
+
+seawall::leaf_error!(Failure);

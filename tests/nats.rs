@@ -73,7 +73,7 @@ async fn respond(nats: NatsTransport, subject: &str, suffix: &'static str) -> Ar
 }
 
 /// A breaker that opens after 3 failures in a row, for 300 ms.
-fn quick_breaker() -> circuit_breaker::Builder {
+fn quick_breaker() -> circuit_breaker::CircuitBreakerBuilder {
     CircuitBreaker::builder()
         .consecutive_failures(3)
         .open_duration(OpenDuration::Fixed(ms(300)))
@@ -178,7 +178,8 @@ async fn an_absent_responder_opens_the_breaker_and_traffic_resumes_when_it_is_ba
     };
     let nats = connect(&server).await;
     let correlator = Correlator::builder(nats.clone()).build().await.unwrap();
-    let policy = Policy::builder("prices")
+    let policy = Policy::builder()
+        .name("prices")
         .timeout(ms(200))
         .circuit_breaker(quick_breaker())
         .build()
@@ -242,7 +243,11 @@ async fn a_consumer_handles_every_message_of_a_subscription() {
     }
     let handled = Arc::new(Mutex::new(BTreeSet::new()));
     let sink = Arc::clone(&handled);
-    let policy = Policy::builder("orders").timeout(ms(500)).build().unwrap();
+    let policy = Policy::builder()
+        .name("orders")
+        .timeout(ms(500))
+        .build()
+        .unwrap();
     let handler = policy.layer(service_fn(move |order: Message| {
         let sink = Arc::clone(&sink);
         async move {
@@ -306,7 +311,8 @@ async fn notifications_survive_the_server_going_away() {
         })
         .await
         .unwrap();
-    let policy = Policy::builder("events")
+    let policy = Policy::builder()
+        .name("events")
         .timeout(ms(200))
         .circuit_breaker(quick_breaker())
         .build()
@@ -418,7 +424,8 @@ async fn a_jetstream_consumer_acks_requeues_and_rejects() {
     }
 
     // Forced open for the first 1.5 s: refused orders are requeued.
-    let policy = Policy::builder("orders")
+    let policy = Policy::builder()
+        .name("orders")
         .timeout(ms(500))
         .circuit_breaker(quick_breaker())
         .build()

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use seawall::bulkhead::Bulkhead;
 use seawall::circuit_breaker::{CircuitBreaker, State};
+use seawall::classify::{ByKind, Classify, Verdict};
 #[cfg(feature = "cache")]
 use seawall::fallback::FallbackCache;
 use seawall::fallback::{Cause, Causes, Fallback, Provenance};
@@ -92,7 +93,8 @@ fn keyed_by_tenant() -> impl Fn(&Request) -> (&'static str, u32) + Send + Sync +
 #[tokio::test(start_paused = true)]
 async fn every_cause_falls_back_to_the_last_good_answer() {
     let upstream = Upstream::default();
-    let policy = Policy::builder("catalog")
+    let policy = Policy::builder()
+        .name("catalog")
         .circuit_breaker(
             CircuitBreaker::builder()
                 .consecutive_failures(3)
@@ -100,11 +102,7 @@ async fn every_cause_falls_back_to_the_last_good_answer() {
         )
         .bulkhead(Bulkhead::builder().max_concurrent(1))
         .timeout(ms(100))
-        .fallback(
-            Fallback::builder()
-                .key(keyed_by_tenant())
-                .cache(cache(None)),
-        )
+        .fallback(Fallback::keyed(keyed_by_tenant()).cache(cache(None)))
         .build()
         .unwrap();
     let service = policy.layer(upstream.service());
@@ -164,7 +162,8 @@ async fn every_cause_falls_back_to_the_last_good_answer() {
 #[tokio::test(start_paused = true)]
 async fn only_the_chosen_causes_fall_back() {
     let upstream = Upstream::default();
-    let policy = Policy::builder("catalog")
+    let policy = Policy::builder()
+        .name("catalog")
         .timeout(ms(100))
         .fallback(
             Fallback::builder()
@@ -194,12 +193,9 @@ async fn only_the_chosen_causes_fall_back() {
 #[tokio::test(start_paused = true)]
 async fn stale_answers_are_not_served() {
     let upstream = Upstream::default();
-    let policy = Policy::builder("catalog")
-        .fallback(
-            Fallback::builder()
-                .key(keyed_by_tenant())
-                .cache(cache(Some(ms(60_000)))),
-        )
+    let policy = Policy::builder()
+        .name("catalog")
+        .fallback(Fallback::keyed(keyed_by_tenant()).cache(cache(Some(ms(60_000)))))
         .build()
         .unwrap();
     let service = policy.layer(upstream.service());
@@ -234,12 +230,9 @@ async fn stale_answers_are_not_served() {
 #[tokio::test(start_paused = true)]
 async fn a_tenant_never_gets_another_tenants_answer() {
     let upstream = Upstream::default();
-    let policy = Policy::builder("catalog")
-        .fallback(
-            Fallback::builder()
-                .key(keyed_by_tenant())
-                .cache(cache(None)),
-        )
+    let policy = Policy::builder()
+        .name("catalog")
+        .fallback(Fallback::keyed(keyed_by_tenant()).cache(cache(None)))
         .build()
         .unwrap();
     let service = policy.layer(upstream.service());
@@ -264,12 +257,9 @@ async fn a_tenant_never_gets_another_tenants_answer() {
 async fn the_cache_is_bounded() {
     let cache = cache(None);
     let upstream = Upstream::default();
-    let policy = Policy::builder("catalog")
-        .fallback(
-            Fallback::builder()
-                .key(keyed_by_tenant())
-                .cache(cache.clone()),
-        )
+    let policy = Policy::builder()
+        .name("catalog")
+        .fallback(Fallback::keyed(keyed_by_tenant()).cache(cache.clone()))
         .build()
         .unwrap();
     let service = policy.layer(upstream.service());
@@ -290,10 +280,10 @@ async fn a_cache_miss_goes_on_to_the_source_and_a_failing_source_gives_the_origi
     let upstream = Upstream::default();
     let source_called = Arc::new(AtomicUsize::new(0));
     let called = source_called.clone();
-    let policy = Policy::builder("catalog")
+    let policy = Policy::builder()
+        .name("catalog")
         .fallback(
-            Fallback::builder()
-                .key(keyed_by_tenant())
+            Fallback::keyed(keyed_by_tenant())
                 .cache(cache(None))
                 .function(
                     move |key: &(&'static str, u32), error: &Error<&'static str>| {
@@ -323,7 +313,8 @@ async fn a_cache_miss_goes_on_to_the_source_and_a_failing_source_gives_the_origi
 #[tokio::test(start_paused = true)]
 async fn slow_or_crowded_fallbacks_are_bounded() {
     let upstream = Upstream::default();
-    let policy = Policy::builder("catalog")
+    let policy = Policy::builder()
+        .name("catalog")
         .fallback(
             Fallback::builder()
                 .function_async(|_: &(), _: &Error<&'static str>| async {
@@ -358,10 +349,10 @@ async fn a_secondary_service_answers_and_answers_are_marked() {
         service_fn(
             |r: Request| async move { Ok::<_, std::io::Error>(format!("secondary {}", r.item)) },
         );
-    let policy = Policy::builder("catalog")
+    let policy = Policy::builder()
+        .name("catalog")
         .fallback(
-            Fallback::builder()
-                .key(|r: &Request| r.clone())
+            Fallback::keyed(|r: &Request| r.clone())
                 .service(secondary)
                 .mark(|answer: &mut String, provenance| {
                     assert_eq!(provenance, Provenance::Fallback);
@@ -381,7 +372,8 @@ async fn a_secondary_service_answers_and_answers_are_marked() {
 #[tokio::test(start_paused = true)]
 async fn an_open_breaker_never_touches_the_bulkhead_or_the_service() {
     let upstream = Upstream::default();
-    let policy = Policy::builder("catalog")
+    let policy = Policy::builder()
+        .name("catalog")
         .circuit_breaker(CircuitBreaker::builder())
         .bulkhead(Bulkhead::builder().max_concurrent(1))
         .timeout(ms(100))
@@ -392,14 +384,15 @@ async fn an_open_breaker_never_touches_the_bulkhead_or_the_service() {
     let err = service.oneshot(req("a", 1, Act::Answer)).await.unwrap_err();
     assert!(err.is_circuit_open());
     assert_eq!(upstream.calls(), 0);
-    let bulkhead = policy.bulkhead().unwrap().figures();
+    let bulkhead = policy.bulkhead().unwrap();
     assert_eq!((bulkhead.max_in_flight_seen, bulkhead.rejected), (0, 0));
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_bulkhead_refusal_is_not_also_a_timeout() {
     let upstream = Upstream::default();
-    let policy = Policy::builder("catalog")
+    let policy = Policy::builder()
+        .name("catalog")
         .bulkhead(Bulkhead::builder().max_concurrent(1).queue(5, ms(300)))
         .timeout(ms(100))
         .build()
@@ -422,14 +415,15 @@ async fn a_bulkhead_refusal_is_not_also_a_timeout() {
     let _ = (busy, also_busy);
     let c = policy.breaker().counts();
     assert_eq!((c.timeout, c.rejected), (1, 0));
-    let f = policy.bulkhead().unwrap().figures();
+    let f = policy.bulkhead().unwrap();
     assert_eq!(f.in_flight + f.queued, 2);
 }
 
 #[tokio::test(start_paused = true)]
 async fn queued_policy_calls_time_out_only_once_they_run() {
     let upstream = Upstream::default();
-    let policy = Policy::builder("catalog")
+    let policy = Policy::builder()
+        .name("catalog")
         .bulkhead(Bulkhead::builder().max_concurrent(1).queue(5, ms(50)))
         .timeout(ms(1_000))
         .build()
@@ -456,14 +450,20 @@ async fn queued_policy_calls_time_out_only_once_they_run() {
 #[tokio::test(start_paused = true)]
 async fn timeouts_and_rejections_can_be_left_out_of_the_breakers_count() {
     let upstream = Upstream::default();
-    let policy = Policy::builder("catalog")
+    let policy = Policy::builder()
+        .name("catalog")
         .circuit_breaker(
             CircuitBreaker::builder()
                 .consecutive_failures(1)
                 .disable_error_threshold(),
         )
         .timeout(ms(10))
-        .timeouts_count(false)
+        .classify(
+            |result: &Result<String, Error<&'static str>>| match ByKind.classify(result) {
+                Verdict::Timeout | Verdict::Rejected => Verdict::Ignore,
+                verdict => verdict,
+            },
+        )
         .build()
         .unwrap();
     let service = policy.layer(upstream.service());
@@ -476,13 +476,15 @@ async fn timeouts_and_rejections_can_be_left_out_of_the_breakers_count() {
             .is_timeout());
     }
     assert_eq!(policy.breaker().state(), State::Closed);
-    assert_eq!(policy.breaker().counts().calls(), 0);
+    let counts = policy.breaker().counts();
+    assert_eq!((counts.calls(), counts.ignored), (0, 5));
 }
 
 #[tokio::test(start_paused = true)]
 async fn dropping_a_policy_call_anywhere_gives_everything_back() {
     let upstream = Upstream::default();
-    let policy = Policy::builder("catalog")
+    let policy = Policy::builder()
+        .name("catalog")
         .circuit_breaker(
             CircuitBreaker::builder()
                 .consecutive_failures(1)
@@ -492,8 +494,8 @@ async fn dropping_a_policy_call_anywhere_gives_everything_back() {
         .build()
         .unwrap();
     let mut service = policy.layer(upstream.service());
-    let figures = |p: &Policy<Request, String, &'static str, ()>| {
-        let f = p.bulkhead().unwrap().figures();
+    let figures = |p: &Policy| {
+        let f = p.bulkhead().unwrap();
         (f.in_flight, f.queued)
     };
     // Running, then queued behind it; both dropped.
@@ -531,23 +533,27 @@ async fn dropping_a_policy_call_anywhere_gives_everything_back() {
 
 #[test]
 fn bad_stage_settings_are_refused_by_the_policy() {
-    let err = Policy::<(), (), ()>::builder("p")
-        .bulkhead(Bulkhead::builder().backpressure(1, ms(1)))
+    let err = Policy::builder()
+        .bulkhead(Bulkhead::builder().max_concurrent(0))
         .build()
         .unwrap_err();
-    assert_eq!(err.field(), "bulkhead");
-    let err = Policy::<(), (), ()>::builder("p")
+    assert_eq!(err.field(), "max_concurrent");
+    let err = Policy::builder()
         .timeout(Duration::ZERO)
         .build()
         .unwrap_err();
     assert_eq!(err.field(), "timeout");
-    let err = Policy::<(), (), ()>::builder("p")
+    let err = Policy::builder()
         .circuit_breaker(CircuitBreaker::builder().error_threshold(101.0))
         .build()
         .unwrap_err();
     assert_eq!(err.field(), "error_threshold");
-    let err = Policy::<(), u8, ()>::builder("p")
-        .fallback(Fallback::builder().value(1).max_concurrent(0))
+    let err = Policy::builder()
+        .fallback(
+            Fallback::<(), u8, std::io::Error>::builder()
+                .value(1)
+                .max_concurrent(0),
+        )
         .build()
         .unwrap_err();
     assert_eq!(err.field(), "max_concurrent");
@@ -562,11 +568,11 @@ async fn the_fallback_is_a_layer_of_its_own_too() {
     let fallback = Fallback::builder()
         .value("from the fallback".to_owned())
         .on(Causes::only(&[Cause::CircuitOpen]))
-        .stats(&breaker)
         .build()
         .unwrap();
-    // The breaker's error is already a single-level `Error<E>`.
-    let service = FallbackLayer::new(fallback).layer(breaker.layer().layer(upstream.service()));
+    let service = FallbackLayer::new(fallback)
+        .stats(&breaker)
+        .layer(breaker.layer().layer(upstream.service()));
 
     assert_eq!(
         service
@@ -599,7 +605,8 @@ async fn the_fallback_is_a_layer_of_its_own_too() {
 #[tokio::test(start_paused = true)]
 async fn a_request_can_carry_a_shorter_deadline_capped_by_the_policy() {
     let upstream = Upstream::default();
-    let policy = Policy::builder("catalog")
+    let policy = Policy::builder()
+        .name("catalog")
         .timeout(ms(1_000))
         .per_request_deadline(|r: &Request| (r.item > 0).then(|| ms(u64::from(r.item))))
         .build()
@@ -643,7 +650,8 @@ async fn any_async_client_fits_through_service_fn_and_an_arc() {
         let client = Arc::clone(&client);
         async move { client.send(&message).await }
     });
-    let policy = Policy::builder("client")
+    let policy = Policy::builder()
+        .name("client")
         .timeout(ms(100))
         .circuit_breaker(
             CircuitBreaker::builder()
@@ -677,7 +685,7 @@ async fn any_async_client_fits_through_service_fn_and_an_arc() {
 #[tokio::test(start_paused = true)]
 async fn a_policy_without_a_breaker_never_trips_even_after_a_reset() {
     let upstream = Upstream::default();
-    let policy = Policy::builder("stats-only").build().unwrap();
+    let policy = Policy::builder().name("stats-only").build().unwrap();
     let service = policy.layer(upstream.service());
     assert_eq!(policy.breaker().state(), State::ForcedClosed);
     policy.breaker().reset();
@@ -689,24 +697,13 @@ async fn a_policy_without_a_breaker_never_trips_even_after_a_reset() {
     assert_eq!(policy.breaker().counts().failure, 50, "still counting");
 }
 
+#[cfg(feature = "cache")]
 #[test]
-fn settings_that_would_be_lost_or_panic_are_refused() {
-    let err = Policy::<(), u8, ()>::builder("p")
-        .fallback(Fallback::builder().value(1).key(|_: &()| 1u8))
+fn a_cache_time_to_live_that_would_overflow_is_refused() {
+    let err = FallbackCache::<u8, u8>::builder()
+        .time_to_live(Duration::MAX)
         .build()
-        .unwrap_err();
-    assert_eq!(
-        err.field(),
-        "key",
-        "the value given before key() would be dropped"
-    );
-    #[cfg(feature = "cache")]
-    {
-        let err = FallbackCache::<u8, u8>::builder()
-            .time_to_live(Duration::MAX)
-            .build()
-            .err()
-            .unwrap();
-        assert_eq!(err.field(), "time_to_live");
-    }
+        .err()
+        .unwrap();
+    assert_eq!(err.field(), "time_to_live");
 }

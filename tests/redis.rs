@@ -53,7 +53,8 @@ async fn a_redis_client_behind_a_policy_fails_fast_while_redis_is_down() {
         let cache = Arc::clone(&cache);
         async move { cache.get(&key).await }
     });
-    let policy = Policy::builder("redis")
+    let policy = Policy::builder()
+        .name("redis")
         .timeout(Duration::from_millis(500))
         .circuit_breaker(
             CircuitBreaker::builder()

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use seawall::bulkhead::Bulkhead;
 use seawall::circuit_breaker::{CircuitBreaker, OpenDuration};
-use seawall::classify::Verdict;
+use seawall::classify::{ByKind, Classify, Verdict};
 use seawall::fallback::{Cause, Causes, Fallback};
 use seawall::policy::Policy;
 use seawall::window::Window;
@@ -34,6 +34,7 @@ impl std::fmt::Display for Failure {
 }
 
 impl std::error::Error for Failure {}
+seawall::leaf_error!(Failure);
 
 /// What the callers saw, each kind once per call.
 #[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +92,8 @@ fn a_million_calls_each_in_exactly_one_outcome() {
         .build()
         .unwrap();
     let _entered = runtime.enter();
-    let policy = Policy::builder("soak")
+    let policy = Policy::builder()
+        .name("soak")
         .circuit_breaker(
             CircuitBreaker::builder()
                 .window(Window::time(Duration::from_millis(500), 10))
@@ -102,10 +104,9 @@ fn a_million_calls_each_in_exactly_one_outcome() {
         )
         .bulkhead(Bulkhead::builder().max_concurrent(32))
         .timeout(Duration::from_millis(3))
-        .classify(|result: &Result<u64, Failure>| match result {
-            Ok(_) => Verdict::Success,
-            Err(Failure::Ignored) => Verdict::Ignore,
-            Err(Failure::Failed) => Verdict::Failure,
+        .classify(|result: &Result<u64, Error<Failure>>| match result {
+            Err(Error::Inner(Failure::Ignored)) => Verdict::Ignore,
+            other => ByKind.classify(other),
         })
         .fallback(
             Fallback::builder()
@@ -212,7 +213,7 @@ fn a_million_calls_each_in_exactly_one_outcome() {
     ] {
         assert!(n > 0, "the soak saw no {what}: {seen:?}");
     }
-    let figures = policy.bulkhead().unwrap().figures();
+    let figures = policy.bulkhead().unwrap();
     assert_eq!((figures.in_flight, figures.queued), (0, 0));
     let grown = after.saturating_sub(before);
     assert!(

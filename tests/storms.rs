@@ -18,13 +18,13 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use seawall::blocking::{BlockingPool, BlockingService};
-use seawall::bulkhead::Bulkhead;
+use seawall::bulkhead::{Bulkhead, BulkheadFigures, BulkheadService, Mode};
 use seawall::circuit_breaker::{CircuitBreaker, OpenDuration, State};
-use seawall::classify::Verdict;
+use seawall::classify::{ByKind, Classify, Verdict};
 use seawall::fallback::Fallback;
 use seawall::policy::Policy;
 use seawall::window::Window;
-use seawall::Clock;
+use seawall::{Clock, Error};
 use tower::{Layer, Service, ServiceExt};
 
 /// What the inner service does with one request.
@@ -166,6 +166,7 @@ impl std::fmt::Display for Failed {
 }
 
 impl std::error::Error for Failed {}
+seawall::leaf_error!(Failed);
 
 pin_project_lite::pin_project! {
     struct ActFuture {
@@ -330,24 +331,34 @@ fn paused_runtime() -> tokio::runtime::Runtime {
 const SEEDS: u64 = 20;
 const CALLS: usize = 300;
 
+/// A storm through `bulkhead` in its own mode; its figures after.
+fn run_storm<M: Mode>(bulkhead: Bulkhead<M>, seed: u64) -> BulkheadFigures
+where
+    BulkheadService<Chaos, M>: Service<Act> + Clone + Send + 'static,
+    <BulkheadService<Chaos, M> as Service<Act>>::Future: Send + 'static,
+    <BulkheadService<Chaos, M> as Service<Act>>::Response: Send,
+    <BulkheadService<Chaos, M> as Service<Act>>::Error: Send,
+{
+    let service = bulkhead.layer().layer(Chaos);
+    paused_runtime().block_on(async {
+        let mut dice = Dice(seed);
+        storm(&service, &mut dice, CALLS).await;
+    });
+    bulkhead.figures()
+}
+
 #[test]
 fn bulkheads_of_every_mode_give_back_every_permit_and_place() {
     quiet_panics();
     for seed in 0..SEEDS {
         for mode in 0..3 {
             let builder = Bulkhead::builder().max_concurrent(4);
-            let builder = match mode {
-                0 => builder.reject_when_full(),
-                1 => builder.queue(16, Duration::from_millis(30)),
-                _ => builder.backpressure(16, Duration::from_millis(30)),
+            let wait = Duration::from_millis(30);
+            let figures = match mode {
+                0 => run_storm(builder.reject_when_full().build().unwrap(), seed),
+                1 => run_storm(builder.queue(16, wait).build().unwrap(), seed),
+                _ => run_storm(builder.backpressure(16, wait).build().unwrap(), seed),
             };
-            let bulkhead = builder.build().unwrap();
-            let service = bulkhead.layer().layer(Chaos);
-            paused_runtime().block_on(async {
-                let mut dice = Dice(seed);
-                storm(&service, &mut dice, CALLS).await;
-            });
-            let figures = bulkhead.figures();
             assert_eq!(
                 (figures.in_flight, figures.queued),
                 (0, 0),
@@ -391,7 +402,8 @@ fn a_policy_gives_back_its_permits_probes_and_fallback_places() {
     for seed in 0..SEEDS {
         let runtime = paused_runtime();
         let _entered = runtime.enter();
-        let policy = Policy::builder("storm")
+        let policy = Policy::builder()
+            .name("storm")
             .circuit_breaker(
                 CircuitBreaker::builder()
                     .window(Window::count(20))
@@ -405,18 +417,17 @@ fn a_policy_gives_back_its_permits_probes_and_fallback_places() {
                     .queue(16, Duration::from_millis(30)),
             )
             .timeout(Duration::from_millis(12))
-            .classify(|result: &Result<u32, Failed>| match result {
+            .classify(|result: &Result<u32, Error<Failed>>| match result {
                 Ok(7) => {
                     TALLY.count(&TALLY.panics_in_classifier);
                     panic!("the classifier panicked")
                 }
-                Ok(_) => Verdict::Success,
-                Err(Failed("ignored")) => Verdict::Ignore,
-                Err(_) => Verdict::Failure,
+                Err(Error::Inner(Failed("ignored"))) => Verdict::Ignore,
+                other => ByKind.classify(other),
             })
             .fallback(
                 Fallback::builder()
-                    .function_async(|_: &(), error: &seawall::Error<Failed>| {
+                    .function_async(|_: &(), error: &Error<Failed>| {
                         let panics = error.is_timeout();
                         async move {
                             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -439,7 +450,7 @@ fn a_policy_gives_back_its_permits_probes_and_fallback_places() {
                 tokio::time::advance(Duration::from_millis(11)).await;
             }
         });
-        let bulkhead = policy.bulkhead().unwrap().figures();
+        let bulkhead = policy.bulkhead().unwrap();
         assert_eq!((bulkhead.in_flight, bulkhead.queued), (0, 0), "seed {seed}");
         let breaker = policy.breaker();
         assert_not_stuck_half_open(breaker, seed);

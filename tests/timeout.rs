@@ -1,5 +1,6 @@
 //! Deadlines, with tokio's clock paused: they fire exactly.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,7 +59,7 @@ async fn the_deadline_counts_from_call_not_from_the_first_poll() {
 #[tokio::test(start_paused = true)]
 async fn a_request_deadline_is_capped_by_the_layer() {
     let service = TimeoutLayer::new(ms(1_000))
-        .per_request(|budget: &(Duration, Option<Duration>)| budget.1)
+        .per_request_deadline(|budget: &(Duration, Option<Duration>)| budget.1)
         .layer(service_fn(
             |(takes_for, _): (Duration, Option<Duration>)| takes(takes_for),
         ));
@@ -87,7 +88,9 @@ fn an_answer_ready_at_once_needs_no_timer() {
     // No tokio runtime here: arming a timer would panic.
     let mut service = TimeoutLayer::new(ms(10))
         .clock(Clock::coarse())
-        .layer(service_fn(|x: u32| std::future::ready(Ok::<_, ()>(x))));
+        .layer(service_fn(|x: u32| {
+            std::future::ready(Ok::<_, Infallible>(x))
+        }));
     let mut cx = Context::from_waker(futures::task::noop_waker_ref());
     let call = pin!(service.call(7));
     assert!(matches!(call.poll(&mut cx), Poll::Ready(Ok(7))));
@@ -108,7 +111,7 @@ async fn the_inner_future_is_dropped_when_the_deadline_fires() {
             let guard = Guard(dropped.clone());
             async move {
                 let _guard = guard;
-                std::future::pending::<Result<(), ()>>().await
+                std::future::pending::<Result<(), Infallible>>().await
             }
         })
     };

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use seawall::bulkhead::Bulkhead;
 use seawall::circuit_breaker::CircuitBreaker;
-use seawall::integration::tonic::{grpc_timeout, server_failures, StatusLayer};
-use seawall::policy::Policy;
+use seawall::classify::ByKind;
+use seawall::integration::tonic::{server_errors, GrpcTimeout, StatusLayer};
+use seawall::policy::{NoFallback, Policy};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Channel, Server};
@@ -50,13 +51,7 @@ fn say(text: &str, delay_ms: u64, fail: bool) -> SayRequest {
 
 /// Serves the echo service behind `server_policy` (if any) on a free port.
 async fn serve(
-    server_policy: Option<
-        Policy<
-            http::Request<tonic::body::Body>,
-            http::Response<tonic::body::Body>,
-            std::convert::Infallible,
-        >,
-    >,
+    server_policy: Option<Policy<CircuitBreaker, ByKind, NoFallback, GrpcTimeout>>,
 ) -> Channel {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
@@ -90,7 +85,8 @@ async fn serve(
 #[tokio::test]
 async fn client_side_refusals_reach_the_caller_with_the_right_codes() {
     let channel = serve(None).await;
-    let policy = Policy::builder("echo-client")
+    let policy = Policy::builder()
+        .name("echo-client")
         .timeout(Duration::from_millis(50))
         .bulkhead(Bulkhead::builder().max_concurrent(1))
         .circuit_breaker(CircuitBreaker::builder())
@@ -125,7 +121,7 @@ async fn client_side_refusals_reach_the_caller_with_the_right_codes() {
     // The bulkhead's one permit is held by a slow call on a clone.
     let mut busy = client.clone();
     let held = tokio::spawn(async move { busy.say(say("hold", 30, false)).await });
-    while policy.bulkhead().unwrap().figures().in_flight == 0 {
+    while policy.bulkhead().unwrap().in_flight == 0 {
         tokio::task::yield_now().await;
     }
     let status = client.say(say("hi", 0, false)).await.unwrap_err();
@@ -140,13 +136,14 @@ async fn client_side_refusals_reach_the_caller_with_the_right_codes() {
 #[tokio::test]
 async fn server_failure_statuses_trip_the_breaker_which_says_when_to_retry() {
     let channel = serve(None).await;
-    let policy = Policy::builder("echo-client")
+    let policy = Policy::builder()
+        .name("echo-client")
         .circuit_breaker(
             CircuitBreaker::builder()
                 .consecutive_failures(2)
                 .disable_error_threshold(),
         )
-        .classify(server_failures)
+        .classify(server_errors())
         .build()
         .unwrap();
     let mut client = EchoClient::new(
@@ -171,9 +168,10 @@ async fn server_failure_statuses_trip_the_breaker_which_says_when_to_retry() {
 async fn the_server_policy_takes_the_callers_grpc_timeout() {
     use tower::{service_fn, Layer, ServiceExt};
 
-    let policy = Policy::builder("echo-server")
+    let policy = Policy::builder()
+        .name("echo-server")
         .timeout(Duration::from_secs(5))
-        .per_request_deadline(grpc_timeout)
+        .per_request_deadline(GrpcTimeout)
         .build()
         .unwrap();
     let handler = service_fn(|_: http::Request<tonic::body::Body>| async {
@@ -201,10 +199,11 @@ async fn the_server_policy_takes_the_callers_grpc_timeout() {
 
 #[tokio::test]
 async fn the_server_sheds_load_and_honours_grpc_timeout() {
-    let policy = Policy::builder("echo-server")
+    let policy = Policy::builder()
+        .name("echo-server")
         .bulkhead(Bulkhead::builder().max_concurrent(1))
         .timeout(Duration::from_millis(200))
-        .per_request_deadline(grpc_timeout)
+        .per_request_deadline(GrpcTimeout)
         .build()
         .unwrap();
     let channel = serve(Some(policy.clone())).await;
@@ -226,7 +225,7 @@ async fn the_server_sheds_load_and_honours_grpc_timeout() {
     // Load shedding: one call at a time.
     let mut busy = client.clone();
     let held = tokio::spawn(async move { busy.say(say("hold", 100, false)).await });
-    while policy.bulkhead().unwrap().figures().in_flight == 0 {
+    while policy.bulkhead().unwrap().in_flight == 0 {
         tokio::task::yield_now().await;
     }
     let status = client.say(say("hi", 0, false)).await.unwrap_err();

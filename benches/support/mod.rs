@@ -200,7 +200,7 @@ pub fn timer_runtime() -> tokio::runtime::Runtime {
 
 /// A seawall breaker built like a user would, on the default (coarse) clock.
 pub fn seawall_breaker(
-    builder: seawall::circuit_breaker::Builder,
+    builder: seawall::circuit_breaker::CircuitBreakerBuilder,
 ) -> seawall::circuit_breaker::CircuitBreaker {
     let breaker = builder.clock(seawall::Clock::coarse()).build().unwrap();
     // The time window starts a bucket on the first call; do it before

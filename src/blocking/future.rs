@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 
 use super::pool::{JobState, Shared};
 use crate::bulkhead::{BulkheadFull, Isolation};
-use crate::error::Error;
+use crate::error::{Error, IntoError};
 
 pub(crate) type Answer<T, E> = thread::Result<Result<T, E>>;
 
@@ -65,8 +65,8 @@ impl<T, E> ResponseFuture<T, E> {
     }
 }
 
-impl<T, E> Future for ResponseFuture<T, E> {
-    type Output = Result<T, Error<E>>;
+impl<T, E: IntoError> Future for ResponseFuture<T, E> {
+    type Output = Result<T, Error<E::Inner>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // Every field is `Unpin`: no projection needed.
@@ -76,7 +76,7 @@ impl<T, E> Future for ResponseFuture<T, E> {
                 submitted.answered = true;
                 match answer {
                     Ok(Ok(Ok(response))) => Poll::Ready(Ok(response)),
-                    Ok(Ok(Err(error))) => Poll::Ready(Err(Error::Inner(error))),
+                    Ok(Ok(Err(error))) => Poll::Ready(Err(error.into_error())),
                     // The call panicked on its thread: the panic is the
                     // caller's, as if it had called the function itself.
                     Ok(Err(panic)) => std::panic::resume_unwind(panic),

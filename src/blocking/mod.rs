@@ -42,7 +42,7 @@
 //! let service = BlockingService::new(pool.clone(), move |sku: u32| client.stock(sku));
 //! let service = TimeoutLayer::new(Duration::from_secs(1)).layer(service);
 //!
-//! let stock = service.oneshot(21).await.map_err(|e| e.flatten())?;
+//! let stock = service.oneshot(21).await?;
 //! assert_eq!(stock, 42);
 //! # Ok(())
 //! # }
@@ -61,7 +61,7 @@ use tower_service::Service;
 pub use future::ResponseFuture;
 pub use pool::{BlockingPool, BlockingPoolBuilder, PoolFigures};
 
-use crate::error::Error;
+use crate::error::{Error, IntoError};
 use pool::{Job, JobState};
 
 /// A synchronous function as a `Service` whose calls run on a
@@ -108,10 +108,10 @@ where
     F: Fn(Req) -> Result<Res, E> + Send + Sync + 'static,
     Req: Send + 'static,
     Res: Send + 'static,
-    E: Send + 'static,
+    E: IntoError + Send + 'static,
 {
     type Response = Res;
-    type Error = Error<E>;
+    type Error = Error<E::Inner>;
     type Future = ResponseFuture<Res, E>;
 
     /// Always ready: a full pool refuses in `call`, like Hystrix.

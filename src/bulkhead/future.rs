@@ -9,8 +9,8 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::limiter::{Acquire, Permit};
-use super::{Bulkhead, BulkheadFull};
-use crate::error::Error;
+use super::{Bulkhead, BulkheadFull, Queue};
+use crate::error::{Error, IntoError};
 
 pin_project! {
     /// The future of a [`BulkheadService`](super::BulkheadService) call.
@@ -29,7 +29,7 @@ pin_project! {
             acquire: Acquire,
             // The ready inner service and the request, for when room comes.
             inner: Option<(S, Req)>,
-            bulkhead: Bulkhead,
+            bulkhead: Bulkhead<Queue>,
         },
         Called {
             #[pin]
@@ -52,7 +52,12 @@ impl<F, S, Req> ResponseFuture<F, S, Req> {
         }
     }
 
-    pub(crate) fn waiting(acquire: Acquire, inner: S, request: Req, bulkhead: Bulkhead) -> Self {
+    pub(crate) fn waiting(
+        acquire: Acquire,
+        inner: S,
+        request: Req,
+        bulkhead: Bulkhead<Queue>,
+    ) -> Self {
         ResponseFuture {
             state: State::Waiting {
                 acquire,
@@ -72,8 +77,9 @@ impl<F, S, Req> ResponseFuture<F, S, Req> {
 impl<S, Req, T, E> Future for ResponseFuture<S::Future, S, Req>
 where
     S: Service<Req, Response = T, Error = E>,
+    E: IntoError,
 {
-    type Output = Result<T, Error<E>>;
+    type Output = Result<T, Error<E::Inner>>;
 
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -83,7 +89,7 @@ where
                     let result = ready!(future.poll(cx));
                     // Room for the next call as soon as this one is over.
                     drop(permit.take());
-                    return Poll::Ready(result.map_err(Error::Inner));
+                    return Poll::Ready(result.map_err(IntoError::into_error));
                 }
                 StateProj::Waiting {
                     acquire,

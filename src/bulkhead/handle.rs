@@ -1,37 +1,99 @@
-//! The shared bulkhead handle and its builder.
+//! The shared bulkhead handle, its modes, and its builder.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::limiter::{Acquire, Limiter, Permit};
-use super::{BulkheadFull, BulkheadLayer, Isolation};
-use crate::error::ConfigError;
+use super::BulkheadLayer;
+use crate::error::{BulkheadFull, ConfigError, Isolation};
 
-/// What a call does when the bulkhead is full.
+/// When full, refuse at once (Hystrix's semaphore isolation). The default
+/// mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Reject;
+
+/// When full, a call waits in line in its response future, first in first
+/// out, at most `max_wait`; then it is refused (resilience4j's
+/// `maxWaitDuration`, with a bound on the line). The guarded service must be
+/// `Clone`: the waiting call takes a clone along, to call once room comes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum WhenFull {
-    /// Refuse it at once (Hystrix's semaphore isolation). The default.
-    Reject,
-    /// Wait in the response future, first in first out, at most `max_wait`,
-    /// with at most `max_queue` calls waiting; then refuse it
-    /// (resilience4j's `maxWaitDuration`, with a bound on the queue).
-    Queue {
-        /// How many calls may wait at once; more are refused at once.
-        max_queue: usize,
-        /// How long a call may wait for room.
-        max_wait: Duration,
-    },
-    /// Wait in `poll_ready` (tower's `ConcurrencyLimit` style), with the
-    /// same bounds; after `max_wait` the service turns ready and its next
-    /// call is refused, rather than `poll_ready` failing.
-    Backpressure {
-        /// How many services may wait in `poll_ready` at once.
-        max_queue: usize,
-        /// How long `poll_ready` may wait for room.
-        max_wait: Duration,
-    },
+pub struct Queue {
+    /// How many calls may wait at once; more are refused at once.
+    pub max_queue: usize,
+    /// How long a call may wait for room.
+    pub max_wait: Duration,
+}
+
+/// When full, `poll_ready` waits (tower's `ConcurrencyLimit` style), with
+/// the same bounds as [`Queue`]; after `max_wait` the service turns ready
+/// and its next call is refused, rather than `poll_ready` failing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Backpressure {
+    /// How many services may wait in `poll_ready` at once.
+    pub max_queue: usize,
+    /// How long `poll_ready` may wait for room.
+    pub max_wait: Duration,
+}
+
+/// What a bulkhead's mode is made of, for its builder.
+pub trait Mode: fmt::Debug + Clone + Send + Sync + 'static {
+    /// How many calls may wait: zero for one that never waits.
+    fn max_queue(&self) -> usize;
+
+    /// Checks the mode's settings.
+    fn validate(&self) -> Result<(), ConfigError>;
+}
+
+impl Mode for Reject {
+    fn max_queue(&self) -> usize {
+        0
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        Ok(())
+    }
+}
+
+fn check_wait(max_queue: usize, max_wait: Duration) -> Result<(), ConfigError> {
+    if max_queue == 0 {
+        return Err(ConfigError::new(
+            "max_queue",
+            0,
+            "must be at least 1 (or reject when full)",
+        ));
+    }
+    if max_wait.is_zero() {
+        return Err(ConfigError::new(
+            "max_wait",
+            max_wait,
+            "must be longer than zero (or reject when full)",
+        ));
+    }
+    Ok(())
+}
+
+impl Mode for Queue {
+    fn max_queue(&self) -> usize {
+        self.max_queue
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_wait(self.max_queue, self.max_wait)
+    }
+}
+
+impl Mode for Backpressure {
+    fn max_queue(&self) -> usize {
+        self.max_queue
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_wait(self.max_queue, self.max_wait)
+    }
 }
 
 /// The live figures of a bulkhead.
@@ -54,11 +116,16 @@ pub struct BulkheadFigures {
 /// clone of them (Hystrix's semaphore isolation, resilience4j's
 /// `maxConcurrentCalls`). Cheap to clone.
 ///
+/// Its mode, what a call does when it is full, is part of its type:
+/// [`Reject`] (the default), [`Queue`] or [`Backpressure`], chosen by the
+/// builder. Only a queueing bulkhead needs the service it guards to be
+/// `Clone`.
+///
 /// ```
 /// use std::time::Duration;
-/// use seawall::bulkhead::Bulkhead;
+/// use seawall::bulkhead::{Bulkhead, Queue};
 ///
-/// let bulkhead = Bulkhead::builder()
+/// let bulkhead: Bulkhead<Queue> = Bulkhead::builder()
 ///     .name("db")
 ///     .max_concurrent(32)
 ///     .queue(64, Duration::from_millis(50))
@@ -67,31 +134,50 @@ pub struct BulkheadFigures {
 /// bulkhead.set_max_concurrent(16)?; // at runtime; calls in flight finish
 /// # Ok::<(), seawall::ConfigError>(())
 /// ```
-#[derive(Clone)]
-pub struct Bulkhead {
-    pub(crate) limiter: Arc<Limiter>,
-    pub(crate) when_full: WhenFull,
+pub struct Bulkhead<M = Reject> {
+    limiter: Arc<Limiter>,
+    mode: M,
     name: Arc<str>,
 }
+
+impl<M: Clone> Clone for Bulkhead<M> {
+    fn clone(&self) -> Self {
+        Bulkhead {
+            limiter: Arc::clone(&self.limiter),
+            mode: self.mode.clone(),
+            name: Arc::clone(&self.name),
+        }
+    }
+}
+
+/// A call's share of a bulkhead's limit, taken at once: give it back with
+/// [`Bulkhead::give_back`] when the call is over. The token the bulkhead's
+/// own future and the [`Policy`](crate::policy::Policy) both hold.
+#[derive(Debug)]
+#[must_use = "a slot is given back with Bulkhead::give_back"]
+pub(crate) struct Slot(());
 
 impl Bulkhead {
     /// A builder: 10 calls in flight (Hystrix's default), refusing more.
     pub fn builder() -> BulkheadBuilder {
         BulkheadBuilder {
             name: Arc::from("bulkhead"),
+            named: false,
             max_concurrent: 10,
-            when_full: WhenFull::Reject,
+            mode: Reject,
         }
     }
+}
 
+impl<M: Mode> Bulkhead<M> {
     /// The bulkhead's name.
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// What a call does when the bulkhead is full.
-    pub fn when_full(&self) -> WhenFull {
-        self.when_full
+    pub fn mode(&self) -> &M {
+        &self.mode
     }
 
     /// The live figures.
@@ -115,28 +201,31 @@ impl Bulkhead {
     }
 
     /// A layer that guards services with this bulkhead.
-    pub fn layer(&self) -> BulkheadLayer {
+    pub fn layer(&self) -> BulkheadLayer<M> {
         BulkheadLayer::new(self.clone())
     }
 
+    /// Takes a free slot, unless someone is already waiting for one.
+    #[inline]
+    pub(crate) fn try_take(&self) -> Option<Slot> {
+        self.limiter.try_take().then_some(Slot(()))
+    }
+
+    /// Gives a slot back: the call that held it is over.
+    #[inline]
+    pub(crate) fn give_back(&self, slot: Slot) {
+        let Slot(()) = slot;
+        self.limiter.release();
+    }
+
+    /// A free slot as a permit that gives itself back when dropped.
     #[inline]
     pub(crate) fn try_acquire(&self) -> Option<Permit> {
         self.limiter.try_acquire()
     }
 
-    /// Takes a permit to give back with [`give_back`](Self::give_back), for
-    /// a holder that keeps the bulkhead already.
-    #[inline]
-    pub(crate) fn try_take(&self) -> bool {
-        self.limiter.try_take()
-    }
-
-    #[inline]
-    pub(crate) fn give_back(&self) {
-        self.limiter.release();
-    }
-
-    /// Joins the queue, or builds the refusal if it is full.
+    /// Joins the line, waiting at most `max_wait`, or builds the refusal if
+    /// the line is full.
     pub(crate) fn wait(&self, max_wait: Duration) -> Result<Acquire, BulkheadFull> {
         match self.limiter.enqueue() {
             Some(ticket) => Ok(Acquire::new(ticket, max_wait)),
@@ -151,11 +240,11 @@ impl Bulkhead {
     }
 }
 
-impl fmt::Debug for Bulkhead {
+impl<M: Mode> fmt::Debug for Bulkhead<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Bulkhead")
             .field("name", &self.name)
-            .field("when_full", &self.when_full)
+            .field("mode", &self.mode)
             .field("figures", &self.figures())
             .finish()
     }
@@ -164,16 +253,29 @@ impl fmt::Debug for Bulkhead {
 /// Builds a [`Bulkhead`]; [`build`](Self::build) checks every setting.
 #[derive(Clone, Debug)]
 #[must_use = "a builder does nothing until `build` is called"]
-pub struct BulkheadBuilder {
+pub struct BulkheadBuilder<M = Reject> {
     name: Arc<str>,
+    /// Whether `name` was called: a Policy names an unnamed bulkhead after
+    /// itself.
+    named: bool,
     max_concurrent: usize,
-    when_full: WhenFull,
+    mode: M,
 }
 
-impl BulkheadBuilder {
+impl<M: Mode> BulkheadBuilder<M> {
     /// The name in figures and errors. Default `"bulkhead"`.
     pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
         self.name = name.into();
+        self.named = true;
+        self
+    }
+
+    /// A Policy's default name for the bulkhead it builds, unless the
+    /// bulkhead was given its own.
+    pub(crate) fn default_name(mut self, name: &Arc<str>) -> Self {
+        if !self.named {
+            self.name = Arc::clone(name);
+        }
         self
     }
 
@@ -184,65 +286,49 @@ impl BulkheadBuilder {
         self
     }
 
+    fn mode<M2>(self, mode: M2) -> BulkheadBuilder<M2> {
+        BulkheadBuilder {
+            name: self.name,
+            named: self.named,
+            max_concurrent: self.max_concurrent,
+            mode,
+        }
+    }
+
     /// Refuse calls at once when full. The default.
-    pub fn reject_when_full(mut self) -> Self {
-        self.when_full = WhenFull::Reject;
-        self
+    pub fn reject_when_full(self) -> BulkheadBuilder<Reject> {
+        self.mode(Reject)
     }
 
     /// When full, calls wait in line in their response future: at most
-    /// `max_queue` of them, each at most `max_wait`.
-    pub fn queue(mut self, max_queue: usize, max_wait: Duration) -> Self {
-        self.when_full = WhenFull::Queue {
+    /// `max_queue` of them, each at most `max_wait`. See [`Queue`].
+    pub fn queue(self, max_queue: usize, max_wait: Duration) -> BulkheadBuilder<Queue> {
+        self.mode(Queue {
             max_queue,
             max_wait,
-        };
-        self
+        })
     }
 
     /// When full, `poll_ready` waits: at most `max_queue` services at once,
-    /// each at most `max_wait`.
-    pub fn backpressure(mut self, max_queue: usize, max_wait: Duration) -> Self {
-        self.when_full = WhenFull::Backpressure {
+    /// each at most `max_wait`. See [`Backpressure`].
+    pub fn backpressure(
+        self,
+        max_queue: usize,
+        max_wait: Duration,
+    ) -> BulkheadBuilder<Backpressure> {
+        self.mode(Backpressure {
             max_queue,
             max_wait,
-        };
-        self
+        })
     }
 
     /// Checks the settings and builds the bulkhead.
-    pub fn build(self) -> Result<Bulkhead, ConfigError> {
+    pub fn build(self) -> Result<Bulkhead<M>, ConfigError> {
         check_max_concurrent(self.max_concurrent)?;
-        let max_queue = match self.when_full {
-            WhenFull::Reject => 0,
-            WhenFull::Queue {
-                max_queue,
-                max_wait,
-            }
-            | WhenFull::Backpressure {
-                max_queue,
-                max_wait,
-            } => {
-                if max_queue == 0 {
-                    return Err(ConfigError::new(
-                        "max_queue",
-                        0,
-                        "must be at least 1 (or reject when full)",
-                    ));
-                }
-                if max_wait.is_zero() {
-                    return Err(ConfigError::new(
-                        "max_wait",
-                        max_wait,
-                        "must be longer than zero (or reject when full)",
-                    ));
-                }
-                max_queue
-            }
-        };
+        self.mode.validate()?;
         Ok(Bulkhead {
-            limiter: Arc::new(Limiter::new(self.max_concurrent, max_queue)),
-            when_full: self.when_full,
+            limiter: Arc::new(Limiter::new(self.max_concurrent, self.mode.max_queue())),
+            mode: self.mode,
             name: self.name,
         })
     }

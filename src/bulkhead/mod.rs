@@ -4,13 +4,13 @@
 //! caller: at most `max_concurrent` calls are in flight at once, shared by
 //! every clone of the guarded service. When it is full, a call is refused
 //! with [`Error::BulkheadFull`], or waits for
-//! room, bounded in time and in queue length ([`WhenFull`]):
+//! room, bounded in time and in queue length ([`Mode`]):
 //!
-//! | when full | where it waits | like |
+//! | when full ([`Mode`]) | where it waits | like |
 //! |---|---|---|
-//! | [`reject_when_full`](BulkheadBuilder::reject_when_full) (default) | nowhere | Hystrix |
-//! | [`queue`](BulkheadBuilder::queue) | in the response future, first in first out | resilience4j |
-//! | [`backpressure`](BulkheadBuilder::backpressure) | in `poll_ready` | tower's `ConcurrencyLimit` |
+//! | [`Reject`] (default) | nowhere | Hystrix |
+//! | [`Queue`] | in the response future, first in first out | resilience4j |
+//! | [`Backpressure`] | in `poll_ready` | tower's `ConcurrencyLimit` |
 //!
 //! The permit is held by the response future and given back when the call
 //! ends, fails, unwinds or is dropped at any point, and a call dropped while
@@ -24,9 +24,10 @@
 //! semaphore takes a lock each time a permit is given back. A free bulkhead
 //! costs one compare-and-swap to enter and one atomic decrement to leave.
 //!
-//! The queueing mode calls the inner service from the response future once
-//! room comes, so the guarded service must be `Clone` (wrap one that is not
-//! in tower's `Buffer`), like every service axum routes to.
+//! The mode is part of the bulkhead's type. The queueing mode calls the
+//! inner service from the response future once room comes, so only it needs
+//! the guarded service to be `Clone` (like every service axum routes to);
+//! the others take any service.
 //!
 //! ```
 //! use std::time::Duration;
@@ -51,7 +52,6 @@
 //! # }
 //! ```
 
-mod error;
 mod future;
 mod handle;
 mod layer;
@@ -61,21 +61,23 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-pub use error::{BulkheadFull, Isolation};
-pub use future::ResponseFuture;
-pub use handle::{Bulkhead, BulkheadBuilder, BulkheadFigures, WhenFull};
-pub use layer::BulkheadLayer;
-
-pub(crate) use limiter::Acquire;
-pub(crate) use limiter::Permit;
 use tower_service::Service;
 
-use crate::error::Error;
+pub use crate::error::{BulkheadFull, Isolation};
+pub use future::ResponseFuture;
+pub use handle::{Backpressure, Bulkhead, BulkheadBuilder, BulkheadFigures, Mode, Queue, Reject};
+pub use layer::BulkheadLayer;
 
-/// A service guarded by a [`Bulkhead`]. Made by [`BulkheadLayer`].
-pub struct BulkheadService<S> {
+pub(crate) use handle::Slot;
+pub(crate) use limiter::{Acquire, Permit};
+
+use crate::error::{Error, IntoError};
+
+/// A service guarded by a [`Bulkhead`]. Made by [`BulkheadLayer`]; what it
+/// does when the bulkhead is full depends on the bulkhead's [mode](Mode).
+pub struct BulkheadService<S, M = Reject> {
     inner: S,
-    bulkhead: Bulkhead,
+    bulkhead: Bulkhead<M>,
     /// Backpressure mode: what `poll_ready` got for the next call.
     reserved: Reserved,
 }
@@ -87,9 +89,9 @@ enum Reserved {
     Refusal(BulkheadFull),
 }
 
-impl<S> BulkheadService<S> {
+impl<S, M: Mode> BulkheadService<S, M> {
     /// Guards `inner` with `bulkhead`.
-    pub fn new(inner: S, bulkhead: Bulkhead) -> Self {
+    pub fn new(inner: S, bulkhead: Bulkhead<M>) -> Self {
         BulkheadService {
             inner,
             bulkhead,
@@ -98,7 +100,7 @@ impl<S> BulkheadService<S> {
     }
 
     /// The bulkhead guarding this service.
-    pub fn bulkhead(&self) -> &Bulkhead {
+    pub fn bulkhead(&self) -> &Bulkhead<M> {
         &self.bulkhead
     }
 
@@ -117,15 +119,102 @@ impl<S> BulkheadService<S> {
         self.inner
     }
 
-    /// Backpressure mode: holds a permit, or a refusal, for the next call.
-    fn poll_reserve(&mut self, cx: &mut Context<'_>, max_wait: std::time::Duration) -> Poll<()> {
+    /// Calls the inner service with a permit, or builds the refusal.
+    #[inline]
+    fn call_with<Req>(
+        &mut self,
+        permit: Option<Permit>,
+        request: Req,
+    ) -> ResponseFuture<S::Future, S, Req>
+    where
+        S: Service<Req>,
+    {
+        match permit {
+            Some(permit) => ResponseFuture::called(self.inner.call(request), permit),
+            None => ResponseFuture::refused(self.bulkhead.refuse(None)),
+        }
+    }
+}
+
+impl<S: Clone, M: Mode> Clone for BulkheadService<S, M> {
+    /// A clone shares the bulkhead, not a permit reserved by `poll_ready`.
+    fn clone(&self) -> Self {
+        BulkheadService::new(self.inner.clone(), self.bulkhead.clone())
+    }
+}
+
+impl<S: std::fmt::Debug, M: Mode> std::fmt::Debug for BulkheadService<S, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BulkheadService")
+            .field("inner", &self.inner)
+            .field("bulkhead", &self.bulkhead)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, Req> Service<Req> for BulkheadService<S, Reject>
+where
+    S: Service<Req>,
+    S::Error: IntoError,
+{
+    type Response = S::Response;
+    type Error = Error<<S::Error as IntoError>::Inner>;
+    type Future = ResponseFuture<S::Future, S, Req>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(IntoError::into_error)
+    }
+
+    #[inline]
+    fn call(&mut self, request: Req) -> Self::Future {
+        let permit = self.bulkhead.try_acquire();
+        self.call_with(permit, request)
+    }
+}
+
+impl<S, Req> Service<Req> for BulkheadService<S, Queue>
+where
+    S: Service<Req> + Clone,
+    S::Error: IntoError,
+{
+    type Response = S::Response;
+    type Error = Error<<S::Error as IntoError>::Inner>;
+    type Future = ResponseFuture<S::Future, S, Req>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(IntoError::into_error)
+    }
+
+    #[inline]
+    fn call(&mut self, request: Req) -> Self::Future {
+        if let Some(permit) = self.bulkhead.try_acquire() {
+            return ResponseFuture::called(self.inner.call(request), permit);
+        }
+        match self.bulkhead.wait(self.bulkhead.mode().max_wait) {
+            Ok(acquire) => {
+                // The ready service goes with the request; a fresh clone
+                // takes its place, to be made ready by `poll_ready`.
+                let clone = self.inner.clone();
+                let ready = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture::waiting(acquire, ready, request, self.bulkhead.clone())
+            }
+            Err(full) => ResponseFuture::refused(full),
+        }
+    }
+}
+
+impl<S> BulkheadService<S, Backpressure> {
+    /// Holds a permit, or a refusal, for the next call.
+    fn poll_reserve(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             match &mut self.reserved {
                 Reserved::Permit(_) | Reserved::Refusal(_) => return Poll::Ready(()),
                 Reserved::Nothing => {
                     self.reserved = match self.bulkhead.try_acquire() {
                         Some(permit) => Reserved::Permit(permit),
-                        None => match self.bulkhead.wait(max_wait) {
+                        None => match self.bulkhead.wait(self.bulkhead.mode().max_wait) {
                             // Boxed: only a service that must wait pays for it.
                             Ok(acquire) => Reserved::Waiting(Box::pin(acquire)),
                             Err(full) => Reserved::Refusal(full),
@@ -146,64 +235,32 @@ impl<S> BulkheadService<S> {
     }
 }
 
-impl<S: Clone> Clone for BulkheadService<S> {
-    /// A clone shares the bulkhead, not a permit reserved by `poll_ready`.
-    fn clone(&self) -> Self {
-        BulkheadService::new(self.inner.clone(), self.bulkhead.clone())
-    }
-}
-
-impl<S: std::fmt::Debug> std::fmt::Debug for BulkheadService<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BulkheadService")
-            .field("inner", &self.inner)
-            .field("bulkhead", &self.bulkhead)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S, Req> Service<Req> for BulkheadService<S>
+impl<S, Req> Service<Req> for BulkheadService<S, Backpressure>
 where
-    S: Service<Req> + Clone,
+    S: Service<Req>,
+    S::Error: IntoError,
 {
     type Response = S::Response;
-    type Error = Error<S::Error>;
+    type Error = Error<<S::Error as IntoError>::Inner>;
     type Future = ResponseFuture<S::Future, S, Req>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if let WhenFull::Backpressure { max_wait, .. } = self.bulkhead.when_full {
-            if self.poll_reserve(cx, max_wait).is_pending() {
-                return Poll::Pending;
-            }
+        if self.poll_reserve(cx).is_pending() {
+            return Poll::Pending;
         }
-        self.inner.poll_ready(cx).map_err(Error::Inner)
+        self.inner.poll_ready(cx).map_err(IntoError::into_error)
     }
 
     #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
-        let permit = match std::mem::replace(&mut self.reserved, Reserved::Nothing) {
-            Reserved::Permit(permit) => Some(permit),
-            Reserved::Refusal(full) => return ResponseFuture::refused(full),
-            // Not reserved (not backpressure, or `poll_ready` was skipped).
-            Reserved::Nothing | Reserved::Waiting(_) => self.bulkhead.try_acquire(),
-        };
-        if let Some(permit) = permit {
-            return ResponseFuture::called(self.inner.call(request), permit);
-        }
-        match self.bulkhead.when_full {
-            WhenFull::Queue { max_wait, .. } => match self.bulkhead.wait(max_wait) {
-                Ok(acquire) => {
-                    // The ready service goes with the request; a fresh clone
-                    // takes its place, to be made ready by `poll_ready`.
-                    let clone = self.inner.clone();
-                    let ready = std::mem::replace(&mut self.inner, clone);
-                    ResponseFuture::waiting(acquire, ready, request, self.bulkhead.clone())
-                }
-                Err(full) => ResponseFuture::refused(full),
-            },
-            WhenFull::Reject | WhenFull::Backpressure { .. } => {
-                ResponseFuture::refused(self.bulkhead.refuse(None))
+        match std::mem::replace(&mut self.reserved, Reserved::Nothing) {
+            Reserved::Permit(permit) => ResponseFuture::called(self.inner.call(request), permit),
+            Reserved::Refusal(full) => ResponseFuture::refused(full),
+            // Not reserved: `poll_ready` was skipped.
+            Reserved::Nothing | Reserved::Waiting(_) => {
+                let permit = self.bulkhead.try_acquire();
+                self.call_with(permit, request)
             }
         }
     }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
-use super::config::{Builder, Config, DroppedCall};
+use super::config::{CircuitBreakerBuilder, Config, DroppedCall};
 use super::{CircuitBreakerLayer, CircuitOpen, Reason, State, Transition};
 use crate::classify::Verdict;
 use crate::sync::{lock, model_point, AtomicU32, AtomicU64, Mutex};
@@ -150,8 +150,8 @@ const EVENT_CAPACITY: usize = 64;
 
 impl CircuitBreaker {
     /// A builder with Hystrix's defaults.
-    pub fn builder() -> Builder {
-        Builder::default()
+    pub fn builder() -> CircuitBreakerBuilder {
+        CircuitBreakerBuilder::default()
     }
 
     /// The most heap a breaker of `config` takes once it has seen calls,
@@ -214,7 +214,7 @@ impl CircuitBreaker {
         self.shared.window.counts()
     }
 
-    /// Counts and, with [`track_latency`](Builder::track_latency), latency
+    /// Counts and, with [`track_latency`](CircuitBreakerBuilder::track_latency), latency
     /// percentiles over the window.
     pub fn snapshot(&self) -> Snapshot {
         self.shared.window.snapshot()
@@ -236,15 +236,11 @@ impl CircuitBreaker {
 
     /// Asks to make one call. `Ok` carries a [`Permit`]: make the call, then
     /// [`record`](Permit::record) its verdict (dropping it unrecorded counts
-    /// as configured by [`dropped_calls`](Builder::dropped_calls)). `Err`
+    /// as configured by [`dropped_calls`](CircuitBreakerBuilder::dropped_calls)). `Err`
     /// says the breaker refused; do not call.
     #[inline]
     pub fn try_acquire(&self) -> Result<Permit, CircuitOpen> {
-        self.admit().map(|ticket| Permit {
-            breaker: self.clone(),
-            ticket,
-            settled: false,
-        })
+        self.admit().map(|ticket| Permit::new(self.clone(), ticket))
     }
 
     /// Admits a call, or refuses it: a permit without a handle, for a
@@ -340,7 +336,7 @@ impl CircuitBreaker {
         self.shared.transition(None, resting, Reason::Reset);
     }
 
-    /// A receiver of every change of state from now on.
+    /// Every change of state from now on.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -355,11 +351,15 @@ impl CircuitBreaker {
     /// assert_eq!(transition.reason, Reason::ForcedOpen);
     /// # }
     /// ```
-    pub fn subscribe(&self) -> broadcast::Receiver<Transition> {
-        self.shared
-            .events
-            .get_or_init(|| broadcast::channel(EVENT_CAPACITY).0)
-            .subscribe()
+    pub fn subscribe(&self) -> Transitions {
+        Transitions {
+            receiver: self
+                .shared
+                .events
+                .get_or_init(|| broadcast::channel(EVENT_CAPACITY).0)
+                .subscribe(),
+            missed: 0,
+        }
     }
 
     /// A layer that guards services with this breaker.
@@ -586,7 +586,7 @@ impl Shared {
 /// with [`record`](Permit::record).
 ///
 /// Dropping a permit unrecorded (a cancelled call) gives back the probe slot
-/// it may hold, and counts as [`dropped_calls`](Builder::dropped_calls) says.
+/// it may hold, and counts as [`dropped_calls`](CircuitBreakerBuilder::dropped_calls) says.
 #[must_use = "a permit records nothing unless its verdict is recorded"]
 pub struct Permit {
     breaker: CircuitBreaker,
@@ -594,9 +594,50 @@ pub struct Permit {
     settled: bool,
 }
 
-/// What the breaker needs to judge an admitted call.
+/// The changes of state of a breaker, from [`CircuitBreaker::subscribe`].
+///
+/// A subscriber that falls more than 64 changes behind misses the oldest:
+/// [`missed`](Self::missed) counts them.
+#[derive(Debug)]
+pub struct Transitions {
+    receiver: broadcast::Receiver<Transition>,
+    missed: u64,
+}
+
+impl Transitions {
+    /// The next change of state; `None` once the breaker is gone.
+    pub async fn recv(&mut self) -> Option<Transition> {
+        loop {
+            match self.receiver.recv().await {
+                Ok(transition) => return Some(transition),
+                Err(broadcast::error::RecvError::Lagged(n)) => self.missed += n,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    /// The next change of state if one came already.
+    pub fn try_recv(&mut self) -> Option<Transition> {
+        loop {
+            match self.receiver.try_recv() {
+                Ok(transition) => return Some(transition),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => self.missed += n,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// How many changes this subscriber missed by falling behind.
+    pub fn missed(&self) -> u64 {
+        self.missed
+    }
+}
+
+/// Leave to make one call, as a breaker's [`admit`](super::BreakerFor::admit)
+/// gives it: settled by the breaker that admitted it (the layer's future
+/// and the [`Policy`](crate::policy::Policy) do that).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Ticket {
+pub struct Ticket {
     generation: u64,
     probe: bool,
     /// When the call started, by [`Clock::start`](crate::Clock), if calls
@@ -605,6 +646,14 @@ pub(crate) struct Ticket {
 }
 
 impl Permit {
+    pub(crate) fn new(breaker: CircuitBreaker, ticket: Ticket) -> Permit {
+        Permit {
+            breaker,
+            ticket,
+            settled: false,
+        }
+    }
+
     /// Records how the call went.
     #[inline]
     pub fn record(mut self, verdict: Verdict) {

@@ -154,7 +154,7 @@ pub(crate) struct SlowCall {
 pub(crate) const MAX_PROBES: u32 = 1000;
 
 /// Builds a [`CircuitBreaker`]. Start from [`CircuitBreaker::builder`]; each
-/// setter documents its default, and [`build`](Builder::build) checks them all.
+/// setter documents its default, and [`build`](CircuitBreakerBuilder::build) checks them all.
 ///
 /// ```
 /// use std::time::Duration;
@@ -175,15 +175,19 @@ pub(crate) const MAX_PROBES: u32 = 1000;
 /// ```
 #[derive(Clone, Debug)]
 #[must_use = "a builder does nothing until `build` is called"]
-pub struct Builder {
+pub struct CircuitBreakerBuilder {
     config: Config,
+    /// Whether `name` was called: a Policy names an unnamed breaker after
+    /// itself.
+    named: bool,
     error_threshold: f64,
     slow_call: Option<(Duration, f64)>,
 }
 
-impl Default for Builder {
-    fn default() -> Builder {
-        Builder {
+impl Default for CircuitBreakerBuilder {
+    fn default() -> CircuitBreakerBuilder {
+        CircuitBreakerBuilder {
+            named: false,
             config: Config {
                 name: Arc::from("circuit_breaker"),
                 window: Window::default(),
@@ -204,11 +208,22 @@ impl Default for Builder {
     }
 }
 
-impl Builder {
+impl CircuitBreakerBuilder {
     /// The name in events and tracing (Hystrix's command key). Default
     /// `"circuit_breaker"`.
     pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
         self.config.name = name.into();
+        self.named = true;
+        self
+    }
+
+    /// A Policy's defaults for the breaker it builds: its name and clock,
+    /// unless the breaker was given its own.
+    pub(crate) fn defaults(mut self, name: &Arc<str>, clock: crate::clock::Clock) -> Self {
+        if !self.named {
+            self.config.name = Arc::clone(name);
+        }
+        self.config.clock.get_or_insert(clock);
         self
     }
 

@@ -3,37 +3,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+pub use crate::error::State;
 use crate::window::Counts;
-
-/// The state of a circuit breaker.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum State {
-    /// Calls go through; outcomes are recorded and may trip the breaker.
-    Closed,
-    /// Calls are refused until the open duration has elapsed.
-    Open,
-    /// A limited number of probe calls go through; their outcomes decide
-    /// between closed and open.
-    HalfOpen,
-    /// Forced open by an operator: every call is refused until released.
-    ForcedOpen,
-    /// Forced closed (disabled) by an operator: outcomes are recorded, the
-    /// breaker never trips.
-    ForcedClosed,
-}
-
-impl fmt::Display for State {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            State::Closed => "closed",
-            State::Open => "open",
-            State::HalfOpen => "half-open",
-            State::ForcedOpen => "forced open",
-            State::ForcedClosed => "forced closed",
-        })
-    }
-}
 
 /// Why a breaker changed state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -8,7 +8,7 @@ use pin_project_lite::pin_project;
 
 use super::{CircuitOpen, Permit};
 use crate::classify::Classify;
-use crate::error::Error;
+use crate::error::{Error, IntoError};
 
 pin_project! {
     /// The future of a [`CircuitBreakerService`](super::CircuitBreakerService)
@@ -55,9 +55,10 @@ impl<F, C> ResponseFuture<F, C> {
 impl<F, C, T, E> Future for ResponseFuture<F, C>
 where
     F: Future<Output = Result<T, E>>,
-    C: Classify<T, E>,
+    E: IntoError,
+    C: Classify<T, E::Inner>,
 {
-    type Output = Result<T, Error<E>>;
+    type Output = Result<T, Error<E::Inner>>;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -67,12 +68,12 @@ where
                 permit,
                 classifier,
             } => {
-                let result = ready!(future.poll(cx));
+                let result = ready!(future.poll(cx)).map_err(IntoError::into_error);
                 // Settled in place: moving the permit out of the future
                 // right after `call` wrote it stalls the CPU's store
                 // forwarding, which measurably cost more than the breaker.
                 permit.settle(classifier.classify(&result));
-                Poll::Ready(result.map_err(Error::Inner))
+                Poll::Ready(result)
             }
             KindProj::Refused { open } => {
                 let open = open.take().expect("ResponseFuture polled after completion");

@@ -14,9 +14,9 @@
 //!
 //! | rule | setting | default |
 //! |---|---|---|
-//! | error percentage over the window, once it holds enough calls | [`error_threshold`](Builder::error_threshold), [`minimum_calls`](Builder::minimum_calls) | 50% of at least 20 calls |
-//! | slow-call percentage | [`slow_calls`](Builder::slow_calls) | off |
-//! | failures in a row | [`consecutive_failures`](Builder::consecutive_failures) | off |
+//! | error percentage over the window, once it holds enough calls | [`error_threshold`](CircuitBreakerBuilder::error_threshold), [`minimum_calls`](CircuitBreakerBuilder::minimum_calls) | 50% of at least 20 calls |
+//! | slow-call percentage | [`slow_calls`](CircuitBreakerBuilder::slow_calls) | off |
+//! | failures in a row | [`consecutive_failures`](CircuitBreakerBuilder::consecutive_failures) | off |
 //!
 //! What counts as a failure is decided by a [classifier](crate::classify)
 //! over the whole `Result`.
@@ -73,7 +73,6 @@
 
 mod breaker;
 mod config;
-mod error;
 mod event;
 mod future;
 mod layer;
@@ -84,37 +83,64 @@ use std::task::{Context, Poll};
 
 use tower_service::Service;
 
-pub(crate) use breaker::Ticket;
-pub use breaker::{CircuitBreaker, Permit};
-pub use config::{Builder, DroppedCall, OpenDuration};
-pub use error::CircuitOpen;
-pub use event::{Reason, State, Transition};
+pub use crate::error::{CircuitOpen, State};
+pub use breaker::{CircuitBreaker, Permit, Ticket, Transitions};
+pub use config::{CircuitBreakerBuilder, DroppedCall, OpenDuration};
+pub use event::{Reason, Transition};
 pub use future::ResponseFuture;
 pub use layer::CircuitBreakerLayer;
 #[cfg(feature = "registry")]
 pub use registry::{Keyed, Registry, RegistryBuilder};
 
-use crate::classify::{AnyError, Classify};
-use crate::error::Error;
+use crate::classify::{ByKind, Classify};
+use crate::error::{Error, IntoError};
 
 /// Which breaker guards a request: one [`CircuitBreaker`] for every
 /// request, or one per key through a [`Registry`] (feature `registry`).
+///
+/// The [`CircuitBreakerLayer`] and the [`Policy`](crate::policy::Policy)
+/// both admit calls through it, then settle each call's [`Ticket`] on the
+/// breaker that admitted it.
 pub trait BreakerFor<Req> {
+    /// What a call keeps of the breaker that admitted it, beside its
+    /// ticket: nothing for one breaker (its guard holds that already), the
+    /// key's breaker for a registry.
+    type Held;
+
     /// Asks the request's breaker for leave to call.
-    fn acquire(&self, request: &Req) -> Result<Permit, CircuitOpen>;
+    fn admit(&self, request: &Req) -> (Self::Held, Result<Ticket, CircuitOpen>);
+
+    /// The breaker that admitted a call.
+    fn breaker<'a>(&'a self, held: &'a Self::Held) -> &'a CircuitBreaker;
+
+    /// A [`Permit`] that owns what settling the call needs, for a guard that
+    /// does not keep this selection.
+    fn permit(&self, held: Self::Held, ticket: Ticket) -> Permit;
 }
 
 impl<Req> BreakerFor<Req> for CircuitBreaker {
+    type Held = ();
+
     #[inline]
-    fn acquire(&self, _: &Req) -> Result<Permit, CircuitOpen> {
-        self.try_acquire()
+    fn admit(&self, _: &Req) -> ((), Result<Ticket, CircuitOpen>) {
+        ((), CircuitBreaker::admit(self))
+    }
+
+    #[inline]
+    fn breaker<'a>(&'a self, _: &'a ()) -> &'a CircuitBreaker {
+        self
+    }
+
+    #[inline]
+    fn permit(&self, _: (), ticket: Ticket) -> Permit {
+        Permit::new(self.clone(), ticket)
     }
 }
 
 /// A service guarded by a circuit breaker. Made by [`CircuitBreakerLayer`];
 /// clones share the breaker.
 #[derive(Clone, Debug)]
-pub struct CircuitBreakerService<S, C = AnyError, B = CircuitBreaker> {
+pub struct CircuitBreakerService<S, C = ByKind, B = CircuitBreaker> {
     inner: S,
     breakers: B,
     classifier: C,
@@ -154,25 +180,27 @@ impl<S, C, B> CircuitBreakerService<S, C, B> {
 impl<S, C, B, Req> Service<Req> for CircuitBreakerService<S, C, B>
 where
     S: Service<Req>,
-    C: Classify<S::Response, S::Error> + Clone,
+    S::Error: IntoError,
+    C: Classify<S::Response, <S::Error as IntoError>::Inner> + Clone,
     B: BreakerFor<Req>,
 {
     type Response = S::Response;
-    type Error = Error<S::Error>;
+    type Error = Error<<S::Error as IntoError>::Inner>;
     type Future = ResponseFuture<S::Future, C>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Error::Inner)
+        self.inner.poll_ready(cx).map_err(IntoError::into_error)
     }
 
     #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
-        match self.breakers.acquire(&request) {
-            Ok(permit) => {
+        match self.breakers.admit(&request) {
+            (held, Ok(ticket)) => {
+                let permit = self.breakers.permit(held, ticket);
                 ResponseFuture::called(self.inner.call(request), permit, self.classifier.clone())
             }
-            Err(open) => ResponseFuture::refused(open),
+            (_, Err(open)) => ResponseFuture::refused(open),
         }
     }
 }

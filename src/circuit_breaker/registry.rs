@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use hashbrown::HashTable;
 
-use super::config::{Builder, Config};
-use super::{BreakerFor, CircuitBreaker, CircuitOpen, Permit};
+use super::config::{CircuitBreakerBuilder, Config};
+use super::{BreakerFor, CircuitBreaker, CircuitOpen, Permit, Ticket};
 use crate::clock::Clock;
 use crate::error::ConfigError;
 
@@ -128,7 +128,7 @@ const EVICTION_BATCH_DIVISOR: usize = 16;
 /// Builds a [`Registry`].
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct RegistryBuilder<K> {
-    breaker: Builder,
+    breaker: CircuitBreakerBuilder,
     max_keys: u64,
     max_memory: u64,
     idle_timeout: Option<Duration>,
@@ -247,7 +247,7 @@ where
     K: Hash + Eq + Clone + Debug + Send + Sync + 'static,
 {
     /// A registry whose breakers are built from `breaker`.
-    pub fn builder(breaker: Builder) -> RegistryBuilder<K> {
+    pub fn builder(breaker: CircuitBreakerBuilder) -> RegistryBuilder<K> {
         RegistryBuilder {
             breaker,
             max_keys: 10_000,
@@ -507,10 +507,23 @@ where
     K: Hash + Eq + Clone + Debug + Send + Sync + 'static,
     F: Fn(&Req) -> K,
 {
+    type Held = CircuitBreaker;
+
     #[inline]
-    fn acquire(&self, request: &Req) -> Result<Permit, CircuitOpen> {
-        self.registry
-            .with((self.key_of)(request), CircuitBreaker::try_acquire)
+    fn admit(&self, request: &Req) -> (CircuitBreaker, Result<Ticket, CircuitOpen>) {
+        self.registry.with((self.key_of)(request), |breaker| {
+            (breaker.clone(), breaker.admit())
+        })
+    }
+
+    #[inline]
+    fn breaker<'a>(&'a self, held: &'a CircuitBreaker) -> &'a CircuitBreaker {
+        held
+    }
+
+    #[inline]
+    fn permit(&self, held: CircuitBreaker, ticket: Ticket) -> Permit {
+        Permit::new(held, ticket)
     }
 }
 

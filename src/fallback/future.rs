@@ -1,5 +1,5 @@
-//! The response future: the call, then, if it failed for a handled cause,
-//! the fallback.
+//! The response future: the call, then, if its result calls for one, the
+//! fallback.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -7,15 +7,16 @@ use std::task::{ready, Context, Poll};
 
 use pin_project_lite::pin_project;
 
-use super::{Attempt, Cause, Fallback, Running};
-use crate::error::Error;
+use super::{After, FallbackLayer, Running};
+use crate::classify::Classify;
+use crate::error::{Error, IntoError, Leaf};
 
 pin_project! {
     /// The future of a [`FallbackService`](super::FallbackService) call.
-    pub struct ResponseFuture<F, Req, Res, E, K> {
+    pub struct ResponseFuture<F, Req, Res, E, K, C> {
         #[pin]
         state: State<F, Res, E, K>,
-        fallback: Fallback<Req, Res, E, K>,
+        layer: FallbackLayer<Req, Res, E, K, C>,
     }
 }
 
@@ -34,46 +35,42 @@ pin_project! {
     }
 }
 
-impl<F, Req, Res, E, K> ResponseFuture<F, Req, Res, E, K> {
-    pub(crate) fn new(future: F, key: K, fallback: Fallback<Req, Res, E, K>) -> Self {
+impl<F, Req, Res, E, K, C> ResponseFuture<F, Req, Res, E, K, C> {
+    pub(crate) fn new(future: F, key: K, layer: FallbackLayer<Req, Res, E, K, C>) -> Self {
         ResponseFuture {
             state: State::Calling {
                 future,
                 key: Some(key),
             },
-            fallback,
+            layer,
         }
     }
 }
 
-impl<F, Req, Res, E, K> Future for ResponseFuture<F, Req, Res, E, K>
+const COMPLETED: &str = "fallback future polled after completion";
+
+impl<F, Fe, Req, Res, E, K, C> Future for ResponseFuture<F, Req, Res, E, K, C>
 where
-    F: Future<Output = Result<Res, Error<E>>>,
+    F: Future<Output = Result<Res, Fe>>,
+    Fe: IntoError<Inner = E>,
+    E: Leaf,
     Res: Send + 'static,
+    C: Classify<Res, E>,
 {
     type Output = Result<Res, Error<E>>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
             let this = self.as_mut().project();
+            let (fallback, classifier, stats) = this.layer.parts();
             match this.state.project() {
                 StateProj::Calling { future, key } => {
-                    let result = ready!(future.poll(cx));
-                    let key = key.take().expect("polled after completion");
-                    let error = match result {
-                        Ok(response) => {
-                            this.fallback.store(key, &response);
-                            return Poll::Ready(Ok(response));
-                        }
-                        Err(error) if !this.fallback.handles(Cause::of(&error)) => {
-                            return Poll::Ready(Err(error));
-                        }
-                        Err(error) => error,
-                    };
-                    match this.fallback.attempt(&key, &error) {
-                        Attempt::Answered(response) => return Poll::Ready(Ok(response)),
-                        Attempt::Unanswered => return Poll::Ready(Err(error)),
-                        Attempt::Running(running) => {
+                    let result = ready!(future.poll(cx)).map_err(IntoError::into_error);
+                    let verdict = classifier.classify(&result);
+                    let key = key.take().expect(COMPLETED);
+                    match fallback.after(key, result, verdict, stats) {
+                        After::Done(answer) => return Poll::Ready(answer),
+                        After::Falling(running, error) => {
                             self.as_mut().project().state.set(State::Falling {
                                 running,
                                 error: Some(error),
@@ -83,15 +80,15 @@ where
                 }
                 StateProj::Falling { running, error } => {
                     let answer = ready!(running.poll(cx));
-                    let error = error.take().expect("polled after completion");
-                    return Poll::Ready(this.fallback.finish(answer).ok_or(error));
+                    let error = error.take().expect(COMPLETED);
+                    return Poll::Ready(fallback.finish(answer, error, stats));
                 }
             }
         }
     }
 }
 
-impl<F, Req, Res, E, K> std::fmt::Debug for ResponseFuture<F, Req, Res, E, K> {
+impl<F, Req, Res, E, K, C> std::fmt::Debug for ResponseFuture<F, Req, Res, E, K, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }

@@ -2,13 +2,19 @@
 //! of the request and the error, another service, or the last good answer
 //! from a cache.
 //!
-//! A [`Fallback`] is triggered by the [`Causes`] it is given: the inner
-//! service failing (as classified), a timeout, a full bulkhead, an open
-//! circuit. It tries, in order, its cache (feature `cache`: the last good
+//! A [`Fallback`] answers for a call whose error counts against the
+//! dependency (by the [classifier](crate::classify): a failure, a timeout, a
+//! refusal; not an ignored error) and whose cause is among the [`Causes`] it
+//! is given. It tries, in order, its cache (feature `cache`: the last good
 //! answer for the request's key, if not too old) and then its source. If
 //! nothing answers, or the fallback itself fails, is too slow, or too many
 //! fallbacks are running already (Hystrix bounds them too), **the caller gets
 //! the original error**, never the fallback's.
+//!
+//! The cache keeps a response only when the classifier calls it a success:
+//! a response it calls a failure (a 5xx, say) is passed on, never kept and
+//! never served later. The [`FallbackLayer`] and the
+//! [`Policy`](crate::policy::Policy) follow this one rule alike.
 //!
 //! # Telling a fallback answer from a fresh one
 //!
@@ -16,8 +22,8 @@
 //! answers, give [`FallbackBuilder::mark`] a function that writes the
 //! [`Provenance`] into the response: an `http::Response` extension or
 //! header, a field of your own type. Counts of fallback outcomes go to the
-//! rolling window of the breaker given to [`FallbackBuilder::stats`] (the
-//! [`Policy`](crate::policy) does this by itself).
+//! rolling window of the breaker given to [`FallbackLayer::stats`] (the
+//! [`Policy`](crate::policy) counts them in its own).
 //!
 //! # Keys
 //!
@@ -35,8 +41,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() {
-//! let fallback = Fallback::builder()
-//!     .key(|quote: &Quote| (quote.tenant.clone(), quote.symbol.clone()))
+//! let fallback = Fallback::keyed(|quote: &Quote| (quote.tenant.clone(), quote.symbol.clone()))
 //!     .function(|(tenant, symbol): &(String, String), _error: &seawall::Error<std::io::Error>| {
 //!         Ok::<_, std::io::Error>(format!("{symbol} for {tenant}: price unavailable"))
 //!     })
@@ -54,6 +59,7 @@
 //! # }
 //! ```
 
+pub(crate) mod after;
 #[cfg(feature = "cache")]
 mod cache;
 mod future;
@@ -71,10 +77,12 @@ pub use layer::{FallbackLayer, FallbackService};
 
 use crate::bulkhead::Bulkhead;
 use crate::circuit_breaker::CircuitBreaker;
-use crate::error::{ConfigError, Error};
+use crate::classify::Verdict;
+use crate::error::{ConfigError, Error, Leaf, Refusal};
 use crate::window::Outcome;
 use crate::BoxError;
-use source::{BoxFuture, Lookup, Source};
+use after::{After, Running};
+use source::{Lookup, Source};
 
 /// Why a call needs a fallback.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -91,13 +99,22 @@ pub enum Cause {
 }
 
 impl Cause {
-    /// The cause an error stands for.
-    pub fn of<E>(error: &Error<E>) -> Cause {
-        match error {
-            Error::Timeout(_) => Cause::Timeout,
-            Error::BulkheadFull(_) => Cause::BulkheadFull,
-            Error::CircuitOpen(_) => Cause::CircuitOpen,
-            Error::Inner(_) => Cause::Failure,
+    /// Every cause.
+    const ALL: [Cause; 4] = [
+        Cause::Failure,
+        Cause::Timeout,
+        Cause::BulkheadFull,
+        Cause::CircuitOpen,
+    ];
+
+    /// The cause an error stands for (a refusal that came as the inner
+    /// error, tower's `Elapsed` say, stands for its kind).
+    pub fn of<E: Leaf>(error: &Error<E>) -> Cause {
+        match error.refusal() {
+            Some(Refusal::Timeout) => Cause::Timeout,
+            Some(Refusal::Overloaded) => Cause::BulkheadFull,
+            Some(Refusal::CircuitOpen) => Cause::CircuitOpen,
+            None => Cause::Failure,
         }
     }
 
@@ -112,7 +129,15 @@ pub struct Causes(u8);
 
 impl Causes {
     /// Every cause (the default).
-    pub const ALL: Causes = Causes(0b1111);
+    pub const ALL: Causes = {
+        let mut set = 0;
+        let mut i = 0;
+        while i < Cause::ALL.len() {
+            set |= 1 << Cause::ALL[i] as u8;
+            i += 1;
+        }
+        Causes(set)
+    };
 
     /// Only these causes.
     pub fn only(causes: &[Cause]) -> Causes {
@@ -132,14 +157,8 @@ impl Causes {
 
 impl fmt::Debug for Causes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let all = [
-            Cause::Failure,
-            Cause::Timeout,
-            Cause::BulkheadFull,
-            Cause::CircuitOpen,
-        ];
         f.debug_set()
-            .entries(all.iter().filter(|c| self.contains(**c)))
+            .entries(Cause::ALL.iter().filter(|c| self.contains(**c)))
             .finish()
     }
 }
@@ -159,7 +178,8 @@ pub enum Provenance {
 }
 
 /// A fallback: its key function, cache, source, causes and bounds. Cheap to
-/// clone. Build one with [`Fallback::builder`].
+/// clone. Build one with [`Fallback::builder`] (one key for every request)
+/// or [`Fallback::keyed`].
 pub struct Fallback<Req, Res, E, K = ()> {
     shared: Arc<Shared<Req, Res, E, K>>,
 }
@@ -183,77 +203,73 @@ struct Shared<Req, Res, E, K> {
     limit: Bulkhead,
     timeout: Option<Duration>,
     mark: Option<Mark<Res>>,
-    stats: Option<CircuitBreaker>,
 }
 
-/// What a fallback did about a failed call.
-pub(crate) enum Attempt<Res> {
-    /// Answered at once (from the cache).
-    Answered(Res),
-    /// A source is working on it.
-    Running(Running<Res>),
-    /// Nothing answers: the caller gets the original error.
-    Unanswered,
-}
-
-/// A source's answer in the making, holding its place among the running
-/// fallbacks.
-pub(crate) struct Running<Res> {
-    future: BoxFuture<Result<Res, BoxError>>,
-    _permit: crate::bulkhead::Permit,
-}
-
-impl<Req, Res, E, K> Fallback<Req, Res, E, K> {
+impl<Req, Res: Send + 'static, E: Leaf, K> Fallback<Req, Res, E, K> {
     /// The request's key, taken before the request goes to the service.
     #[inline]
     pub(crate) fn key(&self, request: &Req) -> K {
         (self.shared.key_of)(request)
     }
 
-    /// Whether the fallback answers for `cause`.
+    /// The rule: a response the classifier calls a success is kept (with a
+    /// cache) and answered; any other response is answered as it is; an
+    /// error that counts against the dependency, of a cause the fallback
+    /// handles, is answered from the cache or the source if they can; any
+    /// other error is the caller's. Fallback outcomes are counted in
+    /// `stats`.
     #[inline]
-    pub(crate) fn handles(&self, cause: Cause) -> bool {
-        self.shared.causes.contains(cause)
-    }
-
-    /// Keeps a good answer for its key.
-    pub(crate) fn store(&self, key: K, response: &Res) {
-        if let Some(cache) = &self.shared.cache {
-            cache.store(key, response);
-        }
-    }
-
-    fn count(&self, outcome: Outcome) {
-        if let Some(breaker) = &self.shared.stats {
-            breaker.record_outcome(outcome);
+    pub(crate) fn after(
+        &self,
+        key: K,
+        result: Result<Res, Error<E>>,
+        verdict: Verdict,
+        stats: Option<&CircuitBreaker>,
+    ) -> After<Res, E> {
+        match result {
+            Ok(response) => {
+                if verdict == Verdict::Success {
+                    if let Some(cache) = &self.shared.cache {
+                        cache.store(key, &response);
+                    }
+                }
+                After::Done(Ok(response))
+            }
+            Err(error) if verdict.is_error() && self.shared.causes.contains(Cause::of(&error)) => {
+                self.attempt(key, error, stats)
+            }
+            Err(error) => After::Done(Err(error)),
         }
     }
 
     /// Tries the cache, then the source.
-    pub(crate) fn attempt(&self, key: &K, error: &Error<E>) -> Attempt<Res>
-    where
-        Res: Send + 'static,
-    {
+    #[cold]
+    fn attempt(&self, key: K, error: Error<E>, stats: Option<&CircuitBreaker>) -> After<Res, E> {
+        let count = |outcome| {
+            if let Some(breaker) = stats {
+                breaker.record_outcome(outcome);
+            }
+        };
         if let Some(cache) = &self.shared.cache {
-            match cache.lookup(key) {
+            match cache.lookup(&key) {
                 Some((mut answer, age)) => {
-                    self.count(Outcome::CacheHit);
+                    count(Outcome::CacheHit);
                     self.mark(&mut answer, Provenance::Cache { age });
                     tracing::debug!(target: "seawall::fallback", ?age, "served a cached answer");
-                    return Attempt::Answered(answer);
+                    return After::Done(Ok(answer));
                 }
-                None => self.count(Outcome::CacheMiss),
+                None => count(Outcome::CacheMiss),
             }
         }
         let Some(source) = &self.shared.source else {
-            return Attempt::Unanswered;
+            return After::Done(Err(error));
         };
         let Some(permit) = self.shared.limit.try_acquire() else {
-            self.count(Outcome::FallbackRejected);
+            count(Outcome::FallbackRejected);
             tracing::debug!(target: "seawall::fallback", "too many fallbacks running: not tried");
-            return Attempt::Unanswered;
+            return After::Done(Err(error));
         };
-        let future = source.answer(key, error);
+        let future = source.answer(&key, &error);
         let future = match self.shared.timeout {
             Some(limit) => Box::pin(async move {
                 match tokio::time::timeout(limit, future).await {
@@ -263,24 +279,32 @@ impl<Req, Res, E, K> Fallback<Req, Res, E, K> {
             }),
             None => future,
         };
-        Attempt::Running(Running {
-            future,
-            _permit: permit,
-        })
+        After::Falling(Running::new(future, permit), error)
     }
 
-    /// Books a source's answer: marked and counted, or counted as failed.
-    pub(crate) fn finish(&self, answer: Result<Res, BoxError>) -> Option<Res> {
+    /// Books a source's answer: marked and counted, or counted as failed
+    /// (the caller then gets `error`).
+    pub(crate) fn finish(
+        &self,
+        answer: Result<Res, BoxError>,
+        error: Error<E>,
+        stats: Option<&CircuitBreaker>,
+    ) -> Result<Res, Error<E>> {
+        let count = |outcome| {
+            if let Some(breaker) = stats {
+                breaker.record_outcome(outcome);
+            }
+        };
         match answer {
             Ok(mut answer) => {
-                self.count(Outcome::FallbackSuccess);
+                count(Outcome::FallbackSuccess);
                 self.mark(&mut answer, Provenance::Fallback);
-                Some(answer)
+                Ok(answer)
             }
-            Err(error) => {
-                self.count(Outcome::FallbackFailure);
-                tracing::debug!(target: "seawall::fallback", %error, "the fallback failed");
-                None
+            Err(cause) => {
+                count(Outcome::FallbackFailure);
+                tracing::debug!(target: "seawall::fallback", error = %cause, "the fallback failed");
+                Err(error)
             }
         }
     }
@@ -289,15 +313,6 @@ impl<Req, Res, E, K> Fallback<Req, Res, E, K> {
         if let Some(mark) = &self.shared.mark {
             mark(answer, provenance);
         }
-    }
-}
-
-impl<Res> Running<Res> {
-    pub(crate) fn poll(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<Res, BoxError>> {
-        self.future.as_mut().poll(cx)
     }
 }
 
@@ -313,19 +328,32 @@ impl<Req, Res, E, K> fmt::Debug for Fallback<Req, Res, E, K> {
 }
 
 impl<Req, Res, E> Fallback<Req, Res, E, ()> {
-    /// A builder: no key, no cache, no source yet; every cause; at most 10
-    /// fallbacks running at once (Hystrix's default); no time limit.
+    /// A builder with one key for every request (no cache worth having:
+    /// use [`keyed`](Self::keyed) for one): no source yet; every cause; at
+    /// most 10 fallbacks running at once (Hystrix's default); no time
+    /// limit.
     pub fn builder() -> FallbackBuilder<Req, Res, E, ()> {
+        Fallback::keyed(|_: &Req| ())
+    }
+}
+
+impl<Req, Res, E, K> Fallback<Req, Res, E, K> {
+    /// A builder keying each request with `key_of`, for the cache (and
+    /// given to the source). It sees the whole request: key by tenant (and
+    /// whatever else makes an answer differ), so that a cached answer is
+    /// never served to a request that should not see it.
+    pub fn keyed<F>(key_of: F) -> FallbackBuilder<Req, Res, E, K>
+    where
+        F: Fn(&Req) -> K + Send + Sync + 'static,
+    {
         FallbackBuilder {
-            key_of: Box::new(|_: &Req| ()),
+            key_of: Box::new(key_of),
             cache: None,
             source: None,
             causes: Causes::ALL,
             max_concurrent: 10,
             timeout: None,
             mark: None,
-            stats: None,
-            keyed_after_source: false,
         }
     }
 }
@@ -340,9 +368,6 @@ pub struct FallbackBuilder<Req, Res, E, K> {
     max_concurrent: usize,
     timeout: Option<Duration>,
     mark: Option<Mark<Res>>,
-    stats: Option<CircuitBreaker>,
-    /// `key` was called after a cache or source, which it had to drop.
-    keyed_after_source: bool,
 }
 
 impl<Req, Res, E, K> FallbackBuilder<Req, Res, E, K>
@@ -352,27 +377,6 @@ where
     E: 'static,
     K: Send + Sync + 'static,
 {
-    /// Derives each request's key (for the cache, and given to the source).
-    /// It sees the whole request: include the tenant in it. Call it before
-    /// giving a cache or a source: they are typed by the key.
-    pub fn key<K2, F>(self, key_of: F) -> FallbackBuilder<Req, Res, E, K2>
-    where
-        F: Fn(&Req) -> K2 + Send + Sync + 'static,
-    {
-        let dropped = self.cache.is_some() || self.source.is_some();
-        FallbackBuilder {
-            key_of: Box::new(key_of),
-            cache: None,
-            source: None,
-            causes: self.causes,
-            max_concurrent: self.max_concurrent,
-            timeout: self.timeout,
-            mark: self.mark,
-            stats: self.stats,
-            keyed_after_source: self.keyed_after_source || dropped,
-        }
-    }
-
     /// Answers with a clone of `value`.
     pub fn value(mut self, value: Res) -> Self
     where
@@ -459,21 +463,8 @@ where
         self
     }
 
-    /// Counts this fallback's outcomes in `breaker`'s rolling window.
-    pub fn stats(mut self, breaker: &CircuitBreaker) -> Self {
-        self.stats = Some(breaker.clone());
-        self
-    }
-
     /// Checks the settings and builds the fallback.
     pub fn build(self) -> Result<Fallback<Req, Res, E, K>, ConfigError> {
-        if self.keyed_after_source {
-            return Err(ConfigError::new(
-                "key",
-                "after a cache or source",
-                "call key() first: a cache or source given before it was dropped",
-            ));
-        }
         if self.cache.is_none() && self.source.is_none() {
             return Err(ConfigError::new(
                 "source",
@@ -511,7 +502,6 @@ where
                 limit,
                 timeout: self.timeout,
                 mark: self.mark,
-                stats: self.stats,
             }),
         })
     }

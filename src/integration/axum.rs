@@ -29,11 +29,11 @@
 //! use tower::ServiceBuilder;
 //!
 //! # fn main() -> Result<(), seawall::ConfigError> {
-//! let reports = Policy::builder("reports")
+//! let reports = Policy::builder().name("reports")
 //!     .timeout(Duration::from_secs(2))
 //!     .bulkhead(Bulkhead::builder().max_concurrent(8))
 //!     .circuit_breaker(CircuitBreaker::builder())
-//!     .classify(server_errors)
+//!     .classify(server_errors())
 //!     .build()?;
 //! let app: Router = Router::new()
 //!     .route("/reports", get(|| async { "the report" }))
@@ -58,15 +58,16 @@ use tower_service::Service;
 
 use crate::bulkhead::BulkheadFull;
 use crate::circuit_breaker::CircuitOpen;
-use crate::classify::Verdict;
-use crate::error::Error;
+use crate::classify::Http;
+use crate::error::{Error, Leaf, Refusal};
 use crate::timeout::Elapsed;
+use tower_http::classify::ServerErrorsAsFailures;
 
 /// What seawall refused, for a response of your own making
 /// ([`ErrorResponseLayer::response`]).
 #[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
-pub enum Refusal<'a> {
+pub enum Refused<'a> {
     /// The circuit breaker refused the call.
     CircuitOpen(&'a CircuitOpen),
     /// A bulkhead had no room.
@@ -75,12 +76,12 @@ pub enum Refusal<'a> {
     Timeout(&'a Elapsed),
 }
 
-impl Refusal<'_> {
+impl Refused<'_> {
     /// seawall's own response: the status from the table above, a short
     /// text body, and `Retry-After` for an open circuit.
     pub fn default_response(&self, bulkhead_status: StatusCode) -> Response {
         match self {
-            Refusal::CircuitOpen(open) => {
+            Refused::CircuitOpen(open) => {
                 let mut response =
                     (StatusCode::SERVICE_UNAVAILABLE, open.to_string()).into_response();
                 if let Some(after) = open.retry_after() {
@@ -92,51 +93,56 @@ impl Refusal<'_> {
                 }
                 response
             }
-            Refusal::BulkheadFull(full) => (bulkhead_status, full.to_string()).into_response(),
-            Refusal::Timeout(elapsed) => {
+            Refused::BulkheadFull(full) => (bulkhead_status, full.to_string()).into_response(),
+            Refused::Timeout(elapsed) => {
                 (StatusCode::GATEWAY_TIMEOUT, elapsed.to_string()).into_response()
             }
         }
     }
 }
 
-impl<E> Error<E> {
-    fn refusal(&self) -> Option<Refusal<'_>> {
-        match self {
-            Error::CircuitOpen(open) => Some(Refusal::CircuitOpen(open)),
-            Error::BulkheadFull(full) => Some(Refusal::BulkheadFull(full)),
-            Error::Timeout(elapsed) => Some(Refusal::Timeout(elapsed)),
-            Error::Inner(_) => None,
-        }
+/// The status of an inner error that is a refusal after all: tower's
+/// `Elapsed` or `Overloaded`, or a seawall error that arrived boxed.
+fn status_of_refusal(refusal: Refusal, overloaded: StatusCode) -> StatusCode {
+    match refusal {
+        Refusal::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        _ => overloaded,
     }
 }
 
 /// For handlers: `?` on a seawall-wrapped client's result. Refusals get the
-/// responses in the table above; an inner error is logged and answered with
+/// responses in the table above (also a timeout or an overload from tower's
+/// own layers below: 504, 503); an inner error is logged and answered with
 /// `502 Bad Gateway`.
-impl<E: fmt::Display> IntoResponse for Error<E> {
+impl<E: Leaf> IntoResponse for Error<E> {
     fn into_response(self) -> Response {
-        match self.refusal() {
-            Some(refusal) => refusal.default_response(StatusCode::SERVICE_UNAVAILABLE),
-            None => {
-                tracing::warn!(target: "seawall::axum", error = %self, "upstream call failed");
-                (StatusCode::BAD_GATEWAY, "upstream call failed").into_response()
-            }
+        let busy = StatusCode::SERVICE_UNAVAILABLE;
+        match self {
+            Error::CircuitOpen(open) => Refused::CircuitOpen(&open).default_response(busy),
+            Error::BulkheadFull(full) => Refused::BulkheadFull(&full).default_response(busy),
+            Error::Timeout(elapsed) => Refused::Timeout(&elapsed).default_response(busy),
+            Error::Inner(inner) => match inner.refusal() {
+                Some(refusal) => {
+                    (status_of_refusal(refusal, busy), "upstream refused").into_response()
+                }
+                None => {
+                    tracing::warn!(target: "seawall::axum", error = %inner, "upstream call failed");
+                    (StatusCode::BAD_GATEWAY, "upstream call failed").into_response()
+                }
+            },
         }
     }
 }
 
-/// A classifier for services that answer with HTTP responses: a 5xx is a
-/// failure, anything else a success.
-pub fn server_errors<B, E>(result: &Result<http::Response<B>, E>) -> Verdict {
-    match result {
-        Ok(response) if response.status().is_server_error() => Verdict::Failure,
-        Ok(_) => Verdict::Success,
-        Err(_) => Verdict::Failure,
-    }
+/// The classifier for services that answer with HTTP responses: a 5xx is a
+/// failure, anything else a success; errors by [`ByKind`](crate::classify::ByKind).
+/// tower-http's [`ServerErrorsAsFailures`], through [`Http`]: a named type
+/// (`Http<ServerErrorsAsFailures>`) for a policy kept in app state.
+pub fn server_errors() -> Http<ServerErrorsAsFailures> {
+    Http::new(ServerErrorsAsFailures::new())
 }
 
-type MakeResponse = Arc<dyn Fn(&Refusal<'_>) -> Response + Send + Sync>;
+type MakeResponse = Arc<dyn Fn(&Refused<'_>) -> Response + Send + Sync>;
 
 /// Turns seawall's errors into responses, so the service below fits
 /// `Router::layer` and `route_layer` (`Error = Infallible`).
@@ -163,17 +169,17 @@ impl ErrorResponseLayer {
     }
 
     /// Makes every refusal's response with `response` (a JSON body of your
-    /// API's shape, say); [`Refusal::default_response`] is there to start
+    /// API's shape, say); [`Refused::default_response`] is there to start
     /// from.
     pub fn response<F>(mut self, response: F) -> Self
     where
-        F: Fn(&Refusal<'_>) -> Response + Send + Sync + 'static,
+        F: Fn(&Refused<'_>) -> Response + Send + Sync + 'static,
     {
         self.response = Some(Arc::new(response));
         self
     }
 
-    fn respond(&self, refusal: &Refusal<'_>) -> Response {
+    fn respond(&self, refusal: &Refused<'_>) -> Response {
         match &self.response {
             Some(response) => response(refusal),
             None => refusal.default_response(self.bulkhead_status),
@@ -236,7 +242,7 @@ impl<S: Clone> Clone for ErrorResponse<S> {
 impl<S, Req, E> Service<Req> for ErrorResponse<S>
 where
     S: Service<Req, Response = Response, Error = Error<E>>,
-    E: IntoResponse,
+    E: IntoResponse + Leaf,
 {
     type Response = Response;
     type Error = Infallible;
@@ -271,12 +277,14 @@ where
 }
 
 impl ErrorResponseLayer {
-    fn answer<E: IntoResponse>(&self, error: Error<E>) -> Response {
-        match error.refusal() {
-            Some(refusal) => self.respond(&refusal),
-            None => match error {
-                Error::Inner(inner) => inner.into_response(),
-                _ => unreachable!("every other variant is a refusal"),
+    fn answer<E: IntoResponse + Leaf>(&self, error: Error<E>) -> Response {
+        match error {
+            Error::CircuitOpen(open) => self.respond(&Refused::CircuitOpen(&open)),
+            Error::BulkheadFull(full) => self.respond(&Refused::BulkheadFull(&full)),
+            Error::Timeout(elapsed) => self.respond(&Refused::Timeout(&elapsed)),
+            Error::Inner(inner) => match inner.refusal() {
+                Some(refusal) => status_of_refusal(refusal, self.bulkhead_status).into_response(),
+                None => inner.into_response(),
             },
         }
     }
@@ -307,7 +315,7 @@ pin_project! {
 impl<F, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response, Error<E>>>,
-    E: IntoResponse,
+    E: IntoResponse + Leaf,
 {
     type Output = Result<Response, Infallible>;
 

@@ -17,19 +17,19 @@
 //! **Client:** the generated client type does not change.
 //!
 //! ```ignore
-//! let policy = Policy::builder("echo").timeout(Duration::from_secs(1)).build()?;
+//! let policy = Policy::builder().name("echo").timeout(Duration::from_secs(1)).build()?;
 //! let channel = ServiceBuilder::new().layer(StatusLayer::new()).layer(policy).service(channel);
 //! let mut client = EchoClient::new(channel);
 //! ```
 //!
 //! **Server:** shed load and time out before the handler runs, honouring the
-//! caller's `grpc-timeout` ([`grpc_timeout`]) capped by the policy's timeout.
+//! caller's `grpc-timeout` ([`GrpcTimeout`]) capped by the policy's timeout.
 //!
 //! ```ignore
-//! let policy = Policy::builder("echo-server")
+//! let policy = Policy::builder().name("echo-server")
 //!     .bulkhead(Bulkhead::builder().max_concurrent(64))
 //!     .timeout(Duration::from_secs(5))
-//!     .per_request_deadline(grpc_timeout)
+//!     .per_request_deadline(GrpcTimeout)
 //!     .build()?;
 //! Server::builder()
 //!     .layer(ServiceBuilder::new().layer(StatusLayer::new()).layer(policy))
@@ -54,12 +54,23 @@ use tonic::Status;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::classify::Verdict;
-use crate::error::Error;
+use crate::classify::Http;
+use crate::error::{Error, IntoError, Leaf, Refusal};
+use crate::timeout::DeadlineOf;
 use crate::BoxError;
+use tower_http::classify::{GrpcCode, GrpcErrorsAsFailures};
 
-impl<E: Into<BoxError>> From<Error<E>> for Status {
+impl<E: Into<BoxError> + Leaf> From<Error<E>> for Status {
     fn from(error: Error<E>) -> Status {
+        match error.refusal() {
+            Some(Refusal::Timeout) if matches!(error, Error::Inner(_)) => {
+                return Status::deadline_exceeded(error.to_string());
+            }
+            Some(Refusal::Overloaded) if matches!(error, Error::Inner(_)) => {
+                return Status::resource_exhausted(error.to_string());
+            }
+            _ => {}
+        }
         match error {
             Error::CircuitOpen(open) => {
                 let mut status = Status::unavailable(open.to_string());
@@ -78,42 +89,47 @@ impl<E: Into<BoxError>> From<Error<E>> for Status {
     }
 }
 
-/// A classifier for a gRPC client's responses: a call that ended with a
-/// status that blames the server (`UNKNOWN`, `DEADLINE_EXCEEDED`,
-/// `RESOURCE_EXHAUSTED`, `INTERNAL`, `UNAVAILABLE`, `DATA_LOSS`) is a
-/// failure; a caller's mistake (`INVALID_ARGUMENT`, `NOT_FOUND`...) is not.
+/// The classifier for gRPC responses (on a client's channel or a server's
+/// router): a call that ended with a status that blames the server
+/// (`UNKNOWN`, `DEADLINE_EXCEEDED`, `RESOURCE_EXHAUSTED`, `INTERNAL`,
+/// `UNAVAILABLE`, `DATA_LOSS`, ...) is a failure; a caller's mistake
+/// (`INVALID_ARGUMENT`, `NOT_FOUND`, `ALREADY_EXISTS`, `PERMISSION_DENIED`,
+/// `UNAUTHENTICATED`, `FAILED_PRECONDITION`, `OUT_OF_RANGE`,
+/// `CANCELLED`) is not. tower-http's [`GrpcErrorsAsFailures`] through
+/// [`Http`]: a named type for a policy kept in a field.
 ///
 /// It reads the status a server sends at once, in the response headers
 /// (which tonic does for every unary error); a status sent later in
 /// trailers is past the point where a tower layer sees the response.
-pub fn server_failures<B, E>(result: &Result<http::Response<B>, E>) -> Verdict {
-    let Ok(response) = result else {
-        return Verdict::Failure;
-    };
-    let code = response
-        .headers()
-        .get("grpc-status")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<i32>().ok())
-        .map(tonic::Code::from);
-    match code {
-        Some(
-            tonic::Code::Unknown
-            | tonic::Code::DeadlineExceeded
-            | tonic::Code::ResourceExhausted
-            | tonic::Code::Internal
-            | tonic::Code::Unavailable
-            | tonic::Code::DataLoss,
-        ) => Verdict::Failure,
-        _ => Verdict::Success,
+pub fn server_errors() -> Http<GrpcErrorsAsFailures> {
+    Http::new(
+        GrpcErrorsAsFailures::new()
+            .with_success(GrpcCode::InvalidArgument)
+            .with_success(GrpcCode::NotFound)
+            .with_success(GrpcCode::AlreadyExists)
+            .with_success(GrpcCode::PermissionDenied)
+            .with_success(GrpcCode::Unauthenticated)
+            .with_success(GrpcCode::FailedPrecondition)
+            .with_success(GrpcCode::OutOfRange)
+            .with_success(GrpcCode::Cancelled),
+    )
+}
+
+/// Reads the request's `grpc-timeout` header as its deadline: for
+/// [`PolicyBuilder::per_request_deadline`](crate::policy::PolicyBuilder::per_request_deadline)
+/// or [`TimeoutLayer::per_request_deadline`](crate::timeout::TimeoutLayer::per_request_deadline)
+/// on a server. A header that is absent or malformed gives no deadline.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GrpcTimeout;
+
+impl<B> DeadlineOf<http::Request<B>> for GrpcTimeout {
+    fn deadline_of(&self, request: &http::Request<B>) -> Option<Duration> {
+        parse_grpc_timeout(request.headers().get("grpc-timeout")?)
     }
 }
 
-/// The request's `grpc-timeout` header, as a deadline: for
-/// [`PolicyBuilder::per_request_deadline`](crate::policy::PolicyBuilder::per_request_deadline)
-/// on a server. `None` when it is absent or malformed.
-pub fn grpc_timeout<B>(request: &http::Request<B>) -> Option<Duration> {
-    let value = request.headers().get("grpc-timeout")?.to_str().ok()?;
+fn parse_grpc_timeout(value: &http::HeaderValue) -> Option<Duration> {
+    let value = value.to_str().ok()?;
     // At most 8 digits, then a unit (gRPC over HTTP/2, "Timeout").
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 8 {
@@ -158,14 +174,18 @@ pub struct StatusService<S> {
     inner: S,
 }
 
-fn boxed_status<E: Into<BoxError>>(error: Error<E>) -> BoxError {
-    Box::new(Status::from(error))
+fn boxed_status<E: IntoError>(error: E) -> BoxError
+where
+    E::Inner: Into<BoxError>,
+{
+    Box::new(Status::from(error.into_error()))
 }
 
-impl<S, Req, E> Service<Req> for StatusService<S>
+impl<S, Req> Service<Req> for StatusService<S>
 where
-    S: Service<Req, Error = Error<E>>,
-    E: Into<BoxError>,
+    S: Service<Req>,
+    S::Error: IntoError,
+    <S::Error as IntoError>::Inner: Into<BoxError>,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -192,8 +212,9 @@ pin_project! {
 
 impl<F, T, E> Future for StatusFuture<F>
 where
-    F: Future<Output = Result<T, Error<E>>>,
-    E: Into<BoxError>,
+    F: Future<Output = Result<T, E>>,
+    E: IntoError,
+    E::Inner: Into<BoxError>,
 {
     type Output = Result<T, BoxError>;
 
@@ -219,7 +240,7 @@ mod tests {
                 .header("grpc-timeout", value)
                 .body(())
                 .unwrap();
-            grpc_timeout(&request)
+            GrpcTimeout.deadline_of(&request)
         };
         assert_eq!(with("2H"), Some(Duration::from_secs(7_200)));
         assert_eq!(with("3M"), Some(Duration::from_secs(180)));
@@ -230,6 +251,6 @@ mod tests {
         for bad in ["", "S", "123456789S", "12x", "-1S", "1.5S"] {
             assert_eq!(with(bad), None, "{bad:?}");
         }
-        assert_eq!(grpc_timeout(&http::Request::new(())), None);
+        assert_eq!(GrpcTimeout.deadline_of(&http::Request::new(())), None);
     }
 }

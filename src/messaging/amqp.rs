@@ -71,6 +71,8 @@ pub enum AmqpError {
     },
 }
 
+crate::leaf_error!(AmqpError);
+
 /// An AMQP broker as a [`Transport`]. Cheap to clone; clones share the
 /// connection.
 #[derive(Clone)]

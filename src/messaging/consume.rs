@@ -198,7 +198,7 @@ pub struct ConsumerFigures {
 /// broker.send(Message::new("orders", "42"));
 /// broker.send(Message::new("orders", "not a number"));
 ///
-/// let policy = Policy::builder("orders").timeout(Duration::from_secs(1)).build().unwrap();
+/// let policy = Policy::builder().name("orders").timeout(Duration::from_secs(1)).build().unwrap();
 /// let handler = policy.layer(service_fn(|order: Message| async move {
 ///     std::str::from_utf8(&order.payload)?.parse::<u64>()?;
 ///     Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())

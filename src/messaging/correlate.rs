@@ -10,6 +10,7 @@ use tower_service::Service;
 
 use super::replies::{Replies, ReplyFigures};
 use super::{BoxFuture, Message, ScatterGather, Transport};
+use crate::error::{Leaf, Refusal};
 use crate::ConfigError;
 
 /// Why a request got no reply.
@@ -32,6 +33,23 @@ pub enum RequestError<E> {
         /// The limit.
         after: Duration,
     },
+}
+
+impl<E: Leaf + std::error::Error + 'static> Leaf for RequestError<E> {
+    fn cause(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RequestError::Publish(error) => Some(error),
+            _ => None,
+        }
+    }
+
+    fn refusal(&self) -> Option<Refusal> {
+        match self {
+            RequestError::Publish(error) => error.refusal(),
+            RequestError::TooManyPending { .. } => Some(Refusal::Overloaded),
+            RequestError::NoReply { .. } => Some(Refusal::Timeout),
+        }
+    }
 }
 
 /// Why a correlator or scatter-gather could not start.

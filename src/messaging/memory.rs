@@ -39,6 +39,8 @@ struct Shared {
 #[error("the in-memory broker is down")]
 pub struct Down;
 
+crate::leaf_error!(Down);
+
 /// What an [`InMemory`] broker has seen.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct InMemoryFigures {

@@ -86,6 +86,8 @@ pub enum NatsError {
     Consumer(#[source] BoxError),
 }
 
+crate::leaf_error!(NatsError);
+
 impl NatsTransport {
     /// Uses `client`: every publish waits for the client to write it out
     /// (a flush); no queue group.

@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use tower_service::Service;
 
 use super::{BoxFuture, Message, Transport};
+use crate::error::{Leaf, Refusal};
 
 /// A transport's `publish` as a `Service<Message, Response = ()>`: the
 /// innermost service of a notification stack, under a
@@ -87,7 +88,7 @@ pub struct NotifyError<E, O> {
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() {
 /// let broker = InMemory::new();
-/// let policy = Policy::builder("orders.events").timeout(Duration::from_millis(200)).build().unwrap();
+/// let policy = Policy::builder().name("orders.events").timeout(Duration::from_millis(200)).build().unwrap();
 /// let outbox = Outbox::new(1_000).unwrap();
 /// let mut notifier = Notifier::new(policy.layer(Publisher::new(broker.clone())), outbox.clone());
 ///
@@ -200,6 +201,14 @@ pub struct OutboxFull {
     /// How many messages it holds at most.
     pub capacity: usize,
 }
+
+impl Leaf for OutboxFull {
+    fn refusal(&self) -> Option<Refusal> {
+        Some(Refusal::Overloaded)
+    }
+}
+
+impl<E: Leaf, O: Leaf> Leaf for NotifyError<E, O> {}
 
 /// A bounded in-memory outbox: the messages a [`Notifier`] could not
 /// publish, in order, until [`flush`](Outbox::flush) sends them. Clones

@@ -23,8 +23,10 @@ use super::{Delivery, Message};
 ///
 /// Clones must share the connection: every service clones its transport.
 pub trait Transport: Clone + Send + Sync + 'static {
-    /// The client's error.
-    type Error: std::error::Error + Send + Sync + 'static;
+    /// The client's error; a [`Leaf`](crate::Leaf), so seawall's layers
+    /// over the transport's services return it in one level of
+    /// [`Error`](crate::Error).
+    type Error: std::error::Error + crate::Leaf + Send + Sync + 'static;
     /// A stream of received messages; it ends when the subscription is lost
     /// (services that keep one, like the correlator, subscribe again).
     type Subscription: Stream<Item = Delivery> + Send + Unpin + 'static;

@@ -1,266 +1,300 @@
 //! The Policy's one future: queue for the bulkhead if it must, call with a
-//! deadline, record one outcome, and fall back.
+//! deadline, judge and record one outcome, and fall back.
 
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
+use super::stage::{AnswersFor, PolicyBulkhead};
 use super::Shared;
-use crate::bulkhead::{Acquire, Permit as BulkheadPermit};
-use crate::circuit_breaker::Ticket;
+use crate::bulkhead::{Acquire, BulkheadFull, Permit, Slot};
+use crate::circuit_breaker::{BreakerFor, CircuitBreaker, Ticket};
 use crate::classify::{Classify, Verdict};
-use crate::error::Error;
-use crate::fallback::{Attempt, Cause, Running};
+use crate::error::{Error, IntoError};
+use crate::fallback::after::{After, Running};
 use crate::timeout::future::Deadline;
+use crate::timeout::DeadlineOf;
+
+type Inner<S, Req> = <<S as Service<Req>>::Error as IntoError>::Inner;
 
 pin_project! {
     /// The future of a [`PolicyService`](super::PolicyService) call: every
     /// stage in one future, with no allocation while the call is healthy.
-    /// Dropped at any point, it gives back its bulkhead permit or place in
+    /// Dropped at any point, it gives back its bulkhead slot or place in
     /// line and its breaker probe slot.
-    pub struct ResponseFuture<F, S, Req, Res, E, K, C> {
+    pub struct ResponseFuture<S, Req, B, C, F, D>
+    where
+        S: Service<Req>,
+        S::Error: IntoError,
+        B: BreakerFor<Req>,
+        F: AnswersFor<Req, S::Response, Inner<S, Req>>,
+    {
         #[pin]
-        state: State<F, S, Req, Res, E>,
-        held: Held<Req, Res, E, K, C>,
-        key: Option<K>,
+        state: State<S, Req>,
+        held: Held<Req, B, C, F, D>,
+        key: Option<F::Key>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<F, S, Req, Res, E> {
+    enum State<S, Req>
+    where
+        S: Service<Req>,
+        S::Error: IntoError,
+    {
         Queued {
             #[pin]
             acquire: Acquire,
             // The ready inner service and the request, for when room comes.
             call: Option<(S, Req)>,
-            timeout: Option<(std::time::Duration, bool)>,
+            own_deadline: Option<Duration>,
         },
         Calling {
             #[pin]
-            future: F,
+            future: S::Future,
             #[pin]
             deadline: Deadline,
         },
-        // Refused before the call: answered through the fallback when polled.
+        // Refused before the call: judged and answered through the fallback
+        // when polled.
         Refused {
-            error: Option<Error<E>>,
+            error: Option<Error<Inner<S, Req>>>,
         },
         Falling {
-            running: Running<Res>,
-            error: Option<Error<E>>,
+            running: Running<S::Response>,
+            error: Option<Error<Inner<S, Req>>>,
         },
     }
 }
 
-/// What a call holds of the policy, given back when dropped.
-pub(crate) struct Held<Req, Res, E, K, C> {
-    policy: Arc<Shared<Req, Res, E, K, C>>,
+/// What a call holds of the policy, given back when dropped: the breaker's
+/// ticket, and the bulkhead's slot (or the permit a wait in line got).
+pub(crate) struct Held<Req, B: BreakerFor<Req>, C, F, D> {
+    policy: Arc<Shared<B, C, F, D>>,
+    breaker: B::Held,
     ticket: Option<Ticket>,
     bulkhead: Hold,
+    request: PhantomData<fn(Req)>,
 }
 
 enum Hold {
     Nothing,
-    /// A permit taken on the fast path: given back through the policy's
-    /// bulkhead, without a handle of its own.
-    Raw,
-    /// A permit granted after waiting in line.
-    Owned(#[allow(dead_code)] BulkheadPermit),
+    Slot(Slot),
+    /// Granted after waiting in line; given back when dropped.
+    Permit(#[allow(dead_code)] Permit),
 }
 
-impl<Req, Res, E, K, C> Held<Req, Res, E, K, C> {
-    pub(crate) fn new(policy: Arc<Shared<Req, Res, E, K, C>>, ticket: Option<Ticket>) -> Self {
+impl<Req, B: BreakerFor<Req>, C, F, D> Held<Req, B, C, F, D> {
+    pub(crate) fn new(
+        policy: Arc<Shared<B, C, F, D>>,
+        breaker: B::Held,
+        ticket: Option<Ticket>,
+    ) -> Self {
         Held {
             policy,
+            breaker,
             ticket,
             bulkhead: Hold::Nothing,
+            request: PhantomData,
         }
     }
 
     #[inline]
-    pub(crate) fn took_bulkhead_permit(&mut self) {
-        self.bulkhead = Hold::Raw;
+    pub(crate) fn took(&mut self, slot: Slot) {
+        self.bulkhead = Hold::Slot(slot);
     }
 
-    /// Records the verdict on a call refused before it started.
-    pub(crate) fn settle_now(&mut self, verdict: Verdict) {
-        self.settle(verdict);
+    /// The breaker that admitted the call: where its outcomes count.
+    #[inline]
+    fn stats(&self) -> &CircuitBreaker {
+        self.policy.breakers.breaker(&self.breaker)
     }
 
     #[inline]
     fn settle(&mut self, verdict: Verdict) {
         if let Some(ticket) = self.ticket.take() {
-            self.policy.breaker.settle(ticket, verdict);
+            self.stats().settle(ticket, verdict);
         }
     }
 
     #[inline]
     fn release_bulkhead(&mut self) {
         match std::mem::replace(&mut self.bulkhead, Hold::Nothing) {
-            Hold::Raw => {
+            Hold::Slot(slot) => {
                 if let Some(bulkhead) = &self.policy.bulkhead {
-                    bulkhead.give_back();
+                    bulkhead.give_back(slot);
                 }
             }
-            Hold::Owned(permit) => drop(permit),
+            Hold::Permit(permit) => drop(permit),
             Hold::Nothing => {}
         }
     }
 }
 
-impl<Req, Res, E, K, C> Drop for Held<Req, Res, E, K, C> {
+impl<Req, B: BreakerFor<Req>, C, F, D> Drop for Held<Req, B, C, F, D> {
     #[inline]
     fn drop(&mut self) {
         self.release_bulkhead();
         if let Some(ticket) = self.ticket.take() {
-            self.policy.breaker.abandon(ticket);
+            self.stats().abandon(ticket);
         }
     }
 }
 
-impl<F, S, Req, Res, E, K, C> ResponseFuture<F, S, Req, Res, E, K, C> {
+impl<S, Req, B, C, F, D> ResponseFuture<S, Req, B, C, F, D>
+where
+    S: Service<Req>,
+    S::Error: IntoError,
+    B: BreakerFor<Req>,
+    F: AnswersFor<Req, S::Response, Inner<S, Req>>,
+{
     pub(crate) fn calling(
-        held: Held<Req, Res, E, K, C>,
-        future: F,
+        held: Held<Req, B, C, F, D>,
+        future: S::Future,
         deadline: Deadline,
-        key: Option<K>,
+        key: F::Key,
     ) -> Self {
         ResponseFuture {
             state: State::Calling { future, deadline },
             held,
-            key,
+            key: Some(key),
         }
     }
 
     pub(crate) fn queued(
-        held: Held<Req, Res, E, K, C>,
+        held: Held<Req, B, C, F, D>,
         acquire: Acquire,
         service: S,
         request: Req,
-        timeout: Option<(std::time::Duration, bool)>,
-        key: Option<K>,
+        own_deadline: Option<Duration>,
+        key: F::Key,
     ) -> Self {
         ResponseFuture {
             state: State::Queued {
                 acquire,
                 call: Some((service, request)),
-                timeout,
+                own_deadline,
             },
             held,
-            key,
+            key: Some(key),
         }
     }
 
-    pub(crate) fn refused(held: Held<Req, Res, E, K, C>, error: Error<E>, key: Option<K>) -> Self {
+    pub(crate) fn refused(
+        held: Held<Req, B, C, F, D>,
+        error: Error<Inner<S, Req>>,
+        key: F::Key,
+    ) -> Self {
         ResponseFuture {
             state: State::Refused { error: Some(error) },
             held,
-            key,
+            key: Some(key),
         }
+    }
+
+    pub(crate) fn full(held: Held<Req, B, C, F, D>, full: BulkheadFull, key: F::Key) -> Self {
+        Self::refused(held, Error::BulkheadFull(full), key)
     }
 }
 
 const COMPLETED: &str = "policy future polled after completion";
 
-impl<S, Req, Res, E, K, C> Future for ResponseFuture<S::Future, S, Req, Res, E, K, C>
+impl<S, Req, B, C, F, D> Future for ResponseFuture<S, Req, B, C, F, D>
 where
-    S: Service<Req, Response = Res, Error = E>,
-    C: Classify<Res, E>,
-    Res: Send + 'static,
+    S: Service<Req>,
+    S::Error: IntoError,
+    S::Response: Send + 'static,
+    B: BreakerFor<Req>,
+    C: Classify<S::Response, Inner<S, Req>>,
+    F: AnswersFor<Req, S::Response, Inner<S, Req>>,
+    D: DeadlineOf<Req>,
 {
-    type Output = Result<Res, Error<E>>;
+    type Output = Result<S::Response, Error<Inner<S, Req>>>;
 
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
             let mut this = self.as_mut().project();
-            let failed = match this.state.as_mut().project() {
+            let result = match this.state.as_mut().project() {
                 StateProj::Calling { future, deadline } => match future.poll(cx) {
-                    Poll::Ready(result) => {
-                        this.held.release_bulkhead();
-                        let verdict = this.held.policy.classifier.classify(&result);
-                        this.held.settle(verdict);
-                        match result {
-                            Ok(response) => {
-                                if verdict == Verdict::Success {
-                                    this.held.policy.store(this.key.take(), &response);
-                                }
-                                return Poll::Ready(Ok(response));
-                            }
-                            Err(error) if verdict.counts_as_error() => Error::Inner(error),
-                            Err(error) => return Poll::Ready(Err(Error::Inner(error))),
-                        }
-                    }
-                    Poll::Pending => {
-                        let elapsed = ready!(deadline.poll_elapsed(cx));
-                        this.held.release_bulkhead();
-                        let verdict = this.held.policy.verdict_on_timeout(&elapsed);
-                        this.held.settle(verdict);
-                        Error::Timeout(elapsed)
-                    }
+                    Poll::Ready(result) => result.map_err(IntoError::into_error),
+                    Poll::Pending => Err(Error::Timeout(ready!(deadline.poll_elapsed(cx)))),
                 },
                 StateProj::Queued {
                     acquire,
                     call,
-                    timeout,
+                    own_deadline,
                 } => match ready!(acquire.poll(cx)) {
                     Ok(permit) => {
-                        this.held.bulkhead = Hold::Owned(permit);
+                        this.held.bulkhead = Hold::Permit(permit);
                         let (mut service, request) = call.take().expect(COMPLETED);
                         let future = service.call(request);
-                        let deadline = this.held.policy.deadline(*timeout);
+                        let policy = &this.held.policy;
+                        let deadline =
+                            Deadline::for_call(policy.timeout, *own_deadline, policy.clock);
                         this.state.set(State::Calling { future, deadline });
                         continue;
                     }
                     Err(waited) => {
-                        let full = this.held.policy.refuse(Some(waited));
-                        let verdict = this.held.policy.verdict_on_rejection();
-                        this.held.settle(verdict);
-                        Error::BulkheadFull(full)
+                        let bulkhead = this.held.policy.bulkhead.as_ref().expect(COMPLETED);
+                        Err(Error::BulkheadFull(bulkhead.refuse(Some(waited))))
                     }
                 },
-                StateProj::Refused { error } => error.take().expect(COMPLETED),
+                StateProj::Refused { error } => Err(error.take().expect(COMPLETED)),
                 StateProj::Falling { running, error } => {
                     let answer = ready!(running.poll(cx));
                     let error = error.take().expect(COMPLETED);
-                    let fallback = this
-                        .held
-                        .policy
-                        .fallback
-                        .as_ref()
-                        .expect("falling back without a fallback");
-                    return Poll::Ready(fallback.finish(answer).ok_or(error));
+                    let held = &*this.held;
+                    return Poll::Ready(held.policy.fallback.finish(answer, error, held.stats()));
                 }
             };
-            // The call failed: the fallback's turn.
-            let Some(fallback) = this.held.policy.fallback.as_ref() else {
-                return Poll::Ready(Err(failed));
-            };
-            if !fallback.handles(Cause::of(&failed)) {
-                return Poll::Ready(Err(failed));
-            }
+            // The call is over: one verdict, for the breaker and the fallback.
+            this.held.release_bulkhead();
+            let verdict = this.held.policy.classifier.classify(&result);
+            this.held.settle(verdict);
             let key = this.key.take().expect(COMPLETED);
-            match fallback.attempt(&key, &failed) {
-                Attempt::Answered(response) => return Poll::Ready(Ok(response)),
-                Attempt::Unanswered => return Poll::Ready(Err(failed)),
-                Attempt::Running(running) => this.state.set(State::Falling {
+            let held = &*this.held;
+            match held
+                .policy
+                .fallback
+                .after(key, result, verdict, held.stats())
+            {
+                After::Done(answer) => return Poll::Ready(answer),
+                After::Falling(running, error) => this.state.set(State::Falling {
                     running,
-                    error: Some(failed),
+                    error: Some(error),
                 }),
             }
         }
     }
 }
 
-impl<F, S, Req, Res, E, K, C> std::fmt::Debug for ResponseFuture<F, S, Req, Res, E, K, C> {
+impl<S, Req, B, C, F, D> std::fmt::Debug for ResponseFuture<S, Req, B, C, F, D>
+where
+    S: Service<Req>,
+    S::Error: IntoError,
+    B: BreakerFor<Req>,
+    F: AnswersFor<Req, S::Response, Inner<S, Req>>,
+{
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseFuture")
             .field("policy", &self.held.policy.name)
             .finish_non_exhaustive()
+    }
+}
+
+impl PolicyBulkhead {
+    pub(crate) fn figures(&self) -> crate::bulkhead::BulkheadFigures {
+        match self {
+            PolicyBulkhead::Reject(bulkhead) => bulkhead.figures(),
+            PolicyBulkhead::Queue(bulkhead) => bulkhead.figures(),
+        }
     }
 }

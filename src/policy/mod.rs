@@ -5,32 +5,41 @@
 //! request ─► fallback ─► circuit breaker ─► bulkhead ─► timeout ─► inner service
 //! ```
 //!
-//! A [`Policy`] is a `Layer` built from optional stage configurations, all
-//! checked by [`PolicyBuilder::build`]. Its service runs every stage in a
-//! single hand-written future (no future per stage, no boxing, no
-//! allocation while the call is healthy) and returns a single-level
-//! [`Error<E>`](crate::Error).
+//! A [`Policy`] is a `Layer` built from optional stages, each given as a
+//! built handle (a [`CircuitBreaker`], a per-key
+//! [`Registry`](crate::circuit_breaker::Registry) selection, a
+//! [`Bulkhead`](crate::bulkhead::Bulkhead), a
+//! [`Fallback`](crate::fallback::Fallback)) or as its builder, all checked
+//! by [`PolicyBuilder::build`]. Its service runs every stage in a single
+//! hand-written future (no future per stage, no boxing, no allocation while
+//! the call is healthy), built from the same pieces as the stages' own
+//! layers (the breaker's tickets, the bulkhead's slots, the timeout's
+//! deadline, the fallback's rule, the classifier), and returns the one
+//! level of [`Error<E>`](crate::Error) every seawall layer returns.
 //!
 //! - **Order.** An open breaker refuses before the bulkhead is asked, so a
 //!   refused call never takes a permit or reaches the service. A call the
 //!   bulkhead refuses never starts its timeout.
 //! - **One window, Hystrix-style.** Every outcome goes into the breaker's
-//!   rolling window: successes and failures (as classified), timeouts and
-//!   bulkhead refusals (counted as failures by default; see
-//!   [`PolicyBuilder::timeouts_count`], [`PolicyBuilder::rejections_count`]),
+//!   rolling window, judged by one [classifier](crate::classify) ([`ByKind`]
+//!   by default): successes and failures, timeouts and bulkhead refusals
+//!   (failures by default; classify them as ignored to leave them out),
 //!   short-circuits, and the fallback's outcomes. Without a breaker
 //!   configured, the policy keeps its statistics in a breaker that is forced
 //!   closed: it records, never trips.
-//! - **A name.** The Hystrix command key: the breaker's name in events, in
-//!   `tracing` (target `seawall::policy`) and in figures.
-//! - **Fallback.** Triggered by the causes it was given, for errors: an
-//!   inner error classified as a failure, a timeout, a refusal. An `Ok`
-//!   response classified as a failure is counted but passed through; turn it
-//!   into an `Err` in the service (`error_for_status()`, say) to fall back
-//!   on it.
+//! - **A name.** The Hystrix command key: the name of the breaker and
+//!   bulkhead it builds, in events, in `tracing` (target `seawall::policy`)
+//!   and in figures. Handles given built keep their own names and clocks.
+//! - **Fallback.** By the fallback's one rule (see [`fallback`](crate::fallback)):
+//!   for errors that count against the dependency, of the causes it was
+//!   given. A response classified as a failure is counted and passed on,
+//!   not cached; make it an error in the service (`error_for_status()`,
+//!   say) to fall back on it.
 //!
-//! The bulkhead either refuses at once or queues in the response future; its
-//! backpressure mode (waiting in `poll_ready`) is for the standalone layer.
+//! The bulkhead either refuses at once or queues in the response future (a
+//! queueing bulkhead needs the service to be `Clone`, as every policy's
+//! does); one that waits in `poll_ready` would be asked before the breaker,
+//! and does not compile here.
 //!
 //! # Any async client
 //!
@@ -61,7 +70,7 @@
 //!     let kv = Arc::clone(&kv);
 //!     async move { kv.get(&key).await }
 //! });
-//! let policy = Policy::builder("kv").timeout(Duration::from_millis(50)).build()?;
+//! let policy = Policy::builder().name("kv").timeout(Duration::from_millis(50)).build()?;
 //! let kv_get = ServiceBuilder::new().layer(policy).service(get);
 //! assert_eq!(kv_get.oneshot("user:1".to_owned()).await?, Some("value of user:1".to_owned()));
 //! # Ok(())
@@ -78,7 +87,8 @@
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let policy = Policy::builder("inventory")
+//! let policy = Policy::builder()
+//!     .name("inventory")
 //!     .circuit_breaker(CircuitBreaker::builder().minimum_calls(20))
 //!     .bulkhead(Bulkhead::builder().max_concurrent(32))
 //!     .timeout(Duration::from_millis(250))
@@ -96,6 +106,7 @@
 //! ```
 
 mod future;
+mod stage;
 
 use std::fmt;
 use std::sync::Arc;
@@ -106,24 +117,33 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 pub use future::ResponseFuture;
+pub use stage::{
+    AnswersFor, BreakerStage, BulkheadStage, FallbackStage, NoFallback, StatisticsOnly,
+};
 
-use crate::bulkhead::{Bulkhead, BulkheadBuilder, BulkheadFull, WhenFull};
-use crate::circuit_breaker::{self, CircuitBreaker};
-use crate::classify::{AnyError, Classify, Verdict};
+use crate::circuit_breaker::{BreakerFor, CircuitBreaker};
+use crate::classify::{ByKind, Classify};
 use crate::clock::Clock;
-use crate::error::{ConfigError, Error};
-use crate::fallback::{Fallback, FallbackBuilder};
+use crate::error::{ConfigError, Error, IntoError};
 use crate::timeout::future::Deadline;
+use crate::timeout::{DeadlineOf, NoDeadline};
 use future::Held;
+use stage::PolicyBulkhead;
 
 /// The one-stop layer. Cheap to clone; every service it makes, and every
 /// clone of them, shares its breaker, bulkhead, fallback and statistics.
 /// Build one with [`Policy::builder`].
-pub struct Policy<Req, Res, E, K = (), C = AnyError> {
-    shared: Arc<Shared<Req, Res, E, K, C>>,
+///
+/// Its type names what varies: the breaker selection `B` (one
+/// [`CircuitBreaker`], or a registry's per-key selection), the classifier
+/// `C`, the fallback `F` and what reads a request's own deadline `D`. It is
+/// not tied to one request type: any request its breaker selection,
+/// fallback and deadline reader accept will do.
+pub struct Policy<B = CircuitBreaker, C = ByKind, F = NoFallback, D = NoDeadline> {
+    shared: Arc<Shared<B, C, F, D>>,
 }
 
-impl<Req, Res, E, K, C> Clone for Policy<Req, Res, E, K, C> {
+impl<B, C, F, D> Clone for Policy<B, C, F, D> {
     fn clone(&self) -> Self {
         Policy {
             shared: Arc::clone(&self.shared),
@@ -131,258 +151,189 @@ impl<Req, Res, E, K, C> Clone for Policy<Req, Res, E, K, C> {
     }
 }
 
-type DeadlineOf<Req> = Box<dyn Fn(&Req) -> Option<Duration> + Send + Sync>;
-
-pub(crate) struct Shared<Req, Res, E, K, C> {
+pub(crate) struct Shared<B, C, F, D> {
     name: Arc<str>,
-    breaker: CircuitBreaker,
-    bulkhead: Option<Bulkhead>,
+    breakers: B,
+    bulkhead: Option<PolicyBulkhead>,
     timeout: Option<Duration>,
-    deadline_of: Option<DeadlineOf<Req>>,
+    deadline_of: D,
     clock: Clock,
-    fallback: Option<Fallback<Req, Res, E, K>>,
+    fallback: F,
     classifier: C,
-    timeouts_count: bool,
-    rejections_count: bool,
 }
 
-impl<Req, Res, E, K, C> Shared<Req, Res, E, K, C> {
-    /// The time a request is given: the policy's timeout, or the request's
-    /// own deadline if it is shorter (then flagged as the caller's).
-    #[inline]
-    fn timeout_for(&self, request: &Req) -> Option<(Duration, bool)> {
-        let own = self
-            .deadline_of
-            .as_ref()
-            .and_then(|deadline_of| deadline_of(request));
-        match (self.timeout, own) {
-            (Some(cap), Some(own)) if own < cap => Some((own, true)),
-            (Some(cap), _) => Some((cap, false)),
-            (None, own) => own.map(|own| (own, true)),
-        }
-    }
-
-    #[inline]
-    fn deadline(&self, timeout: Option<(Duration, bool)>) -> Deadline {
-        match timeout {
-            Some((timeout, callers)) => Deadline::new(timeout, self.clock, callers),
-            None => Deadline::never(),
-        }
-    }
-
-    fn refuse(&self, waited: Option<Duration>) -> BulkheadFull {
-        let bulkhead = self
-            .bulkhead
-            .as_ref()
-            .expect("only a policy with a bulkhead refuses");
-        tracing::debug!(target: "seawall::policy", policy = %self.name, ?waited, "bulkhead full");
-        bulkhead.refuse(waited)
-    }
-
-    fn verdict_on_timeout(&self, elapsed: &crate::timeout::Elapsed) -> Verdict {
-        // A caller's own short deadline says nothing about the dependency.
-        if self.timeouts_count && !elapsed.is_callers_deadline() {
-            Verdict::Timeout
-        } else {
-            Verdict::Ignore
-        }
-    }
-
-    fn verdict_on_rejection(&self) -> Verdict {
-        if self.rejections_count {
-            Verdict::Rejected
-        } else {
-            Verdict::Ignore
-        }
-    }
-
-    fn store(&self, key: Option<K>, response: &Res) {
-        if let (Some(fallback), Some(key)) = (&self.fallback, key) {
-            fallback.store(key, response);
-        }
-    }
-}
-
-impl<Req, Res, E> Policy<Req, Res, E> {
-    /// A builder for the policy named `name` (Hystrix's command key), with
-    /// no stage configured yet.
-    pub fn builder(name: impl Into<Arc<str>>) -> PolicyBuilder<Req, Res, E, (), AnyError> {
+impl Policy {
+    /// A builder with no stage configured yet: name it, then give it the
+    /// stages it needs.
+    pub fn builder() -> PolicyBuilder {
         PolicyBuilder {
-            name: name.into(),
-            breaker: None,
+            name: Arc::from("policy"),
+            breakers: StatisticsOnly,
             bulkhead: None,
             timeout: None,
-            deadline_of: None,
-            fallback: None,
-            classifier: AnyError,
-            timeouts_count: true,
-            rejections_count: true,
+            deadline_of: NoDeadline,
+            fallback: NoFallback,
+            classifier: ByKind,
             clock: None,
         }
     }
 }
 
-impl<Req, Res, E, K, C> Policy<Req, Res, E, K, C> {
+impl<B, C, F, D> Policy<B, C, F, D> {
     /// The policy's name.
     pub fn name(&self) -> &str {
         &self.shared.name
     }
 
-    /// The breaker: its state, its window (the whole policy's statistics),
-    /// forcing and resetting.
-    pub fn breaker(&self) -> &CircuitBreaker {
-        &self.shared.breaker
+    /// The breaker selection: a [`CircuitBreaker`] (its state, its window,
+    /// which holds the whole policy's statistics, forcing and resetting), or
+    /// a registry's per-key selection.
+    pub fn breakers(&self) -> &B {
+        &self.shared.breakers
     }
 
-    /// The bulkhead, if the policy has one: its figures and its limit.
-    pub fn bulkhead(&self) -> Option<&Bulkhead> {
-        self.shared.bulkhead.as_ref()
+    /// The bulkhead's live figures, if the policy has one.
+    pub fn bulkhead(&self) -> Option<crate::bulkhead::BulkheadFigures> {
+        self.shared.bulkhead.as_ref().map(PolicyBulkhead::figures)
     }
 }
 
-impl<Req, Res, E, K, C> fmt::Debug for Policy<Req, Res, E, K, C> {
+impl<C, F, D> Policy<CircuitBreaker, C, F, D> {
+    /// The breaker: its state, its window (the whole policy's statistics),
+    /// forcing and resetting.
+    pub fn breaker(&self) -> &CircuitBreaker {
+        &self.shared.breakers
+    }
+}
+
+impl<B: fmt::Debug, C, F, D> fmt::Debug for Policy<B, C, F, D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Policy")
             .field("name", &self.shared.name)
-            .field("breaker", &self.shared.breaker)
+            .field("breakers", &self.shared.breakers)
             .field("bulkhead", &self.shared.bulkhead)
             .field("timeout", &self.shared.timeout)
-            .field("fallback", &self.shared.fallback)
             .finish_non_exhaustive()
     }
 }
 
 /// Builds a [`Policy`]; [`build`](Self::build) checks every stage.
 #[must_use = "a builder does nothing until `build` is called"]
-pub struct PolicyBuilder<Req, Res, E, K, C> {
+pub struct PolicyBuilder<Br = StatisticsOnly, C = ByKind, Fs = NoFallback, D = NoDeadline> {
     name: Arc<str>,
-    breaker: Option<circuit_breaker::Builder>,
-    bulkhead: Option<BulkheadBuilder>,
+    breakers: Br,
+    bulkhead: Option<Box<dyn FnOnce(&Arc<str>) -> Result<PolicyBulkhead, ConfigError>>>,
     timeout: Option<Duration>,
-    deadline_of: Option<DeadlineOf<Req>>,
-    fallback: Option<FallbackBuilder<Req, Res, E, K>>,
+    deadline_of: D,
+    fallback: Fs,
     classifier: C,
-    timeouts_count: bool,
-    rejections_count: bool,
     clock: Option<Clock>,
 }
 
-impl<Req, Res, E, K, C> PolicyBuilder<Req, Res, E, K, C>
-where
-    Req: 'static,
-    Res: Send + 'static,
-    E: 'static,
-    K: Send + Sync + 'static,
-{
-    /// A circuit breaker (named after the policy). Without one, the policy
-    /// keeps statistics but never trips.
-    pub fn circuit_breaker(mut self, breaker: circuit_breaker::Builder) -> Self {
-        self.breaker = Some(breaker);
+impl<Br, C, Fs, D> PolicyBuilder<Br, C, Fs, D> {
+    /// The name (Hystrix's command key) of the policy, and of the breaker
+    /// and bulkhead it builds. Default `"policy"`.
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = name.into();
         self
     }
 
-    /// A bulkhead. It must reject or queue (not backpressure).
-    pub fn bulkhead(mut self, bulkhead: BulkheadBuilder) -> Self {
-        self.bulkhead = Some(bulkhead);
+    /// The circuit breaker: a builder, a built breaker (shared, keeping its
+    /// name and clock), or a registry's [`keyed`](crate::circuit_breaker::Registry::keyed)
+    /// selection for one breaker per key (see [`BreakerStage`]). Without
+    /// one, the policy keeps statistics but never trips.
+    pub fn circuit_breaker<Br2: BreakerStage>(self, breakers: Br2) -> PolicyBuilder<Br2, C, Fs, D> {
+        PolicyBuilder {
+            name: self.name,
+            breakers,
+            bulkhead: self.bulkhead,
+            timeout: self.timeout,
+            deadline_of: self.deadline_of,
+            fallback: self.fallback,
+            classifier: self.classifier,
+            clock: self.clock,
+        }
+    }
+
+    /// A bulkhead that refuses or queues when full, built or as a builder
+    /// (see [`BulkheadStage`]).
+    pub fn bulkhead(mut self, bulkhead: impl BulkheadStage + 'static) -> Self {
+        self.bulkhead = Some(Box::new(move |name: &Arc<str>| {
+            bulkhead.into_bulkhead(name)
+        }));
         self
     }
 
-    /// A deadline on each call to the inner service.
+    /// A deadline on each call to the inner service (queueing for the
+    /// bulkhead is not part of it).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
     }
 
     /// Reads a request's own deadline (a gRPC `grpc-timeout` header, a field
-    /// of a message); the policy's [`timeout`](Self::timeout), if any, caps it.
-    pub fn per_request_deadline<F>(mut self, deadline_of: F) -> Self
-    where
-        F: Fn(&Req) -> Option<Duration> + Send + Sync + 'static,
-    {
-        self.deadline_of = Some(Box::new(deadline_of));
-        self
-    }
-
-    /// A fallback. Its outcomes are counted in the policy's window.
-    pub fn fallback<K2>(
-        self,
-        fallback: FallbackBuilder<Req, Res, E, K2>,
-    ) -> PolicyBuilder<Req, Res, E, K2, C> {
+    /// of a message): the shorter of it and the [`timeout`](Self::timeout)
+    /// applies, and a call that ends on its own shorter deadline is the
+    /// caller's, not the dependency's (see [`DeadlineOf`]).
+    pub fn per_request_deadline<D2>(self, deadline_of: D2) -> PolicyBuilder<Br, C, Fs, D2> {
         PolicyBuilder {
             name: self.name,
-            breaker: self.breaker,
+            breakers: self.breakers,
             bulkhead: self.bulkhead,
             timeout: self.timeout,
-            deadline_of: self.deadline_of,
-            fallback: Some(fallback),
+            deadline_of,
+            fallback: self.fallback,
             classifier: self.classifier,
-            timeouts_count: self.timeouts_count,
-            rejections_count: self.rejections_count,
             clock: self.clock,
         }
     }
 
-    /// Decides which inner results are failures (see
-    /// [`classify`](crate::classify)). Default: every `Err`.
-    pub fn classify<C2>(self, classifier: C2) -> PolicyBuilder<Req, Res, E, K, C2> {
+    /// A fallback, built or as a builder. Its outcomes are counted in the
+    /// policy's window.
+    pub fn fallback<Fs2: FallbackStage>(self, fallback: Fs2) -> PolicyBuilder<Br, C, Fs2, D> {
         PolicyBuilder {
             name: self.name,
-            breaker: self.breaker,
+            breakers: self.breakers,
+            bulkhead: self.bulkhead,
+            timeout: self.timeout,
+            deadline_of: self.deadline_of,
+            fallback,
+            classifier: self.classifier,
+            clock: self.clock,
+        }
+    }
+
+    /// Decides how each result counts (see [`classify`](crate::classify)),
+    /// for the breaker and the fallback alike. Default [`ByKind`].
+    pub fn classify<C2>(self, classifier: C2) -> PolicyBuilder<Br, C2, Fs, D> {
+        PolicyBuilder {
+            name: self.name,
+            breakers: self.breakers,
             bulkhead: self.bulkhead,
             timeout: self.timeout,
             deadline_of: self.deadline_of,
             fallback: self.fallback,
             classifier,
-            timeouts_count: self.timeouts_count,
-            rejections_count: self.rejections_count,
             clock: self.clock,
         }
     }
 
-    /// Whether timeouts count as failures for the breaker. Default `true`
-    /// (Hystrix); with `false` they are not recorded at all.
-    pub fn timeouts_count(mut self, count: bool) -> Self {
-        self.timeouts_count = count;
-        self
-    }
-
-    /// Whether bulkhead refusals count as failures for the breaker. Default
-    /// `true` (Hystrix); with `false` they are not recorded at all.
-    pub fn rejections_count(mut self, count: bool) -> Self {
-        self.rejections_count = count;
-        self
-    }
-
-    /// The clock every stage reads. Default [`Clock::default`].
+    /// The clock of the timeout, and of the breaker the policy builds.
+    /// Default [`Clock::default`].
     pub fn clock(mut self, clock: Clock) -> Self {
         self.clock = Some(clock);
         self
     }
 
     /// Checks every stage and builds the policy.
-    pub fn build(self) -> Result<Policy<Req, Res, E, K, C>, ConfigError> {
+    pub fn build(self) -> Result<Policy<Br::Breakers, C, Fs::Fallback, D>, ConfigError>
+    where
+        Br: BreakerStage,
+        Fs: FallbackStage,
+    {
         let clock = self.clock.unwrap_or_default();
-        let breaker = match self.breaker {
-            Some(builder) => builder.name(self.name.clone()).clock(clock).build()?,
-            None => CircuitBreaker::builder()
-                .name(self.name.clone())
-                .clock(clock)
-                .statistics_only()
-                .build()?,
-        };
-        let bulkhead = self
-            .bulkhead
-            .map(|b| b.name(self.name.clone()).build())
-            .transpose()?;
-        if let Some(bulkhead) = &bulkhead {
-            if let WhenFull::Backpressure { .. } = bulkhead.when_full() {
-                return Err(ConfigError::new(
-                    "bulkhead",
-                    "backpressure",
-                    "a policy rejects or queues in its future: use reject_when_full or queue",
-                ));
-            }
-        }
+        let breakers = self.breakers.into_breakers(&self.name, clock)?;
+        let bulkhead = self.bulkhead.map(|make| make(&self.name)).transpose()?;
         if let Some(zero) = self.timeout.filter(|t| t.is_zero()) {
             return Err(ConfigError::new(
                 "timeout",
@@ -390,29 +341,33 @@ where
                 "must be longer than zero",
             ));
         }
-        let fallback = self
-            .fallback
-            .map(|f| f.stats(&breaker).build())
-            .transpose()?;
+        let fallback = self.fallback.into_fallback()?;
         Ok(Policy {
             shared: Arc::new(Shared {
                 name: self.name,
-                breaker,
+                breakers,
                 bulkhead,
                 timeout: self.timeout,
                 deadline_of: self.deadline_of,
                 clock,
                 fallback,
                 classifier: self.classifier,
-                timeouts_count: self.timeouts_count,
-                rejections_count: self.rejections_count,
             }),
         })
     }
 }
 
-impl<S, Req, Res, E, K, C> Layer<S> for Policy<Req, Res, E, K, C> {
-    type Service = PolicyService<S, Req, Res, E, K, C>;
+impl<Br, C, Fs, D> fmt::Debug for PolicyBuilder<Br, C, Fs, D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolicyBuilder")
+            .field("name", &self.name)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B, C, F, D> Layer<S> for Policy<B, C, F, D> {
+    type Service = PolicyService<S, B, C, F, D>;
 
     fn layer(&self, inner: S) -> Self::Service {
         PolicyService {
@@ -423,12 +378,12 @@ impl<S, Req, Res, E, K, C> Layer<S> for Policy<Req, Res, E, K, C> {
 }
 
 /// A service run through a [`Policy`]. Made by the policy as a `Layer`.
-pub struct PolicyService<S, Req, Res, E, K, C> {
+pub struct PolicyService<S, B = CircuitBreaker, C = ByKind, F = NoFallback, D = NoDeadline> {
     inner: S,
-    shared: Arc<Shared<Req, Res, E, K, C>>,
+    shared: Arc<Shared<B, C, F, D>>,
 }
 
-impl<S: Clone, Req, Res, E, K, C> Clone for PolicyService<S, Req, Res, E, K, C> {
+impl<S: Clone, B, C, F, D> Clone for PolicyService<S, B, C, F, D> {
     fn clone(&self) -> Self {
         PolicyService {
             inner: self.inner.clone(),
@@ -437,7 +392,7 @@ impl<S: Clone, Req, Res, E, K, C> Clone for PolicyService<S, Req, Res, E, K, C> 
     }
 }
 
-impl<S: fmt::Debug, Req, Res, E, K, C> fmt::Debug for PolicyService<S, Req, Res, E, K, C> {
+impl<S: fmt::Debug, B, C, F, D> fmt::Debug for PolicyService<S, B, C, F, D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PolicyService")
             .field("inner", &self.inner)
@@ -446,67 +401,71 @@ impl<S: fmt::Debug, Req, Res, E, K, C> fmt::Debug for PolicyService<S, Req, Res,
     }
 }
 
-impl<S, Req, Res, E, K, C> Service<Req> for PolicyService<S, Req, Res, E, K, C>
+type Inner<S, Req> = <<S as Service<Req>>::Error as IntoError>::Inner;
+
+impl<S, Req, B, C, F, D> Service<Req> for PolicyService<S, B, C, F, D>
 where
-    S: Service<Req, Response = Res, Error = E> + Clone,
-    C: Classify<Res, E>,
-    Res: Send + 'static,
+    S: Service<Req> + Clone,
+    S::Error: IntoError,
+    S::Response: Send + 'static,
+    B: BreakerFor<Req>,
+    C: Classify<S::Response, Inner<S, Req>>,
+    F: AnswersFor<Req, S::Response, Inner<S, Req>>,
+    D: DeadlineOf<Req>,
 {
-    type Response = Res;
-    type Error = Error<E>;
-    type Future = ResponseFuture<S::Future, S, Req, Res, E, K, C>;
+    type Response = S::Response;
+    type Error = Error<Inner<S, Req>>;
+    type Future = ResponseFuture<S, Req, B, C, F, D>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Error::Inner)
+        self.inner.poll_ready(cx).map_err(IntoError::into_error)
     }
 
     #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
         let shared = &self.shared;
-        let key = shared
-            .fallback
-            .as_ref()
-            .map(|fallback| fallback.key(&request));
-        let timeout = shared.timeout_for(&request);
-        let ticket = match shared.breaker.admit() {
+        let key = shared.fallback.key(&request);
+        let own_deadline = shared.deadline_of.deadline_of(&request);
+        let (held, admitted) = shared.breakers.admit(&request);
+        let ticket = match admitted {
             Ok(ticket) => ticket,
             Err(open) => {
                 tracing::debug!(target: "seawall::policy", policy = %shared.name, %open, "short-circuited");
-                let held = Held::new(Arc::clone(shared), None);
+                let held = Held::new(Arc::clone(shared), held, None);
                 return ResponseFuture::refused(held, Error::CircuitOpen(open), key);
             }
         };
-        let mut held = Held::new(Arc::clone(shared), Some(ticket));
+        let mut held = Held::new(Arc::clone(shared), held, Some(ticket));
         if let Some(bulkhead) = &shared.bulkhead {
-            if bulkhead.try_take() {
-                held.took_bulkhead_permit();
-            } else {
-                let full = match bulkhead.when_full() {
-                    WhenFull::Queue { max_wait, .. } => match bulkhead.wait(max_wait) {
-                        Ok(acquire) => {
-                            // The ready service goes with the request; a
-                            // fresh clone takes its place.
-                            let clone = self.inner.clone();
-                            let ready = std::mem::replace(&mut self.inner, clone);
-                            return ResponseFuture::queued(
-                                held, acquire, ready, request, timeout, key,
-                            );
+            match bulkhead.try_take() {
+                Some(slot) => held.took(slot),
+                None => {
+                    if let PolicyBulkhead::Queue(queue) = bulkhead {
+                        match queue.wait(queue.mode().max_wait) {
+                            Ok(acquire) => {
+                                // The ready service goes with the request; a
+                                // fresh clone takes its place.
+                                let clone = self.inner.clone();
+                                let ready = std::mem::replace(&mut self.inner, clone);
+                                return ResponseFuture::queued(
+                                    held,
+                                    acquire,
+                                    ready,
+                                    request,
+                                    own_deadline,
+                                    key,
+                                );
+                            }
+                            Err(full) => return ResponseFuture::full(held, full, key),
                         }
-                        Err(full) => full,
-                    },
-                    _ => shared.refuse(None),
-                };
-                let verdict = shared.verdict_on_rejection();
-                held.settle_now(verdict);
-                return ResponseFuture::refused(held, Error::BulkheadFull(full), key);
+                    }
+                    let full = bulkhead.refuse(None);
+                    return ResponseFuture::full(held, full, key);
+                }
             }
         }
-        ResponseFuture::calling(
-            held,
-            self.inner.call(request),
-            shared.deadline(timeout),
-            key,
-        )
+        let deadline = Deadline::for_call(shared.timeout, own_deadline, shared.clock);
+        ResponseFuture::calling(held, self.inner.call(request), deadline, key)
     }
 }

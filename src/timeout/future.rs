@@ -11,7 +11,7 @@ use tokio::time::Sleep;
 
 use super::Elapsed;
 use crate::clock::Clock;
-use crate::error::Error;
+use crate::error::{Error, IntoError};
 
 pin_project! {
     /// The future of a [`Timeout`](super::Timeout) call.
@@ -32,14 +32,15 @@ impl<F> ResponseFuture<F> {
 impl<F, T, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<T, E>>,
+    E: IntoError,
 {
-    type Output = Result<T, Error<E>>;
+    type Output = Result<T, Error<E::Inner>>;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         if let Poll::Ready(result) = this.inner.poll(cx) {
-            return Poll::Ready(result.map_err(Error::Inner));
+            return Poll::Ready(result.map_err(IntoError::into_error));
         }
         this.deadline
             .poll_elapsed(cx)
@@ -84,6 +85,24 @@ pin_project! {
 }
 
 impl Deadline {
+    /// A call's deadline, by the one rule every seawall stage follows: the
+    /// stage's `timeout`, or the request's `own` deadline when that is
+    /// shorter (then flagged as the caller's, which the default classifier
+    /// ignores); none when neither is set.
+    #[inline]
+    pub(crate) fn for_call(
+        timeout: Option<Duration>,
+        own: Option<Duration>,
+        clock: Clock,
+    ) -> Deadline {
+        match (timeout, own) {
+            (Some(timeout), Some(own)) if own < timeout => Deadline::new(own, clock, true),
+            (Some(timeout), _) => Deadline::new(timeout, clock, false),
+            (None, Some(own)) => Deadline::new(own, clock, true),
+            (None, None) => Deadline::never(),
+        }
+    }
+
     /// No deadline: never elapses, never arms a timer.
     pub(crate) fn never() -> Deadline {
         Deadline {

@@ -18,7 +18,7 @@ use crate::clock::Clock;
 /// struct Job { budget: Option<Duration> }
 ///
 /// // At most 2 s, less if the request says so.
-/// let layer = TimeoutLayer::new(Duration::from_secs(2)).per_request(|job: &Job| job.budget);
+/// let layer = TimeoutLayer::new(Duration::from_secs(2)).per_request_deadline(|job: &Job| job.budget);
 /// # drop(layer);
 /// ```
 #[derive(Clone, Copy, Debug)]
@@ -44,7 +44,7 @@ impl<D> TimeoutLayer<D> {
     /// Also reads a deadline from each request (a `grpc-timeout` header, a
     /// field of a message); the shorter of it and the layer's timeout
     /// applies. See [`DeadlineOf`](super::DeadlineOf).
-    pub fn per_request<D2>(self, deadline: D2) -> TimeoutLayer<D2> {
+    pub fn per_request_deadline<D2>(self, deadline: D2) -> TimeoutLayer<D2> {
         TimeoutLayer {
             timeout: self.timeout,
             deadline,

@@ -38,7 +38,6 @@
 //! # }
 //! ```
 
-mod error;
 pub(crate) mod future;
 mod layer;
 
@@ -47,14 +46,14 @@ use std::time::Duration;
 
 use tower_service::Service;
 
-pub use error::Elapsed;
+pub use crate::error::Elapsed;
 pub use future::ResponseFuture;
 
 use future::Deadline;
 pub use layer::TimeoutLayer;
 
 use crate::clock::Clock;
-use crate::error::Error;
+use crate::error::{Error, IntoError};
 
 /// Reads a request's own deadline, as time left from `call`. Any
 /// `Fn(&Req) -> Option<Duration>` is one.
@@ -128,23 +127,25 @@ impl<S, D> Timeout<S, D> {
 impl<S, D, Req> Service<Req> for Timeout<S, D>
 where
     S: Service<Req>,
+    S::Error: IntoError,
     D: DeadlineOf<Req>,
 {
     type Response = S::Response;
-    type Error = Error<S::Error>;
+    type Error = Error<<S::Error as IntoError>::Inner>;
     type Future = ResponseFuture<S::Future>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Error::Inner)
+        self.inner.poll_ready(cx).map_err(IntoError::into_error)
     }
 
     #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
-        let deadline = match self.deadline.deadline_of(&request) {
-            Some(own) if own < self.timeout => Deadline::new(own, self.clock, true),
-            _ => Deadline::new(self.timeout, self.clock, false),
-        };
+        let deadline = Deadline::for_call(
+            Some(self.timeout),
+            self.deadline.deadline_of(&request),
+            self.clock,
+        );
         ResponseFuture::new(self.inner.call(request), deadline)
     }
 }

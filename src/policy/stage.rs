@@ -1,0 +1,294 @@
+//! What a Policy takes for each stage: built handles or their builders,
+//! turned into the stage when the Policy is built.
+
+use std::sync::Arc;
+
+use crate::bulkhead::{Bulkhead, BulkheadBuilder, BulkheadFull, Queue, Reject, Slot};
+use crate::circuit_breaker::{CircuitBreaker, CircuitBreakerBuilder};
+use crate::classify::Verdict;
+use crate::clock::Clock;
+use crate::error::{ConfigError, Error, Leaf};
+use crate::fallback::after::After;
+use crate::fallback::{Fallback, FallbackBuilder};
+use crate::BoxError;
+
+/// The trait a Policy's stage arguments implement, sealed: only seawall's
+/// own types are stages.
+pub trait Sealed {}
+
+/// What [`PolicyBuilder::circuit_breaker`](super::PolicyBuilder::circuit_breaker)
+/// takes: a [`CircuitBreakerBuilder`] (named after the policy and on its
+/// clock unless it has its own), a built [`CircuitBreaker`] (shared with
+/// whatever else holds it, keeping its name and clock), or a
+/// [`Registry`](crate::circuit_breaker::Registry) selection from
+/// [`Registry::keyed`](crate::circuit_breaker::Registry::keyed): one breaker
+/// per key.
+pub trait BreakerStage: Sealed {
+    /// The breaker selection the policy admits calls through.
+    type Breakers;
+
+    #[doc(hidden)]
+    fn into_breakers(self, name: &Arc<str>, clock: Clock) -> Result<Self::Breakers, ConfigError>;
+}
+
+/// No breaker: the policy keeps its statistics in a breaker that is forced
+/// closed (it records, never trips), named after the policy.
+#[derive(Clone, Copy, Debug, Default)]
+#[non_exhaustive]
+pub struct StatisticsOnly;
+
+impl Sealed for StatisticsOnly {}
+
+impl BreakerStage for StatisticsOnly {
+    type Breakers = CircuitBreaker;
+
+    fn into_breakers(self, name: &Arc<str>, clock: Clock) -> Result<CircuitBreaker, ConfigError> {
+        CircuitBreaker::builder()
+            .defaults(name, clock)
+            .statistics_only()
+            .build()
+    }
+}
+
+impl Sealed for CircuitBreakerBuilder {}
+
+impl BreakerStage for CircuitBreakerBuilder {
+    type Breakers = CircuitBreaker;
+
+    fn into_breakers(self, name: &Arc<str>, clock: Clock) -> Result<CircuitBreaker, ConfigError> {
+        self.defaults(name, clock).build()
+    }
+}
+
+impl Sealed for CircuitBreaker {}
+
+impl BreakerStage for CircuitBreaker {
+    type Breakers = CircuitBreaker;
+
+    fn into_breakers(self, _: &Arc<str>, _: Clock) -> Result<CircuitBreaker, ConfigError> {
+        Ok(self)
+    }
+}
+
+#[cfg(feature = "registry")]
+impl<K, F> Sealed for crate::circuit_breaker::Keyed<K, F> {}
+
+#[cfg(feature = "registry")]
+impl<K, F> BreakerStage for crate::circuit_breaker::Keyed<K, F> {
+    type Breakers = Self;
+
+    fn into_breakers(self, _: &Arc<str>, _: Clock) -> Result<Self, ConfigError> {
+        Ok(self)
+    }
+}
+
+/// A policy's bulkhead: refusing or queueing in the call's future (waiting
+/// in `poll_ready` would ask the bulkhead before the breaker).
+#[derive(Clone, Debug)]
+pub enum PolicyBulkhead {
+    Reject(Bulkhead<Reject>),
+    Queue(Bulkhead<Queue>),
+}
+
+impl PolicyBulkhead {
+    #[inline]
+    pub(crate) fn try_take(&self) -> Option<Slot> {
+        match self {
+            PolicyBulkhead::Reject(bulkhead) => bulkhead.try_take(),
+            PolicyBulkhead::Queue(bulkhead) => bulkhead.try_take(),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn give_back(&self, slot: Slot) {
+        match self {
+            PolicyBulkhead::Reject(bulkhead) => bulkhead.give_back(slot),
+            PolicyBulkhead::Queue(bulkhead) => bulkhead.give_back(slot),
+        }
+    }
+
+    pub(crate) fn refuse(&self, waited: Option<std::time::Duration>) -> BulkheadFull {
+        match self {
+            PolicyBulkhead::Reject(bulkhead) => bulkhead.refuse(waited),
+            PolicyBulkhead::Queue(bulkhead) => bulkhead.refuse(waited),
+        }
+    }
+}
+
+/// What [`PolicyBuilder::bulkhead`](super::PolicyBuilder::bulkhead) takes:
+/// a bulkhead that refuses or queues when full, built or as its builder
+/// (named after the policy unless it has its own name). One that waits in
+/// `poll_ready` ([`Backpressure`](crate::bulkhead::Backpressure)) does not
+/// fit a policy, which asks the breaker first: it is not a
+/// `BulkheadStage`, so it does not compile.
+pub trait BulkheadStage: Sealed {
+    #[doc(hidden)]
+    fn into_bulkhead(self, name: &Arc<str>) -> Result<PolicyBulkhead, ConfigError>;
+}
+
+impl Sealed for BulkheadBuilder<Reject> {}
+impl Sealed for BulkheadBuilder<Queue> {}
+impl Sealed for Bulkhead<Reject> {}
+impl Sealed for Bulkhead<Queue> {}
+
+impl BulkheadStage for BulkheadBuilder<Reject> {
+    fn into_bulkhead(self, name: &Arc<str>) -> Result<PolicyBulkhead, ConfigError> {
+        self.default_name(name).build().map(PolicyBulkhead::Reject)
+    }
+}
+
+impl BulkheadStage for BulkheadBuilder<Queue> {
+    fn into_bulkhead(self, name: &Arc<str>) -> Result<PolicyBulkhead, ConfigError> {
+        self.default_name(name).build().map(PolicyBulkhead::Queue)
+    }
+}
+
+impl BulkheadStage for Bulkhead<Reject> {
+    fn into_bulkhead(self, _: &Arc<str>) -> Result<PolicyBulkhead, ConfigError> {
+        Ok(PolicyBulkhead::Reject(self))
+    }
+}
+
+impl BulkheadStage for Bulkhead<Queue> {
+    fn into_bulkhead(self, _: &Arc<str>) -> Result<PolicyBulkhead, ConfigError> {
+        Ok(PolicyBulkhead::Queue(self))
+    }
+}
+
+/// What [`PolicyBuilder::fallback`](super::PolicyBuilder::fallback) takes: a
+/// [`FallbackBuilder`] or a built [`Fallback`].
+pub trait FallbackStage: Sealed {
+    /// The fallback the policy answers with.
+    type Fallback;
+
+    #[doc(hidden)]
+    fn into_fallback(self) -> Result<Self::Fallback, ConfigError>;
+}
+
+impl<Req, Res, E, K> Sealed for FallbackBuilder<Req, Res, E, K> {}
+
+impl<Req, Res, E, K> FallbackStage for FallbackBuilder<Req, Res, E, K>
+where
+    Req: 'static,
+    Res: Send + 'static,
+    E: 'static,
+    K: Send + Sync + 'static,
+{
+    type Fallback = Fallback<Req, Res, E, K>;
+
+    fn into_fallback(self) -> Result<Self::Fallback, ConfigError> {
+        self.build()
+    }
+}
+
+impl<Req, Res, E, K> Sealed for Fallback<Req, Res, E, K> {}
+
+impl<Req, Res, E, K> FallbackStage for Fallback<Req, Res, E, K> {
+    type Fallback = Self;
+
+    fn into_fallback(self) -> Result<Self, ConfigError> {
+        Ok(self)
+    }
+}
+
+/// No fallback: errors reach the caller.
+#[derive(Clone, Copy, Debug, Default)]
+#[non_exhaustive]
+pub struct NoFallback;
+
+impl Sealed for NoFallback {}
+
+impl FallbackStage for NoFallback {
+    type Fallback = NoFallback;
+
+    fn into_fallback(self) -> Result<NoFallback, ConfigError> {
+        Ok(NoFallback)
+    }
+}
+
+/// A built policy's fallback for requests of type `Req`: [`NoFallback`], or
+/// a [`Fallback`] of that request, response and error type.
+pub trait AnswersFor<Req, Res, E>: Sealed {
+    /// The key a call keeps for its fallback.
+    type Key;
+
+    #[doc(hidden)]
+    fn key(&self, request: &Req) -> Self::Key;
+
+    #[doc(hidden)]
+    fn after(
+        &self,
+        key: Self::Key,
+        result: Result<Res, Error<E>>,
+        verdict: Verdict,
+        stats: &CircuitBreaker,
+    ) -> After<Res, E>;
+
+    #[doc(hidden)]
+    fn finish(
+        &self,
+        answer: Result<Res, BoxError>,
+        error: Error<E>,
+        stats: &CircuitBreaker,
+    ) -> Result<Res, Error<E>>;
+}
+
+impl<Req, Res, E> AnswersFor<Req, Res, E> for NoFallback {
+    type Key = ();
+
+    #[inline]
+    fn key(&self, _: &Req) {}
+
+    #[inline]
+    fn after(
+        &self,
+        _: (),
+        result: Result<Res, Error<E>>,
+        _: Verdict,
+        _: &CircuitBreaker,
+    ) -> After<Res, E> {
+        After::Done(result)
+    }
+
+    fn finish(
+        &self,
+        _: Result<Res, BoxError>,
+        error: Error<E>,
+        _: &CircuitBreaker,
+    ) -> Result<Res, Error<E>> {
+        Err(error)
+    }
+}
+
+impl<Req, Res, E, K> AnswersFor<Req, Res, E> for Fallback<Req, Res, E, K>
+where
+    Res: Send + 'static,
+    E: Leaf,
+{
+    type Key = K;
+
+    #[inline]
+    fn key(&self, request: &Req) -> K {
+        Fallback::key(self, request)
+    }
+
+    #[inline]
+    fn after(
+        &self,
+        key: K,
+        result: Result<Res, Error<E>>,
+        verdict: Verdict,
+        stats: &CircuitBreaker,
+    ) -> After<Res, E> {
+        Fallback::after(self, key, result, verdict, Some(stats))
+    }
+
+    fn finish(
+        &self,
+        answer: Result<Res, BoxError>,
+        error: Error<E>,
+        stats: &CircuitBreaker,
+    ) -> Result<Res, Error<E>> {
+        Fallback::finish(self, answer, error, Some(stats))
+    }
+}
