@@ -157,6 +157,7 @@ impl<R, E> Decide<R, Error<E>> for ByOutcome {
 
 /// What a consumer did, when it stopped.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConsumerFigures {
     /// Messages handed to the handler.
     pub handled: u64,

@@ -54,6 +54,7 @@ impl<E: Leaf + std::error::Error + 'static> Leaf for RequestError<E> {
 
 /// Why a correlator or scatter-gather could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StartError<E> {
     /// A setting was refused.
     #[error(transparent)]

@@ -43,6 +43,7 @@ crate::leaf_error!(Down);
 
 /// What an [`InMemory`] broker has seen.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct InMemoryFigures {
     /// Messages published (requeued ones not counted again).
     pub published: u64,

@@ -17,6 +17,7 @@ use crate::BoxError;
 /// [`ScatterGather`](super::ScatterGather); a responder answers with
 /// [`Message::reply`].
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Message {
     /// Where the message goes.
     pub subject: String,
@@ -54,6 +55,7 @@ impl Message {
 
 /// What a consumer does with a message it received.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Decision {
     /// Done with: the broker forgets it.
     Ack,

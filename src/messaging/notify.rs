@@ -59,6 +59,7 @@ impl<E> Notified<E> {
 /// Neither the broker nor the outbox took the message: here it is back.
 #[derive(Debug, thiserror::Error)]
 #[error("notification to {} not published ({publish}) and not kept ({outbox})", .message.subject)]
+#[non_exhaustive]
 pub struct NotifyError<E, O> {
     /// The message, to keep or drop as the caller sees fit.
     pub message: Message,
@@ -197,6 +198,7 @@ async fn ready_call<S: Service<Message>>(
 /// The outbox had no room.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("the outbox is full ({capacity} messages)")]
+#[non_exhaustive]
 pub struct OutboxFull {
     /// How many messages it holds at most.
     pub capacity: usize,
@@ -232,6 +234,7 @@ struct OutboxShared {
 
 /// An outbox's running totals.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct OutboxFigures {
     /// Messages held now.
     pub held: usize,

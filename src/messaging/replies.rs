@@ -20,6 +20,7 @@ const MAX_RESUBSCRIBE_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Counts of what came back on the reply subject.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ReplyFigures {
     /// Requests waiting for replies now.
     pub pending: usize,

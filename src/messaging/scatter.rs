@@ -13,6 +13,7 @@ use super::{BoxFuture, Message, RequestError, Transport};
 /// Replies to one scattered request: what arrived, and how many of those
 /// expected did not.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Gathered {
     /// The replies, in the order they arrived.
     pub replies: Vec<Message>,

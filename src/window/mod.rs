@@ -418,7 +418,7 @@ impl RollingWindow {
         };
         Snapshot {
             counts: Counts::from_slots(slots),
-            latency: latency.map(|l| LatencySnapshot::from_counts(&l)),
+            latency: latency.map(|l| LatencySnapshot::from_counts(l)),
         }
     }
 
@@ -432,7 +432,7 @@ impl RollingWindow {
         };
         Snapshot {
             counts: Counts::from_slots(slots),
-            latency: latency.map(|l| LatencySnapshot::from_counts(&l)),
+            latency: latency.map(|l| LatencySnapshot::from_counts(l)),
         }
     }
 
