@@ -312,9 +312,10 @@ boxed_leaf!(
     Box<dyn StdError>
 );
 
-/// A refusal or timeout that reached a seawall layer boxed: tower's own, or
-/// seawall's from a layer in between (for the inner error types seawall
-/// boxes itself: `BoxError`, `io::Error`).
+/// A refusal or timeout that reached a seawall layer boxed: tower's own, a
+/// seawall detail, or a whole seawall [`Error`] of one of the common inner
+/// error types (a boxed error is opaque: its type must be named to be
+/// looked into).
 fn refusal_in(error: &(dyn StdError + 'static)) -> Option<Refusal> {
     if error.is::<tower::timeout::error::Elapsed>() || error.is::<Elapsed>() {
         return Some(Refusal::Timeout);
@@ -325,12 +326,30 @@ fn refusal_in(error: &(dyn StdError + 'static)) -> Option<Refusal> {
     if error.is::<CircuitOpen>() {
         return Some(Refusal::CircuitOpen);
     }
-    if let Some(boxed) = error.downcast_ref::<Error<Box<dyn StdError + Send + Sync>>>() {
-        return boxed.refusal();
+    macro_rules! seawall_error_of {
+        ($($inner:ty),+ $(,)?) => {
+            $(
+                if let Some(seawall) = error.downcast_ref::<Error<$inner>>() {
+                    return seawall.refusal();
+                }
+            )+
+        };
     }
-    if let Some(io) = error.downcast_ref::<Error<std::io::Error>>() {
-        return io.refusal();
-    }
+    seawall_error_of!(
+        Box<dyn StdError + Send + Sync>,
+        Box<dyn StdError + Send>,
+        Box<dyn StdError>,
+        std::io::Error,
+        Infallible,
+        String,
+        &'static str,
+    );
+    #[cfg(feature = "tonic")]
+    seawall_error_of!(tonic::Status, tonic::transport::Error);
+    #[cfg(feature = "reqwest")]
+    seawall_error_of!(reqwest::Error);
+    #[cfg(feature = "redis")]
+    seawall_error_of!(redis::RedisError);
     None
 }
 

@@ -502,6 +502,14 @@ pub struct Keyed<K, F> {
     key_of: F,
 }
 
+impl<K, F> Keyed<K, F> {
+    /// The registry each key's breaker comes from: its breakers' states,
+    /// counts and transitions, per key.
+    pub fn registry(&self) -> &Registry<K> {
+        &self.registry
+    }
+}
+
 impl<K, F, Req> BreakerFor<Req> for Keyed<K, F>
 where
     K: Hash + Eq + Clone + Debug + Send + Sync + 'static,

@@ -217,12 +217,16 @@ impl<B: fmt::Debug, C, F, D> fmt::Debug for Policy<B, C, F, D> {
     }
 }
 
+/// Makes the bulkhead stage once the policy's name (its default name) is
+/// known.
+type MakeBulkhead = Box<dyn FnOnce(&Arc<str>) -> Result<PolicyBulkhead, ConfigError>>;
+
 /// Builds a [`Policy`]; [`build`](Self::build) checks every stage.
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct PolicyBuilder<Br = StatisticsOnly, C = ByKind, Fs = NoFallback, D = NoDeadline> {
     name: Arc<str>,
     breakers: Br,
-    bulkhead: Option<Box<dyn FnOnce(&Arc<str>) -> Result<PolicyBulkhead, ConfigError>>>,
+    bulkhead: Option<MakeBulkhead>,
     timeout: Option<Duration>,
     deadline_of: D,
     fallback: Fs,

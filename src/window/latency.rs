@@ -175,7 +175,10 @@ mod tests {
     #[test]
     fn quantiles_walk_the_counts() {
         let empty = LatencySnapshot::from_counts(vec![0; BUCKETS]);
-        assert_eq!((empty.count(), empty.p99(), empty.max()), (0, Duration::ZERO, Duration::ZERO));
+        assert_eq!(
+            (empty.count(), empty.p99(), empty.max()),
+            (0, Duration::ZERO, Duration::ZERO)
+        );
 
         // 90 calls of 1 ms, 9 of 10 ms, 1 of 100 ms.
         let mut counts = vec![0; BUCKETS];

@@ -418,7 +418,7 @@ impl RollingWindow {
         };
         Snapshot {
             counts: Counts::from_slots(slots),
-            latency: latency.map(|l| LatencySnapshot::from_counts(l)),
+            latency: latency.map(LatencySnapshot::from_counts),
         }
     }
 
@@ -432,7 +432,7 @@ impl RollingWindow {
         };
         Snapshot {
             counts: Counts::from_slots(slots),
-            latency: latency.map(|l| LatencySnapshot::from_counts(l)),
+            latency: latency.map(LatencySnapshot::from_counts),
         }
     }
 
