@@ -374,27 +374,30 @@ impl Leaf for tonic::transport::Error {
     }
 }
 
-#[cfg(feature = "reqwest")]
-impl Leaf for reqwest::Error {
-    fn cause(&self) -> Option<&(dyn StdError + 'static)> {
-        StdError::source(self)
-    }
+/// Clients whose errors say whether they were a timeout.
+macro_rules! leaf_knowing_timeouts {
+    ($($(#[$cfg:meta])* $error:ty),+ $(,)?) => {
+        $(
+            $(#[$cfg])*
+            impl Leaf for $error {
+                fn cause(&self) -> Option<&(dyn StdError + 'static)> {
+                    StdError::source(self)
+                }
 
-    fn refusal(&self) -> Option<Refusal> {
-        self.is_timeout().then_some(Refusal::Timeout)
-    }
+                fn refusal(&self) -> Option<Refusal> {
+                    self.is_timeout().then_some(Refusal::Timeout)
+                }
+            }
+        )+
+    };
 }
 
-#[cfg(feature = "redis")]
-impl Leaf for redis::RedisError {
-    fn cause(&self) -> Option<&(dyn StdError + 'static)> {
-        StdError::source(self)
-    }
-
-    fn refusal(&self) -> Option<Refusal> {
-        self.is_timeout().then_some(Refusal::Timeout)
-    }
-}
+leaf_knowing_timeouts!(
+    #[cfg(feature = "reqwest")]
+    reqwest::Error,
+    #[cfg(feature = "redis")]
+    redis::RedisError,
+);
 
 #[cfg(feature = "anyhow")]
 impl Leaf for anyhow::Error {

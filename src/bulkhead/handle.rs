@@ -240,6 +240,20 @@ impl<M: Mode> Bulkhead<M> {
     }
 }
 
+impl Bulkhead<Queue> {
+    /// Joins the line for a call whose `service` is ready: the ready
+    /// service goes with the call, and a fresh clone takes its place, to be
+    /// made ready by the next `poll_ready`.
+    pub(crate) fn join_line<S: Clone>(
+        &self,
+        service: &mut S,
+    ) -> Result<(Acquire, S), BulkheadFull> {
+        let acquire = self.wait(self.mode().max_wait)?;
+        let clone = service.clone();
+        Ok((acquire, std::mem::replace(service, clone)))
+    }
+}
+
 impl<M: Mode> fmt::Debug for Bulkhead<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Bulkhead")

@@ -192,12 +192,8 @@ where
         if let Some(permit) = self.bulkhead.try_acquire() {
             return ResponseFuture::called(self.inner.call(request), permit);
         }
-        match self.bulkhead.wait(self.bulkhead.mode().max_wait) {
-            Ok(acquire) => {
-                // The ready service goes with the request; a fresh clone
-                // takes its place, to be made ready by `poll_ready`.
-                let clone = self.inner.clone();
-                let ready = std::mem::replace(&mut self.inner, clone);
+        match self.bulkhead.join_line(&mut self.inner) {
+            Ok((acquire, ready)) => {
                 ResponseFuture::waiting(acquire, ready, request, self.bulkhead.clone())
             }
             Err(full) => ResponseFuture::refused(full),

@@ -446,23 +446,17 @@ where
                 Some(slot) => held.took(slot),
                 None => {
                     if let PolicyBulkhead::Queue(queue) = bulkhead {
-                        match queue.wait(queue.mode().max_wait) {
-                            Ok(acquire) => {
-                                // The ready service goes with the request; a
-                                // fresh clone takes its place.
-                                let clone = self.inner.clone();
-                                let ready = std::mem::replace(&mut self.inner, clone);
-                                return ResponseFuture::queued(
-                                    held,
-                                    acquire,
-                                    ready,
-                                    request,
-                                    own_deadline,
-                                    key,
-                                );
-                            }
-                            Err(full) => return ResponseFuture::full(held, full, key),
-                        }
+                        return match queue.join_line(&mut self.inner) {
+                            Ok((acquire, ready)) => ResponseFuture::queued(
+                                held,
+                                acquire,
+                                ready,
+                                request,
+                                own_deadline,
+                                key,
+                            ),
+                            Err(full) => ResponseFuture::full(held, full, key),
+                        };
                     }
                     let full = bulkhead.refuse(None);
                     return ResponseFuture::full(held, full, key);
