@@ -68,7 +68,14 @@ where
                     let result = ready!(future.poll(cx)).map_err(IntoError::into_error);
                     let verdict = classifier.classify(&result);
                     let key = key.take().expect(COMPLETED);
-                    match fallback.after(key, result, verdict, stats) {
+                    let error = match result {
+                        Ok(response) => {
+                            fallback.keep(key, &response, verdict);
+                            return Poll::Ready(Ok(response));
+                        }
+                        Err(error) => error,
+                    };
+                    match fallback.recover(key, error, verdict, stats) {
                         After::Done(answer) => return Poll::Ready(answer),
                         After::Falling(running, error) => {
                             self.as_mut().project().state.set(State::Falling {

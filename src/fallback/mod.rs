@@ -212,33 +212,34 @@ impl<Req, Res: Send + 'static, E: Leaf, K> Fallback<Req, Res, E, K> {
         (self.shared.key_of)(request)
     }
 
-    /// The rule: a response the classifier calls a success is kept (with a
-    /// cache) and answered; any other response is answered as it is; an
-    /// error that counts against the dependency, of a cause the fallback
-    /// handles, is answered from the cache or the source if they can; any
-    /// other error is the caller's. Fallback outcomes are counted in
-    /// `stats`.
+    /// The rule for a response: one the classifier calls a success is kept
+    /// (with a cache) and answered; any other is answered as it is, never
+    /// kept.
     #[inline]
-    pub(crate) fn after(
+    pub(crate) fn keep(&self, key: K, response: &Res, verdict: Verdict) {
+        if verdict == Verdict::Success {
+            if let Some(cache) = &self.shared.cache {
+                cache.store(key, response);
+            }
+        }
+    }
+
+    /// The rule for an error: one that counts against the dependency, of a
+    /// cause the fallback handles, is answered from the cache or the source
+    /// if they can; any other is the caller's. Fallback outcomes are
+    /// counted in `stats`.
+    #[inline]
+    pub(crate) fn recover(
         &self,
         key: K,
-        result: Result<Res, Error<E>>,
+        error: Error<E>,
         verdict: Verdict,
         stats: Option<&CircuitBreaker>,
     ) -> After<Res, E> {
-        match result {
-            Ok(response) => {
-                if verdict == Verdict::Success {
-                    if let Some(cache) = &self.shared.cache {
-                        cache.store(key, &response);
-                    }
-                }
-                After::Done(Ok(response))
-            }
-            Err(error) if verdict.is_error() && self.shared.causes.contains(Cause::of(&error)) => {
-                self.attempt(key, error, stats)
-            }
-            Err(error) => After::Done(Err(error)),
+        if verdict.is_error() && self.shared.causes.contains(Cause::of(&error)) {
+            self.attempt(key, error, stats)
+        } else {
+            After::Done(Err(error))
         }
     }
 

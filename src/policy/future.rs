@@ -261,10 +261,17 @@ where
             this.held.settle(verdict);
             let key = this.key.take().expect(COMPLETED);
             let held = &*this.held;
+            let error = match result {
+                Ok(response) => {
+                    held.policy.fallback.keep(key, &response, verdict);
+                    return Poll::Ready(Ok(response));
+                }
+                Err(error) => error,
+            };
             match held
                 .policy
                 .fallback
-                .after(key, result, verdict, held.stats())
+                .recover(key, error, verdict, held.stats())
             {
                 After::Done(answer) => return Poll::Ready(answer),
                 After::Falling(running, error) => this.state.set(State::Falling {

@@ -216,10 +216,13 @@ pub trait AnswersFor<Req, Res, E>: Sealed {
     fn key(&self, request: &Req) -> Self::Key;
 
     #[doc(hidden)]
-    fn after(
+    fn keep(&self, key: Self::Key, response: &Res, verdict: Verdict);
+
+    #[doc(hidden)]
+    fn recover(
         &self,
         key: Self::Key,
-        result: Result<Res, Error<E>>,
+        error: Error<E>,
         verdict: Verdict,
         stats: &CircuitBreaker,
     ) -> After<Res, E>;
@@ -240,14 +243,11 @@ impl<Req, Res, E> AnswersFor<Req, Res, E> for NoFallback {
     fn key(&self, _: &Req) {}
 
     #[inline]
-    fn after(
-        &self,
-        _: (),
-        result: Result<Res, Error<E>>,
-        _: Verdict,
-        _: &CircuitBreaker,
-    ) -> After<Res, E> {
-        After::Done(result)
+    fn keep(&self, _: (), _: &Res, _: Verdict) {}
+
+    #[inline]
+    fn recover(&self, _: (), error: Error<E>, _: Verdict, _: &CircuitBreaker) -> After<Res, E> {
+        After::Done(Err(error))
     }
 
     fn finish(
@@ -273,14 +273,19 @@ where
     }
 
     #[inline]
-    fn after(
+    fn keep(&self, key: K, response: &Res, verdict: Verdict) {
+        Fallback::keep(self, key, response, verdict);
+    }
+
+    #[inline]
+    fn recover(
         &self,
         key: K,
-        result: Result<Res, Error<E>>,
+        error: Error<E>,
         verdict: Verdict,
         stats: &CircuitBreaker,
     ) -> After<Res, E> {
-        Fallback::after(self, key, result, verdict, Some(stats))
+        Fallback::recover(self, key, error, verdict, Some(stats))
     }
 
     fn finish(
