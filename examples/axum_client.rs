@@ -11,7 +11,7 @@
 //!   could not cover becomes a `503`/`504`, an upstream error a `502`.
 //!
 //! Every second the example prints what the front server's callers saw.
-//! Run it with `cargo run --example axum_client --features axum,cache`.
+//! Run it with `cargo run --example axum_client --features axum,cache,reqwest`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -13,7 +13,7 @@
 //!
 //! Every second it prints how many answers were fresh, cached (and how
 //! old), defaults or errors, and what the breaker did. Run it with
-//! `cargo run --example cached_fallback --features cache`.
+//! `cargo run --example cached_fallback --features cache,reqwest`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};

@@ -7,7 +7,7 @@
 //! printing for each lookup whether it came from redis, from the origin
 //! (the fallback) or was refused, and the breaker's state.
 //!
-//! Run it with `cargo run --example redis_cache`.
+//! Run it with `cargo run --example redis_cache --features redis`.
 
 /// The tests' own broker runners, shared with this example.
 #[path = "../tests/support/mod.rs"]

@@ -1,6 +1,14 @@
 //! Deciding whether a call's result counts as a success, a failure, or
 //! neither.
 //!
+//! Use a classifier of your own when the default gets a dependency's health
+//! wrong: when some errors are the caller's fault (a `404`, a validation
+//! error) and must not trip the breaker, or when some `Ok` answers are
+//! failures (a `503` response, an error body). Give it to the breaker's
+//! layer, the [`Policy`](crate::policy::Policy) or the
+//! [`FallbackLayer`](crate::fallback::FallbackLayer) with their `classify`
+//! method.
+//!
 //! A breaker should open when its dependency is unhealthy, not when callers
 //! send bad requests. A classifier looks at the whole result, as the layer
 //! returns it (`Result<Res, Error<E>>`: a response, the service's own
@@ -21,9 +29,10 @@
 //! | a breaker below that refused | rejected |
 //! | any other error of the service | failure |
 //!
-//! Any `Fn(&Result<Res, Error<E>>) -> Verdict` is a classifier too; HTTP and
-//! gRPC responses are classified by tower-http's classifiers through
-//! [`Http`] (feature `tower-http`).
+//! Any `Fn(&Result<Res, Error<E>>) -> Verdict` is a classifier too (write
+//! the argument's type out, as below); HTTP and gRPC responses are
+//! classified by tower-http's classifiers through [`Http`] (feature
+//! `tower-http`).
 //!
 //! ```
 //! use seawall::classify::{ByKind, Classify, Verdict};
@@ -92,6 +101,11 @@ impl Verdict {
 /// Decides how a call's result counts. Implemented by every
 /// `Fn(&Result<Res, Error<E>>) -> Verdict`; keep it cheap to clone (a
 /// closure without captures, or one capturing an `Arc`).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not classify a `Result<{Res}, seawall::Error<{E}>>`",
+    label = "not a classifier of this service's results",
+    note = "a closure classifier takes `&Result<Response, seawall::Error<InnerError>>`; write that type out on its argument, since a layer is built before it knows its service's types"
+)]
 pub trait Classify<Res, E> {
     /// The verdict on one call's result.
     fn classify(&self, result: &Result<Res, Error<E>>) -> Verdict;

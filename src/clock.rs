@@ -7,10 +7,9 @@ use std::time::Duration;
 
 /// Where seawall reads the time.
 ///
-/// Reading a precise clock (`Instant::now()`, ~24 ns here) would cost more
-/// than everything else a closed breaker does, so the default reads a coarse
-/// clock kept up to date by a background thread (~2 ns a read, at most about
-/// a millisecond stale). That clock cannot follow tokio's paused time, so
+/// Reading a precise clock (`Instant::now()`) costs more than everything
+/// else a closed breaker does, so the default reads a coarse clock kept up to date by a background thread
+/// (a plain load of an atomic, at most about a millisecond stale). That clock cannot follow tokio's paused time, so
 /// [`Clock::tokio`] reads `tokio::time::Instant` instead, which follows
 /// `tokio::time::pause()` and `advance` exactly.
 ///
@@ -29,8 +28,8 @@ use std::time::Duration;
 ///
 /// - It is started by the first read, not before.
 /// - After about 100 ms without a read it parks, and wakes no more until a
-///   read wants it again. The reads in between take the precise time (about
-///   10 ns instead of 2): an idle process pays nothing, and a read is never
+///   read wants it again. The reads in between take the precise time (a
+///   clock read instead of a load): an idle process pays nothing, and a read is never
 ///   more than about a millisecond stale.
 /// - If the thread cannot be started (a container at its limit of threads),
 ///   reads take the precise time, and a start is tried again each second.

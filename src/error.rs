@@ -2,6 +2,13 @@
 //! returns however many seawall layers are stacked, the refusals it
 //! carries, and [`ConfigError`], what a builder returns for a bad setting.
 //!
+//! Come here when you handle a seawall service's error: `match` on
+//! [`Error`] (or ask [`Error::is_circuit_open`], [`is_bulkhead_full`](Error::is_bulkhead_full),
+//! [`is_timeout`](Error::is_timeout)) to tell the dependency's own failure
+//! from seawall's refusals, read a refusal's details ([`CircuitOpen::retry_after`],
+//! [`BulkheadFull::waited`], [`Elapsed::after`]), or make an error type of
+//! your own fit under seawall's layers ([`leaf_error!`](crate::leaf_error)).
+//!
 //! This module depends on no other of the crate's: every layer depends on
 //! it, never the other way round.
 //!

@@ -559,11 +559,16 @@ fn a_blocking_pool_keeps_every_thread() {
                                 let _ = catch_unwind(AssertUnwindSafe(move || drop(future)));
                             }
                             Caller::GivesUpAfter(_) => {
-                                let given_up = tokio::time::timeout(Duration::ZERO, future);
-                                let answer = AssertUnwindSafe(given_up).catch_unwind().await;
+                                let mut given_up =
+                                    Box::pin(tokio::time::timeout(Duration::ZERO, future));
+                                let answer =
+                                    AssertUnwindSafe(given_up.as_mut()).catch_unwind().await;
                                 if let Ok(Ok(Ok(bomb))) = answer {
                                     std::mem::forget(bomb);
                                 }
+                                // An answer that came as the caller gave up
+                                // waits in the dropped call, and panics there.
+                                let _ = catch_unwind(AssertUnwindSafe(move || drop(given_up)));
                             }
                             _ => {
                                 let answer = AssertUnwindSafe(future).catch_unwind().await;

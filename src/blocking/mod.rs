@@ -1,10 +1,17 @@
 //! Thread-pool isolation: a synchronous (blocking) client as a `Service`.
 //!
+//! Use a blocking pool when the client you must call blocks its thread (a
+//! database driver, a legacy SDK, a synchronous messaging client): it runs
+//! the calls on threads of its own, sized for that one dependency, and
+//! makes the client a tower `Service` that any seawall layer, or a
+//! [`Policy`](crate::policy::Policy), can guard.
+//!
 //! A blocking call on a tokio worker thread stalls every task on that
 //! thread. [`BlockingService`] runs each call on a [`BlockingPool`] of
 //! dedicated threads instead (Hystrix's thread-pool isolation): at most
 //! `threads` calls at once, a bounded queue, and a refusal with
-//! [`Error::BulkheadFull`] when both are full.
+//! [`Error::BulkheadFull`] when both are full: the pool is a bulkhead of
+//! its own, and the breaker above it counts its refusals as rejections.
 //!
 //! Any `Fn(Req) -> Result<Res, E> + Send + Sync` is a client: a closure
 //! that calls a method of a blocking client (behind an `Arc`) will do. Put a

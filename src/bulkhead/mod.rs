@@ -1,10 +1,15 @@
 //! A limit on calls in flight: Hystrix's semaphore isolation.
 //!
-//! A [`Bulkhead`] keeps a slow dependency from tying up every task of the
-//! caller: at most `max_concurrent` calls are in flight at once, shared by
-//! every clone of the guarded service. When it is full, a call is refused
-//! with [`Error::BulkheadFull`], or waits for
-//! room, bounded in time and in queue length ([`Mode`]):
+//! Use a bulkhead when one slow or overloaded dependency must not tie up
+//! every task of its caller: it caps the calls in flight to that
+//! dependency, and refuses the rest at once (or lets them wait, bounded).
+//! For a synchronous (blocking) client, use a
+//! [`BlockingPool`](crate::blocking::BlockingPool) instead.
+//!
+//! A [`Bulkhead`] lets at most `max_concurrent` calls be in flight at
+//! once, shared by every clone of the guarded service. When it is full, a
+//! call is refused with [`Error::BulkheadFull`], or waits for room, bounded
+//! in time and in queue length ([`Mode`]):
 //!
 //! | when full ([`Mode`]) | where it waits | like |
 //! |---|---|---|
@@ -27,7 +32,10 @@
 //! The mode is part of the bulkhead's type. The queueing mode calls the
 //! inner service from the response future once room comes, so only it needs
 //! the guarded service to be `Clone` (like every service axum routes to);
-//! the others take any service.
+//! the others take any service. A [`Policy`](crate::policy::Policy) takes a
+//! [`Reject`] or a [`Queue`] bulkhead, built or as its builder; a
+//! [`Backpressure`] one would be asked before the Policy's breaker, and does
+//! not compile there.
 //!
 //! ```
 //! use std::time::Duration;

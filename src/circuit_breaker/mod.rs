@@ -1,5 +1,13 @@
 //! A Hystrix-style circuit breaker with rolling statistics.
 //!
+//! Use a circuit breaker when a dependency that is down should be refused
+//! at once rather than waited for: callers fail fast (or a
+//! [fallback](crate::fallback) answers), the dependency gets room to
+//! recover, and a few probe calls find out when it has. One
+//! [`CircuitBreaker`] guards one dependency; a [`Registry`] (feature
+//! `registry`) keeps one per key, so that one tenant's or host's outage does
+//! not refuse the others' calls.
+//!
 //! A breaker watches the outcomes of the calls it guards over a rolling
 //! [window](crate::window). While **closed** it lets every call through. When
 //! the window says the dependency is unhealthy, it trips **open** and refuses
@@ -20,6 +28,21 @@
 //!
 //! What counts as a failure is decided by a [classifier](crate::classify)
 //! over the whole `Result`.
+//!
+//! What the module has:
+//!
+//! - [`CircuitBreaker`], the shared handle: state, [counts](CircuitBreaker::counts)
+//!   and [snapshots](CircuitBreaker::snapshot) of its window, lifetime
+//!   totals, forcing open or closed, [state changes](CircuitBreaker::subscribe),
+//!   and [`try_acquire`](CircuitBreaker::try_acquire) to guard code that is
+//!   not a tower service. Built by [`CircuitBreakerBuilder`], whose every
+//!   setter documents its default.
+//! - [`CircuitBreakerLayer`] and [`CircuitBreakerService`]: the breaker as
+//!   a tower layer over one breaker or a registry's
+//!   [`keyed`](Registry::keyed) selection ([`BreakerFor`]).
+//! - [`Registry`] (feature `registry`): one breaker per key, bounded in keys
+//!   and memory; its [`keyed`](Registry::keyed) selection also goes into a
+//!   [`Policy`](crate::policy::Policy) as its breaker.
 //!
 //! # Compared with the alternatives
 //!

@@ -2,6 +2,13 @@
 //! of the request and the error, another service, or the last good answer
 //! from a cache.
 //!
+//! Use a fallback when a degraded answer serves the caller better than an
+//! error: a default ("price unavailable"), a value computed from the
+//! request, a secondary backend, or the last good answer for the same key
+//! (feature `cache`, [`FallbackCache`]). Give it to a
+//! [`Policy`](crate::policy::Policy), or stack a [`FallbackLayer`] above
+//! the other layers so that it answers for their refusals too.
+//!
 //! A [`Fallback`] answers for a call whose error counts against the
 //! dependency (by the [classifier](crate::classify): a failure, a timeout, a
 //! refusal; not an ignored error) and whose cause is among the [`Causes`] it
@@ -27,9 +34,11 @@
 //!
 //! # Keys
 //!
-//! The key function sees the whole request, so a cached answer is never
-//! served to a request that should not see it: key by tenant (and whatever
-//! else makes an answer differ), not just by path.
+//! [`Fallback::keyed`] takes a key function, [`Fallback::builder`] gives
+//! every request the same key. The key function sees the whole request, so
+//! a cached answer is never served to a request that should not see it:
+//! key by tenant (and whatever else makes an answer differ), not just by
+//! path.
 //!
 //! ```
 //! use std::time::Duration;

@@ -1,5 +1,10 @@
 //! axum: seawall's refusals as HTTP responses (feature `axum`).
 //!
+//! Use this module when a seawall layer guards an axum route, or when a
+//! handler calls a client that seawall guards: a refusal then reaches the
+//! client as the status that says what happened, not as a dropped
+//! connection or a bare 500.
+//!
 //! | seawall error | response |
 //! |---|---|
 //! | circuit open | `503 Service Unavailable` + `Retry-After` (seconds, when known) |
@@ -13,7 +18,9 @@
 //!   error is a [`seawall::Error`](crate::Error) into one whose error is
 //!   `Infallible`, as `Router::layer` and `route_layer` want. Put a
 //!   [`Policy`](crate::policy::Policy) (or any seawall layer) under it;
-//!   classify with [`server_errors`] so that 5xx answers count as failures.
+//!   classify with [`server_errors()`](server_errors), tower-http's
+//!   `ServerErrorsAsFailures` as a named type (`Http<ServerErrorsAsFailures>`),
+//!   so that 5xx answers count as failures.
 //! - **In handlers**: [`Error`] implements `IntoResponse`, so a
 //!   handler calling a seawall-wrapped client can use `?`. The inner error is
 //!   logged (`WARN`, target `seawall::axum`) and answered with a bare `502`:

@@ -1,6 +1,12 @@
 //! tonic: seawall's refusals as gRPC statuses, and `grpc-timeout` as a
 //! per-request deadline (feature `tonic`).
 //!
+//! Use this module when seawall guards a tonic client's channel or a tonic
+//! server: refusals reach the caller as the gRPC codes that say what
+//! happened (not `UNKNOWN` or a reset stream), a server honours the
+//! caller's own deadline, and [`server_errors()`](server_errors) counts the
+//! statuses that blame the server as failures.
+//!
 //! | seawall error | gRPC status |
 //! |---|---|
 //! | circuit open | `UNAVAILABLE` (with `retry-after` metadata, in seconds, when known) |
@@ -12,7 +18,7 @@
 //! `tonic::Status` in it; anything else becomes `UNKNOWN` on a client, or
 //! resets the stream (`INTERNAL`) on a server. [`StatusLayer`] puts the
 //! status there: stack it above a [`Policy`](crate::policy::Policy) (or any
-//! single-level seawall stack), on either side.
+//! stack of seawall layers), on either side.
 //!
 //! **Client:** the generated client type does not change.
 //!

@@ -1,5 +1,11 @@
 //! Messaging: every interaction style as a resilient `tower::Service`, over
-//! any broker.
+//! any broker (feature `messaging`).
+//!
+//! Use this module when services talk through a broker rather than call
+//! each other directly: notifications, request/reply over queues,
+//! publish/subscribe, scatter-gather. Each becomes a service that a
+//! [`Policy`](crate::policy::Policy) guards like any call, and none loses a
+//! message silently when the broker is slow or gone.
 //!
 //! Services talk one-to-one or one-to-many, synchronously or not. Each
 //! style has a service shape here, so seawall's timeout, bulkhead, breaker

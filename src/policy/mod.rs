@@ -1,6 +1,13 @@
 //! The one-stop layer: fallback, circuit breaker, bulkhead and timeout, in
 //! Hystrix's order, in one future, with one error and one set of statistics.
 //!
+//! Use a Policy when a dependency needs more than one of these stages, which
+//! is most of the time: one layer runs them in the order that works (see
+//! [the crate's guide](crate#ordering-and-why)) and counts every outcome in
+//! one window. Stack the stages as separate layers instead when you need
+//! another order, a [`Backpressure`](crate::bulkhead::Backpressure)
+//! bulkhead, or a single stage.
+//!
 //! ```text
 //! request ─► fallback ─► circuit breaker ─► bulkhead ─► timeout ─► inner service
 //! ```
@@ -36,10 +43,20 @@
 //!   not cached; make it an error in the service (`error_for_status()`,
 //!   say) to fall back on it.
 //!
-//! The bulkhead either refuses at once or queues in the response future (a
-//! queueing bulkhead needs the service to be `Clone`, as every policy's
-//! does); one that waits in `poll_ready` would be asked before the breaker,
-//! and does not compile here.
+//! The bulkhead either refuses at once or queues in the response future
+//! ([`Reject`](crate::bulkhead::Reject) or [`Queue`](crate::bulkhead::Queue),
+//! built or as a builder; a queueing bulkhead needs the service to be
+//! `Clone`, as every policy's does); one that waits in `poll_ready` would be
+//! asked before the breaker, and does not compile here.
+//!
+//! A synchronous client goes under a Policy as a
+//! [`BlockingService`](crate::blocking::BlockingService) on a
+//! [`BlockingPool`](crate::blocking::BlockingPool): the pool's refusals
+//! reach the breaker as rejections and the fallback answers for them
+//! (the repository's `policy_blocking` example). One breaker per tenant or
+//! host: give [`circuit_breaker`](PolicyBuilder::circuit_breaker) a
+//! [`Registry::keyed`](crate::circuit_breaker::Registry::keyed) selection
+//! (the `policy_per_tenant` example).
 //!
 //! # Any async client
 //!

@@ -8,7 +8,7 @@ use super::{NoDeadline, Timeout};
 use crate::clock::Clock;
 
 /// Gives every call of the services it makes a deadline: `timeout`, or the
-/// request's own shorter deadline when [`per_request`](Self::per_request)
+/// request's own shorter deadline when [`per_request_deadline`](Self::per_request_deadline)
 /// reads one.
 ///
 /// ```

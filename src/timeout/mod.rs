@@ -1,5 +1,11 @@
 //! A deadline on every call.
 //!
+//! Use a timeout on every call to a dependency that can hang: a caller that
+//! waits for ever ties up its task, its memory and whatever it holds (a
+//! bulkhead permit, a connection). Put it under the circuit breaker, so
+//! that the breaker counts timeouts; a [`Policy`](crate::policy::Policy)'s
+//! [`timeout`](crate::policy::PolicyBuilder::timeout) sits there already.
+//!
 //! [`Timeout`] fails a call with [`Error::Timeout`]
 //! when it has not finished `timeout` after `call`, and drops the inner
 //! future (which cancels whatever it was doing, at its next await point). A

@@ -1,6 +1,14 @@
 //! Rolling statistics: how many calls succeeded, failed, timed out, were
 //! rejected or short-circuited, and how long they took, over a sliding window.
 //!
+//! Most users meet a window through a breaker: choose its shape with
+//! [`CircuitBreakerBuilder::window`](crate::circuit_breaker::CircuitBreakerBuilder::window)
+//! and read it with [`CircuitBreaker::counts`](crate::circuit_breaker::CircuitBreaker::counts)
+//! or [`snapshot`](crate::circuit_breaker::CircuitBreaker::snapshot) (a
+//! [`Policy`](crate::policy::Policy)'s breaker holds the whole policy's
+//! statistics). Use a [`RollingWindow`] directly for rolling statistics of
+//! your own.
+//!
 //! Two shapes of window, chosen with [`Window`]:
 //!
 //! - [`Window::time`]: the calls of the last `span`, in `buckets` steps
@@ -16,8 +24,10 @@
 //! storage is made by its first call. Besides the window, each keeps its
 //! [`lifetime`](RollingWindow::lifetime) totals, which a reset does not
 //! clear.
-//! This module knows nothing about circuit breakers; the breaker, and later
-//! the other middleware, record into it.
+//!
+//! This module knows nothing about circuit breakers: the breaker records
+//! into it, and so does a [`Policy`](crate::policy::Policy) (through its
+//! breaker) for every stage's outcomes.
 //!
 //! ```
 //! use std::time::Duration;
