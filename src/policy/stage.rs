@@ -121,6 +121,15 @@ impl PolicyBulkhead {
 /// `poll_ready` ([`Backpressure`](crate::bulkhead::Backpressure)) does not
 /// fit a policy, which asks the breaker first: it is not a
 /// `BulkheadStage`, so it does not compile.
+///
+/// ```compile_fail
+/// use std::time::Duration;
+/// use seawall::bulkhead::Bulkhead;
+/// use seawall::policy::Policy;
+///
+/// let waits_in_poll_ready = Bulkhead::builder().backpressure(8, Duration::from_millis(10));
+/// let policy = Policy::builder().bulkhead(waits_in_poll_ready);
+/// ```
 pub trait BulkheadStage: Sealed {
     #[doc(hidden)]
     fn into_bulkhead(self, name: &Arc<str>) -> Result<PolicyBulkhead, ConfigError>;
