@@ -4,17 +4,19 @@
 use std::task::{Context, Poll};
 
 use super::source::BoxFuture;
-use crate::error::Error;
 use crate::BoxError;
 
-/// What became of a call once its result and verdict were known, by the
-/// fallback's one rule.
-pub enum After<Res, E> {
-    /// The caller's answer (a response, the fallback's answer, or an error).
-    Done(Result<Res, Error<E>>),
+/// What the fallback's rule made of a call's error. The caller keeps the
+/// error meanwhile (it is the answer unless the fallback gives one), so it
+/// is never moved on the way.
+pub enum After<Res> {
+    /// The fallback answered (from its cache or a quick source).
+    Answered(Res),
+    /// The fallback does not answer: the caller gets the error.
+    Unanswered,
     /// A fallback source is working on an answer; the error is the caller's
     /// if it fails.
-    Falling(Running<Res>, Error<E>),
+    Running(Running<Res>),
 }
 
 /// A source's answer in the making, holding its place among the running

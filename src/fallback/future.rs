@@ -75,9 +75,10 @@ where
                         }
                         Err(error) => error,
                     };
-                    match fallback.recover(key, error, verdict, stats) {
-                        After::Done(answer) => return Poll::Ready(answer),
-                        After::Falling(running, error) => {
+                    match fallback.recover(key, &error, verdict, stats) {
+                        After::Answered(answer) => return Poll::Ready(Ok(answer)),
+                        After::Unanswered => return Poll::Ready(Err(error)),
+                        After::Running(running) => {
                             self.as_mut().project().state.set(State::Falling {
                                 running,
                                 error: Some(error),

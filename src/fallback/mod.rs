@@ -241,20 +241,20 @@ impl<Req, Res: Send + 'static, E: Leaf, K> Fallback<Req, Res, E, K> {
     pub(crate) fn recover(
         &self,
         key: K,
-        error: Error<E>,
+        error: &Error<E>,
         verdict: Verdict,
         stats: Option<&CircuitBreaker>,
-    ) -> After<Res, E> {
-        if verdict.is_error() && self.shared.causes.contains(Cause::of(&error)) {
+    ) -> After<Res> {
+        if verdict.is_error() && self.shared.causes.contains(Cause::of(error)) {
             self.attempt(key, error, stats)
         } else {
-            After::Done(Err(error))
+            After::Unanswered
         }
     }
 
     /// Tries the cache, then the source.
     #[cold]
-    fn attempt(&self, key: K, error: Error<E>, stats: Option<&CircuitBreaker>) -> After<Res, E> {
+    fn attempt(&self, key: K, error: &Error<E>, stats: Option<&CircuitBreaker>) -> After<Res> {
         let count = |outcome| {
             if let Some(breaker) = stats {
                 breaker.record_outcome(outcome);
@@ -266,20 +266,20 @@ impl<Req, Res: Send + 'static, E: Leaf, K> Fallback<Req, Res, E, K> {
                     count(Outcome::CacheHit);
                     self.mark(&mut answer, Provenance::Cache { age });
                     tracing::debug!(target: "seawall::fallback", ?age, "served a cached answer");
-                    return After::Done(Ok(answer));
+                    return After::Answered(answer);
                 }
                 None => count(Outcome::CacheMiss),
             }
         }
         let Some(source) = &self.shared.source else {
-            return After::Done(Err(error));
+            return After::Unanswered;
         };
         let Some(permit) = self.shared.limit.try_acquire() else {
             count(Outcome::FallbackRejected);
             tracing::debug!(target: "seawall::fallback", "too many fallbacks running: not tried");
-            return After::Done(Err(error));
+            return After::Unanswered;
         };
-        let future = source.answer(&key, &error);
+        let future = source.answer(&key, error);
         let future = match self.shared.timeout {
             Some(limit) => Box::pin(async move {
                 match tokio::time::timeout(limit, future).await {
@@ -289,7 +289,7 @@ impl<Req, Res: Send + 'static, E: Leaf, K> Fallback<Req, Res, E, K> {
             }),
             None => future,
         };
-        After::Falling(Running::new(future, permit), error)
+        After::Running(Running::new(future, permit))
     }
 
     /// Books a source's answer: marked and counted, or counted as failed

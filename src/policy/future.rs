@@ -271,10 +271,11 @@ where
             match held
                 .policy
                 .fallback
-                .recover(key, error, verdict, held.stats())
+                .recover(key, &error, verdict, held.stats())
             {
-                After::Done(answer) => return Poll::Ready(answer),
-                After::Falling(running, error) => this.state.set(State::Falling {
+                After::Answered(answer) => return Poll::Ready(Ok(answer)),
+                After::Unanswered => return Poll::Ready(Err(error)),
+                After::Running(running) => this.state.set(State::Falling {
                     running,
                     error: Some(error),
                 }),

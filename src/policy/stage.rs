@@ -231,10 +231,10 @@ pub trait AnswersFor<Req, Res, E>: Sealed {
     fn recover(
         &self,
         key: Self::Key,
-        error: Error<E>,
+        error: &Error<E>,
         verdict: Verdict,
         stats: &CircuitBreaker,
-    ) -> After<Res, E>;
+    ) -> After<Res>;
 
     #[doc(hidden)]
     fn finish(
@@ -255,8 +255,8 @@ impl<Req, Res, E> AnswersFor<Req, Res, E> for NoFallback {
     fn keep(&self, _: (), _: &Res, _: Verdict) {}
 
     #[inline]
-    fn recover(&self, _: (), error: Error<E>, _: Verdict, _: &CircuitBreaker) -> After<Res, E> {
-        After::Done(Err(error))
+    fn recover(&self, _: (), _: &Error<E>, _: Verdict, _: &CircuitBreaker) -> After<Res> {
+        After::Unanswered
     }
 
     fn finish(
@@ -290,10 +290,10 @@ where
     fn recover(
         &self,
         key: K,
-        error: Error<E>,
+        error: &Error<E>,
         verdict: Verdict,
         stats: &CircuitBreaker,
-    ) -> After<Res, E> {
+    ) -> After<Res> {
         Fallback::recover(self, key, error, verdict, Some(stats))
     }
 
