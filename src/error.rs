@@ -474,6 +474,39 @@ pub enum State {
     ForcedClosed,
 }
 
+impl State {
+    /// Every state.
+    pub const ALL: [State; 5] = [
+        State::Closed,
+        State::Open,
+        State::HalfOpen,
+        State::ForcedOpen,
+        State::ForcedClosed,
+    ];
+
+    /// The state in snake case, as metric labels and JSON spell it
+    /// (`"half_open"`, `"forced_open"`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Closed => "closed",
+            State::Open => "open",
+            State::HalfOpen => "half_open",
+            State::ForcedOpen => "forced_open",
+            State::ForcedClosed => "forced_closed",
+        }
+    }
+
+    /// Whether calls are refused (open or forced open; half-open lets
+    /// probes through).
+    pub fn refuses_calls(self) -> bool {
+        matches!(self, State::Open | State::ForcedOpen)
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
 impl fmt::Display for State {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -347,11 +347,14 @@
 //! | `registry` | [`circuit_breaker::Registry`]: one breaker per key (per tenant, per host), bounded in keys and memory |
 //! | `cache` | [`fallback::FallbackCache`]: the last good answer per key, for fallbacks, on `moka` |
 //! | `tower-http` | [`classify::Http`]: tower-http's response classifiers as seawall classifiers |
-//! | `axum` | [`integration::axum`]: refusals as HTTP responses (503 + `Retry-After`, 429, 504), a layer for `Router::layer`, `IntoResponse` for `?` in handlers, a 5xx classifier (implies `tower-http`) |
+//! | `axum` | [`integration::axum`]: refusals as HTTP responses (503 + `Retry-After`, 429, 504), a layer for `Router::layer`, `IntoResponse` for `?` in handlers, a 5xx classifier; `observe::health_handler` (implies `tower-http` and `json`) |
 //! | `tonic` | [`integration::tonic`]: refusals as gRPC statuses, a layer for clients and servers, `grpc-timeout` as a per-request deadline, a status classifier; `Leaf` for `tonic::Status` (implies `tower-http`) |
 //! | `reqwest` | `Leaf` for `reqwest::Error`: a reqwest client under seawall's layers, its timeouts seen as timeouts and its causes reported |
 //! | `redis` | `Leaf` for `redis::RedisError`, its timeouts seen as timeouts |
 //! | `anyhow` | `Leaf` for `anyhow::Error`, for services that fail with one (`?` from seawall's `Error` into `anyhow` needs no feature) |
+//! | `json` | `observe::Health::to_json`, on serde_json |
+//! | `metrics` | `observe::metrics`: every figure through the `metrics` facade, for any exporter (Prometheus among them), and a latency-histogram listener |
+//! | `hystrix-stream` | `observe::hystrix`: the Hystrix dashboard's event stream as an axum handler (implies `axum`) |
 //! | `messaging` | [`messaging`]: notification, request/async response, publish/subscribe and scatter-gather as services over a small `Transport` trait, with an in-memory broker for tests |
 //! | `nats` | `messaging::nats`: the NATS transport, with JetStream (implies `messaging`) |
 //! | `amqp` | `messaging::amqp`: the AMQP 0-9-1 (RabbitMQ) transport (implies `messaging`) |
@@ -402,6 +405,7 @@ pub mod fallback;
 pub mod integration;
 #[cfg(feature = "messaging")]
 pub mod messaging;
+pub mod observe;
 pub mod policy;
 mod sync;
 pub mod timeout;

@@ -170,6 +170,11 @@ impl BlockingPool {
         }
     }
 
+    /// The pool's name (its threads' name prefix).
+    pub fn name(&self) -> &str {
+        &self.owner.shared.name
+    }
+
     /// The live figures.
     pub fn figures(&self) -> PoolFigures {
         let shared = &self.owner.shared;

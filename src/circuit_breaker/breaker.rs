@@ -18,8 +18,9 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 
 use super::config::{CircuitBreakerBuilder, Config, DroppedCall};
-use super::{CircuitBreakerLayer, CircuitOpen, Reason, State, Transition};
+use super::{CircuitBreakerLayer, CircuitOpen, History, Reason, State, Transition};
 use crate::classify::Verdict;
+use crate::observe::CallEvent;
 use crate::sync::{lock, model_point, AtomicU32, AtomicU64, Mutex};
 use crate::window::{Counts, Outcome, RollingWindow, Snapshot};
 
@@ -130,6 +131,11 @@ struct Trips {
     /// Trips in a row without closing, for exponential open durations.
     in_a_row: u32,
     rng: u64,
+    /// When the current state was entered, in the window clock's nanoseconds.
+    entered: u64,
+    /// Made by the first change of state: most breakers of a big registry
+    /// never change state, and it is a quarter of a kilobyte.
+    history: Option<Box<History>>,
 }
 
 impl Trips {
@@ -174,8 +180,10 @@ impl CircuitBreaker {
     /// share rather than copy.
     pub(crate) fn from_config(config: Arc<Config>, name: Arc<str>) -> CircuitBreaker {
         let clock = config.clock.unwrap_or_default();
-        let measure_latency = config.slow_call.is_some() || config.track_latency;
+        let measure_latency =
+            config.slow_call.is_some() || config.track_latency || config.listener.is_some();
         let window = RollingWindow::validated(config.window, clock, config.track_latency);
+        let entered = window.clock().now();
         let seed = RandomState::new().build_hasher().finish();
         CircuitBreaker {
             shared: Arc::new(Shared {
@@ -190,6 +198,8 @@ impl CircuitBreaker {
                 transitions: Mutex::new(Trips {
                     in_a_row: 0,
                     rng: seed,
+                    entered,
+                    history: None,
                 }),
                 events: OnceLock::new(),
             }),
@@ -199,6 +209,11 @@ impl CircuitBreaker {
     /// The breaker's name.
     pub fn name(&self) -> &str {
         &self.shared.name
+    }
+
+    /// What the breaker was built with.
+    pub fn settings(&self) -> super::Settings {
+        self.shared.config.settings()
     }
 
     /// The current state.
@@ -228,10 +243,36 @@ impl CircuitBreaker {
         self.shared.window.lifetime()
     }
 
+    /// How often the breaker changed state, from which to which, and how
+    /// long it has spent in each state: never reset. Takes the lock that
+    /// changes of state take (calls never take it).
+    ///
+    /// ```
+    /// use seawall::circuit_breaker::{CircuitBreaker, State};
+    ///
+    /// let breaker = CircuitBreaker::builder().build()?;
+    /// breaker.force_open();
+    /// breaker.reset();
+    /// let history = breaker.history();
+    /// assert_eq!(history.transitions(State::Closed, State::ForcedOpen), 1);
+    /// assert_eq!(history.transitions(State::ForcedOpen, State::Closed), 1);
+    /// assert_eq!(history.total_transitions(), 2);
+    /// # Ok::<(), seawall::ConfigError>(())
+    /// ```
+    pub fn history(&self) -> History {
+        let shared = &*self.shared;
+        let trips = lock(&shared.transitions);
+        let mut history = trips.history.as_deref().cloned().unwrap_or_default();
+        let now = shared.window.clock().now();
+        history.add_time(self.state(), now.saturating_sub(trips.entered));
+        history
+    }
+
     /// Counts an outcome that is not a call's own (a fallback's, a cache's)
     /// in the window.
     pub(crate) fn record_outcome(&self, outcome: Outcome) {
         self.shared.window.record_nanos(outcome, None, false);
+        self.shared.tell(outcome, None, false, false);
     }
 
     /// Asks to make one call. `Ok` carries a [`Permit`]: make the call, then
@@ -388,7 +429,22 @@ impl Shared {
     fn short_circuit(&self, state: State, retry_after: Option<Duration>) -> CircuitOpen {
         self.window
             .record_nanos(Outcome::ShortCircuited, None, false);
+        self.tell(Outcome::ShortCircuited, None, false, false);
         CircuitOpen::new(state, retry_after)
+    }
+
+    /// Tells the listener, if there is one.
+    #[inline]
+    fn tell(&self, outcome: Outcome, latency: Option<u64>, slow: bool, late: bool) {
+        if let Some(listener) = &self.config.listener {
+            listener.0.on_call(&CallEvent {
+                part: &self.name,
+                outcome,
+                latency: latency.map(Duration::from_nanos),
+                slow,
+                late,
+            });
+        }
     }
 
     /// Books a call's verdict (`None`: dropped unjudged, and not counted).
@@ -414,9 +470,11 @@ impl Shared {
             // Admitted before the breaker last changed its mind: its verdict
             // is about a state gone by.
             self.window.record_lifetime_only(outcome, latency, slow);
+            self.tell(outcome, latency, slow, true);
             return;
         }
         self.window.record_nanos(outcome, latency, slow);
+        self.tell(outcome, latency, slow, false);
         if outcome == Outcome::Ignored {
             if probe {
                 self.release_probe(generation_admitted);
@@ -535,12 +593,17 @@ impl Shared {
         }
         let from = state_of(word);
         let counts = self.window.counts();
+        let now = self.window.clock().now();
+        let stayed = now.saturating_sub(trips.entered);
+        let history = trips.history.get_or_insert_with(Box::default);
+        history.add_time(from, stayed);
+        history.count(from, to);
+        trips.entered = now;
         if to == State::Open {
             trips.in_a_row = trips.in_a_row.saturating_add(1);
             let random = trips.next_random();
             let duration = self.config.open_duration.for_trip(trips.in_a_row, random);
             let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
-            let now = self.window.clock().now();
             self.open_until.store(now.saturating_add(nanos), Release);
         }
         if to == State::Closed || reason == Reason::Reset {
@@ -732,6 +795,8 @@ mod tests {
         let mut trips = Trips {
             in_a_row: 0,
             rng: 1,
+            entered: 0,
+            history: None,
         };
         let draws: Vec<f64> = (0..10_000).map(|_| trips.next_random()).collect();
         assert!(draws.iter().all(|r| (0.0..1.0).contains(r)));

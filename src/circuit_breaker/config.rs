@@ -126,6 +126,43 @@ pub enum DroppedCall {
     CountAsFailure,
 }
 
+/// What a breaker was built with, as dashboards show it: from
+/// [`CircuitBreaker::settings`](super::CircuitBreaker::settings).
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Settings {
+    /// The rolling window.
+    pub window: Window,
+    /// Calls the window must hold before percentages may trip it.
+    pub minimum_calls: u64,
+    /// The error percentage that trips it, if that rule is on.
+    pub error_threshold: Option<f64>,
+    /// The slow-call rule, if on: slower than this, and the percentage.
+    pub slow_calls: Option<(Duration, f64)>,
+    /// Failures in a row that trip it, if that rule is on.
+    pub consecutive_failures: Option<u32>,
+    /// How long it stays open.
+    pub open_duration: OpenDuration,
+    /// Probes let through when half-open.
+    pub half_open_probes: u32,
+}
+
+impl Config {
+    pub(crate) fn settings(&self) -> Settings {
+        Settings {
+            window: self.window,
+            minimum_calls: self.minimum_calls,
+            error_threshold: self.error_threshold,
+            slow_calls: self
+                .slow_call
+                .map(|slow| (Duration::from_nanos(slow.nanos), slow.threshold)),
+            consecutive_failures: self.consecutive_failures,
+            open_duration: self.open_duration,
+            half_open_probes: self.half_open_probes,
+        }
+    }
+}
+
 /// The validated settings of a breaker.
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
@@ -139,6 +176,7 @@ pub(crate) struct Config {
     pub(crate) half_open_probes: u32,
     pub(crate) dropped_call: DroppedCall,
     pub(crate) track_latency: bool,
+    pub(crate) listener: Option<crate::observe::SharedListener>,
     pub(crate) clock: Option<Clock>,
     /// Where the breaker starts and where `reset` takes it.
     pub(crate) resting: super::State,
@@ -199,6 +237,7 @@ impl Default for CircuitBreakerBuilder {
                 half_open_probes: 1,
                 dropped_call: DroppedCall::Ignore,
                 track_latency: false,
+                listener: None,
                 clock: None,
                 resting: super::State::Closed,
             },
@@ -301,6 +340,14 @@ impl CircuitBreakerBuilder {
     /// every call with the precise clock.
     pub fn track_latency(mut self, track: bool) -> Self {
         self.config.track_latency = track;
+        self
+    }
+
+    /// A [`Listener`](crate::observe::Listener) told of every call the
+    /// breaker books: its outcome, latency and the breaker's name. None by
+    /// default. With one, every call is timed.
+    pub fn listener<L: crate::observe::Listener>(mut self, listener: Arc<L>) -> Self {
+        self.config.listener = Some(crate::observe::SharedListener(listener));
         self
     }
 

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use crate::error::State;
 use crate::window::Counts;
@@ -71,5 +72,50 @@ impl fmt::Display for Transition {
             "breaker {:?}: {} -> {} ({})",
             self.name, self.from, self.to, self.reason
         )
+    }
+}
+
+/// How often a breaker changed state, from which to which, and how long it
+/// has spent in each state since it was made: monotonic, never reset. From
+/// [`CircuitBreaker::history`](super::CircuitBreaker::history).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct History {
+    transitions: [[u64; 5]; 5],
+    time_in: [Duration; 5],
+}
+
+impl History {
+    /// How many times the breaker went from `from` to `to`.
+    pub fn transitions(&self, from: State, to: State) -> u64 {
+        self.transitions[from.index()][to.index()]
+    }
+
+    /// Every change of state so far.
+    pub fn total_transitions(&self) -> u64 {
+        self.transitions.iter().flatten().sum()
+    }
+
+    /// Each `(from, to)` pair that happened, with how many times.
+    pub fn each_transition(&self) -> impl Iterator<Item = (State, State, u64)> + '_ {
+        State::ALL.into_iter().flat_map(move |from| {
+            State::ALL.into_iter().filter_map(move |to| {
+                let times = self.transitions(from, to);
+                (times > 0).then_some((from, to, times))
+            })
+        })
+    }
+
+    /// How long the breaker has been in `state`, in all (the current stay
+    /// up to the moment the history was read included).
+    pub fn time_in(&self, state: State) -> Duration {
+        self.time_in[state.index()]
+    }
+
+    pub(crate) fn count(&mut self, from: State, to: State) {
+        self.transitions[from.index()][to.index()] += 1;
+    }
+
+    pub(crate) fn add_time(&mut self, state: State, nanos: u64) {
+        self.time_in[state.index()] += Duration::from_nanos(nanos);
     }
 }

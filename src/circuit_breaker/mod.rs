@@ -108,8 +108,8 @@ use tower_service::Service;
 
 pub use crate::error::{CircuitOpen, State};
 pub use breaker::{CircuitBreaker, Permit, Ticket, Transitions};
-pub use config::{CircuitBreakerBuilder, DroppedCall, OpenDuration};
-pub use event::{Reason, Transition};
+pub use config::{CircuitBreakerBuilder, DroppedCall, OpenDuration, Settings};
+pub use event::{History, Reason, Transition};
 pub use future::ResponseFuture;
 pub use layer::CircuitBreakerLayer;
 #[cfg(feature = "registry")]

@@ -305,6 +305,28 @@ where
         self.len() == 0
     }
 
+    /// The registry's name: the name its breakers' builder was given.
+    /// (Each breaker is named after its key.)
+    pub fn name(&self) -> &str {
+        &self.shared.config.name
+    }
+
+    /// Runs `f` on every key's breaker (those idle past the idle timeout
+    /// left out), one shard at a time under its read lock: lookups go on,
+    /// and a new key of the shard being read waits for it.
+    pub fn for_each_breaker(&self, mut f: impl FnMut(&CircuitBreaker)) {
+        let shared = &*self.shared;
+        let now = shared.now();
+        for shard in shared.shards.iter() {
+            let shard = shard.read().unwrap_or_else(PoisonError::into_inner);
+            for slot in shard.table.iter() {
+                if !shared.expired(slot, now) {
+                    f(&slot.breaker);
+                }
+            }
+        }
+    }
+
     /// Selects each request's breaker by the key `key_of` derives from it,
     /// for [`CircuitBreakerLayer::new`](super::CircuitBreakerLayer::new).
     pub fn keyed<F>(&self, key_of: F) -> Keyed<K, F> {

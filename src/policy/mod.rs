@@ -215,6 +215,38 @@ impl<B, C, F, D> Policy<B, C, F, D> {
     }
 }
 
+/// A policy's breaker (or registry) and bulkhead, named in the report as
+/// the policy's.
+impl<B, C, F, D> crate::observe::Catalogued for Policy<B, C, F, D>
+where
+    B: crate::observe::Catalogued,
+    C: Send + Sync + 'static,
+    F: Send + Sync + 'static,
+    D: Send + Sync + 'static,
+{
+    fn report_into(&self, report: &mut crate::observe::Report, top_keys: usize) {
+        let firsts = (
+            report.breakers.len(),
+            report.registries.len(),
+            report.bulkheads.len(),
+        );
+        self.shared.breakers.report_into(report, top_keys);
+        if let Some(bulkhead) = &self.shared.bulkhead {
+            bulkhead.report_into(report, top_keys);
+        }
+        let policy = || Some(self.name().to_owned());
+        report.breakers[firsts.0..]
+            .iter_mut()
+            .for_each(|part| part.policy = policy());
+        report.registries[firsts.1..]
+            .iter_mut()
+            .for_each(|part| part.policy = policy());
+        report.bulkheads[firsts.2..]
+            .iter_mut()
+            .for_each(|part| part.policy = policy());
+    }
+}
+
 impl<C, F, D> Policy<CircuitBreaker, C, F, D> {
     /// The breaker: its state, its window (the whole policy's statistics),
     /// forcing and resetting.

@@ -107,6 +107,14 @@ impl PolicyBulkhead {
         }
     }
 
+    pub(crate) fn report_into(&self, report: &mut crate::observe::Report, top_keys: usize) {
+        use crate::observe::Catalogued;
+        match self {
+            PolicyBulkhead::Reject(bulkhead) => bulkhead.report_into(report, top_keys),
+            PolicyBulkhead::Queue(bulkhead) => bulkhead.report_into(report, top_keys),
+        }
+    }
+
     pub(crate) fn refuse(&self, waited: Option<std::time::Duration>) -> BulkheadFull {
         match self {
             PolicyBulkhead::Reject(bulkhead) => bulkhead.refuse(waited),

@@ -59,10 +59,22 @@ fn low_of(bucket: usize) -> u64 {
 /// Values are accurate to within 6.25% (log-linear buckets of
 /// microseconds); [`buckets`](Self::buckets) gives the counts themselves,
 /// for a histogram of your own (a metrics exporter's, say).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct LatencySnapshot {
     counts: Vec<u64>,
     total: u64,
+}
+
+/// Short: the count and a few percentiles, not every bucket.
+impl std::fmt::Debug for LatencySnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LatencySnapshot")
+            .field("count", &self.total)
+            .field("p50", &self.p50())
+            .field("p99", &self.p99())
+            .field("max", &self.max())
+            .finish()
+    }
 }
 
 impl LatencySnapshot {
@@ -114,6 +126,20 @@ impl LatencySnapshot {
     /// The 99.9th percentile.
     pub fn p999(&self) -> Duration {
         self.quantile(0.999)
+    }
+
+    /// The mean latency (each call taken at its bucket's middle).
+    pub fn mean(&self) -> Duration {
+        if self.total == 0 {
+            return Duration::ZERO;
+        }
+        let sum: u128 = self
+            .counts
+            .iter()
+            .enumerate()
+            .map(|(bucket, &n)| u128::from(midpoint_of(bucket)) * u128::from(n))
+            .sum();
+        Duration::from_micros((sum / u128::from(self.total)) as u64)
     }
 
     /// The highest latency (to the bucket's precision).

@@ -106,7 +106,27 @@ impl Outcome {
         )
     }
 
-    const ALL: [Outcome; 11] = [
+    /// The outcome in snake case, as metric labels and JSON spell it
+    /// (`"short_circuited"`, `"cache_hit"`, ...): the name of its field in
+    /// [`Counts`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+            Outcome::Timeout => "timeout",
+            Outcome::Rejected => "rejected",
+            Outcome::ShortCircuited => "short_circuited",
+            Outcome::FallbackSuccess => "fallback_success",
+            Outcome::FallbackFailure => "fallback_failure",
+            Outcome::FallbackRejected => "fallback_rejected",
+            Outcome::CacheHit => "cache_hit",
+            Outcome::CacheMiss => "cache_miss",
+            Outcome::Ignored => "ignored",
+        }
+    }
+
+    /// Every outcome, in the order of [`Counts`]' fields.
+    pub const ALL: [Outcome; 11] = [
         Outcome::Success,
         Outcome::Failure,
         Outcome::Timeout,
@@ -174,6 +194,23 @@ impl Counts {
         }
     }
 
+    /// The count of one outcome.
+    pub fn of(&self, outcome: Outcome) -> u64 {
+        match outcome {
+            Outcome::Success => self.success,
+            Outcome::Failure => self.failure,
+            Outcome::Timeout => self.timeout,
+            Outcome::Rejected => self.rejected,
+            Outcome::ShortCircuited => self.short_circuited,
+            Outcome::FallbackSuccess => self.fallback_success,
+            Outcome::FallbackFailure => self.fallback_failure,
+            Outcome::FallbackRejected => self.fallback_rejected,
+            Outcome::CacheHit => self.cache_hit,
+            Outcome::CacheMiss => self.cache_miss,
+            Outcome::Ignored => self.ignored,
+        }
+    }
+
     /// Calls that reached a verdict: successes and errors. Short-circuited
     /// calls are not among them: they say nothing about the dependency.
     pub fn calls(&self) -> u64 {
@@ -194,6 +231,24 @@ impl Counts {
     /// calls.
     pub fn slow_percentage(&self) -> Option<f64> {
         percentage(self.slow, self.calls())
+    }
+}
+
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, other: Counts) {
+        let sum = |mine: &mut u64, theirs: u64| *mine = mine.saturating_add(theirs);
+        sum(&mut self.success, other.success);
+        sum(&mut self.failure, other.failure);
+        sum(&mut self.timeout, other.timeout);
+        sum(&mut self.rejected, other.rejected);
+        sum(&mut self.short_circuited, other.short_circuited);
+        sum(&mut self.fallback_success, other.fallback_success);
+        sum(&mut self.fallback_failure, other.fallback_failure);
+        sum(&mut self.fallback_rejected, other.fallback_rejected);
+        sum(&mut self.cache_hit, other.cache_hit);
+        sum(&mut self.cache_miss, other.cache_miss);
+        sum(&mut self.ignored, other.ignored);
+        sum(&mut self.slow, other.slow);
     }
 }
 
