@@ -234,6 +234,68 @@ fn calls<S: Service<u64, Response = u64>>(service: &mut S, n: u64) {
     }
 }
 
+/// A listener that does nothing: what a registered listener costs beside
+/// its own work.
+struct Ignore;
+
+impl seawall::observe::Listener for Ignore {
+    fn on_call(&self, _: &seawall::observe::CallEvent<'_>) {}
+}
+
+/// The full Policy with `breaker` as its breaker.
+fn policy_with(breaker: seawall::circuit_breaker::CircuitBreakerBuilder) -> ValuePolicy {
+    Policy::builder()
+        .name("bench")
+        .clock(Clock::coarse())
+        .timeout(SECOND)
+        .bulkhead(Bulkhead::builder().max_concurrent(100))
+        .circuit_breaker(breaker)
+        .fallback(Fallback::builder().value(0u64))
+        .build()
+        .unwrap()
+}
+
+/// The full Policy's healthy path as observed: nothing, a listener, the
+/// `metrics` histogram listener on a Prometheus recorder, and tracing with
+/// a subscriber that wants no `TRACE` spans, then one that takes them all.
+fn observe(v: &mut impl Visit) {
+    use Expect::Answers;
+    v.visit("policy", Answers, full_policy().layer(inner()));
+    v.visit(
+        "policy_listener",
+        Answers,
+        policy_with(CircuitBreaker::builder().listener(std::sync::Arc::new(Ignore))).layer(inner()),
+    );
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let listener = metrics::with_local_recorder(&recorder, || {
+        seawall::observe::metrics::MetricsListener::new("bench")
+    });
+    v.visit(
+        "policy_metrics",
+        Answers,
+        policy_with(CircuitBreaker::builder().listener(listener)).layer(inner()),
+    );
+    {
+        let info = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(std::io::sink)
+            .finish();
+        let _info = tracing::subscriber::set_default(info);
+        v.visit("policy_tracing_info", Answers, full_policy().layer(inner()));
+    }
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        let all =
+            tracing_subscriber::registry().with(tracing_subscriber::filter::LevelFilter::TRACE);
+        let _all = tracing::subscriber::set_default(all);
+        v.visit(
+            "policy_tracing_trace",
+            Answers,
+            full_policy().layer(inner()),
+        );
+    }
+}
+
 /// Every one-thread variant, in table order.
 fn single(v: &mut impl Visit, timers: &Runtime) {
     use Expect::{Answers, Refuses};
@@ -544,6 +606,7 @@ fn suite(c: &mut Criterion) {
     if let Some(mut drive) = Drive::from_env() {
         match drive.group.as_str() {
             "window_population" => window_population(&mut drive),
+            "observe" => observe(&mut drive),
             _ => single(&mut drive, &timer_runtime()),
         }
         return;
@@ -569,6 +632,15 @@ fn suite(c: &mut Criterion) {
     group.finish();
 
     registry_bench(c, &registry);
+
+    // Last: a tracing subscriber, once set, leaves tracing's callsites
+    // checking for one (its interest cache is not rebuilt when it goes), so
+    // nothing measured after it would be measured as users run it.
+    observe(&mut CountAllocations("observe"));
+    let mut group = c.benchmark_group("observe");
+    configure(&mut group);
+    observe(&mut Measure(&mut group));
+    group.finish();
 }
 
 criterion_group!(benches, suite);

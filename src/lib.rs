@@ -202,6 +202,28 @@
 //!   `ClassifyResponse`. The axum and tonic integrations' `server_errors()`
 //!   are such classifiers, ready-made.
 //!
+//! ## Seeing it work
+//!
+//! Every breaker keeps, beside its rolling window, totals that never reset
+//! ([`lifetime`](circuit_breaker::CircuitBreaker::lifetime), and a
+//! [`history`](circuit_breaker::CircuitBreaker::history) of its changes of
+//! state and time in each); bulkheads and pools keep theirs in their
+//! figures. [`observe`] turns them into what operators run:
+//!
+//! - a [`Catalogue`](observe::Catalogue) of the parts a process exports,
+//!   with one [`Report`](observe::Report) of all their figures, read
+//!   without blocking any call;
+//! - [`Health`](observe::Health): healthy, degraded or down, with reasons
+//!   (and an axum handler, feature `axum`);
+//! - Prometheus and any other exporter through the `metrics` facade
+//!   (feature `metrics`; the names are listed in one table), and the
+//!   Hystrix dashboard's stream (feature `hystrix-stream`);
+//! - a [`Listener`](observe::Listener) told of every call, to log, sample
+//!   or export as you like;
+//! - `tracing`: changes of state (`WARN` when opening), refusals as bursts
+//!   (one line a second at most, with the count), fallbacks, and a `TRACE`
+//!   span per Policy call (`seawall.call`, with the policy and the outcome).
+//!
 //! # When to use what
 //!
 //! ## Limiting concurrency
@@ -377,6 +399,7 @@
 //! | a reqwest client behind a Policy with a cached fallback | `cached_fallback` | `cache`, `reqwest` |
 //! | an axum server: per-route policies, per-tenant breakers, status codes | `axum_server` | `axum`, `registry` |
 //! | an axum handler calling a flaky upstream, cached fallback, `?` | `axum_client` | `axum`, `cache`, `reqwest` |
+//! | a service to watch: Prometheus text, the Hystrix stream and health, under load with failures | `metrics_dashboard` | `metrics`, `hystrix-stream`, `registry` |
 //! | a tonic server shedding load and honouring `grpc-timeout` | `tonic_server` | `tonic-examples` |
 //! | a generated tonic client behind a Policy | `tonic_client` | `tonic-examples` |
 //! | a redis client behind a Policy, falling back to the origin | `redis_cache` | `redis` |

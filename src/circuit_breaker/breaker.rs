@@ -18,9 +18,9 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 
 use super::config::{CircuitBreakerBuilder, Config, DroppedCall};
+use super::CallEvent;
 use super::{CircuitBreakerLayer, CircuitOpen, History, Reason, State, Transition};
 use crate::classify::Verdict;
-use crate::observe::CallEvent;
 use crate::sync::{lock, model_point, AtomicU32, AtomicU64, Mutex};
 use crate::window::{Counts, Outcome, RollingWindow, Snapshot};
 
@@ -124,7 +124,16 @@ struct Shared {
     /// Made by the first subscriber: a channel's buffer is kilobytes, and a
     /// registry may hold a million breakers nobody subscribes to.
     events: OnceLock<broadcast::Sender<Transition>>,
+    /// When refusals were last logged (window clock nanoseconds; `NEVER`
+    /// before the first), and the lifetime refusal count then: refusals
+    /// are logged once per `REFUSALS_LOGGED_EVERY` as a burst, not one line
+    /// each.
+    refusals_logged_at: AtomicU64,
+    refusals_at_log: AtomicU64,
 }
+
+const NEVER: u64 = u64::MAX;
+const REFUSALS_LOGGED_EVERY: u64 = 1_000_000_000;
 
 /// What only changes of state touch.
 struct Trips {
@@ -202,6 +211,8 @@ impl CircuitBreaker {
                     history: None,
                 }),
                 events: OnceLock::new(),
+                refusals_logged_at: AtomicU64::new(NEVER),
+                refusals_at_log: AtomicU64::new(0),
             }),
         }
     }
@@ -295,7 +306,8 @@ impl CircuitBreaker {
                 CLOSED | FORCED_CLOSED => return Ok(self.ticket(word, false)),
                 HALF_OPEN => {
                     if field(word, PROBES_SHIFT) >= u64::from(shared.config.half_open_probes) {
-                        return Err(shared.short_circuit(State::HalfOpen, None));
+                        let now = shared.window.clock().now();
+                        return Err(shared.short_circuit(State::HalfOpen, None, now));
                     }
                     let taken = word + (1 << PROBES_SHIFT);
                     model_point();
@@ -312,7 +324,7 @@ impl CircuitBreaker {
                     let until = shared.open_until.load(Acquire);
                     if now < until {
                         let after = Duration::from_nanos(until - now);
-                        return Err(shared.short_circuit(State::Open, Some(after)));
+                        return Err(shared.short_circuit(State::Open, Some(after), now));
                     }
                     shared.transition(
                         Some(generation(word)),
@@ -321,7 +333,10 @@ impl CircuitBreaker {
                     );
                     word = shared.state.load(Acquire);
                 }
-                _ => return Err(shared.short_circuit(State::ForcedOpen, None)),
+                _ => {
+                    let now = shared.window.clock().now();
+                    return Err(shared.short_circuit(State::ForcedOpen, None, now));
+                }
             }
         }
     }
@@ -426,11 +441,41 @@ impl fmt::Debug for CircuitBreaker {
 impl Shared {
     /// Records a refused call and builds its error.
     #[inline]
-    fn short_circuit(&self, state: State, retry_after: Option<Duration>) -> CircuitOpen {
+    fn short_circuit(&self, state: State, retry_after: Option<Duration>, now: u64) -> CircuitOpen {
         self.window
             .record_nanos(Outcome::ShortCircuited, None, false);
         self.tell(Outcome::ShortCircuited, None, false, false);
+        let logged_at = self.refusals_logged_at.load(Relaxed);
+        if logged_at == NEVER || now.saturating_sub(logged_at) >= REFUSALS_LOGGED_EVERY {
+            self.log_refusals(logged_at, now, state);
+        }
         CircuitOpen::new(state, retry_after)
+    }
+
+    /// One line for the refusals since the last: the first refusal of a
+    /// burst logs at once, the rest at most once a second.
+    #[cold]
+    #[inline(never)]
+    fn log_refusals(&self, logged_at: u64, now: u64, state: State) {
+        if self
+            .refusals_logged_at
+            .compare_exchange(logged_at, now, Relaxed, Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        let total = self.window.lifetime_counts().short_circuited;
+        let refused = total.saturating_sub(self.refusals_at_log.swap(total, Relaxed));
+        let since =
+            (logged_at != NEVER).then(|| Duration::from_nanos(now.saturating_sub(logged_at)));
+        tracing::warn!(
+            target: "seawall::circuit_breaker",
+            breaker = %self.name,
+            %state,
+            refused,
+            since = ?since,
+            "circuit breaker refusing calls"
+        );
     }
 
     /// Tells the listener, if there is one.
@@ -474,7 +519,11 @@ impl Shared {
             return;
         }
         self.window.record_nanos(outcome, latency, slow);
-        self.tell(outcome, latency, slow, false);
+        // A listener makes every call timed: an untimed call has none to
+        // tell, and does not look.
+        if latency.is_some() {
+            self.tell(outcome, latency, slow, false);
+        }
         if outcome == Outcome::Ignored {
             if probe {
                 self.release_probe(generation_admitted);

@@ -176,7 +176,7 @@ pub(crate) struct Config {
     pub(crate) half_open_probes: u32,
     pub(crate) dropped_call: DroppedCall,
     pub(crate) track_latency: bool,
-    pub(crate) listener: Option<crate::observe::SharedListener>,
+    pub(crate) listener: Option<super::listener::SharedListener>,
     pub(crate) clock: Option<Clock>,
     /// Where the breaker starts and where `reset` takes it.
     pub(crate) resting: super::State,
@@ -343,11 +343,11 @@ impl CircuitBreakerBuilder {
         self
     }
 
-    /// A [`Listener`](crate::observe::Listener) told of every call the
+    /// A [`Listener`](super::Listener) told of every call the
     /// breaker books: its outcome, latency and the breaker's name. None by
     /// default. With one, every call is timed.
-    pub fn listener<L: crate::observe::Listener>(mut self, listener: Arc<L>) -> Self {
-        self.config.listener = Some(crate::observe::SharedListener(listener));
+    pub fn listener<L: super::Listener>(mut self, listener: Arc<L>) -> Self {
+        self.config.listener = Some(super::listener::SharedListener(listener));
         self
     }
 

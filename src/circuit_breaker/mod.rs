@@ -99,6 +99,7 @@ mod config;
 mod event;
 mod future;
 mod layer;
+mod listener;
 #[cfg(feature = "registry")]
 mod registry;
 
@@ -112,6 +113,7 @@ pub use config::{CircuitBreakerBuilder, DroppedCall, OpenDuration, Settings};
 pub use event::{History, Reason, Transition};
 pub use future::ResponseFuture;
 pub use layer::CircuitBreakerLayer;
+pub use listener::{CallEvent, Listener};
 #[cfg(feature = "registry")]
 pub use registry::{Keyed, Registry, RegistryBuilder};
 

@@ -1,4 +1,4 @@
-//! seawall's figures through the [`metrics`](::metrics) facade, for any
+//! seawall's figures through the [`metrics`] facade, for any
 //! exporter (`metrics-exporter-prometheus` among them).
 //!
 //! Two sources, each optional:

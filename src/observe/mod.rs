@@ -10,16 +10,14 @@
 
 mod catalogue;
 mod health;
-mod listener;
 
+pub use crate::circuit_breaker::{CallEvent, Listener};
 pub use catalogue::{
     BreakerReport, BulkheadReport, Catalogue, Catalogued, PoolReport, RegistryReport, Report,
 };
 #[cfg(feature = "axum")]
 pub use health::health_handler;
 pub use health::{Concern, Health, Status};
-pub(crate) use listener::SharedListener;
-pub use listener::{CallEvent, Listener};
 #[cfg(feature = "hystrix-stream")]
 #[cfg_attr(docsrs, doc(cfg(feature = "hystrix-stream")))]
 pub mod hystrix;

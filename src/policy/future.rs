@@ -78,6 +78,9 @@ pin_project! {
 /// ticket, and the bulkhead's slot (or the permit a wait in line got).
 pub(crate) struct Held<Req, B: BreakerFor<Req>, C, F, D> {
     policy: Arc<Shared<B, C, F, D>>,
+    /// The call's `TRACE` span (disabled, and nearly free, unless a
+    /// subscriber wants it).
+    span: tracing::Span,
     breaker: B::Held,
     ticket: Option<Ticket>,
     bulkhead: Hold,
@@ -94,11 +97,13 @@ enum Hold {
 impl<Req, B: BreakerFor<Req>, C, F, D> Held<Req, B, C, F, D> {
     pub(crate) fn new(
         policy: Arc<Shared<B, C, F, D>>,
+        span: tracing::Span,
         breaker: B::Held,
         ticket: Option<Ticket>,
     ) -> Self {
         Held {
             policy,
+            span,
             breaker,
             ticket,
             bulkhead: Hold::Nothing,
@@ -220,6 +225,8 @@ where
 
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let span = (!self.held.span.is_disabled()).then(|| self.held.span.clone());
+        let _entered = span.as_ref().map(tracing::Span::enter);
         loop {
             let mut this = self.as_mut().project();
             let result = match this.state.as_mut().project() {
@@ -259,6 +266,9 @@ where
             this.held.release_bulkhead();
             let verdict = this.held.policy.classifier.classify(&result);
             this.held.settle(verdict);
+            if !this.held.span.is_disabled() {
+                this.held.span.record("outcome", verdict.outcome().as_str());
+            }
             let key = this.key.take().expect(COMPLETED);
             let held = &*this.held;
             let error = match result {

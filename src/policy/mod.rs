@@ -478,18 +478,23 @@ where
     #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
         let shared = &self.shared;
+        let span = tracing::trace_span!(
+            target: "seawall::policy",
+            "seawall.call",
+            policy = %shared.name,
+            outcome = tracing::field::Empty,
+        );
         let key = shared.fallback.key(&request);
         let own_deadline = shared.deadline_of.deadline_of(&request);
         let (held, admitted) = shared.breakers.admit(&request);
         let ticket = match admitted {
             Ok(ticket) => ticket,
             Err(open) => {
-                tracing::debug!(target: "seawall::policy", policy = %shared.name, %open, "short-circuited");
-                let held = Held::new(Arc::clone(shared), held, None);
+                let held = Held::new(Arc::clone(shared), span, held, None);
                 return ResponseFuture::refused(held, Error::CircuitOpen(open), key);
             }
         };
-        let mut held = Held::new(Arc::clone(shared), held, Some(ticket));
+        let mut held = Held::new(Arc::clone(shared), span, held, Some(ticket));
         if let Some(bulkhead) = &shared.bulkhead {
             match bulkhead.try_take() {
                 Some(slot) => held.took(slot),

@@ -179,6 +179,10 @@ impl CountWindow {
         (total.counts(), total.latency())
     }
 
+    pub(crate) fn total_counts(&self) -> [u64; SLOTS] {
+        self.tallies.total.counts()
+    }
+
     /// Empties the ring slot by slot, so calls recorded meanwhile still
     /// balance the counts. O(calls): a reset is rare (a breaker closing).
     pub(crate) fn reset(&self) {

@@ -501,6 +501,15 @@ impl RollingWindow {
         }
     }
 
+    /// The counts of [`lifetime`](Self::lifetime), without latencies: read
+    /// without allocating.
+    pub fn lifetime_counts(&self) -> Counts {
+        Counts::from_slots(match &self.kind {
+            Kind::Time(w) => w.total_counts(),
+            Kind::Count(w) => w.total_counts(),
+        })
+    }
+
     /// Forgets every call recorded so far (not in [`lifetime`](Self::lifetime)).
     pub fn reset(&self) {
         match &self.kind {

@@ -403,26 +403,31 @@ impl TimeWindow {
 
     /// Every call ever recorded, by outcome: never reset.
     pub(crate) fn totals(&self) -> ([u64; SLOTS], Option<Vec<u64>>) {
-        let mut all = vec![0; self.counters()];
+        let latency = self
+            .track_latency
+            .then(|| (SLOTS..self.counters()).map(|i| self.total(i)).collect());
+        (self.total_counts(), latency)
+    }
+
+    /// The outcome totals alone: read without allocating.
+    pub(crate) fn total_counts(&self) -> [u64; SLOTS] {
+        std::array::from_fn(|i| self.total(i))
+    }
+
+    /// Counter `i`'s total: retired, then the ring, then the hot bucket.
+    fn total(&self, i: usize) -> u64 {
         match self.storage.get() {
-            None => {
-                for (i, sum) in all.iter_mut().enumerate().take(SLOTS) {
-                    *sum = self.count_of(self.hot.0[i].load(Acquire));
-                }
-            }
+            None if i < SLOTS => self.count_of(self.hot.0[i].load(Acquire)),
+            None => 0,
             Some(storage) => {
-                for (i, sum) in all.iter_mut().enumerate() {
-                    *sum = storage.retired[i].load(Acquire);
-                    for slot in 0..self.buckets as usize {
-                        let word = self.counter(storage, At::Ring(slot), i).load(Acquire);
-                        *sum += self.count_of(word);
-                    }
-                    *sum += self.count_of(self.counter(storage, At::Hot, i).load(Acquire));
+                let mut sum = storage.retired[i].load(Acquire);
+                for slot in 0..self.buckets as usize {
+                    let word = self.counter(storage, At::Ring(slot), i).load(Acquire);
+                    sum += self.count_of(word);
                 }
+                sum + self.count_of(self.counter(storage, At::Hot, i).load(Acquire))
             }
         }
-        let latency = self.track_latency.then(|| all.split_off(SLOTS));
-        (std::array::from_fn(|i| all[i]), latency)
     }
 
     /// Forgets the calls recorded before `now`: the older buckets by the

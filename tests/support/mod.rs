@@ -1,4 +1,5 @@
 pub mod nats;
+pub mod prometheus;
 pub mod rabbitmq;
 pub mod redis;
 pub mod server;

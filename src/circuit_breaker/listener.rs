@@ -22,7 +22,7 @@ use crate::window::Outcome;
 /// use std::sync::Arc;
 /// use seawall::circuit_breaker::CircuitBreaker;
 /// use seawall::classify::Verdict;
-/// use seawall::observe::{CallEvent, Listener};
+/// use seawall::circuit_breaker::{CallEvent, Listener};
 /// use seawall::window::Outcome;
 ///
 /// #[derive(Default)]
