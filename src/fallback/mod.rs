@@ -265,7 +265,7 @@ impl<Req, Res: Send + 'static, E: Leaf, K> Fallback<Req, Res, E, K> {
                 Some((mut answer, age)) => {
                     count(Outcome::CacheHit);
                     self.mark(&mut answer, Provenance::Cache { age });
-                    tracing::debug!(target: "seawall::fallback", ?age, "served a cached answer");
+                    tracing::debug!(target: "seawall::fallback", breaker = name(stats), ?age, "served a cached answer");
                     return After::Answered(answer);
                 }
                 None => count(Outcome::CacheMiss),
@@ -276,7 +276,7 @@ impl<Req, Res: Send + 'static, E: Leaf, K> Fallback<Req, Res, E, K> {
         };
         let Some(permit) = self.shared.limit.try_acquire() else {
             count(Outcome::FallbackRejected);
-            tracing::debug!(target: "seawall::fallback", "too many fallbacks running: not tried");
+            tracing::debug!(target: "seawall::fallback", breaker = name(stats), "too many fallbacks running: not tried");
             return After::Unanswered;
         };
         let future = source.answer(&key, error);
@@ -313,7 +313,7 @@ impl<Req, Res: Send + 'static, E: Leaf, K> Fallback<Req, Res, E, K> {
             }
             Err(cause) => {
                 count(Outcome::FallbackFailure);
-                tracing::debug!(target: "seawall::fallback", error = %cause, "the fallback failed");
+                tracing::debug!(target: "seawall::fallback", breaker = name(stats), error = %cause, "the fallback failed");
                 Err(error)
             }
         }
@@ -515,4 +515,10 @@ where
             }),
         })
     }
+}
+
+/// The name log lines give: the breaker whose calls the fallback answers
+/// for (a Policy's breaker is named after the policy).
+fn name(stats: Option<&CircuitBreaker>) -> &str {
+    stats.map_or("", CircuitBreaker::name)
 }
