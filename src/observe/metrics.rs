@@ -84,14 +84,13 @@ pub fn publish(report: &Report) {
             .chain([("other", &registry.others_lifetime)]);
         for (key, counts) in keys {
             for outcome in Outcome::ALL {
-                let labels: Vec<Label> = labels
-                    .iter()
-                    .cloned()
-                    .chain([
+                let labels = and(
+                    &labels,
+                    [
                         Label::new("key", key.to_owned()),
                         Label::from_static_parts("outcome", outcome.as_str()),
-                    ])
-                    .collect();
+                    ],
+                );
                 counter!("seawall_registry_calls_total", labels).absolute(counts.of(outcome));
             }
         }
@@ -120,6 +119,11 @@ pub fn publish(report: &Report) {
     }
 }
 
+/// A part's labels and a series' own.
+fn and<const N: usize>(part: &[Label], own: [Label; N]) -> Vec<Label> {
+    part.iter().cloned().chain(own).collect()
+}
+
 /// A registry's breaker is named `registry:key`; the label is the key.
 fn key_of<'a>(registry: &str, breaker: &'a str) -> &'a str {
     breaker
@@ -133,13 +137,7 @@ fn publish_breaker(breaker: &BreakerReport) {
         Label::new("breaker", breaker.name.clone()),
         Label::new("policy", breaker.policy.clone().unwrap_or_default()),
     ];
-    let with = |name: &'static str, value: &'static str| {
-        labels
-            .iter()
-            .cloned()
-            .chain([Label::from_static_parts(name, value)])
-            .collect::<Vec<_>>()
-    };
+    let with = |name, value| and(&labels, [Label::from_static_parts(name, value)]);
     for outcome in Outcome::ALL {
         let labels = with("outcome", outcome.as_str());
         gauge!("seawall_breaker_window_calls", labels.iter())
@@ -159,14 +157,13 @@ fn publish_breaker(breaker: &BreakerReport) {
         .set(breaker.history.time_in(state).as_secs_f64());
     }
     for (from, to, times) in breaker.history.each_transition() {
-        let labels: Vec<Label> = labels
-            .iter()
-            .cloned()
-            .chain([
+        let labels = and(
+            &labels,
+            [
                 Label::from_static_parts("from", from.as_str()),
                 Label::from_static_parts("to", to.as_str()),
-            ])
-            .collect();
+            ],
+        );
         counter!("seawall_breaker_transitions_total", labels).absolute(times);
     }
     if let Some(latency) = &breaker.window.latency {
