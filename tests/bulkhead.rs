@@ -126,9 +126,117 @@ async fn rejecting_bulkhead_of_ten_under_a_thousand_tasks() {
     );
     let f = bulkhead.figures();
     assert_eq!(
-        (f.in_flight, f.queued, f.max_in_flight_seen, f.rejected),
-        (0, 0, 10, 990)
+        (
+            f.in_flight,
+            f.queued,
+            f.max_in_flight_seen,
+            f.admitted,
+            f.rejected
+        ),
+        (0, 0, 10, 10, 990)
     );
+}
+
+/// Threads released together through a bulkhead of 2: a rejecting one
+/// counts exactly the calls it let in and the calls it refused; a queueing
+/// one admits every call, at once or handed a permit by a call that ends,
+/// and counts each admission once.
+#[test]
+fn admissions_and_refusals_are_counted_exactly_when_threads_start_together() {
+    use seawall::bulkhead::Queue;
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Barrier;
+
+    const THREADS: usize = 8;
+    const CALLS: u64 = 300;
+
+    /// Holds its permit over a few yields, so that calls queue and are
+    /// handed permits by calls that end.
+    #[derive(Clone)]
+    struct Yielding;
+
+    impl Service<()> for Yielding {
+        type Response = ();
+        type Error = Infallible;
+        type Future = Pin<Box<dyn Future<Output = Result<(), Infallible>> + Send>>;
+
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Infallible>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, (): ()) -> Self::Future {
+            Box::pin(async {
+                for _ in 0..3 {
+                    tokio::task::yield_now().await;
+                }
+                Ok(())
+            })
+        }
+    }
+
+    fn through<M: Mode>(bulkhead: &Bulkhead<M>) -> (u64, u64)
+    where
+        BulkheadService<Yielding, M>:
+            Service<(), Response = (), Error = Error<Infallible>> + Clone + Send + 'static,
+        <BulkheadService<Yielding, M> as Service<()>>::Future: Send,
+    {
+        let service = bulkhead.layer().layer(Yielding);
+        let barrier = Arc::new(Barrier::new(THREADS));
+        let (ok, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let threads: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let (service, barrier) = (service.clone(), barrier.clone());
+                let (ok, refused) = (ok.clone(), refused.clone());
+                std::thread::spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_time()
+                        .build()
+                        .unwrap();
+                    barrier.wait();
+                    runtime.block_on(async {
+                        let calls: Vec<_> = (0..CALLS)
+                            .map(|_| tokio::spawn(service.clone().oneshot(())))
+                            .collect();
+                        for call in calls {
+                            match call.await.unwrap() {
+                                Ok(()) => ok.fetch_add(1, SeqCst),
+                                Err(_) => refused.fetch_add(1, SeqCst),
+                            };
+                        }
+                    });
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .for_each(|thread| thread.join().unwrap());
+        (ok.load(SeqCst), refused.load(SeqCst))
+    }
+
+    for round in 0..20 {
+        let rejecting = Bulkhead::builder().max_concurrent(2).build().unwrap();
+        let (ok, refused) = through(&rejecting);
+        let f = rejecting.figures();
+        assert_eq!(ok + refused, THREADS as u64 * CALLS);
+        assert_eq!((f.admitted, f.rejected), (ok, refused), "round {round}");
+
+        let queueing: Bulkhead<Queue> = Bulkhead::builder()
+            .max_concurrent(2)
+            .queue(THREADS * CALLS as usize, Duration::from_secs(600))
+            .build()
+            .unwrap();
+        let (ok, refused) = through(&queueing);
+        let f = queueing.figures();
+        assert_eq!((ok, refused), (THREADS as u64 * CALLS, 0), "round {round}");
+        assert_eq!(
+            (f.admitted, f.rejected, f.in_flight),
+            (ok, 0, 0),
+            "round {round}"
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -391,6 +499,14 @@ fn bad_settings_are_refused() {
             Bulkhead::builder().max_concurrent(0).build().unwrap_err(),
             "max_concurrent",
             "0",
+        ),
+        (
+            Bulkhead::builder()
+                .max_concurrent(1 << 20)
+                .build()
+                .unwrap_err(),
+            "max_concurrent",
+            "1048576",
         ),
         (
             Bulkhead::builder().queue(0, ms(1)).build().unwrap_err(),

@@ -549,3 +549,53 @@ async fn a_policy_call_is_a_span_with_its_outcome() {
     );
     assert!(closed[1].contains("outcome=\"failure\""), "{}", closed[1]);
 }
+
+/// A cache tells hits, misses and answers too old to serve apart; the
+/// breaker counts a stale answer as a miss, and the catalogue reports the
+/// cache.
+#[cfg(feature = "cache")]
+#[tokio::test(start_paused = true)]
+async fn a_cache_counts_hits_misses_and_stale_refusals() {
+    use seawall::fallback::{Fallback, FallbackCache};
+    use seawall::policy::Policy;
+    use tower::{service_fn, Layer, ServiceExt};
+    let cache = FallbackCache::<u32, u32>::builder()
+        .name("prices")
+        .clock(Clock::tokio())
+        .max_stale(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let policy = Policy::builder()
+        .name("pricing")
+        .clock(Clock::tokio())
+        .circuit_breaker(CircuitBreaker::builder())
+        .fallback(Fallback::keyed(|sku: &u32| *sku).cache(cache.clone()))
+        .build()
+        .unwrap();
+    let prices = policy.layer(service_fn(|sku: u32| async move {
+        Ok::<_, std::io::Error>(sku * 10)
+    }));
+    assert_eq!(prices.clone().oneshot(1).await.unwrap(), 10); // stored
+    policy.breaker().force_open();
+    assert_eq!(prices.clone().oneshot(1).await.unwrap(), 10); // a hit
+    prices.clone().oneshot(2).await.unwrap_err(); // a miss
+    tokio::time::advance(Duration::from_secs(11)).await;
+    prices.clone().oneshot(1).await.unwrap_err(); // too old
+    let figures = cache.figures();
+    assert_eq!(
+        (
+            figures.stored,
+            figures.hits,
+            figures.misses,
+            figures.stale_refused
+        ),
+        (1, 1, 1, 1)
+    );
+    let lifetime = policy.breaker().lifetime().counts;
+    assert_eq!((lifetime.cache_hit, lifetime.cache_miss), (1, 2));
+    let catalogue = Catalogue::new();
+    catalogue.add(&cache);
+    let report = catalogue.report();
+    assert_eq!(report.caches[0].name, "prices");
+    assert_eq!(report.caches[0].figures.stale_refused, 1);
+}

@@ -108,6 +108,9 @@ pub struct BulkheadFigures {
     pub queued: usize,
     /// The most calls ever in flight at once.
     pub max_in_flight_seen: usize,
+    /// Calls admitted so far, at once or after waiting (monotonic; wraps
+    /// after 2^44, 17.6 trillion).
+    pub admitted: u64,
     /// Calls refused so far.
     pub rejected: u64,
 }
@@ -187,6 +190,7 @@ impl<M: Mode> Bulkhead<M> {
             in_flight: self.limiter.in_flight(),
             queued: self.limiter.queued(),
             max_in_flight_seen: self.limiter.max_in_flight(),
+            admitted: self.limiter.admitted(),
             rejected: self.limiter.rejected(),
         }
     }
@@ -351,6 +355,13 @@ impl<M: Mode> BulkheadBuilder<M> {
 fn check_max_concurrent(max_concurrent: usize) -> Result<(), ConfigError> {
     if max_concurrent == 0 {
         return Err(ConfigError::new("max_concurrent", 0, "must be at least 1"));
+    }
+    if max_concurrent > super::limiter::MAX_LIMIT {
+        return Err(ConfigError::new(
+            "max_concurrent",
+            max_concurrent,
+            "must be at most 1048575",
+        ));
     }
     Ok(())
 }

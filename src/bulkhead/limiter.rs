@@ -29,9 +29,20 @@ use crate::sync::{
 /// Keeps the contended counter on a cache line of its own.
 #[repr(align(128))]
 struct Hot {
-    in_flight: AtomicUsize,
+    /// Calls in flight in the low [`IN_FLIGHT_BITS`] bits, and above them
+    /// every call ever admitted: the compare-and-swap that takes a permit
+    /// counts the admission in the same write, for nothing.
+    in_flight: AtomicU64,
     max_in_flight: AtomicUsize,
 }
+
+/// The bits of the in-flight word that count calls in flight: the limit is
+/// at most `2^20 - 1`, and admissions wrap after `2^44` (17.6 trillion).
+pub(crate) const IN_FLIGHT_BITS: u32 = 20;
+/// The most calls a bulkhead may allow in flight.
+pub(crate) const MAX_LIMIT: usize = (1 << IN_FLIGHT_BITS) - 1;
+const IN_FLIGHT: u64 = (1 << IN_FLIGHT_BITS) - 1;
+const ADMITTED: u64 = 1 << IN_FLIGHT_BITS;
 
 pub(crate) struct Limiter {
     hot: Hot,
@@ -61,7 +72,7 @@ impl Limiter {
     pub(crate) fn new(limit: usize, max_queue: usize) -> Limiter {
         Limiter {
             hot: Hot {
-                in_flight: AtomicUsize::new(0),
+                in_flight: AtomicU64::new(0),
                 max_in_flight: AtomicUsize::new(0),
             },
             limit: AtomicUsize::new(limit),
@@ -89,27 +100,29 @@ impl Limiter {
 
     #[inline]
     fn take_free(&self) -> bool {
-        let limit = self.limit.load(Relaxed);
+        let limit = self.limit.load(Relaxed) as u64;
         // Sequentially consistent, for the wakeup argument at the top (a
         // plain load on x86; `ldar` on ARM).
-        let mut in_flight = self.hot.in_flight.load(SeqCst);
+        let mut word = self.hot.in_flight.load(SeqCst);
         loop {
+            let in_flight = word & IN_FLIGHT;
             if in_flight >= limit {
                 return false;
             }
             match self.hot.in_flight.compare_exchange_weak(
-                in_flight,
-                in_flight + 1,
+                word,
+                word.wrapping_add(ADMITTED + 1),
                 SeqCst,
                 Relaxed,
             ) {
                 Ok(_) => {
-                    if in_flight + 1 > self.hot.max_in_flight.load(Relaxed) {
-                        self.hot.max_in_flight.fetch_max(in_flight + 1, Relaxed);
+                    let now = in_flight as usize + 1;
+                    if now > self.hot.max_in_flight.load(Relaxed) {
+                        self.hot.max_in_flight.fetch_max(now, Relaxed);
                     }
                     return true;
                 }
-                Err(actual) => in_flight = actual,
+                Err(actual) => word = actual,
             }
         }
     }
@@ -130,7 +143,7 @@ impl Limiter {
     /// was lowered below what is in flight (then the permit is retired).
     #[cold]
     fn hand_over(&self) -> bool {
-        if self.hot.in_flight.load(SeqCst) > self.limit.load(SeqCst) {
+        if self.hot.in_flight.load(SeqCst) & IN_FLIGHT > self.limit.load(SeqCst) as u64 {
             return false;
         }
         let mut queue = lock(&self.queue);
@@ -138,6 +151,8 @@ impl Limiter {
             return false;
         };
         self.waiting.fetch_sub(1, SeqCst);
+        // The releasing call's permit goes on in flight: one more admitted.
+        self.hot.in_flight.fetch_add(ADMITTED, SeqCst);
         drop(queue);
         waiter.grant();
         true
@@ -198,7 +213,12 @@ impl Limiter {
     }
 
     pub(crate) fn in_flight(&self) -> usize {
-        self.hot.in_flight.load(Relaxed)
+        (self.hot.in_flight.load(Relaxed) & IN_FLIGHT) as usize
+    }
+
+    /// Calls admitted since the bulkhead was made (modulo `2^44`).
+    pub(crate) fn admitted(&self) -> u64 {
+        self.hot.in_flight.load(Relaxed) >> IN_FLIGHT_BITS
     }
 
     pub(crate) fn max_in_flight(&self) -> usize {
@@ -368,6 +388,8 @@ mod loom_models {
             drop(held);
             waiter.join().unwrap();
             assert_eq!(settled(&limiter), (0, 0, 0));
+            // Whether the waiter took the freed permit or was handed it.
+            assert_eq!(limiter.admitted(), 2, "each admission counted once");
         });
     }
 

@@ -1,6 +1,8 @@
 //! The cache of last good answers, on moka.
 
 use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 use moka::sync::Cache;
@@ -34,6 +36,7 @@ pub struct FallbackCache<K, Res> {
     entries: Cache<K, Entry<Res>>,
     max_stale: Option<u64>,
     clock: Clock,
+    tally: Arc<Tally>,
 }
 
 impl<K, Res> Clone for FallbackCache<K, Res> {
@@ -42,8 +45,36 @@ impl<K, Res> Clone for FallbackCache<K, Res> {
             entries: self.entries.clone(),
             max_stale: self.max_stale,
             clock: self.clock,
+            tally: Arc::clone(&self.tally),
         }
     }
+}
+
+/// What a cache did, since it was made; shared by its clones.
+#[derive(Debug)]
+struct Tally {
+    name: Arc<str>,
+    stored: AtomicU64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    stale_refused: AtomicU64,
+}
+
+/// A cache's lifetime figures: monotonic, from [`FallbackCache::figures`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheFigures {
+    /// Answers kept now.
+    pub entries: u64,
+    /// Good answers stored (or refreshed).
+    pub stored: u64,
+    /// Lookups that found an answer fresh enough, and served it.
+    pub hits: u64,
+    /// Lookups that found no answer for the key.
+    pub misses: u64,
+    /// Lookups that found an answer older than
+    /// [`max_stale`](FallbackCacheBuilder::max_stale), and did not serve it.
+    pub stale_refused: u64,
 }
 
 #[derive(Clone)]
@@ -67,6 +98,25 @@ where
             time_to_idle: None,
             max_stale: None,
             clock: None,
+            name: Arc::from("fallback_cache"),
+        }
+    }
+
+    /// The cache's name, in reports and metrics.
+    pub fn name(&self) -> &str {
+        &self.tally.name
+    }
+
+    /// What the cache has done since it was made: lookups by result, and
+    /// answers stored. Monotonic; reading them blocks nothing.
+    pub fn figures(&self) -> CacheFigures {
+        let tally = &self.tally;
+        CacheFigures {
+            entries: self.entries.entry_count(),
+            stored: tally.stored.load(Relaxed),
+            hits: tally.hits.load(Relaxed),
+            misses: tally.misses.load(Relaxed),
+            stale_refused: tally.stale_refused.load(Relaxed),
         }
     }
 
@@ -98,14 +148,21 @@ where
             at: self.clock.now(),
         };
         self.entries.insert(key, entry);
+        self.tally.stored.fetch_add(1, Relaxed);
     }
 
     fn lookup(&self, key: &K) -> Option<(Res, Duration)> {
-        let entry = self.entries.get(key)?;
+        let tally = &self.tally;
+        let Some(entry) = self.entries.get(key) else {
+            tally.misses.fetch_add(1, Relaxed);
+            return None;
+        };
         let age = self.clock.now().saturating_sub(entry.at);
         if self.max_stale.is_some_and(|max| age > max) {
+            tally.stale_refused.fetch_add(1, Relaxed);
             return None;
         }
+        tally.hits.fetch_add(1, Relaxed);
         Some((entry.response, Duration::from_nanos(age)))
     }
 }
@@ -121,6 +178,7 @@ pub struct FallbackCacheBuilder<K, Res> {
     time_to_idle: Option<Duration>,
     max_stale: Option<Duration>,
     clock: Option<Clock>,
+    name: Arc<str>,
 }
 
 impl<K, Res> FallbackCacheBuilder<K, Res>
@@ -160,6 +218,12 @@ where
     /// Never serves an answer older than this. Default: any age still kept.
     pub fn max_stale(mut self, max_stale: Duration) -> Self {
         self.max_stale = Some(max_stale);
+        self
+    }
+
+    /// The name in reports and metrics. Default `"fallback_cache"`.
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = name.into();
         self
     }
 
@@ -207,6 +271,13 @@ where
                 .max_stale
                 .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
             clock: self.clock.unwrap_or_default(),
+            tally: Arc::new(Tally {
+                name: self.name,
+                stored: AtomicU64::new(0),
+                hits: AtomicU64::new(0),
+                misses: AtomicU64::new(0),
+                stale_refused: AtomicU64::new(0),
+            }),
         })
     }
 }

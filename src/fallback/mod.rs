@@ -80,7 +80,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[cfg(feature = "cache")]
-pub use cache::{FallbackCache, FallbackCacheBuilder};
+pub use cache::{CacheFigures, FallbackCache, FallbackCacheBuilder};
 pub use future::ResponseFuture;
 pub use layer::{FallbackLayer, FallbackService};
 
@@ -499,10 +499,8 @@ where
         let limit = Bulkhead::builder()
             .name("fallback")
             .max_concurrent(self.max_concurrent)
-            .build()
-            .map_err(|_| {
-                ConfigError::new("max_concurrent", self.max_concurrent, "must be at least 1")
-            })?;
+            // Its errors name `max_concurrent`, as this builder's setting is named.
+            .build()?;
         Ok(Fallback {
             shared: Arc::new(Shared {
                 key_of: self.key_of,

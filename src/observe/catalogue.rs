@@ -161,6 +161,9 @@ pub struct Report {
     pub bulkheads: Vec<BulkheadReport>,
     /// Blocking pools.
     pub pools: Vec<PoolReport>,
+    /// Fallback caches.
+    #[cfg(feature = "cache")]
+    pub caches: Vec<CacheReport>,
 }
 
 /// One breaker's figures.
@@ -239,6 +242,31 @@ pub struct PoolReport {
     pub name: String,
     /// Its figures.
     pub figures: PoolFigures,
+}
+
+/// One fallback cache's figures.
+#[cfg(feature = "cache")]
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct CacheReport {
+    /// The cache's name.
+    pub name: String,
+    /// Its figures.
+    pub figures: crate::fallback::CacheFigures,
+}
+
+#[cfg(feature = "cache")]
+impl<K, Res> Catalogued for crate::fallback::FallbackCache<K, Res>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    Res: Clone + Send + Sync + 'static,
+{
+    fn report_into(&self, report: &mut Report, _: usize) {
+        report.caches.push(CacheReport {
+            name: self.name().to_owned(),
+            figures: self.figures(),
+        });
+    }
 }
 
 impl Catalogued for CircuitBreaker {

@@ -32,9 +32,13 @@
 //! | `seawall_bulkhead_in_flight` | gauge | `bulkhead`, `policy` | calls in flight |
 //! | `seawall_bulkhead_max_concurrent` | gauge | `bulkhead`, `policy` | the limit |
 //! | `seawall_bulkhead_queued` | gauge | `bulkhead`, `policy` | calls waiting |
+//! | `seawall_bulkhead_admitted_total` | counter | `bulkhead`, `policy` | calls let in, at once or after waiting |
 //! | `seawall_bulkhead_rejected_total` | counter | `bulkhead`, `policy` | calls refused |
 //! | `seawall_pool_threads`, `seawall_pool_busy`, `seawall_pool_queued` | gauge | `pool` | threads, threads running a call, calls waiting |
 //! | `seawall_pool_completed_total`, `seawall_pool_rejected_total`, `seawall_pool_cancelled_total`, `seawall_pool_abandoned_total` | counter | `pool` | calls run, refused, cancelled before they ran, finished after their caller left |
+//! | `seawall_cache_entries` | gauge | `cache` | answers kept (feature `cache`) |
+//! | `seawall_cache_lookups_total` | counter | `cache`, `result` | lookups: `hit`, `miss`, `stale_refused` (found, older than `max_stale`, not served) |
+//! | `seawall_cache_stored_total` | counter | `cache` | good answers stored |
 //! | `seawall_call_duration_seconds` | histogram | `breaker`, `outcome` | each call's latency, from [`MetricsListener`] |
 //!
 //! A registry's counters name at most [`top_keys`](super::Catalogue::top_keys)
@@ -104,6 +108,7 @@ pub fn publish(report: &Report) {
         gauge!("seawall_bulkhead_in_flight", labels.iter()).set(figures.in_flight as f64);
         gauge!("seawall_bulkhead_max_concurrent", labels.iter()).set(figures.max_concurrent as f64);
         gauge!("seawall_bulkhead_queued", labels.iter()).set(figures.queued as f64);
+        counter!("seawall_bulkhead_admitted_total", labels.iter()).absolute(figures.admitted);
         counter!("seawall_bulkhead_rejected_total", labels.iter()).absolute(figures.rejected);
     }
     for pool in &report.pools {
@@ -116,6 +121,21 @@ pub fn publish(report: &Report) {
         counter!("seawall_pool_rejected_total", labels.iter()).absolute(figures.rejected);
         counter!("seawall_pool_cancelled_total", labels.iter()).absolute(figures.cancelled);
         counter!("seawall_pool_abandoned_total", labels.iter()).absolute(figures.abandoned);
+    }
+    #[cfg(feature = "cache")]
+    for cache in &report.caches {
+        let labels = [Label::new("cache", cache.name.clone())];
+        let figures = &cache.figures;
+        gauge!("seawall_cache_entries", labels.iter()).set(figures.entries as f64);
+        for (lookup, count) in [
+            ("hit", figures.hits),
+            ("miss", figures.misses),
+            ("stale_refused", figures.stale_refused),
+        ] {
+            let labels = and(&labels, [Label::from_static_parts("result", lookup)]);
+            counter!("seawall_cache_lookups_total", labels).absolute(count);
+        }
+        counter!("seawall_cache_stored_total", labels.iter()).absolute(figures.stored);
     }
 }
 

@@ -12,6 +12,8 @@ mod catalogue;
 mod health;
 
 pub use crate::circuit_breaker::{CallEvent, Listener};
+#[cfg(feature = "cache")]
+pub use catalogue::CacheReport;
 pub use catalogue::{
     BreakerReport, BulkheadReport, Catalogue, Catalogued, PoolReport, RegistryReport, Report,
 };
