@@ -133,3 +133,81 @@ async fn inner_errors_pass_through_untouched() {
         Some("boom")
     );
 }
+
+/// A client's own timer for the caller's deadline (tonic's channel enforcing
+/// `grpc-timeout`) may fire before seawall's: its error is the caller's
+/// deadline all the same, and is reported as one. An error before the
+/// deadline stays the call's own.
+#[tokio::test(start_paused = true)]
+async fn an_inner_timer_for_the_callers_deadline_is_the_callers_deadline() {
+    use seawall::classify::{ByKind, Classify, Verdict};
+    use seawall::policy::Policy;
+
+    // Fails with its own "timeout expired" when the caller's budget ends,
+    // or at once when told to.
+    let client = service_fn(|(own, fail_now): (Duration, bool)| async move {
+        if !fail_now {
+            sleep(own).await;
+        }
+        Err::<(), _>("the client's own timer expired")
+    });
+    let own = |(own, _): &(Duration, bool)| Some(*own);
+    let timeout = TimeoutLayer::new(ms(5_000))
+        .per_request_deadline(own)
+        .layer(client);
+    let policy = Policy::builder()
+        .name("client")
+        .timeout(ms(5_000))
+        .per_request_deadline(own)
+        .build()
+        .unwrap();
+    let guarded = policy.layer(client);
+
+    let error = timeout.clone().oneshot((ms(300), false)).await.unwrap_err();
+    assert!(
+        matches!(&error, Error::Timeout(e) if e.is_callers_deadline()),
+        "{error:?}"
+    );
+    let error = timeout.oneshot((ms(300), true)).await.unwrap_err();
+    assert!(matches!(&error, Error::Inner(_)), "{error:?}");
+
+    let start = Instant::now();
+    let error = guarded.clone().oneshot((ms(300), false)).await.unwrap_err();
+    assert_eq!(start.elapsed(), ms(300));
+    assert_eq!(ByKind.classify(&Err::<(), _>(error)), Verdict::Ignore);
+    guarded.oneshot((ms(300), true)).await.unwrap_err();
+    let lifetime = policy.breaker().lifetime().counts;
+    assert_eq!((lifetime.ignored, lifetime.failure), (1, 1));
+}
+
+/// A server's own enforcement of the caller's deadline (tonic's, for
+/// `grpc-timeout`) drops the call rather than letting seawall answer: a call
+/// dropped once the caller's deadline has passed is counted as the
+/// caller's deadline (ignored), and one dropped before it as configured
+/// (not counted, by default).
+#[tokio::test(start_paused = true)]
+async fn a_call_dropped_after_the_callers_deadline_counts_as_the_callers_deadline() {
+    use seawall::policy::Policy;
+
+    let policy = Policy::builder()
+        .name("server")
+        .clock(Clock::tokio())
+        .timeout(ms(5_000))
+        .per_request_deadline(|own: &Duration| Some(*own))
+        .build()
+        .unwrap();
+    let mut server = policy.layer(service_fn(|_: Duration| {
+        std::future::pending::<Result<(), Infallible>>()
+    }));
+    for (dropped_after, ignored) in [(ms(100), 0), (ms(300), 1), (ms(400), 2)] {
+        let call = server.ready().await.unwrap().call(ms(300));
+        advance(dropped_after).await;
+        drop(call);
+        let lifetime = policy.breaker().lifetime().counts;
+        assert_eq!(
+            (lifetime.ignored, lifetime.calls()),
+            (ignored, 0),
+            "dropped after {dropped_after:?}"
+        );
+    }
+}

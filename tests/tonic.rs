@@ -161,7 +161,62 @@ async fn server_failure_statuses_trip_the_breaker_which_says_when_to_retry() {
     let status = client.say(say("hi", 0, false)).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert_eq!(status.metadata().get("retry-after").unwrap(), "5");
+    let pushback: u64 = status
+        .metadata()
+        .get("grpc-retry-pushback-ms")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=5_000).contains(&pushback),
+        "{pushback} ms, at most the open duration"
+    );
     assert_eq!(policy.breaker().counts().failure, 2);
+}
+
+/// Callers whose own deadline (`Request::set_timeout`) is shorter than the
+/// policy's timeout give up on a healthy but slow server: tonic's channel
+/// enforces their `grpc-timeout` inside the policy and may fire first. Those
+/// calls are the callers' deadlines, not the server's failures: the breaker
+/// ignores them, whichever timer fired first, and the caller is told
+/// `DEADLINE_EXCEEDED` either way.
+#[tokio::test]
+async fn impatient_callers_never_trip_the_client_breaker() {
+    use seawall::circuit_breaker::State;
+
+    let channel = serve(None).await;
+    let policy = Policy::builder()
+        .name("echo-client")
+        .timeout(Duration::from_secs(5))
+        .per_request_deadline(GrpcTimeout)
+        .circuit_breaker(
+            CircuitBreaker::builder()
+                .consecutive_failures(3)
+                .disable_error_threshold(),
+        )
+        .classify(server_errors())
+        .build()
+        .unwrap();
+    let mut client = EchoClient::new(
+        ServiceBuilder::new()
+            .layer(StatusLayer::new())
+            .layer(policy.clone())
+            .service(channel),
+    );
+    for _ in 0..10 {
+        let mut request = Request::new(say("slow", 200, false));
+        request.set_timeout(Duration::from_millis(20));
+        let status = client.say(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    }
+    assert_eq!(policy.breaker().state(), State::Closed);
+    let lifetime = policy.breaker().lifetime().counts;
+    assert_eq!(
+        (lifetime.failure, lifetime.timeout, lifetime.ignored),
+        (0, 0, 10)
+    );
 }
 
 #[tokio::test(start_paused = true)]

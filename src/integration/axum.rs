@@ -84,13 +84,15 @@ pub enum Refused<'a> {
 }
 
 impl Refused<'_> {
-    /// seawall's own response: the status from the table above, a short
-    /// text body, and `Retry-After` for an open circuit.
+    /// seawall's own response: the status from the table above, its reason
+    /// phrase as the body (`Service Unavailable`: nothing of the server's
+    /// internals reaches a client), and `Retry-After` for an open circuit.
+    /// [`ErrorResponseLayer::response`] makes other bodies; the refusal's
+    /// own `Display` says more, for logs.
     pub fn default_response(&self, bulkhead_status: StatusCode) -> Response {
         match self {
             Refused::CircuitOpen(open) => {
-                let mut response =
-                    (StatusCode::SERVICE_UNAVAILABLE, open.to_string()).into_response();
+                let mut response = terse(StatusCode::SERVICE_UNAVAILABLE);
                 if let Some(after) = open.retry_after() {
                     // Whole seconds, rounded up: never invite a retry too soon.
                     let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
@@ -100,12 +102,15 @@ impl Refused<'_> {
                 }
                 response
             }
-            Refused::BulkheadFull(full) => (bulkhead_status, full.to_string()).into_response(),
-            Refused::Timeout(elapsed) => {
-                (StatusCode::GATEWAY_TIMEOUT, elapsed.to_string()).into_response()
-            }
+            Refused::BulkheadFull(_) => terse(bulkhead_status),
+            Refused::Timeout(_) => terse(StatusCode::GATEWAY_TIMEOUT),
         }
     }
+}
+
+/// A response whose body is its status's reason phrase.
+fn terse(status: StatusCode) -> Response {
+    (status, status.canonical_reason().unwrap_or("")).into_response()
 }
 
 /// The status of an inner error that is a refusal after all: tower's

@@ -9,7 +9,7 @@
 //!
 //! | seawall error | gRPC status |
 //! |---|---|
-//! | circuit open | `UNAVAILABLE` (with `retry-after` metadata, in seconds, when known) |
+//! | circuit open | `UNAVAILABLE` (with `retry-after` metadata in seconds, and gRPC's `grpc-retry-pushback-ms`, when known) |
 //! | bulkhead full | `RESOURCE_EXHAUSTED` |
 //! | timeout | `DEADLINE_EXCEEDED` |
 //! | inner error | tonic's own reading of it (`Status::from_error`) |
@@ -81,10 +81,14 @@ impl<E: Into<BoxError> + Leaf> From<Error<E>> for Status {
             Error::CircuitOpen(open) => {
                 let mut status = Status::unavailable(open.to_string());
                 if let Some(after) = open.retry_after() {
+                    // Rounded up: never invite a retry too soon.
                     let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
-                    status
-                        .metadata_mut()
-                        .insert("retry-after", MetadataValue::from(seconds));
+                    let millis = after.as_nanos().div_ceil(1_000_000);
+                    let metadata = status.metadata_mut();
+                    metadata.insert("retry-after", MetadataValue::from(seconds));
+                    // gRPC's own pushback, which its retry policies obey.
+                    let millis = u64::try_from(millis).unwrap_or(u64::MAX);
+                    metadata.insert("grpc-retry-pushback-ms", MetadataValue::from(millis));
                 }
                 status
             }

@@ -27,7 +27,9 @@ pin_project! {
     /// The future of a [`PolicyService`](super::PolicyService) call: every
     /// stage in one future, with no allocation while the call is healthy.
     /// Dropped at any point, it gives back its bulkhead slot or place in
-    /// line and its breaker probe slot.
+    /// line and its breaker probe slot. Dropped unfinished after the
+    /// caller's own deadline passed (by a server's own enforcement of
+    /// `grpc-timeout`, say), it counts as the caller's deadline: ignored.
     pub struct ResponseFuture<S, Req, B, C, F, D>
     where
         S: Service<Req>,
@@ -39,6 +41,27 @@ pin_project! {
         state: State<S, Req>,
         held: Held<Req, B, C, F, D>,
         key: Option<F::Key>,
+    }
+
+    impl<S, Req, B, C, F, D> PinnedDrop for ResponseFuture<S, Req, B, C, F, D>
+    where
+        S: Service<Req>,
+        S::Error: IntoError,
+        B: BreakerFor<Req>,
+        F: AnswersFor<Req, S::Response, Inner<S, Req>>,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            // A finished call has no ticket left: nothing more to look at.
+            if this.held.ticket.is_none() {
+                return;
+            }
+            if let StateProj::Calling { deadline, .. } = this.state.project() {
+                if deadline.as_ref().get_ref().callers_passed().is_some() {
+                    this.held.settle(Verdict::Ignore);
+                }
+            }
+        }
     }
 }
 
@@ -231,7 +254,10 @@ where
             let mut this = self.as_mut().project();
             let result = match this.state.as_mut().project() {
                 StateProj::Calling { future, deadline } => match future.poll(cx) {
-                    Poll::Ready(result) => result.map_err(IntoError::into_error),
+                    Poll::Ready(result) => {
+                        let deadline = deadline.as_ref().get_ref();
+                        result.map_err(|error| deadline.attribute(error))
+                    }
                     Poll::Pending => Err(Error::Timeout(ready!(deadline.poll_elapsed(cx)))),
                 },
                 StateProj::Queued {

@@ -40,7 +40,8 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         if let Poll::Ready(result) = this.inner.poll(cx) {
-            return Poll::Ready(result.map_err(IntoError::into_error));
+            let deadline = this.deadline.as_ref().get_ref();
+            return Poll::Ready(result.map_err(|error| deadline.attribute(error)));
         }
         this.deadline
             .poll_elapsed(cx)
@@ -145,6 +146,34 @@ impl Deadline {
         match this.timer.project() {
             TimerProj::Armed { sleep } => sleep.poll(cx).map(|()| elapsed),
             TimerProj::Unarmed { .. } | TimerProj::Never => Poll::Pending,
+        }
+    }
+
+    /// The caller's own deadline, if this is it and it has passed: a call
+    /// that failed by then failed because its caller gave up (a timer
+    /// inside the call, such as tonic's for `grpc-timeout`, may have fired
+    /// first), and is told and counted as the caller's deadline.
+    pub(crate) fn callers_passed(&self) -> Option<Elapsed> {
+        if !self.callers {
+            return None;
+        }
+        let passed = match &self.timer {
+            Timer::Unarmed { clock, called_at } => {
+                Duration::from_nanos(clock.nanos_since(*called_at)) >= self.timeout
+            }
+            Timer::Armed { sleep } => tokio::time::Instant::now() >= sleep.deadline(),
+            Timer::Never => false,
+        };
+        passed.then(|| Elapsed::new(self.timeout, true))
+    }
+
+    /// An inner call's error, or the caller's deadline if it has passed
+    /// (see [`callers_passed`](Self::callers_passed)).
+    #[inline]
+    pub(crate) fn attribute<E: IntoError>(&self, error: E) -> Error<E::Inner> {
+        match self.callers_passed() {
+            Some(elapsed) => Error::Timeout(elapsed),
+            None => error.into_error(),
         }
     }
 }
