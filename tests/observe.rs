@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use seawall::blocking::BlockingPool;
 use seawall::bulkhead::Bulkhead;
-use seawall::circuit_breaker::{CircuitBreaker, OpenDuration, Registry, State};
+#[cfg(feature = "registry")]
+use seawall::circuit_breaker::Registry;
+use seawall::circuit_breaker::{CircuitBreaker, OpenDuration, State};
 use seawall::classify::Verdict;
 use seawall::observe::{CallEvent, Catalogue, Listener, Status};
 use seawall::window::{Outcome, Window};

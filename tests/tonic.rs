@@ -49,10 +49,22 @@ fn say(text: &str, delay_ms: u64, fail: bool) -> SayRequest {
     }
 }
 
-/// Serves the echo service behind `server_policy` (if any) on a free port.
-async fn serve(
-    server_policy: Option<Policy<CircuitBreaker, ByKind, NoFallback, GrpcTimeout>>,
-) -> Channel {
+type ServerPolicy = Policy<CircuitBreaker, ByKind, NoFallback, GrpcTimeout>;
+
+/// Serves the echo service behind `server_policy` (if any) on a free port;
+/// a channel to it.
+async fn serve(server_policy: Option<ServerPolicy>) -> Channel {
+    let address = serve_at(server_policy).await;
+    Channel::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// Serves the echo service behind `server_policy` (if any) on a free port;
+/// its address.
+async fn serve_at(server_policy: Option<ServerPolicy>) -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let incoming = TcpListenerStream::new(listener);
@@ -75,11 +87,7 @@ async fn serve(
             );
         }
     }
-    Channel::from_shared(format!("http://{address}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
+    address
 }
 
 #[tokio::test]
@@ -250,6 +258,53 @@ async fn the_server_policy_takes_the_callers_grpc_timeout() {
         assert_eq!(status.code(), Code::DeadlineExceeded);
         assert_eq!(start.elapsed(), expected, "grpc-timeout {header}");
     }
+}
+
+/// tonic enforces `grpc-timeout` on the server itself, outside the layers
+/// it is given: its timer and the server Policy's race for the caller's
+/// deadline. When the Policy's fires, the caller gets `DEADLINE_EXCEEDED`;
+/// when tonic's does (it started first, so it may round to an earlier
+/// millisecond), tonic answers `CANCELLED "Timeout expired"` and drops the
+/// Policy's call. Either way the call is the caller's deadline, ignored,
+/// never a failure or a timeout of the server's. The client is a bare
+/// HTTP/2 client that enforces no deadline of its own, so only the server's
+/// timers race.
+#[tokio::test]
+async fn the_server_answers_deadline_exceeded_for_the_callers_grpc_timeout() {
+    let policy = Policy::builder()
+        .name("echo-server")
+        .timeout(Duration::from_secs(5))
+        .per_request_deadline(GrpcTimeout)
+        .build()
+        .unwrap();
+    let address = serve_at(Some(policy.clone())).await;
+    let http2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<tonic::body::Body>();
+    let mut client = EchoClient::with_origin(http2, format!("http://{address}").parse().unwrap());
+    for _ in 0..20 {
+        let mut request = Request::new(say("slow", 1_000, false));
+        request.set_timeout(Duration::from_millis(30));
+        let status = client.say(request).await.unwrap_err();
+        let tonics = (Code::Cancelled, "Timeout expired");
+        assert!(
+            status.code() == Code::DeadlineExceeded || (status.code(), status.message()) == tonics,
+            "{status:?}"
+        );
+    }
+    // A dropped call is booked when its future is dropped, which tonic does
+    // just after answering.
+    let counted = || {
+        let lifetime = policy.breaker().lifetime().counts;
+        (lifetime.ignored, lifetime.failure, lifetime.timeout)
+    };
+    for _ in 0..1_000 {
+        if counted().0 == 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(counted(), (20, 0, 0));
 }
 
 #[tokio::test]

@@ -57,6 +57,9 @@ impl<F> std::fmt::Debug for ResponseFuture<F> {
     }
 }
 
+/// tokio's timers fire on whole milliseconds.
+const TIMER_RESOLUTION: Duration = Duration::from_millis(1);
+
 pin_project! {
     /// A call's deadline, counted from its creation (at `call`). No timer
     /// until the call has been pending once: most answers that are ready at
@@ -150,18 +153,24 @@ impl Deadline {
     }
 
     /// The caller's own deadline, if this is it and it has passed: a call
-    /// that failed by then failed because its caller gave up (a timer
-    /// inside the call, such as tonic's for `grpc-timeout`, may have fired
-    /// first), and is told and counted as the caller's deadline.
+    /// that failed (or was dropped) by then failed because its caller gave
+    /// up, and is told and counted as the caller's deadline. Another timer
+    /// for the same deadline (tonic's for `grpc-timeout`, in a client's
+    /// channel or around a server's layers) may fire first: it started a
+    /// little earlier, and tokio's timers fire on whole milliseconds, so a
+    /// deadline less than [`TIMER_RESOLUTION`] away counts as passed.
     pub(crate) fn callers_passed(&self) -> Option<Elapsed> {
         if !self.callers {
             return None;
         }
         let passed = match &self.timer {
             Timer::Unarmed { clock, called_at } => {
-                Duration::from_nanos(clock.nanos_since(*called_at)) >= self.timeout
+                Duration::from_nanos(clock.nanos_since(*called_at)) + TIMER_RESOLUTION
+                    >= self.timeout
             }
-            Timer::Armed { sleep } => tokio::time::Instant::now() >= sleep.deadline(),
+            Timer::Armed { sleep } => {
+                tokio::time::Instant::now() + TIMER_RESOLUTION >= sleep.deadline()
+            }
             Timer::Never => false,
         };
         passed.then(|| Elapsed::new(self.timeout, true))
