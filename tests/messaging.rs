@@ -161,6 +161,37 @@ async fn flushing_stops_at_the_first_failure_and_keeps_the_order() {
     assert_eq!(*received.lock().unwrap(), ["0", "1", "2", "3", "4"]);
 }
 
+/// A flush cut short (`timeout(flush)` on a slow broker) while a message is
+/// being published keeps that message: the next flush sends it. Before,
+/// it was taken out first and lost with the cancelled publish.
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_flush_loses_nothing() {
+    let outbox = Outbox::new(10).unwrap();
+    for n in 0..5 {
+        outbox.push(Message::new("events", n.to_string())).unwrap();
+    }
+    let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut slow = {
+        let sent = sent.clone();
+        service_fn(move |message: Message| {
+            let sent = sent.clone();
+            async move {
+                sleep(ms(100)).await;
+                sent.lock().unwrap().push(text(&message));
+                Ok::<_, std::convert::Infallible>(())
+            }
+        })
+    };
+    // Two sent, the third cut short.
+    assert!(tokio::time::timeout(ms(250), outbox.flush(&mut slow))
+        .await
+        .is_err());
+    assert_eq!(outbox.len(), 3, "the message being sent is still kept");
+    assert_eq!(outbox.flush(&mut slow).await.unwrap(), 3);
+    assert_eq!(*sent.lock().unwrap(), ["0", "1", "2", "3", "4"]);
+    assert_eq!(outbox.figures().flushed, 5);
+}
+
 /// A responder that answers `"<payload>!"` after `delay`; requests whose
 /// payload is `"ignore"` get no answer.
 fn responder(broker: &InMemory, subject: &str, delay: Duration, answer: &'static str) {

@@ -227,6 +227,8 @@ pub struct Outbox {
 struct OutboxShared {
     capacity: usize,
     messages: Mutex<VecDeque<Message>>,
+    /// Held by the flush in progress.
+    flushing: tokio::sync::Mutex<()>,
     kept: AtomicU64,
     refused: AtomicU64,
     flushed: AtomicU64,
@@ -260,6 +262,7 @@ impl Outbox {
             shared: Arc::new(OutboxShared {
                 capacity,
                 messages: Mutex::new(VecDeque::new()),
+                flushing: tokio::sync::Mutex::new(()),
                 kept: AtomicU64::new(0),
                 refused: AtomicU64::new(0),
                 flushed: AtomicU64::new(0),
@@ -315,22 +318,30 @@ impl Outbox {
     }
 
     /// Sends the held messages through `publisher`, oldest first, and says
-    /// how many went. At the first failure the message goes back to the
-    /// front and the error is returned: call it again once the broker is
-    /// back. Messages kept meanwhile wait behind the older ones.
+    /// how many went. At the first failure the error is returned and the
+    /// message stays first: call it again once the broker is back. Messages
+    /// kept meanwhile wait behind the older ones.
+    ///
+    /// Cancel-safe: a message leaves the outbox only once the publisher has
+    /// taken it, so a flush dropped mid-publish (under a timeout, say)
+    /// loses nothing; the next flush sends that message again, which the
+    /// broker may then have twice (at least once). Flushes take turns: a
+    /// second one waits for the first, so no message goes out twice from
+    /// two flushes at once.
     pub async fn flush<S>(&self, publisher: &mut S) -> Result<usize, S::Error>
     where
         S: Service<Message>,
     {
+        let _turn = self.shared.flushing.lock().await;
         let mut sent = 0;
         loop {
-            let Some(message) = self.messages().pop_front() else {
+            // Only the flush holding the turn takes messages out, so the
+            // first is still this one when its publish ends.
+            let Some(message) = self.messages().front().cloned() else {
                 return Ok(sent);
             };
-            if let Err(error) = ready_call(publisher, message.clone()).await {
-                self.messages().push_front(message);
-                return Err(error);
-            }
+            ready_call(publisher, message).await?;
+            self.messages().pop_front();
             sent += 1;
             self.shared.flushed.fetch_add(1, Ordering::Relaxed);
         }
