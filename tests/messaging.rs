@@ -192,6 +192,39 @@ async fn a_cancelled_flush_loses_nothing() {
     assert_eq!(outbox.figures().flushed, 5);
 }
 
+/// `drain` while a flush is sending: the flush removes only the message it
+/// sent, never one kept after the drain.
+#[tokio::test(start_paused = true)]
+async fn draining_during_a_flush_loses_nothing_kept_after() {
+    let outbox = Outbox::new(10).unwrap();
+    for n in 0..3 {
+        outbox.push(Message::new("events", n.to_string())).unwrap();
+    }
+    let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut slow = {
+        let sent = sent.clone();
+        service_fn(move |message: Message| {
+            let sent = sent.clone();
+            async move {
+                sleep(ms(100)).await;
+                sent.lock().unwrap().push(text(&message));
+                Ok::<_, std::convert::Infallible>(())
+            }
+        })
+    };
+    let flushing = {
+        let outbox = outbox.clone();
+        tokio::spawn(async move { outbox.flush(&mut slow).await })
+    };
+    sleep(ms(50)).await;
+    let drained: Vec<String> = outbox.drain().iter().map(text).collect();
+    assert_eq!(drained, ["0", "1", "2"]);
+    outbox.push(Message::new("events", "later")).unwrap();
+    assert_eq!(flushing.await.unwrap().unwrap(), 2);
+    assert_eq!(*sent.lock().unwrap(), ["0", "later"]);
+    assert!(outbox.is_empty());
+}
+
 /// A responder that answers `"<payload>!"` after `delay`; requests whose
 /// payload is `"ignore"` get no answer.
 fn responder(broker: &InMemory, subject: &str, delay: Duration, answer: &'static str) {

@@ -224,9 +224,30 @@ pub struct Outbox {
     shared: Arc<OutboxShared>,
 }
 
+/// The kept messages, each with a number in the order they came.
+#[derive(Default)]
+struct Held {
+    queue: VecDeque<(u64, Message)>,
+    next: u64,
+}
+
+impl std::ops::Deref for Held {
+    type Target = VecDeque<(u64, Message)>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.queue
+    }
+}
+
+impl std::ops::DerefMut for Held {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.queue
+    }
+}
+
 struct OutboxShared {
     capacity: usize,
-    messages: Mutex<VecDeque<Message>>,
+    messages: Mutex<Held>,
     /// Held by the flush in progress.
     flushing: tokio::sync::Mutex<()>,
     kept: AtomicU64,
@@ -261,7 +282,7 @@ impl Outbox {
         Ok(Outbox {
             shared: Arc::new(OutboxShared {
                 capacity,
-                messages: Mutex::new(VecDeque::new()),
+                messages: Mutex::new(Held::default()),
                 flushing: tokio::sync::Mutex::new(()),
                 kept: AtomicU64::new(0),
                 refused: AtomicU64::new(0),
@@ -270,7 +291,7 @@ impl Outbox {
         })
     }
 
-    fn messages(&self) -> std::sync::MutexGuard<'_, VecDeque<Message>> {
+    fn messages(&self) -> std::sync::MutexGuard<'_, Held> {
         // A panic elsewhere cannot leave a VecDeque half-changed.
         self.shared
             .messages
@@ -287,7 +308,9 @@ impl Outbox {
                 capacity: self.shared.capacity,
             });
         }
-        messages.push_back(message);
+        let number = messages.next;
+        messages.next += 1;
+        messages.push_back((number, message));
         self.shared.kept.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -304,7 +327,10 @@ impl Outbox {
 
     /// Takes every message out, oldest first.
     pub fn drain(&self) -> Vec<Message> {
-        self.messages().drain(..).collect()
+        self.messages()
+            .drain(..)
+            .map(|(_, message)| message)
+            .collect()
     }
 
     /// Its running totals.
@@ -335,13 +361,17 @@ impl Outbox {
         let _turn = self.shared.flushing.lock().await;
         let mut sent = 0;
         loop {
-            // Only the flush holding the turn takes messages out, so the
-            // first is still this one when its publish ends.
-            let Some(message) = self.messages().front().cloned() else {
+            // Only the flush holding the turn (or `drain`) takes messages
+            // out: each is numbered, so the one sent is the one removed.
+            let Some((number, message)) = self.messages().front().cloned() else {
                 return Ok(sent);
             };
             ready_call(publisher, message).await?;
-            self.messages().pop_front();
+            // Unless `drain` took it meanwhile.
+            let mut messages = self.messages();
+            if messages.front().is_some_and(|(first, _)| *first == number) {
+                messages.pop_front();
+            }
             sent += 1;
             self.shared.flushed.fetch_add(1, Ordering::Relaxed);
         }
