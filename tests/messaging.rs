@@ -161,6 +161,44 @@ async fn flushing_stops_at_the_first_failure_and_keeps_the_order() {
     assert_eq!(*received.lock().unwrap(), ["0", "1", "2", "3", "4"]);
 }
 
+/// A caller that stops waiting for its notification (a timeout around the
+/// call, a cancelled request) does not take the message with it: the
+/// notifier still publishes it, or diverts it to the outbox when
+/// publishing fails.
+#[tokio::test(start_paused = true)]
+async fn a_notification_whose_caller_left_is_still_published_or_diverted() {
+    let outbox = Outbox::new(10).unwrap();
+    let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let slow = {
+        let sent = sent.clone();
+        service_fn(move |message: Message| {
+            let sent = sent.clone();
+            async move {
+                sleep(ms(100)).await;
+                if text(&message) == "refused" {
+                    return Err(BoxError::from("the broker refused it"));
+                }
+                sent.lock().unwrap().push(text(&message));
+                Ok(())
+            }
+        })
+    };
+    let mut notifier = Notifier::new(slow, outbox.clone());
+    for payload in ["kept", "refused"] {
+        let call = notifier
+            .ready()
+            .await
+            .unwrap()
+            .call(Message::new("events", payload));
+        // The caller gives up halfway through the publish.
+        assert!(tokio::time::timeout(ms(50), call).await.is_err());
+    }
+    sleep(ms(200)).await;
+    assert_eq!(*sent.lock().unwrap(), ["kept"], "published");
+    let diverted: Vec<String> = outbox.drain().iter().map(text).collect();
+    assert_eq!(diverted, ["refused"], "diverted");
+}
+
 /// A flush cut short (`timeout(flush)` on a slow broker) while a message is
 /// being published keeps that message: the next flush sends it. Before,
 /// it was taken out first and lost with the cancelled publish.

@@ -74,6 +74,12 @@ pub struct NotifyError<E, O> {
 /// ([diverted](Notified::Diverted)), or returned to the caller inside a
 /// [`NotifyError`].
 ///
+/// A caller who stops waiting (a timeout around the call, a cancelled
+/// request) does not take the message with it: each notification runs as a
+/// task of its own on the current tokio runtime (so `call` must be made
+/// within one), and still ends published or in the outbox; only handing
+/// it back needs the caller.
+///
 /// The publisher is any `Service<Message>`, usually a [`Publisher`] under a
 /// [`Policy`](crate::policy::Policy) (so a slow or dead broker costs a
 /// timeout at most, then nothing while the breaker is open). The outbox is
@@ -164,7 +170,10 @@ where
             None => Ok(self.publisher.call(message.clone())),
         };
         let mut outbox = self.outbox.clone();
-        Box::pin(async move {
+        let subject = message.subject.clone();
+        // A task of its own, so that a caller who stops waiting does not
+        // take the message with it: it is still published or diverted.
+        let notifying = tokio::spawn(async move {
             let publish = match publishing {
                 Ok(publishing) => match publishing.await {
                     Ok(_) => return Ok(Notified::Published),
@@ -179,6 +188,14 @@ where
                     publish,
                     outbox,
                 }),
+            }
+        });
+        Box::pin(async move {
+            match notifying.await {
+                Ok(notified) => notified,
+                Err(failed) if failed.is_panic() => std::panic::resume_unwind(failed.into_panic()),
+                // The runtime is shutting down with the message unsent.
+                Err(_) => panic!("notification to {subject} cancelled by the runtime's shutdown"),
             }
         })
     }
