@@ -161,15 +161,14 @@ async fn flushing_stops_at_the_first_failure_and_keeps_the_order() {
     assert_eq!(*received.lock().unwrap(), ["0", "1", "2", "3", "4"]);
 }
 
-/// A caller that stops waiting for its notification (a timeout around the
-/// call, a cancelled request) does not take the message with it: the
-/// notifier still publishes it, or diverts it to the outbox when
-/// publishing fails.
-#[tokio::test(start_paused = true)]
-async fn a_notification_whose_caller_left_is_still_published_or_diverted() {
-    let outbox = Outbox::new(10).unwrap();
+/// A publisher that takes 100 ms per message and records what it sent;
+/// a message whose payload is `"refused"` it refuses.
+fn slow_publisher() -> (
+    impl Service<Message, Response = (), Error = BoxError, Future: Send + 'static> + Clone + Send,
+    Arc<std::sync::Mutex<Vec<String>>>,
+) {
     let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let slow = {
+    let publisher = {
         let sent = sent.clone();
         service_fn(move |message: Message| {
             let sent = sent.clone();
@@ -183,6 +182,17 @@ async fn a_notification_whose_caller_left_is_still_published_or_diverted() {
             }
         })
     };
+    (publisher, sent)
+}
+
+/// A caller that stops waiting for its notification (a timeout around the
+/// call, a cancelled request) does not take the message with it: the
+/// notifier still publishes it, or diverts it to the outbox when
+/// publishing fails.
+#[tokio::test(start_paused = true)]
+async fn a_notification_whose_caller_left_is_still_published_or_diverted() {
+    let outbox = Outbox::new(10).unwrap();
+    let (slow, sent) = slow_publisher();
     let mut notifier = Notifier::new(slow, outbox.clone());
     for payload in ["kept", "refused"] {
         let call = notifier
@@ -208,18 +218,7 @@ async fn a_cancelled_flush_loses_nothing() {
     for n in 0..5 {
         outbox.push(Message::new("events", n.to_string())).unwrap();
     }
-    let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut slow = {
-        let sent = sent.clone();
-        service_fn(move |message: Message| {
-            let sent = sent.clone();
-            async move {
-                sleep(ms(100)).await;
-                sent.lock().unwrap().push(text(&message));
-                Ok::<_, std::convert::Infallible>(())
-            }
-        })
-    };
+    let (mut slow, sent) = slow_publisher();
     // Two sent, the third cut short.
     assert!(tokio::time::timeout(ms(250), outbox.flush(&mut slow))
         .await
@@ -238,18 +237,7 @@ async fn draining_during_a_flush_loses_nothing_kept_after() {
     for n in 0..3 {
         outbox.push(Message::new("events", n.to_string())).unwrap();
     }
-    let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut slow = {
-        let sent = sent.clone();
-        service_fn(move |message: Message| {
-            let sent = sent.clone();
-            async move {
-                sleep(ms(100)).await;
-                sent.lock().unwrap().push(text(&message));
-                Ok::<_, std::convert::Infallible>(())
-            }
-        })
-    };
+    let (mut slow, sent) = slow_publisher();
     let flushing = {
         let outbox = outbox.clone();
         tokio::spawn(async move { outbox.flush(&mut slow).await })
