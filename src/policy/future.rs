@@ -21,7 +21,8 @@ use crate::fallback::after::{After, Running};
 use crate::timeout::future::Deadline;
 use crate::timeout::DeadlineOf;
 
-type Inner<S, Req> = <<S as Service<Req>>::Error as IntoError>::Inner;
+/// The error type at the bottom of the stack under the policy.
+pub(super) type Inner<S, Req> = <<S as Service<Req>>::Error as IntoError>::Inner;
 
 pin_project! {
     /// The future of a [`PolicyService`](super::PolicyService) call: every

@@ -144,7 +144,7 @@ use crate::clock::Clock;
 use crate::error::{ConfigError, Error, IntoError};
 use crate::timeout::future::Deadline;
 use crate::timeout::{DeadlineOf, NoDeadline};
-use future::Held;
+use future::{Held, Inner};
 use stage::PolicyBulkhead;
 
 /// The one-stop layer. Cheap to clone; every service it makes, and every
@@ -454,7 +454,6 @@ impl<S: fmt::Debug, B, C, F, D> fmt::Debug for PolicyService<S, B, C, F, D> {
     }
 }
 
-type Inner<S, Req> = <<S as Service<Req>>::Error as IntoError>::Inner;
 
 impl<S, Req, B, C, F, D> Service<Req> for PolicyService<S, B, C, F, D>
 where
