@@ -279,6 +279,12 @@ impl CircuitBreaker {
         history
     }
 
+    /// The counts of [`lifetime`](Self::lifetime), without latencies: read
+    /// without allocating.
+    pub(crate) fn lifetime_counts(&self) -> Counts {
+        self.shared.window.lifetime_counts()
+    }
+
     /// Counts an outcome that is not a call's own (a fallback's, a cache's)
     /// in the window.
     pub(crate) fn record_outcome(&self, outcome: Outcome) {

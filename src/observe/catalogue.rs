@@ -307,24 +307,19 @@ mod keyed {
         K: Hash + Eq + Clone + Debug + Send + Sync + 'static,
     {
         fn report_into(&self, report: &mut Report, top_keys: usize) {
-            // The busiest keys, kept sorted, busiest first, with the counts
-            // read for them; every other key's counts go into the sums.
-            let mut top: Vec<(u64, CircuitBreaker, Snapshot, Counts)> = Vec::new();
+            // The busiest keys by lifetime calls, kept sorted, busiest
+            // first, with the counts read for them; every other key's counts
+            // go into the sums. Counts only: a key's latencies are read if it
+            // is named, once, at the end.
+            let mut top: Vec<(u64, CircuitBreaker, Counts, Counts)> = Vec::new();
             let mut window = Counts::default();
             let mut lifetime = Counts::default();
             let (mut keys, mut open_keys) = (0, 0);
             self.for_each_breaker(|breaker| {
                 keys += 1;
                 open_keys += u64::from(breaker.state().refuses_calls());
-                let entry = {
-                    let snapshot = breaker.lifetime();
-                    (
-                        snapshot.counts.calls(),
-                        breaker.clone(),
-                        snapshot,
-                        breaker.counts(),
-                    )
-                };
+                let counts = breaker.lifetime_counts();
+                let entry = (counts.calls(), breaker.clone(), counts, breaker.counts());
                 let busier =
                     top.len() < top_keys || top.last().is_some_and(|last| entry.0 > last.0);
                 let left_out = if busier {
@@ -334,17 +329,14 @@ mod keyed {
                 } else {
                     Some(entry)
                 };
-                if let Some((_, _, snapshot, counts)) = left_out {
-                    lifetime += snapshot.counts;
-                    window += counts;
+                if let Some((_, _, key_lifetime, key_window)) = left_out {
+                    lifetime += key_lifetime;
+                    window += key_window;
                 }
             });
             let top = top
-                .into_iter()
-                .map(|(_, breaker, lifetime, _)| BreakerReport {
-                    lifetime,
-                    ..BreakerReport::of(&breaker)
-                })
+                .iter()
+                .map(|(_, breaker, ..)| BreakerReport::of(breaker))
                 .collect();
             report.registries.push(RegistryReport {
                 name: self.name().to_owned(),

@@ -108,18 +108,17 @@ impl Health {
                 concern("breaker", &breaker.name, breaker.state.to_string());
             }
         }
-        for registry in &report.registries {
+        // A registry with keys counts as one breaker, refusing when all its
+        // keys refuse.
+        for registry in report.registries.iter().filter(|r| r.keys > 0) {
+            breakers += 1;
+            refusing += usize::from(registry.open_keys == registry.keys);
             if registry.open_keys > 0 {
-                breakers += 1;
-                let all = registry.open_keys == registry.keys;
-                refusing += usize::from(all);
                 concern(
                     "registry",
                     &registry.name,
                     format!("{} of {} keys open", registry.open_keys, registry.keys),
                 );
-            } else if registry.keys > 0 {
-                breakers += 1;
             }
         }
         for bulkhead in &report.bulkheads {

@@ -454,7 +454,6 @@ impl<S: fmt::Debug, B, C, F, D> fmt::Debug for PolicyService<S, B, C, F, D> {
     }
 }
 
-
 impl<S, Req, B, C, F, D> Service<Req> for PolicyService<S, B, C, F, D>
 where
     S: Service<Req> + Clone,
