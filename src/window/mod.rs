@@ -194,6 +194,15 @@ impl Counts {
         }
     }
 
+    /// The counters in a tally's order: [`from_slots`](Self::from_slots)
+    /// undone.
+    fn slots(&self) -> [u64; SLOTS] {
+        std::array::from_fn(|i| match Outcome::ALL.get(i) {
+            Some(&outcome) => self.of(outcome),
+            None => self.slow,
+        })
+    }
+
     /// The count of one outcome.
     pub fn of(&self, outcome: Outcome) -> u64 {
         match outcome {
@@ -236,19 +245,8 @@ impl Counts {
 
 impl std::ops::AddAssign for Counts {
     fn add_assign(&mut self, other: Counts) {
-        let sum = |mine: &mut u64, theirs: u64| *mine = mine.saturating_add(theirs);
-        sum(&mut self.success, other.success);
-        sum(&mut self.failure, other.failure);
-        sum(&mut self.timeout, other.timeout);
-        sum(&mut self.rejected, other.rejected);
-        sum(&mut self.short_circuited, other.short_circuited);
-        sum(&mut self.fallback_success, other.fallback_success);
-        sum(&mut self.fallback_failure, other.fallback_failure);
-        sum(&mut self.fallback_rejected, other.fallback_rejected);
-        sum(&mut self.cache_hit, other.cache_hit);
-        sum(&mut self.cache_miss, other.cache_miss);
-        sum(&mut self.ignored, other.ignored);
-        sum(&mut self.slow, other.slow);
+        let (mine, theirs) = (self.slots(), other.slots());
+        *self = Counts::from_slots(std::array::from_fn(|i| mine[i].saturating_add(theirs[i])));
     }
 }
 
@@ -516,5 +514,24 @@ impl RollingWindow {
             Kind::Time(w) => w.reset(self.clock.now()),
             Kind::Count(w) => w.reset(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_add_slot_by_slot_and_saturate() {
+        let slots: [u64; SLOTS] = std::array::from_fn(|i| i as u64 + 1);
+        let counts = Counts::from_slots(slots);
+        assert_eq!(counts.slots(), slots, "slots undo from_slots");
+        let mut sum = counts;
+        sum += counts;
+        assert_eq!(sum.slots(), slots.map(|n| 2 * n));
+        assert_eq!((sum.success, sum.ignored, sum.slow), (2, 22, 24));
+        let mut full = Counts::from_slots([u64::MAX; SLOTS]);
+        full += counts;
+        assert_eq!(full.slots(), [u64::MAX; SLOTS]);
     }
 }
