@@ -241,30 +241,10 @@ pub struct Outbox {
     shared: Arc<OutboxShared>,
 }
 
-/// The kept messages, each with a number in the order they came.
-#[derive(Default)]
-struct Held {
-    queue: VecDeque<(u64, Message)>,
-    next: u64,
-}
-
-impl std::ops::Deref for Held {
-    type Target = VecDeque<(u64, Message)>;
-
-    fn deref(&self) -> &Self::Target {
-        &self.queue
-    }
-}
-
-impl std::ops::DerefMut for Held {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.queue
-    }
-}
-
 struct OutboxShared {
     capacity: usize,
-    messages: Mutex<Held>,
+    /// The kept messages, each numbered by `kept` as it came in.
+    messages: Mutex<VecDeque<(u64, Message)>>,
     /// Held by the flush in progress.
     flushing: tokio::sync::Mutex<()>,
     kept: AtomicU64,
@@ -299,7 +279,7 @@ impl Outbox {
         Ok(Outbox {
             shared: Arc::new(OutboxShared {
                 capacity,
-                messages: Mutex::new(Held::default()),
+                messages: Mutex::new(VecDeque::new()),
                 flushing: tokio::sync::Mutex::new(()),
                 kept: AtomicU64::new(0),
                 refused: AtomicU64::new(0),
@@ -308,7 +288,7 @@ impl Outbox {
         })
     }
 
-    fn messages(&self) -> std::sync::MutexGuard<'_, Held> {
+    fn messages(&self) -> std::sync::MutexGuard<'_, VecDeque<(u64, Message)>> {
         // A panic elsewhere cannot leave a VecDeque half-changed.
         self.shared
             .messages
@@ -325,10 +305,9 @@ impl Outbox {
                 capacity: self.shared.capacity,
             });
         }
-        let number = messages.next;
-        messages.next += 1;
+        // Taken under the lock: numbers follow the order of the queue.
+        let number = self.shared.kept.fetch_add(1, Ordering::Relaxed);
         messages.push_back((number, message));
-        self.shared.kept.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
