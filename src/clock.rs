@@ -451,7 +451,8 @@ pub(crate) mod tests {
         RETRY_AT.store(0, Relaxed);
         clock.now();
         until("a keeper runs again", || COARSE.load(Relaxed) != 0);
-        assert!(moves(&clock));
+        // A loaded machine may not run the new keeper within one 5 ms look.
+        until("the kept time moves", || moves(&clock));
     }
 
     #[test]
@@ -473,6 +474,6 @@ pub(crate) mod tests {
             clock.now();
             KEEPER_STATE.load(Acquire) == RUNNING && COARSE.load(Relaxed) != 0
         });
-        assert!(moves(&clock));
+        until("the kept time moves", || moves(&clock));
     }
 }
