@@ -476,6 +476,12 @@ impl Lines {
     }
 }
 
+/// Taken by the tests that set a tracing subscriber: tracing keeps one
+/// process-wide cache of which spans and events are wanted, rebuilt as
+/// subscribers come and go, and two tests setting theirs on two threads at
+/// once can leave one of them unasked for a span (seen once in 30 runs).
+static TRACING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A breaker refusing a thousand calls in a burst logs one line at once and
 /// one a second later with the count, not a thousand lines.
 #[tokio::test(start_paused = true)]
@@ -486,6 +492,7 @@ async fn refusals_are_logged_as_bursts() {
         .with_writer(move || writer.clone())
         .with_ansi(false)
         .finish();
+    let _turn = TRACING.lock().await;
     let _subscriber = tracing::subscriber::set_default(subscriber);
     let breaker = CircuitBreaker::builder()
         .name("inventory")
@@ -523,6 +530,7 @@ async fn a_policy_call_is_a_span_with_its_outcome() {
         .with_max_level(tracing::Level::TRACE)
         .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
         .finish();
+    let _turn = TRACING.lock().await;
     let _subscriber = tracing::subscriber::set_default(subscriber);
     let policy = Policy::builder().name("checkout").build().unwrap();
     let service = policy.layer(service_fn(|fail: bool| async move {
