@@ -280,8 +280,8 @@ impl CircuitBreaker {
     }
 
     /// The counts of [`lifetime`](Self::lifetime), without latencies: read
-    /// without allocating.
-    pub(crate) fn lifetime_counts(&self) -> Counts {
+    /// without allocating, so an exporter may call it per scrape.
+    pub fn lifetime_counts(&self) -> Counts {
         self.shared.window.lifetime_counts()
     }
 
