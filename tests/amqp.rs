@@ -224,8 +224,19 @@ async fn notifications_survive_the_broker_going_away() {
         }
         if n == 60 {
             rabbit.restart().unwrap();
-            connect(&rabbit).await;
-            sleep(ms(200)).await;
+            // The node takes its time to boot on a loaded machine: wait
+            // until the notifier's own transport has its link back, then
+            // for the breaker's open time, so that the next call is a
+            // probe that can succeed (not one more refusal because the
+            // node was still booting).
+            timeout(Duration::from_secs(60), async {
+                while amqp.declare("events").await.is_err() {
+                    sleep(ms(100)).await;
+                }
+            })
+            .await
+            .expect("the node came back within 60 s");
+            sleep(ms(250)).await;
         }
         match notifier
             .ready()
@@ -241,8 +252,8 @@ async fn notifications_survive_the_broker_going_away() {
     }
     assert!((0..30).all(|n| published.contains(&n)), "{published:?}");
     assert!((30..60).all(|n| diverted.contains(&n)), "{diverted:?}");
-    // Traffic flows again once the breaker lets a probe through.
-    assert!((75..90).all(|n| published.contains(&n)), "{published:?}");
+    // Traffic flows again from the probe on.
+    assert!((60..90).all(|n| published.contains(&n)), "{published:?}");
     assert!(handed_back.is_empty());
     assert_eq!(published.len() + diverted.len(), 90);
 
