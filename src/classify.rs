@@ -24,7 +24,7 @@
 //! |---|---|
 //! | `Ok` | success |
 //! | a timeout (seawall's, or tower's `Elapsed` below) | timeout |
-//! | the caller's own deadline ([`Elapsed::is_callers_deadline`](crate::error::Elapsed::is_callers_deadline)) | ignored |
+//! | the caller's own deadline ([`Elapsed::is_callers_deadline`](crate::error::Elapsed::is_callers_deadline)) | caller deadline |
 //! | a full bulkhead or pool (or tower's `Overloaded`) | rejected |
 //! | a breaker below that refused | rejected |
 //! | any other error of the service | failure |
@@ -75,6 +75,12 @@ pub enum Verdict {
     /// the error percentage; a half-open probe slot it held is given back,
     /// and a fallback does not answer for it.
     Ignore,
+    /// The caller's deadline passed (see [`budget`](crate::budget)): like
+    /// [`Ignore`](Self::Ignore), but counted apart, as
+    /// [`caller_deadline`](crate::window::Counts::caller_deadline), so that
+    /// callers who give up early are seen and never blamed on the
+    /// dependency.
+    CallerDeadline,
 }
 
 impl Verdict {
@@ -94,6 +100,7 @@ impl Verdict {
             Verdict::Timeout => Outcome::Timeout,
             Verdict::Rejected => Outcome::Rejected,
             Verdict::Ignore => Outcome::Ignored,
+            Verdict::CallerDeadline => Outcome::CallerDeadline,
         }
     }
 }
@@ -141,7 +148,7 @@ impl ByKind {
     #[inline]
     pub fn error<E: Leaf>(error: &Error<E>) -> Verdict {
         match error {
-            Error::Timeout(elapsed) if elapsed.is_callers_deadline() => Verdict::Ignore,
+            Error::Timeout(elapsed) if elapsed.is_callers_deadline() => Verdict::CallerDeadline,
             error => match error.refusal() {
                 Some(Refusal::Timeout) => Verdict::Timeout,
                 Some(Refusal::Overloaded | Refusal::CircuitOpen) => Verdict::Rejected,

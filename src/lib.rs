@@ -418,6 +418,7 @@
 #![forbid(unsafe_code)]
 
 pub mod blocking;
+pub mod budget;
 pub mod bulkhead;
 pub mod circuit_breaker;
 pub mod classify;

@@ -174,16 +174,19 @@ async fn an_inner_timer_for_the_callers_deadline_is_the_callers_deadline() {
     let start = Instant::now();
     let error = guarded.clone().oneshot((ms(300), false)).await.unwrap_err();
     assert_eq!(start.elapsed(), ms(300));
-    assert_eq!(ByKind.classify(&Err::<(), _>(error)), Verdict::Ignore);
+    assert_eq!(
+        ByKind.classify(&Err::<(), _>(error)),
+        Verdict::CallerDeadline
+    );
     guarded.oneshot((ms(300), true)).await.unwrap_err();
     let lifetime = policy.breaker().lifetime().counts;
-    assert_eq!((lifetime.ignored, lifetime.failure), (1, 1));
+    assert_eq!((lifetime.caller_deadline, lifetime.failure), (1, 1));
 }
 
 /// A server's own enforcement of the caller's deadline (tonic's, for
 /// `grpc-timeout`) drops the call rather than letting seawall answer: a call
 /// dropped once the caller's deadline has passed is counted as the
-/// caller's deadline (ignored), and one dropped before it as configured
+/// caller's deadline, and one dropped before it as configured
 /// (not counted, by default).
 #[tokio::test(start_paused = true)]
 async fn a_call_dropped_after_the_callers_deadline_counts_as_the_callers_deadline() {
@@ -199,14 +202,14 @@ async fn a_call_dropped_after_the_callers_deadline_counts_as_the_callers_deadlin
     let mut server = policy.layer(service_fn(|_: Duration| {
         std::future::pending::<Result<(), Infallible>>()
     }));
-    for (dropped_after, ignored) in [(ms(100), 0), (ms(300), 1), (ms(400), 2)] {
+    for (dropped_after, callers) in [(ms(100), 0), (ms(300), 1), (ms(400), 2)] {
         let call = server.ready().await.unwrap().call(ms(300));
         advance(dropped_after).await;
         drop(call);
         let lifetime = policy.breaker().lifetime().counts;
         assert_eq!(
-            (lifetime.ignored, lifetime.calls()),
-            (ignored, 0),
+            (lifetime.caller_deadline, lifetime.calls()),
+            (callers, 0),
             "dropped after {dropped_after:?}"
         );
     }

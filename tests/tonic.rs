@@ -222,7 +222,7 @@ async fn impatient_callers_never_trip_the_client_breaker() {
     assert_eq!(policy.breaker().state(), State::Closed);
     let lifetime = policy.breaker().lifetime().counts;
     assert_eq!(
-        (lifetime.failure, lifetime.timeout, lifetime.ignored),
+        (lifetime.failure, lifetime.timeout, lifetime.caller_deadline),
         (0, 0, 10)
     );
 }
@@ -265,7 +265,7 @@ async fn the_server_policy_takes_the_callers_grpc_timeout() {
 /// deadline. When the Policy's fires, the caller gets `DEADLINE_EXCEEDED`;
 /// when tonic's does (it started first, so it may round to an earlier
 /// millisecond), tonic answers `CANCELLED "Timeout expired"` and drops the
-/// Policy's call. Either way the call is the caller's deadline, ignored,
+/// Policy's call. Either way the call is the caller's deadline, counted as such,
 /// never a failure or a timeout of the server's. The client is a bare
 /// HTTP/2 client that enforces no deadline of its own, so only the server's
 /// timers race.
@@ -296,7 +296,7 @@ async fn the_server_answers_deadline_exceeded_for_the_callers_grpc_timeout() {
     // just after answering.
     let counted = || {
         let lifetime = policy.breaker().lifetime().counts;
-        (lifetime.ignored, lifetime.failure, lifetime.timeout)
+        (lifetime.caller_deadline, lifetime.failure, lifetime.timeout)
     };
     for _ in 0..1_000 {
         if counted().0 == 20 {

@@ -530,7 +530,7 @@ impl Shared {
         if latency.is_some() {
             self.tell(outcome, latency, slow, false);
         }
-        if outcome == Outcome::Ignored {
+        if !outcome.is_judged() {
             if probe {
                 self.release_probe(generation_admitted);
             }

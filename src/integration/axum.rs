@@ -9,7 +9,7 @@
 //! |---|---|
 //! | circuit open | `503 Service Unavailable` + `Retry-After` (seconds, when known) |
 //! | bulkhead full | `503`, or `429 Too Many Requests` ([`ErrorResponseLayer::bulkhead_status`]) |
-//! | timeout | `504 Gateway Timeout` |
+//! | timeout | `504 Gateway Timeout` (with `seawall-caller-deadline: 1` when it was the caller's [budget](crate::budget)) |
 //! | inner error | the inner error's own response ([`ErrorResponseLayer`]) or `502 Bad Gateway` (`?` in a handler) |
 //!
 //! Two ways in:
@@ -86,7 +86,9 @@ pub enum Refused<'a> {
 impl Refused<'_> {
     /// seawall's own response: the status from the table above, its reason
     /// phrase as the body (`Service Unavailable`: nothing of the server's
-    /// internals reaches a client), and `Retry-After` for an open circuit.
+    /// internals reaches a client), `Retry-After` for an open circuit, and
+    /// [`CALLER_DEADLINE`](crate::budget::CALLER_DEADLINE) on a timeout that
+    /// was the caller's.
     /// [`ErrorResponseLayer::response`] makes other bodies; the refusal's
     /// own `Display` says more, for logs.
     pub fn default_response(&self, bulkhead_status: StatusCode) -> Response {
@@ -103,7 +105,18 @@ impl Refused<'_> {
                 response
             }
             Refused::BulkheadFull(_) => terse(bulkhead_status),
-            Refused::Timeout(_) => terse(StatusCode::GATEWAY_TIMEOUT),
+            Refused::Timeout(elapsed) => {
+                let mut response = terse(StatusCode::GATEWAY_TIMEOUT);
+                if elapsed.is_callers_deadline() {
+                    // The caller's own budget ran out: its client must not
+                    // blame this server (see `budget::PropagateBudgetLayer`).
+                    response.headers_mut().insert(
+                        crate::budget::CALLER_DEADLINE,
+                        HeaderValue::from_static("1"),
+                    );
+                }
+                response
+            }
         }
     }
 }

@@ -11,7 +11,7 @@
 //! |---|---|
 //! | circuit open | `UNAVAILABLE` (with `retry-after` metadata in seconds, and gRPC's `grpc-retry-pushback-ms`, when known) |
 //! | bulkhead full | `RESOURCE_EXHAUSTED` |
-//! | timeout | `DEADLINE_EXCEEDED` |
+//! | timeout | `DEADLINE_EXCEEDED` (with `seawall-caller-deadline: 1` when it was the caller's [budget](crate::budget)) |
 //! | inner error | tonic's own reading of it (`Status::from_error`) |
 //!
 //! tonic turns a middleware error into a status by looking for a
@@ -93,7 +93,18 @@ impl<E: Into<BoxError> + Leaf> From<Error<E>> for Status {
                 status
             }
             Error::BulkheadFull(full) => Status::resource_exhausted(full.to_string()),
-            Error::Timeout(elapsed) => Status::deadline_exceeded(elapsed.to_string()),
+            Error::Timeout(elapsed) => {
+                let mut status = Status::deadline_exceeded(elapsed.to_string());
+                if elapsed.is_callers_deadline() {
+                    // The caller's own budget ran out: its client must not
+                    // blame this server (see `budget::PropagateBudgetLayer`).
+                    let marker = crate::budget::CALLER_DEADLINE;
+                    status
+                        .metadata_mut()
+                        .insert(marker, MetadataValue::from_static("1"));
+                }
+                status
+            }
             Error::Inner(inner) => Status::from_error(inner.into()),
         }
     }
@@ -134,27 +145,8 @@ pub struct GrpcTimeout;
 
 impl<B> DeadlineOf<http::Request<B>> for GrpcTimeout {
     fn deadline_of(&self, request: &http::Request<B>) -> Option<Duration> {
-        parse_grpc_timeout(request.headers().get("grpc-timeout")?)
+        crate::budget::header::parse_grpc_timeout(request.headers().get("grpc-timeout")?)
     }
-}
-
-fn parse_grpc_timeout(value: &http::HeaderValue) -> Option<Duration> {
-    let value = value.to_str().ok()?;
-    // At most 8 digits, then a unit (gRPC over HTTP/2, "Timeout").
-    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
-    if digits.is_empty() || digits.len() > 8 {
-        return None;
-    }
-    let amount: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(amount * 3_600),
-        "M" => Duration::from_secs(amount * 60),
-        "S" => Duration::from_secs(amount),
-        "m" => Duration::from_millis(amount),
-        "u" => Duration::from_micros(amount),
-        "n" => Duration::from_nanos(amount),
-        _ => return None,
-    })
 }
 
 /// Turns a seawall service's errors into boxed `tonic::Status`es that
@@ -244,23 +236,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn grpc_timeouts_parse_every_unit_and_refuse_nonsense() {
-        let with = |value: &str| {
-            let request = http::Request::builder()
-                .header("grpc-timeout", value)
-                .body(())
-                .unwrap();
-            GrpcTimeout.deadline_of(&request)
-        };
-        assert_eq!(with("2H"), Some(Duration::from_secs(7_200)));
-        assert_eq!(with("3M"), Some(Duration::from_secs(180)));
-        assert_eq!(with("4S"), Some(Duration::from_secs(4)));
-        assert_eq!(with("250m"), Some(Duration::from_millis(250)));
-        assert_eq!(with("7u"), Some(Duration::from_micros(7)));
-        assert_eq!(with("99999999n"), Some(Duration::from_nanos(99_999_999)));
-        for bad in ["", "S", "123456789S", "12x", "-1S", "1.5S"] {
-            assert_eq!(with(bad), None, "{bad:?}");
-        }
+    fn grpc_timeout_is_a_requests_own_deadline() {
+        let request = http::Request::builder()
+            .header("grpc-timeout", "250m")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            GrpcTimeout.deadline_of(&request),
+            Some(Duration::from_millis(250))
+        );
         assert_eq!(GrpcTimeout.deadline_of(&http::Request::new(())), None);
     }
 }

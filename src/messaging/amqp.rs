@@ -39,12 +39,13 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
     BasicRejectOptions, ConfirmSelectOptions, QueueDeclareOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use tokio::sync::Mutex;
 
 use super::transport::unique_subject;
 use super::{Acknowledge, BoxFuture, Decision, Delivery, Message, Transport};
+use crate::budget::Budget;
 use crate::BoxError;
 
 /// Subjects with this prefix are private reply queues.
@@ -203,9 +204,23 @@ impl Acknowledge for Acker {
     }
 }
 
+/// The header carrying a message's deadline, in milliseconds since the
+/// Unix epoch (a long).
+pub const DEADLINE: &str = "seawall-deadline";
+
+fn deadline_of(properties: &BasicProperties) -> Option<Budget> {
+    let millis = match properties.headers().as_ref()?.inner().get(DEADLINE)? {
+        AMQPValue::LongLongInt(millis) => u64::try_from(*millis).ok()?,
+        AMQPValue::Timestamp(millis) => *millis,
+        _ => return None,
+    };
+    Some(Budget::from_unix_millis(millis))
+}
+
 fn message(delivery: &mut lapin::message::Delivery) -> Message {
     let properties = &delivery.properties;
     Message {
+        deadline: deadline_of(properties),
         subject: delivery.routing_key.to_string(),
         payload: std::mem::take(&mut delivery.data).into(),
         reply_to: properties.reply_to().as_ref().map(|to| to.to_string()),
@@ -237,6 +252,12 @@ impl Transport for AmqpTransport {
             }
             if let Some(reply_to) = message.reply_to {
                 properties = properties.with_reply_to(reply_to.into());
+            }
+            if let Some(deadline) = message.deadline {
+                let millis = i64::try_from(deadline.to_unix_millis()).unwrap_or(i64::MAX);
+                let mut headers = FieldTable::default();
+                headers.insert(DEADLINE.into(), AMQPValue::LongLongInt(millis));
+                properties = properties.with_headers(headers);
             }
             let confirmation = async {
                 channel

@@ -8,7 +8,7 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::{Stream, StreamExt};
 use tower_service::Service;
 
-use super::{Decision, Delivery, Message};
+use super::{Decision, Delivery, Message, Settle};
 use crate::Error;
 
 /// How a handler's result becomes a [`Decision`], and whether to stop
@@ -68,6 +68,7 @@ where
 /// | handled | ack | goes on |
 /// | the handler failed | reject (dead-letter: the message is poison) | goes on |
 /// | timed out | requeue | goes on |
+/// | its [deadline](Message::deadline) passed while handled | ack: nobody waits for it | goes on |
 /// | bulkhead full | requeue | goes on |
 /// | circuit open | requeue | stops until the breaker may let a probe through |
 ///
@@ -141,6 +142,7 @@ impl<R, E> Decide<R, Error<E>> for ByOutcome {
         match result {
             Ok(_) => Decision::Ack,
             Err(Error::Inner(_)) => self.failure,
+            Err(Error::Timeout(elapsed)) if elapsed.is_callers_deadline() => Decision::Ack,
             Err(Error::Timeout(_)) => self.timeout,
             Err(Error::BulkheadFull(_)) => self.rejected,
             Err(Error::CircuitOpen(_)) => Decision::Requeue,
@@ -172,6 +174,11 @@ pub struct ConsumerFigures {
     pub unsettled: u64,
     /// Times it stopped pulling because the circuit was open.
     pub pauses: u64,
+    /// Messages not handed to the handler because their
+    /// [deadline](Message::deadline) had passed while they were queued:
+    /// work nobody waits for any more. Settled as
+    /// [`on_expired`](Consumer::on_expired) says, and counted there too.
+    pub expired: u64,
 }
 
 /// Runs a subscription's messages through a handler service, tells the
@@ -214,6 +221,7 @@ pub struct Consumer<S, D = ByOutcome> {
     handler: S,
     decide: D,
     concurrency: usize,
+    expired: Decision,
 }
 
 impl<S> Consumer<S> {
@@ -224,6 +232,7 @@ impl<S> Consumer<S> {
             handler,
             decide: ByOutcome::default(),
             concurrency: 1,
+            expired: Decision::Ack,
         }
     }
 }
@@ -235,7 +244,17 @@ impl<S, D> Consumer<S, D> {
             handler: self.handler,
             decide,
             concurrency: self.concurrency,
+            expired: self.expired,
         }
+    }
+
+    /// What to tell the broker of a message whose deadline passed before
+    /// it was handled. Default [`Decision::Ack`]: it is dropped, since
+    /// nobody waits for its answer; [`Decision::Reject`] dead-letters it
+    /// instead, to keep a record.
+    pub fn on_expired(mut self, decision: Decision) -> Self {
+        self.expired = decision;
+        self
     }
 
     /// Handles up to this many messages at once (at least one). Default 1.
@@ -278,6 +297,11 @@ impl<S, D> Consumer<S, D> {
                 biased;
                 _ = &mut stop, if pulling => pulling = false,
                 Some((result, settle)) = in_hand.next(), if !in_hand.is_empty() => {
+                    let Some(result) = result else {
+                        figures.expired += 1;
+                        settle_and_count(&mut figures, settle, self.expired).await;
+                        continue;
+                    };
                     let decision = self.decide.decide(&result);
                     if let Some(pause) = self.decide.pause(&result) {
                         figures.pauses += 1;
@@ -285,23 +309,31 @@ impl<S, D> Consumer<S, D> {
                         paused_until = Some(paused_until.map_or(until, |paused| paused.max(until)));
                         tracing::debug!(target: "seawall::messaging", ?pause, "circuit open: not pulling");
                     }
-                    match decision {
-                        Decision::Ack => figures.acked += 1,
-                        Decision::Requeue => figures.requeued += 1,
-                        Decision::Reject => figures.rejected += 1,
-                    }
-                    if let Err(error) = super::Settle::send(settle, decision).await {
-                        figures.unsettled += 1;
-                        tracing::debug!(target: "seawall::messaging", %error, "could not settle a message");
-                    }
+                    settle_and_count(&mut figures, settle, decision).await;
                 }
                 _ = sleep_until(paused_until), if paused_until.is_some() => paused_until = None,
                 next = next_delivery(&mut self.handler, &mut deliveries), if may_pull => match next {
                     Ok(Some(delivery)) => {
                         let (message, settle) = delivery.into_parts();
-                        figures.handled += 1;
-                        let handling = self.handler.call(message);
-                        in_hand.push(async move { (handling.await, settle) });
+                        let budget = message.deadline;
+                        let handling = if budget.is_some_and(|budget| budget.is_spent()) {
+                            None
+                        } else {
+                            figures.handled += 1;
+                            let call = || self.handler.call(message);
+                            let handling = match budget {
+                                Some(budget) => budget.enter(call),
+                                None => call(),
+                            };
+                            Some(crate::budget::scoped(budget, handling))
+                        };
+                        in_hand.push(async move {
+                            let result = match handling {
+                                Some(handling) => Some(handling.await),
+                                None => None,
+                            };
+                            (result, settle)
+                        });
                     }
                     Ok(None) => pulling = false,
                     Err(_) => {
@@ -314,6 +346,18 @@ impl<S, D> Consumer<S, D> {
                 else => return figures,
             }
         }
+    }
+}
+
+async fn settle_and_count(figures: &mut ConsumerFigures, settle: Settle, decision: Decision) {
+    match decision {
+        Decision::Ack => figures.acked += 1,
+        Decision::Requeue => figures.requeued += 1,
+        Decision::Reject => figures.rejected += 1,
+    }
+    if let Err(error) = settle.send(decision).await {
+        figures.unsettled += 1;
+        tracing::debug!(target: "seawall::messaging", %error, "could not settle a message");
     }
 }
 

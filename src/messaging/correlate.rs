@@ -172,7 +172,8 @@ impl<T: Transport> Service<Message> for Correlator<T> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut request: Message) -> Self::Future {
+    fn call(&mut self, request: Message) -> Self::Future {
+        let mut request = request.with_current_budget();
         let mut waiting = match self.replies.ask(&mut request, 1) {
             Ok(waiting) => waiting,
             Err(refused) => return Box::pin(std::future::ready(Err(refused))),

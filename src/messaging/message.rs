@@ -7,6 +7,7 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 
+use crate::budget::Budget;
 use crate::BoxError;
 
 /// A message: where it goes, what it carries, and where an answer should go.
@@ -27,6 +28,13 @@ pub struct Message {
     pub reply_to: Option<String>,
     /// Which request an answer belongs to.
     pub correlation_id: Option<String>,
+    /// When the work it asks for stops being worth doing: the
+    /// [budget](crate::budget) of the request that sent it. The styles set
+    /// it from the current budget when it is `None`; a
+    /// [`Consumer`](super::Consumer) drops a message whose deadline passed
+    /// while it was queued. Across a broker it travels as milliseconds
+    /// since the Unix epoch.
+    pub deadline: Option<Budget>,
 }
 
 impl Message {
@@ -37,6 +45,23 @@ impl Message {
             payload: payload.into(),
             reply_to: None,
             correlation_id: None,
+            deadline: None,
+        }
+    }
+
+    /// This message with `deadline`, unless it has an earlier one.
+    pub fn with_deadline(mut self, deadline: Budget) -> Message {
+        self.deadline = Some(self.deadline.map_or(deadline, |own| own.min(deadline)));
+        self
+    }
+
+    /// Gives the message the current budget as its deadline, if a budget is
+    /// current and is earlier than its own: what every style does before
+    /// it publishes.
+    pub(crate) fn with_current_budget(self) -> Message {
+        match Budget::current() {
+            Some(budget) => self.with_deadline(budget),
+            None => self,
         }
     }
 
@@ -49,6 +74,7 @@ impl Message {
             payload: payload.into(),
             reply_to: None,
             correlation_id: self.correlation_id.clone(),
+            deadline: None,
         })
     }
 }

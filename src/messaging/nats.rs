@@ -52,10 +52,15 @@ use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 
 use super::{Acknowledge, BoxFuture, Decision, Delivery, Message, Transport};
+use crate::budget::Budget;
 use crate::BoxError;
 
 /// The header carrying a message's correlation id.
 pub const CORRELATION_ID: &str = "Seawall-Correlation-Id";
+
+/// The header carrying a message's deadline, in milliseconds since the
+/// Unix epoch.
+pub const DEADLINE: &str = "Seawall-Deadline";
 
 /// A NATS connection as a [`Transport`]. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -135,11 +140,18 @@ fn message(message: &async_nats::Message) -> Message {
         .as_ref()
         .and_then(|headers| headers.get(CORRELATION_ID))
         .map(|id| id.as_str().to_owned());
+    let deadline = message
+        .headers
+        .as_ref()
+        .and_then(|headers| headers.get(DEADLINE))
+        .and_then(|millis| millis.as_str().parse().ok())
+        .map(Budget::from_unix_millis);
     Message {
         subject: message.subject.to_string(),
         payload: message.payload.clone(),
         reply_to: message.reply.as_ref().map(|reply| reply.to_string()),
         correlation_id,
+        deadline,
     }
 }
 
@@ -214,11 +226,15 @@ impl Transport for NatsTransport {
                 payload,
                 reply_to,
                 correlation_id,
+                deadline,
             } = message;
             let payload: Bytes = payload;
             let mut headers = async_nats::HeaderMap::new();
             if let Some(id) = correlation_id {
                 headers.insert(CORRELATION_ID, id.as_str());
+            }
+            if let Some(deadline) = deadline {
+                headers.insert(DEADLINE, deadline.to_unix_millis().to_string().as_str());
             }
             match (reply_to, jetstream) {
                 (None, Some(jetstream)) => {

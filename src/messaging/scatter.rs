@@ -116,7 +116,8 @@ impl<T: Transport> Service<Message> for ScatterGather<T> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut request: Message) -> Self::Future {
+    fn call(&mut self, request: Message) -> Self::Future {
+        let mut request = request.with_current_budget();
         let expected = self.expected;
         let mut waiting = match self
             .replies

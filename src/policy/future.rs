@@ -30,7 +30,7 @@ pin_project! {
     /// Dropped at any point, it gives back its bulkhead slot or place in
     /// line and its breaker probe slot. Dropped unfinished after the
     /// caller's own deadline passed (by a server's own enforcement of
-    /// `grpc-timeout`, say), it counts as the caller's deadline: ignored.
+    /// `grpc-timeout`, say), it counts as the caller's deadline.
     pub struct ResponseFuture<S, Req, B, C, F, D>
     where
         S: Service<Req>,
@@ -59,7 +59,7 @@ pin_project! {
             }
             if let StateProj::Calling { deadline, .. } = this.state.project() {
                 if deadline.as_ref().get_ref().callers_passed().is_some() {
-                    this.held.settle(Verdict::Ignore);
+                    this.held.settle(Verdict::CallerDeadline);
                 }
             }
         }
@@ -269,12 +269,20 @@ where
                     Ok(permit) => {
                         this.held.bulkhead = Hold::Permit(permit);
                         let (mut service, request) = call.take().expect(COMPLETED);
-                        let future = service.call(request);
                         let policy = &this.held.policy;
-                        let deadline =
-                            Deadline::for_call(policy.timeout, *own_deadline, policy.clock);
-                        this.state.set(State::Calling { future, deadline });
-                        continue;
+                        let deadline = Deadline::for_call(
+                            policy.timeout,
+                            *own_deadline,
+                            policy.budget_margin,
+                            policy.clock,
+                        );
+                        if deadline.is_spent() {
+                            Err(Error::Timeout(deadline.elapsed()))
+                        } else {
+                            let future = service.call(request);
+                            this.state.set(State::Calling { future, deadline });
+                            continue;
+                        }
                     }
                     Err(waited) => {
                         let bulkhead = this.held.policy.bulkhead.as_ref().expect(COMPLETED);

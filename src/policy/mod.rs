@@ -173,6 +173,7 @@ pub(crate) struct Shared<B, C, F, D> {
     breakers: B,
     bulkhead: Option<PolicyBulkhead>,
     timeout: Option<Duration>,
+    budget_margin: Duration,
     deadline_of: D,
     clock: Clock,
     fallback: F,
@@ -188,6 +189,7 @@ impl Policy {
             breakers: StatisticsOnly,
             bulkhead: None,
             timeout: None,
+            budget_margin: Duration::ZERO,
             deadline_of: NoDeadline,
             fallback: NoFallback,
             classifier: ByKind,
@@ -277,6 +279,7 @@ pub struct PolicyBuilder<Br = StatisticsOnly, C = ByKind, Fs = NoFallback, D = N
     breakers: Br,
     bulkhead: Option<MakeBulkhead>,
     timeout: Option<Duration>,
+    budget_margin: Duration,
     deadline_of: D,
     fallback: Fs,
     classifier: C,
@@ -301,6 +304,7 @@ impl<Br, C, Fs, D> PolicyBuilder<Br, C, Fs, D> {
             breakers,
             bulkhead: self.bulkhead,
             timeout: self.timeout,
+            budget_margin: self.budget_margin,
             deadline_of: self.deadline_of,
             fallback: self.fallback,
             classifier: self.classifier,
@@ -324,6 +328,16 @@ impl<Br, C, Fs, D> PolicyBuilder<Br, C, Fs, D> {
         self
     }
 
+    /// Keeps `margin` of the current [budget](crate::budget) for the caller
+    /// to answer with (a fallback, the network's time back): calls get what
+    /// is left of the budget less `margin`, when that is shorter than the
+    /// [`timeout`](Self::timeout). Default zero: a dependency gets all the
+    /// time the request has left.
+    pub fn budget_margin(mut self, margin: Duration) -> Self {
+        self.budget_margin = margin;
+        self
+    }
+
     /// Reads a request's own deadline (a gRPC `grpc-timeout` header, a field
     /// of a message): the shorter of it and the [`timeout`](Self::timeout)
     /// applies, and a call that ends on its own shorter deadline is the
@@ -334,6 +348,7 @@ impl<Br, C, Fs, D> PolicyBuilder<Br, C, Fs, D> {
             breakers: self.breakers,
             bulkhead: self.bulkhead,
             timeout: self.timeout,
+            budget_margin: self.budget_margin,
             deadline_of,
             fallback: self.fallback,
             classifier: self.classifier,
@@ -349,6 +364,7 @@ impl<Br, C, Fs, D> PolicyBuilder<Br, C, Fs, D> {
             breakers: self.breakers,
             bulkhead: self.bulkhead,
             timeout: self.timeout,
+            budget_margin: self.budget_margin,
             deadline_of: self.deadline_of,
             fallback,
             classifier: self.classifier,
@@ -364,6 +380,7 @@ impl<Br, C, Fs, D> PolicyBuilder<Br, C, Fs, D> {
             breakers: self.breakers,
             bulkhead: self.bulkhead,
             timeout: self.timeout,
+            budget_margin: self.budget_margin,
             deadline_of: self.deadline_of,
             fallback: self.fallback,
             classifier,
@@ -401,6 +418,7 @@ impl<Br, C, Fs, D> PolicyBuilder<Br, C, Fs, D> {
                 breakers,
                 bulkhead,
                 timeout: self.timeout,
+                budget_margin: self.budget_margin,
                 deadline_of: self.deadline_of,
                 clock,
                 fallback,
@@ -493,6 +511,17 @@ where
             }
         };
         let mut held = Held::new(Arc::clone(shared), span, held, Some(ticket));
+        let deadline = Deadline::for_call(
+            shared.timeout,
+            own_deadline,
+            shared.budget_margin,
+            shared.clock,
+        );
+        if deadline.is_spent() {
+            // The caller has no time left: calling would only load the
+            // dependency with work nobody waits for.
+            return ResponseFuture::refused(held, Error::Timeout(deadline.elapsed()), key);
+        }
         if let Some(bulkhead) = &shared.bulkhead {
             match bulkhead.try_take() {
                 Some(slot) => held.took(slot),
@@ -515,7 +544,6 @@ where
                 }
             }
         }
-        let deadline = Deadline::for_call(shared.timeout, own_deadline, shared.clock);
         ResponseFuture::calling(held, self.inner.call(request), deadline, key)
     }
 }

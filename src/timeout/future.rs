@@ -10,6 +10,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
 use super::Elapsed;
+use crate::budget::TIMER_RESOLUTION;
 use crate::clock::Clock;
 use crate::error::{Error, IntoError};
 
@@ -17,15 +18,38 @@ pin_project! {
     /// The future of a [`Timeout`](super::Timeout) call.
     pub struct ResponseFuture<F> {
         #[pin]
-        inner: F,
+        call: Call<F>,
         #[pin]
         deadline: Deadline,
     }
 }
 
+pin_project! {
+    #[project = CallProj]
+    enum Call<F> {
+        Made {
+            #[pin]
+            future: F,
+        },
+        // The caller's deadline was spent before the call.
+        NotMade,
+    }
+}
+
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, deadline: Deadline) -> Self {
-        ResponseFuture { inner, deadline }
+    pub(crate) fn new(future: F, deadline: Deadline) -> Self {
+        ResponseFuture {
+            call: Call::Made { future },
+            deadline,
+        }
+    }
+
+    /// A call not made: its caller's deadline was spent.
+    pub(crate) fn spent(deadline: Deadline) -> Self {
+        ResponseFuture {
+            call: Call::NotMade,
+            deadline,
+        }
     }
 }
 
@@ -39,7 +63,10 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        if let Poll::Ready(result) = this.inner.poll(cx) {
+        let CallProj::Made { future } = this.call.project() else {
+            return Poll::Ready(Err(Error::Timeout(this.deadline.elapsed())));
+        };
+        if let Poll::Ready(result) = future.poll(cx) {
             let deadline = this.deadline.as_ref().get_ref();
             return Poll::Ready(result.map_err(|error| deadline.attribute(error)));
         }
@@ -56,9 +83,6 @@ impl<F> std::fmt::Debug for ResponseFuture<F> {
             .finish_non_exhaustive()
     }
 }
-
-/// tokio's timers fire on whole milliseconds.
-const TIMER_RESOLUTION: Duration = Duration::from_millis(1);
 
 pin_project! {
     /// A call's deadline, counted from its creation (at `call`). No timer
@@ -90,21 +114,35 @@ pin_project! {
 
 impl Deadline {
     /// A call's deadline, by the one rule every seawall stage follows: the
-    /// stage's `timeout`, or the request's `own` deadline when that is
-    /// shorter (then flagged as the caller's, which the default classifier
-    /// ignores); none when neither is set.
+    /// stage's `timeout`, or the caller's when that is shorter (then
+    /// flagged as the caller's, which the default classifier does not
+    /// blame on the dependency); none when neither is set. The caller's is
+    /// the request's `own` deadline or what is left of the current
+    /// [budget](crate::budget) less `margin`, whichever is shorter.
     #[inline]
     pub(crate) fn for_call(
         timeout: Option<Duration>,
         own: Option<Duration>,
+        margin: Duration,
         clock: Clock,
     ) -> Deadline {
+        let own = match (own, crate::budget::remaining_less(margin)) {
+            (Some(own), Some(left)) => Some(own.min(left)),
+            (own, left) => own.or(left),
+        };
         match (timeout, own) {
             (Some(timeout), Some(own)) if own < timeout => Deadline::new(own, clock, true),
             (Some(timeout), _) => Deadline::new(timeout, clock, false),
             (None, Some(own)) => Deadline::new(own, clock, true),
             (None, None) => Deadline::never(),
         }
+    }
+
+    /// Whether the caller's deadline was spent before the call: then no
+    /// call is made.
+    #[inline]
+    pub(crate) fn is_spent(&self) -> bool {
+        self.callers && self.timeout.is_zero()
     }
 
     /// No deadline: never elapses, never arms a timer.
@@ -132,11 +170,16 @@ impl Deadline {
         }
     }
 
+    /// The error of a call this deadline ended.
+    pub(crate) fn elapsed(&self) -> Elapsed {
+        Elapsed::new(self.timeout, self.callers)
+    }
+
     /// Call once the guarded future is pending: ready with the error once
     /// the deadline has passed.
     pub(crate) fn poll_elapsed(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Elapsed> {
+        let elapsed = self.elapsed();
         let mut this = self.project();
-        let elapsed = Elapsed::new(*this.timeout, *this.callers);
         if let TimerProj::Unarmed { clock, called_at } = this.timer.as_mut().project() {
             let spent = Duration::from_nanos(clock.nanos_since(*called_at));
             let Some(remaining) = this.timeout.checked_sub(spent).filter(|r| !r.is_zero()) else {

@@ -25,6 +25,7 @@ use crate::clock::Clock;
 pub struct TimeoutLayer<D = NoDeadline> {
     timeout: Duration,
     deadline: D,
+    budget_margin: Duration,
     clock: Clock,
 }
 
@@ -35,6 +36,7 @@ impl TimeoutLayer {
         TimeoutLayer {
             timeout,
             deadline: NoDeadline,
+            budget_margin: Duration::ZERO,
             clock: Clock::default(),
         }
     }
@@ -48,8 +50,17 @@ impl<D> TimeoutLayer<D> {
         TimeoutLayer {
             timeout: self.timeout,
             deadline,
+            budget_margin: self.budget_margin,
             clock: self.clock,
         }
+    }
+
+    /// Keeps `margin` of the current [budget](crate::budget) for the caller
+    /// to answer with: calls get what is left of it less `margin`. Default
+    /// zero.
+    pub fn budget_margin(mut self, margin: Duration) -> Self {
+        self.budget_margin = margin;
+        self
     }
 
     /// The clock that dates each call's start. Default [`Clock::default`].
@@ -63,6 +74,9 @@ impl<S, D: Clone> Layer<S> for TimeoutLayer<D> {
     type Service = Timeout<S, D>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Timeout::new(inner, self.timeout, self.deadline.clone(), self.clock)
+        Timeout {
+            budget_margin: self.budget_margin,
+            ..Timeout::new(inner, self.timeout, self.deadline.clone(), self.clock)
+        }
     }
 }

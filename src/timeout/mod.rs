@@ -11,7 +11,8 @@
 //! future (which cancels whatever it was doing, at its next await point). A
 //! request can carry its own, shorter deadline, read by a [`DeadlineOf`]
 //! (for example from a gRPC `grpc-timeout` header); the layer's timeout
-//! caps it.
+//! caps it. So does what is left of the request's [budget](crate::budget),
+//! when one is current; once it is spent, no call is made.
 //!
 //! # Compared with tower's `Timeout`
 //!
@@ -95,16 +96,19 @@ pub struct Timeout<S, D = NoDeadline> {
     inner: S,
     timeout: Duration,
     deadline: D,
+    budget_margin: Duration,
     clock: Clock,
 }
 
 impl<S, D> Timeout<S, D> {
-    /// Gives `inner`'s calls `timeout`, or a request's shorter deadline.
+    /// Gives `inner`'s calls `timeout`, or a request's shorter deadline, or
+    /// what is left of the current [budget](crate::budget).
     pub fn new(inner: S, timeout: Duration, deadline: D, clock: Clock) -> Self {
         Timeout {
             inner,
             timeout,
             deadline,
+            budget_margin: Duration::ZERO,
             clock,
         }
     }
@@ -150,8 +154,12 @@ where
         let deadline = Deadline::for_call(
             Some(self.timeout),
             self.deadline.deadline_of(&request),
+            self.budget_margin,
             self.clock,
         );
+        if deadline.is_spent() {
+            return ResponseFuture::spent(deadline);
+        }
         ResponseFuture::new(self.inner.call(request), deadline)
     }
 }

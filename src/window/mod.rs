@@ -85,6 +85,11 @@ pub enum Outcome {
     /// The call reached a verdict its classifier ignores (a caller's bad
     /// request, say): neither a success nor an error.
     Ignored = 10,
+    /// The call ended because its caller's deadline passed (its
+    /// [budget](crate::budget) ran out, or its own `grpc-timeout`): it
+    /// says nothing of the dependency, and is neither a success nor an
+    /// error.
+    CallerDeadline = 11,
 }
 
 impl Outcome {
@@ -106,6 +111,14 @@ impl Outcome {
         )
     }
 
+    /// Whether the breaker judges the dependency by it: every outcome of a
+    /// call but [`Ignored`](Self::Ignored) and
+    /// [`CallerDeadline`](Self::CallerDeadline).
+    #[inline]
+    pub(crate) fn is_judged(self) -> bool {
+        !matches!(self, Outcome::Ignored | Outcome::CallerDeadline)
+    }
+
     /// The outcome in snake case, as metric labels and JSON spell it
     /// (`"short_circuited"`, `"cache_hit"`, ...): the name of its field in
     /// [`Counts`].
@@ -122,11 +135,12 @@ impl Outcome {
             Outcome::CacheHit => "cache_hit",
             Outcome::CacheMiss => "cache_miss",
             Outcome::Ignored => "ignored",
+            Outcome::CallerDeadline => "caller_deadline",
         }
     }
 
     /// Every outcome, in the order of [`Counts`]' fields.
-    pub const ALL: [Outcome; 11] = [
+    pub const ALL: [Outcome; 12] = [
         Outcome::Success,
         Outcome::Failure,
         Outcome::Timeout,
@@ -138,6 +152,7 @@ impl Outcome {
         Outcome::CacheHit,
         Outcome::CacheMiss,
         Outcome::Ignored,
+        Outcome::CallerDeadline,
     ];
 }
 
@@ -172,6 +187,8 @@ pub struct Counts {
     pub cache_miss: u64,
     /// Calls whose verdict was ignored: neither successes nor errors.
     pub ignored: u64,
+    /// Calls that ended because their caller's deadline passed.
+    pub caller_deadline: u64,
     /// Calls, of any outcome, slower than the slow-call threshold.
     pub slow: u64,
 }
@@ -190,6 +207,7 @@ impl Counts {
             cache_hit: slots[Outcome::CacheHit as usize],
             cache_miss: slots[Outcome::CacheMiss as usize],
             ignored: slots[Outcome::Ignored as usize],
+            caller_deadline: slots[Outcome::CallerDeadline as usize],
             slow: slots[SLOW],
         }
     }
@@ -217,6 +235,7 @@ impl Counts {
             Outcome::CacheHit => self.cache_hit,
             Outcome::CacheMiss => self.cache_miss,
             Outcome::Ignored => self.ignored,
+            Outcome::CallerDeadline => self.caller_deadline,
         }
     }
 
@@ -529,7 +548,10 @@ mod tests {
         let mut sum = counts;
         sum += counts;
         assert_eq!(sum.slots(), slots.map(|n| 2 * n));
-        assert_eq!((sum.success, sum.ignored, sum.slow), (2, 22, 24));
+        assert_eq!(
+            (sum.success, sum.ignored, sum.caller_deadline, sum.slow),
+            (2, 22, 24, 26)
+        );
         let mut full = Counts::from_slots([u64::MAX; SLOTS]);
         full += counts;
         assert_eq!(full.slots(), [u64::MAX; SLOTS]);
