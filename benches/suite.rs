@@ -276,6 +276,46 @@ fn observe(v: &mut impl Visit) {
     );
 }
 
+/// A service called with a budget current, as a handler under
+/// `budget::BudgetLayer` calls its dependencies. The handler's future
+/// enters the budget once per poll, whatever it calls; here every call
+/// enters it, so the figure is an upper bound.
+#[derive(Clone)]
+struct InBudget<S> {
+    inner: S,
+    budget: seawall::budget::Budget,
+}
+
+impl<S: Service<u64>> Service<u64> for InBudget<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: u64) -> Self::Future {
+        let inner = &mut self.inner;
+        self.budget.sync_scope(|| inner.call(request))
+    }
+}
+
+/// The full Policy's healthy path inside a request's budget (an hour: the
+/// policy's timeout still applies). The first budget made current makes
+/// every later deadline look the budget up (a task-local read): measured
+/// after the variants without one.
+fn observe_budgeted(v: &mut impl Visit) {
+    v.visit(
+        "policy_in_budget",
+        Expect::Answers,
+        InBudget {
+            inner: full_policy().layer(inner()),
+            budget: seawall::budget::Budget::new(Duration::from_secs(3_600)),
+        },
+    );
+}
+
 /// The full Policy's healthy path under tracing: a subscriber that wants no
 /// `TRACE` spans, then one that takes them all. After these, tracing's
 /// callsites keep checking for a subscriber (their interest cache is not
@@ -615,6 +655,7 @@ fn suite(c: &mut Criterion) {
             "window_population" => window_population(&mut drive),
             "observe" => {
                 observe(&mut drive);
+                observe_budgeted(&mut drive);
                 observe_traced(&mut drive);
             }
             _ => single(&mut drive, &timer_runtime()),
@@ -643,11 +684,14 @@ fn suite(c: &mut Criterion) {
 
     registry_bench(c, &registry);
 
-    // Last, the traced variants last of all: see `observe_traced`.
+    // Last, the budgeted and traced variants last of all: see
+    // `observe_budgeted` and `observe_traced`.
     observe(&mut CountAllocations("observe"));
     let mut group = c.benchmark_group("observe");
     configure(&mut group);
     observe(&mut Measure(&mut group));
+    observe_budgeted(&mut CountAllocations("observe"));
+    observe_budgeted(&mut Measure(&mut group));
     observe_traced(&mut CountAllocations("observe"));
     observe_traced(&mut Measure(&mut group));
     group.finish();

@@ -224,6 +224,39 @@
 //!   (one line a second at most, with the count), fallbacks, and a `TRACE`
 //!   span per Policy call (`seawall.call`, with the policy and the outcome).
 //!
+//! ## Deadlines that travel
+//!
+//! A request's time budget is the one fact every hop should share. gRPC
+//! defines `grpc-timeout` ("Timeout" in gRPC over HTTP/2): the time the
+//! caller will wait, relative, at most 8 digits and a unit, which each
+//! server reads as its own deadline and each client sends on, shortened by
+//! the time spent. seawall does the same across HTTP and messages
+//! ([`budget`]):
+//!
+//! - at the edge, a [`BudgetLayer`](budget::BudgetLayer) reads
+//!   `grpc-timeout`, or `seawall-budget-ms` (whole milliseconds, relative
+//!   like `grpc-timeout`) on plain HTTP, with a default for requests that
+//!   carry none and a maximum; a spent budget is answered at once (`504`,
+//!   `DEADLINE_EXCEEDED`) without calling the handler;
+//! - the handler runs with the budget current
+//!   ([`Budget::current`](budget::Budget::current)): every Policy and
+//!   timeout caps its calls by what is left (less a
+//!   [margin](policy::PolicyBuilder::budget_margin), zero by default) and
+//!   makes no call once it is spent;
+//! - [`PropagateBudgetLayer`](budget::PropagateBudgetLayer) writes what is
+//!   left into outgoing requests (less a margin the caller keeps to
+//!   answer with), and every messaging style stamps it on the messages it
+//!   sends, as a time (`Seawall-Deadline`, Unix milliseconds), since
+//!   the time a message waits in a queue counts; a
+//!   [`Consumer`](messaging::Consumer) drops what expired there;
+//! - a call that ends because the caller's budget ran out is counted as
+//!   [`caller_deadline`](window::Counts::caller_deadline), never as a
+//!   failure or a timeout of the dependency, whichever timer fired first:
+//!   callers with short deadlines cannot open a healthy server's breaker.
+//!
+//! `examples/deadlines.rs` runs the chain: an axum edge, a tonic service, a
+//! worker behind a broker.
+//!
 //! # When to use what
 //!
 //! ## Limiting concurrency

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use seawall::budget::Budget;
 use seawall::circuit_breaker::{CircuitBreaker, OpenDuration};
 use seawall::messaging::amqp::{AmqpError, AmqpTransport};
 use seawall::messaging::{
@@ -186,6 +187,45 @@ async fn every_style_over_rabbitmq() {
         assert_eq!(text(&reply.unwrap()), format!("{n}!"));
     }
     assert_eq!(correlator.figures().unmatched, 0);
+
+    // Deadlines cross the broker: a job that expired in the queue is
+    // dropped and counted; the next runs with its deadline current.
+    amqp.declare("jobs").await.unwrap();
+    let mut publisher = Publisher::new(amqp.clone());
+    let expired = Message::new("jobs", "late").with_deadline(Budget::new(Duration::ZERO));
+    let sent = Budget::new(Duration::from_secs(60));
+    let fresh = Message::new("jobs", "fresh").with_deadline(sent);
+    for job in [expired, fresh] {
+        publisher.ready().await.unwrap().call(job).await.unwrap();
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    let handler = service_fn(move |job: Message| {
+        let current = Budget::current().map(|budget| budget.deadline());
+        sink.lock()
+            .unwrap()
+            .push((text(&job), job.deadline.map(|b| b.deadline()), current));
+        std::future::ready(Ok::<_, seawall::Error<BoxError>>(()))
+    });
+    let watched = Arc::clone(&seen);
+    let figures = Consumer::new(handler)
+        .run_until(amqp.subscribe("jobs").await.unwrap(), async move {
+            let _ = timeout(Duration::from_secs(10), async {
+                while watched.lock().unwrap().is_empty() {
+                    sleep(ms(10)).await;
+                }
+            })
+            .await;
+        })
+        .await;
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let (job, deadline, current) = &seen[0];
+    assert_eq!(job, "fresh");
+    assert_eq!(deadline, current);
+    // Sent as whole milliseconds: never later than it was.
+    assert!(deadline.unwrap() <= sent.deadline(), "{seen:?}");
+    assert_eq!((figures.handled, figures.expired, figures.acked), (1, 1, 2));
 }
 
 /// The node is killed mid-stream and started again (its durable queue and

@@ -1,6 +1,9 @@
 //! seawall's parts compose: separate layers and the Policy follow the same
 //! rules, errors never nest, and tower's own errors are understood.
 
+// The helpers serve the tests of feature `cache`; without it they idle.
+#![cfg_attr(not(feature = "cache"), allow(unused))]
+
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;

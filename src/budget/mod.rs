@@ -153,6 +153,7 @@ impl Budget {
     /// whole milliseconds, so another timer for the same deadline, started
     /// a little earlier elsewhere, may fire up to [`TIMER_RESOLUTION`]
     /// before it.
+    #[cfg(feature = "tower-http")]
     pub(crate) fn has_run_out(&self) -> bool {
         self.remaining() <= TIMER_RESOLUTION
     }
@@ -179,6 +180,14 @@ impl Budget {
         if !EVER_SCOPED.load(Relaxed) {
             return None;
         }
+        Budget::current_in_scope()
+    }
+
+    /// The task-local lookup, out of line: every call of every Policy
+    /// inlines [`current`](Self::current), and a process that never makes
+    /// a budget current pays only its load and branch.
+    #[inline(never)]
+    fn current_in_scope() -> Option<Budget> {
         CURRENT.try_with(|budget| *budget).ok()
     }
 
@@ -186,6 +195,13 @@ impl Budget {
     /// one already current, if any: a budget never grows on the way in).
     pub fn scope<F: Future>(self, future: F) -> Scoped<F> {
         scoped(Some(self), future)
+    }
+
+    /// Runs `f` with this budget current (the shorter of it and the one
+    /// already current): for code that calls a service outside a future,
+    /// in a hand-written `poll`, say.
+    pub fn sync_scope<R>(self, f: impl FnOnce() -> R) -> R {
+        self.scoped_in(Budget::current()).enter(f)
     }
 
     /// The shorter of this budget and `outer`, the one already current.
@@ -233,11 +249,25 @@ pub(crate) const TIMER_RESOLUTION: Duration = Duration::from_millis(1);
 /// `Instant` cannot overflow (about 30 years, as tokio's own "far future").
 const FAR: Duration = Duration::from_secs(86_400 * 365 * 30);
 
-/// The time left of the current budget, less `margin`, if a budget is
-/// current: the cap every seawall deadline applies.
+/// `own`, a request's own deadline, capped by what is left of the current
+/// budget less `margin`: the cap every seawall deadline applies.
 #[inline]
-pub(crate) fn remaining_less(margin: Duration) -> Option<Duration> {
-    Budget::current().map(|budget| budget.remaining().saturating_sub(margin))
+pub(crate) fn cap(own: Option<Duration>, margin: Duration) -> Option<Duration> {
+    if !EVER_SCOPED.load(Relaxed) {
+        return own;
+    }
+    cap_in_scope(own, margin)
+}
+
+/// Out of line, so that the many deadlines of a process without budgets
+/// stay small enough to inline.
+#[inline(never)]
+fn cap_in_scope(own: Option<Duration>, margin: Duration) -> Option<Duration> {
+    let Some(budget) = Budget::current_in_scope() else {
+        return own;
+    };
+    let left = budget.remaining().saturating_sub(margin);
+    Some(own.map_or(left, |own| own.min(left)))
 }
 
 /// `future`, run with `budget` current if there is one.

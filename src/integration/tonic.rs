@@ -44,6 +44,12 @@
 //!     .await?;
 //! ```
 //!
+//! To pass the caller's deadline on to whatever the handler calls, put a
+//! [`BudgetLayer`](crate::budget::BudgetLayer) under the `StatusLayer`
+//! instead of (or beside) `per_request_deadline(GrpcTimeout)`: the handler
+//! then runs with the caller's [budget](crate::budget) current, and every
+//! Policy it calls through honours it (`examples/deadlines.rs`).
+//!
 //! (Both are compiled and run in `examples/tonic_client.rs` and
 //! `examples/tonic_server.rs`.) In a handler, `?` on a seawall-wrapped
 //! client's result gives the same statuses: `Error` converts into `Status`.

@@ -511,17 +511,6 @@ where
             }
         };
         let mut held = Held::new(Arc::clone(shared), span, held, Some(ticket));
-        let deadline = Deadline::for_call(
-            shared.timeout,
-            own_deadline,
-            shared.budget_margin,
-            shared.clock,
-        );
-        if deadline.is_spent() {
-            // The caller has no time left: calling would only load the
-            // dependency with work nobody waits for.
-            return ResponseFuture::refused(held, Error::Timeout(deadline.elapsed()), key);
-        }
         if let Some(bulkhead) = &shared.bulkhead {
             match bulkhead.try_take() {
                 Some(slot) => held.took(slot),
@@ -543,6 +532,18 @@ where
                     return ResponseFuture::full(held, full, key);
                 }
             }
+        }
+        let deadline = Deadline::for_call(
+            shared.timeout,
+            own_deadline,
+            shared.budget_margin,
+            shared.clock,
+        );
+        if deadline.is_spent() {
+            // The caller has no time left: calling would only load the
+            // dependency with work nobody waits for. (The bulkhead slot
+            // goes back as the refusal is answered.)
+            return ResponseFuture::refused(held, Error::Timeout(deadline.elapsed()), key);
         }
         ResponseFuture::calling(held, self.inner.call(request), deadline, key)
     }

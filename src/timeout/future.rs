@@ -126,10 +126,7 @@ impl Deadline {
         margin: Duration,
         clock: Clock,
     ) -> Deadline {
-        let own = match (own, crate::budget::remaining_less(margin)) {
-            (Some(own), Some(left)) => Some(own.min(left)),
-            (own, left) => own.or(left),
-        };
+        let own = crate::budget::cap(own, margin);
         match (timeout, own) {
             (Some(timeout), Some(own)) if own < timeout => Deadline::new(own, clock, true),
             (Some(timeout), _) => Deadline::new(timeout, clock, false),
