@@ -265,17 +265,19 @@ async fn notifications_survive_the_broker_going_away() {
         if n == 60 {
             rabbit.restart().unwrap();
             // The node takes its time to boot on a loaded machine: wait
-            // until the notifier's own transport has its link back, then
-            // for the breaker's open time, so that the next call is a
-            // probe that can succeed (not one more refusal because the
-            // node was still booting).
+            // until it takes connections and the notifier's own transport
+            // has its link back, then for the breaker's open time, so that
+            // the next call is a probe that can succeed (not one more
+            // refusal because the node was still booting). The queue of the
+            // test is left alone: the node recovers it as it boots.
+            connect(&rabbit).await;
             timeout(Duration::from_secs(60), async {
-                while amqp.declare("events").await.is_err() {
+                while amqp.declare("seawall.ready").await.is_err() {
                     sleep(ms(100)).await;
                 }
             })
             .await
-            .expect("the node came back within 60 s");
+            .expect("the notifier's transport has its link back within 60 s");
             sleep(ms(250)).await;
         }
         match notifier

@@ -297,10 +297,12 @@ where
                     return Poll::Ready(held.policy.fallback.finish(answer, error, held.stats()));
                 }
             };
-            // The call is over: one verdict, for the breaker and the fallback.
-            this.held.release_bulkhead();
+            // The call is over: one verdict, for the breaker and the
+            // fallback. Counted before its bulkhead slot goes back, so that
+            // whoever sees the slot free sees the call counted.
             let verdict = this.held.policy.classifier.classify(&result);
             this.held.settle(verdict);
+            this.held.release_bulkhead();
             if !this.held.span.is_disabled() {
                 this.held.span.record("outcome", verdict.outcome().as_str());
             }
