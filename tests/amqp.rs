@@ -202,6 +202,7 @@ async fn every_style_over_rabbitmq() {
     let sink = Arc::clone(&seen);
     let handler = service_fn(move |job: Message| {
         let current = Budget::current().map(|budget| budget.deadline());
+        assert!(job.id.is_some(), "the publisher gave it an id: {job:?}");
         sink.lock()
             .unwrap()
             .push((text(&job), job.deadline.map(|b| b.deadline()), current));

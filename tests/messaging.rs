@@ -534,3 +534,69 @@ enum Failure {
 }
 
 seawall::leaf_error!(Failure);
+
+/// Every message a style sends has an id, which every copy keeps: the copy
+/// the Notifier diverted and the outbox sent again is the same message, and
+/// a `DeduplicateLayer` under the consumer handles it once.
+#[tokio::test(start_paused = true)]
+async fn copies_of_a_message_keep_its_id_and_an_idempotent_consumer_handles_it_once() {
+    use seawall::messaging::DeduplicateLayer;
+
+    let broker = InMemory::new();
+    let events = broker.subscribe_now("events");
+    // A publisher whose broker takes the message but whose answer is lost:
+    // the caller sees a failure, as after a publish timeout.
+    let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let lossy = {
+        let (broker, sent) = (broker.clone(), Arc::clone(&sent));
+        service_fn(move |message: Message| {
+            let (mut publisher, sent) = (Publisher::new(broker.clone()), Arc::clone(&sent));
+            async move {
+                sent.lock().unwrap().push(message.id.clone());
+                publisher.call(message).await?;
+                Err::<(), BoxError>("the receipt was lost".into())
+            }
+        })
+    };
+    let outbox = Outbox::new(8).unwrap();
+    let mut notifier = Notifier::new(lossy, outbox.clone());
+    let diverted = notifier
+        .ready()
+        .await
+        .unwrap()
+        .call(Message::new("events", "once"))
+        .await
+        .unwrap();
+    assert!(matches!(diverted, Notified::Diverted(_)));
+    let kept = outbox.drain();
+    assert_eq!(kept.len(), 1);
+    let id = kept[0].id.clone();
+    assert!(id.is_some());
+    assert_eq!(sent.lock().unwrap().as_slice(), std::slice::from_ref(&id));
+    // The outbox sends its copy: the broker now holds the message twice.
+    for copy in kept {
+        Publisher::new(broker.clone()).call(copy).await.unwrap();
+    }
+    // Another message with the same payload is another message.
+    Publisher::new(broker.clone())
+        .call(Message::new("events", "once"))
+        .await
+        .unwrap();
+
+    let handled = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = Arc::clone(&handled);
+    let dedup = DeduplicateLayer::new(100).unwrap();
+    let handler = dedup.layer(service_fn(move |event: Message| {
+        sink.lock().unwrap().push(event.id.clone());
+        std::future::ready(Ok::<_, Error<BoxError>>(()))
+    }));
+    let figures = Consumer::new(handler)
+        .run_until(events, sleep(ms(100)))
+        .await;
+    let handled = handled.lock().unwrap().clone();
+    assert_eq!(handled.len(), 2, "{handled:?}");
+    assert_eq!(handled[0], id);
+    assert_ne!(handled[1], id);
+    assert_eq!((figures.handled, figures.acked), (3, 3));
+    assert_eq!(dedup.figures().duplicates, 1);
+}

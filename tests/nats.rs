@@ -391,6 +391,50 @@ async fn notifications_survive_the_server_going_away() {
             everything.difference(&got).collect::<Vec<_>>()
         )
     });
+    // The subscriber may see a message twice (a publish the client kept
+    // through the outage and sent again, and its copy from the outbox), but
+    // the stream stores each once: both carry the message's id.
+    let mut stream = async_nats::jetstream::new(nats.client().clone())
+        .get_stream("EVENTS")
+        .await
+        .unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, 150);
+}
+
+/// A message sent twice (the same id) is stored once by JetStream; two
+/// messages with the same payload are two messages.
+#[tokio::test]
+async fn jetstream_stores_a_message_sent_twice_once() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let nats = connect(&server).await.jetstream();
+    let mut stream = async_nats::jetstream::new(nats.client().clone())
+        .get_or_create_stream(async_nats::jetstream::stream::Config {
+            name: "ONCE".into(),
+            subjects: vec!["once".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut publisher = Publisher::new(nats);
+    let order = Message::new("once", "order 1").with_id("order-1");
+    let orders = [
+        order.clone(),
+        order,
+        Message::new("once", "x"),
+        Message::new("once", "x"),
+    ];
+    for message in orders {
+        publisher
+            .ready()
+            .await
+            .unwrap()
+            .call(message)
+            .await
+            .unwrap();
+    }
+    assert_eq!(stream.info().await.unwrap().state.messages, 3);
 }
 
 /// With JetStream, the consumer's decisions reach the stream: the poison

@@ -220,6 +220,7 @@ fn deadline_of(properties: &BasicProperties) -> Option<Budget> {
 fn message(delivery: &mut lapin::message::Delivery) -> Message {
     let properties = &delivery.properties;
     Message {
+        id: properties.message_id().as_ref().map(|id| id.to_string()),
         deadline: deadline_of(properties),
         subject: delivery.routing_key.to_string(),
         payload: std::mem::take(&mut delivery.data).into(),
@@ -249,6 +250,9 @@ impl Transport for AmqpTransport {
             }
             if let Some(id) = message.correlation_id {
                 properties = properties.with_correlation_id(id.into());
+            }
+            if let Some(id) = message.id {
+                properties = properties.with_message_id(id.into());
             }
             if let Some(reply_to) = message.reply_to {
                 properties = properties.with_reply_to(reply_to.into());

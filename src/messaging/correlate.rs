@@ -173,7 +173,7 @@ impl<T: Transport> Service<Message> for Correlator<T> {
     }
 
     fn call(&mut self, request: Message) -> Self::Future {
-        let mut request = request.with_current_budget();
+        let mut request = request.stamped();
         let mut waiting = match self.replies.ask(&mut request, 1) {
             Ok(waiting) => waiting,
             Err(refused) => return Box::pin(std::future::ready(Err(refused))),

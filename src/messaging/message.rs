@@ -28,6 +28,14 @@ pub struct Message {
     pub reply_to: Option<String>,
     /// Which request an answer belongs to.
     pub correlation_id: Option<String>,
+    /// What makes this message itself: the same on every copy of it, so
+    /// that a broker or a consumer can tell a second delivery from a new
+    /// message. The styles set one when it is `None` (unique in this
+    /// process and, by a random prefix, across processes). It travels as
+    /// `Nats-Msg-Id` on NATS (JetStream drops a repeat within its
+    /// duplicate window) and as AMQP's `message_id`; a
+    /// [`Deduplicate`](super::Deduplicate) handler skips repeats.
+    pub id: Option<String>,
     /// When the work it asks for stops being worth doing: the
     /// [budget](crate::budget) of the request that sent it. The styles set
     /// it from the current budget when it is `None`; a
@@ -45,8 +53,15 @@ impl Message {
             payload: payload.into(),
             reply_to: None,
             correlation_id: None,
+            id: None,
             deadline: None,
         }
+    }
+
+    /// This message with `id` as its identity.
+    pub fn with_id(mut self, id: impl Into<String>) -> Message {
+        self.id = Some(id.into());
+        self
     }
 
     /// This message with `deadline`, unless it has an earlier one.
@@ -55,10 +70,13 @@ impl Message {
         self
     }
 
-    /// Gives the message the current budget as its deadline, if a budget is
-    /// current and is earlier than its own: what every style does before
-    /// it publishes.
-    pub(crate) fn with_current_budget(self) -> Message {
+    /// What every style does to a message before it sends it: gives it an
+    /// id if it has none, and the current budget as its deadline if that is
+    /// earlier than its own.
+    pub(crate) fn stamped(mut self) -> Message {
+        if self.id.is_none() {
+            self.id = Some(new_id());
+        }
         match Budget::current() {
             Some(budget) => self.with_deadline(budget),
             None => self,
@@ -74,9 +92,27 @@ impl Message {
             payload: payload.into(),
             reply_to: None,
             correlation_id: self.correlation_id.clone(),
+            id: None,
             deadline: None,
         })
     }
+}
+
+/// A new message id: a random prefix for this process, and a count.
+fn new_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    use std::sync::OnceLock;
+
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| {
+        // std's hasher keys are random per process.
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(std::process::id());
+        hasher.finish()
+    });
+    format!("{prefix:016x}-{}", COUNT.fetch_add(1, Relaxed))
 }
 
 /// What a consumer does with a message it received.

@@ -33,12 +33,25 @@
 //! and stops pulling while the circuit is open, so messages wait on the
 //! broker instead of being burnt into a dead-letter queue.
 //!
+//! # Every message has an identity, and a deadline
+//!
+//! Every style gives each message it sends an [id](Message::id) (unless it
+//! has one) that every copy keeps: a message the [`Notifier`] diverted to
+//! its outbox, then sent again, is the same message. NATS carries it as
+//! `Nats-Msg-Id`, so that JetStream stores a repeat within its duplicate
+//! window once; AMQP as `message_id`. Over an at-least-once transport, a
+//! [`DeduplicateLayer`] under the [`Consumer`] skips what was handled
+//! already. The current [budget](crate::budget) travels as the message's
+//! [deadline](Message::deadline), and a [`Consumer`] drops messages that
+//! expired in the queue.
+//!
 //! The services box their futures (one allocation per message, next to the
 //! broker client's own): a transport's futures are `async` code that has no
 //! name to put in `Service::Future`.
 
 mod consume;
 mod correlate;
+mod dedup;
 mod memory;
 mod message;
 mod notify;
@@ -53,6 +66,7 @@ pub mod nats;
 
 pub use consume::{ByFailure, ByOutcome, Consumer, ConsumerFigures, Decide};
 pub use correlate::{Correlator, CorrelatorBuilder, RequestError, StartError};
+pub use dedup::{Deduplicate, DeduplicateFigures, DeduplicateFuture, DeduplicateLayer};
 pub use memory::{Down, InMemory, InMemoryFigures, InMemorySubscription};
 pub use message::{Acknowledge, BoxFuture, Decision, Delivery, Message, Settle};
 pub use notify::{Notified, Notifier, NotifyError, Outbox, OutboxFigures, OutboxFull, Publisher};

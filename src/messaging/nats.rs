@@ -58,6 +58,10 @@ use crate::BoxError;
 /// The header carrying a message's correlation id.
 pub const CORRELATION_ID: &str = "Seawall-Correlation-Id";
 
+/// The header carrying a message's id: JetStream's own, which it
+/// deduplicates on.
+pub const MESSAGE_ID: &str = "Nats-Msg-Id";
+
 /// The header carrying a message's deadline, in milliseconds since the
 /// Unix epoch.
 pub const DEADLINE: &str = "Seawall-Deadline";
@@ -140,6 +144,11 @@ fn message(message: &async_nats::Message) -> Message {
         .as_ref()
         .and_then(|headers| headers.get(CORRELATION_ID))
         .map(|id| id.as_str().to_owned());
+    let id = message
+        .headers
+        .as_ref()
+        .and_then(|headers| headers.get(MESSAGE_ID))
+        .map(|id| id.as_str().to_owned());
     let deadline = message
         .headers
         .as_ref()
@@ -151,6 +160,7 @@ fn message(message: &async_nats::Message) -> Message {
         payload: message.payload.clone(),
         reply_to: message.reply.as_ref().map(|reply| reply.to_string()),
         correlation_id,
+        id,
         deadline,
     }
 }
@@ -226,12 +236,16 @@ impl Transport for NatsTransport {
                 payload,
                 reply_to,
                 correlation_id,
+                id,
                 deadline,
             } = message;
             let payload: Bytes = payload;
             let mut headers = async_nats::HeaderMap::new();
             if let Some(id) = correlation_id {
                 headers.insert(CORRELATION_ID, id.as_str());
+            }
+            if let Some(id) = id {
+                headers.insert(MESSAGE_ID, id.as_str());
             }
             if let Some(deadline) = deadline {
                 headers.insert(DEADLINE, deadline.to_unix_millis().to_string().as_str());

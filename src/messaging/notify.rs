@@ -36,7 +36,7 @@ impl<T: Transport> Service<Message> for Publisher<T> {
     }
 
     fn call(&mut self, message: Message) -> Self::Future {
-        Box::pin(self.transport.publish(message.with_current_budget()))
+        Box::pin(self.transport.publish(message.stamped()))
     }
 }
 
@@ -165,8 +165,9 @@ where
     }
 
     fn call(&mut self, message: Message) -> Self::Future {
-        // Stamped here, so that a copy diverted to the outbox keeps it.
-        let message = message.with_current_budget();
+        // Stamped here, so that a copy diverted to the outbox keeps its id
+        // and deadline.
+        let message = message.stamped();
         let publishing = match self.unready.take() {
             Some(error) => Err(error),
             None => Ok(self.publisher.call(message.clone())),

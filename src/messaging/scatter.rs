@@ -117,7 +117,7 @@ impl<T: Transport> Service<Message> for ScatterGather<T> {
     }
 
     fn call(&mut self, request: Message) -> Self::Future {
-        let mut request = request.with_current_budget();
+        let mut request = request.stamped();
         let expected = self.expected;
         let mut waiting = match self
             .replies
