@@ -466,6 +466,26 @@ fn single(v: &mut impl Visit, timers: &Runtime) {
             .layer(inner()),
     );
 
+    // Fault injection switched off, and on with nothing drawn: what a
+    // service pays for having the layer in place.
+    let faults = seawall::fault::Faults::<u64, std::convert::Infallible>::builder()
+        .disabled()
+        .build()
+        .unwrap();
+    v.visit(
+        "seawall_fault_off",
+        Answers,
+        seawall::fault::FaultLayer::new(faults).layer(inner()),
+    );
+    let faults = seawall::fault::Faults::<u64, std::convert::Infallible>::builder()
+        .build()
+        .unwrap();
+    v.visit(
+        "seawall_fault_on_none_drawn",
+        Answers,
+        seawall::fault::FaultLayer::new(faults).layer(inner()),
+    );
+
     let armed: ValuePolicy = Policy::builder()
         .name("bench")
         .clock(Clock::coarse())

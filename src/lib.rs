@@ -257,6 +257,15 @@
 //! `examples/deadlines.rs` runs the chain: an axum edge, a tonic service, a
 //! worker behind a broker.
 //!
+//! ## Faults on demand
+//!
+//! Nobody trusts a breaker they have never seen trip. A
+//! [`FaultLayer`](fault::FaultLayer) under a Policy injects errors (or
+//! responses of your own), latency, aborted and hung calls with the
+//! probabilities of its [`Faults`](fault::Faults) handle, switched at
+//! runtime and seeded so that a scenario replays exactly
+//! (`examples/fault_injection.rs`).
+//!
 //! # When to use what
 //!
 //! ## Limiting concurrency
@@ -459,6 +468,7 @@ mod clock;
 pub mod error;
 mod ext;
 pub mod fallback;
+pub mod fault;
 pub mod integration;
 #[cfg(feature = "messaging")]
 pub mod messaging;
