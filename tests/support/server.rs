@@ -73,6 +73,14 @@ impl Server {
         self.process = None;
     }
 
+    /// Asks it to stop (SIGTERM) and waits until it has, so that it ends
+    /// as on an orderly shutdown: with what it keeps on disk written.
+    pub fn shut_down(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.terminate();
+        }
+    }
+
     /// Starts it again on the same port, and waits until it accepts
     /// connections.
     pub fn restart(&mut self) -> Result<(), String> {
@@ -107,6 +115,25 @@ impl Process {
             std::thread::sleep(Duration::from_millis(10));
         }
         Ok(process)
+    }
+
+    /// Sends it SIGTERM and reaps it; kills it if it is still running a
+    /// minute later.
+    pub fn terminate(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let pid = libc::pid_t::try_from(child.id()).expect("a pid fits");
+            // SAFETY: a signal to a child of ours that is not yet reaped.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(60) {
+                if let Ok(Some(_)) = child.try_wait() {
+                    self.0 = None;
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.stop();
     }
 
     /// Kills it (by PID) and reaps it.
