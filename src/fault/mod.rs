@@ -386,15 +386,19 @@ mod tests {
 
     type Io = Faults<(), std::io::Error>;
 
-    #[test]
-    fn rates_hold_within_binomial_bounds_and_a_seed_replays() {
-        let faults: Io = Faults::builder()
-            .seed(42)
+    fn seeded(seed: u64) -> Io {
+        Faults::builder()
+            .seed(seed)
             .outcome(0.1, || Err(std::io::Error::other("x")))
             .latency(0.2, Duration::from_millis(1))
             .hang(0.05)
             .build()
-            .unwrap();
+            .unwrap()
+    }
+
+    #[test]
+    fn rates_hold_within_binomial_bounds_and_a_seed_replays() {
+        let faults = seeded(42);
         let draws: Vec<Drawn> = (0..100_000).map(|_| faults.draw()).collect();
         let seen = faults.figures();
         // Four standard deviations of a binomial of 100,000 draws.
@@ -407,14 +411,10 @@ mod tests {
             assert!((count as f64 - mean).abs() < 4.0 * sd, "{count} for {p}");
         }
         assert_eq!(seen.calls, 100_000);
-        let again: Io = Faults::builder()
-            .seed(42)
-            .outcome(0.1, || Err(std::io::Error::other("x")))
-            .latency(0.2, Duration::from_millis(1))
-            .hang(0.05)
-            .build()
-            .unwrap();
-        assert!((0..100_000).map(|_| again.draw()).eq(draws));
+        let again = seeded(42);
+        assert!((0..100_000).map(|_| again.draw()).eq(draws.iter().copied()));
+        let other = seeded(43);
+        assert!(!(0..100_000).map(|_| other.draw()).eq(draws));
     }
 
     #[test]
