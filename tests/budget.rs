@@ -129,13 +129,21 @@ async fn a_budget_spent_while_queued_for_the_bulkhead_makes_no_call() {
     let service = policy.layer(slow);
     let first = tokio::spawn(service.clone().oneshot(()));
     tokio::task::yield_now().await;
-    // Queued behind a 500 ms call with 100 ms left.
+    // Spent before it could join the line: refused at once, not queued.
+    let started = Instant::now();
+    let spent = Budget::new(Duration::ZERO)
+        .scope(service.clone().oneshot(()))
+        .await;
+    assert!(callers_deadline(&spent).is_some(), "{spent:?}");
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    // Queued behind a 500 ms call with 100 ms left: its turn comes too
+    // late, and it makes no call.
     let queued = Budget::new(ms(100)).scope(service.oneshot(())).await;
     assert!(callers_deadline(&queued).is_some(), "{queued:?}");
     first.await.unwrap().unwrap();
     assert_eq!(calls.load(SeqCst), 1);
     let lifetime = policy.breaker().lifetime_counts();
-    assert_eq!((lifetime.success, lifetime.caller_deadline), (1, 1));
+    assert_eq!((lifetime.success, lifetime.caller_deadline), (1, 2));
 }
 
 #[tokio::test(start_paused = true)]
@@ -416,4 +424,35 @@ async fn requests_carry_the_callers_deadline_to_the_responder() {
         .await
         .unwrap();
     assert_eq!(answer.payload, format!("{:?}", Some(ms(100))));
+}
+
+/// The edge's own default and maximum are the server's deadline, not the
+/// caller's: a handler that overruns them is the server's timeout (no
+/// `seawall-caller-deadline` mark for the caller to trust); one that
+/// overruns what the caller sent is the caller's.
+#[tokio::test(start_paused = true)]
+async fn the_edges_own_default_and_maximum_are_not_the_callers_deadline() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let layer = BudgetLayer::builder()
+        .default_budget(ms(200))
+        .max_budget(ms(500))
+        .build()
+        .unwrap();
+    let edge = layer.layer(reporting_handler(Arc::clone(&seen), ms(10_000)));
+    let callers = |result: &Result<&str, Error<BoxError>>| match result {
+        Err(Error::Timeout(e)) => Some(e.is_callers_deadline()),
+        _ => None,
+    };
+    let sent = edge.clone().oneshot(request_with(HEADER, "300")).await;
+    assert_eq!(callers(&sent), Some(true));
+    let defaulted = edge.clone().oneshot(Request::new(())).await;
+    assert_eq!(callers(&defaulted), Some(false));
+    let capped = edge.clone().oneshot(request_with(HEADER, "60000")).await;
+    assert_eq!(callers(&capped), Some(false));
+    // Inside a shorter budget of the caller's own (in process), it is the
+    // caller's again.
+    let inside = Budget::new(ms(100))
+        .scope(edge.oneshot(Request::new(())))
+        .await;
+    assert_eq!(callers(&inside), Some(true));
 }

@@ -20,7 +20,12 @@ use crate::ConfigError;
 /// Reads the budget of each request a server receives (see the
 /// [module's notes](super)), answers at once when it is already spent, and
 /// runs the handler with it current, stopped when it runs out. The error
-/// for both is a [timeout](Error::Timeout) that is the caller's own.
+/// for both is a [timeout](Error::Timeout): the caller's own when the
+/// budget the caller sent was what ran out, this server's when its own
+/// default or maximum was.
+///
+/// The budget bounds the handler's future, up to the response's head: a
+/// streaming body goes on after it.
 ///
 /// Put it outermost on a router or a tonic server, under
 /// [`ErrorResponseLayer`](crate::integration::axum::ErrorResponseLayer) or
@@ -184,8 +189,16 @@ where
                 },
             };
         };
-        let budget = Budget::new(remaining).scoped_in(Budget::current());
-        let told = Elapsed::new(budget.remaining(), true);
+        let own = Budget::new(remaining);
+        let outer = Budget::current();
+        let budget = own.scoped_in(outer);
+        // The caller's deadline only when the caller's budget binds: what
+        // it sent (not this server's default, nor cut by its maximum), or a
+        // shorter one already current. Otherwise running out is this
+        // server's own timeout, and its answer must not tell the caller's
+        // client otherwise.
+        let callers = carried == Some(remaining) || outer.is_some_and(|outer| outer <= own);
+        let told = Elapsed::new(budget.remaining(), callers);
         if budget.is_spent() {
             return BudgetFuture {
                 state: State::Spent { told: Some(told) },

@@ -18,9 +18,10 @@ pub(crate) fn read(headers: &HeaderMap, header: &HeaderName) -> Option<Duration>
     Some(Duration::from_millis(millis))
 }
 
-/// Writes `remaining` into a request: `grpc-timeout` for a gRPC request
-/// (shortening any it has already), `header` otherwise. Rounded down,
-/// never up: a budget never grows on the way out.
+/// Writes `remaining` into a request: `grpc-timeout` for a gRPC request,
+/// `header` otherwise, shortening either if the request has one already.
+/// Rounded down, never up: a budget never grows on the way out (less than
+/// a millisecond left goes out as `0`, which the next hop refuses).
 pub(crate) fn write(headers: &mut HeaderMap, header: &HeaderName, remaining: Duration) {
     let grpc = headers
         .get(http::header::CONTENT_TYPE)
@@ -30,6 +31,11 @@ pub(crate) fn write(headers: &mut HeaderMap, header: &HeaderName, remaining: Dur
         let remaining = own.map_or(remaining, |own| own.min(remaining));
         headers.insert(GRPC_TIMEOUT, grpc_timeout(remaining));
     } else {
+        let own = headers
+            .get(header)
+            .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok())
+            .map(Duration::from_millis);
+        let remaining = own.map_or(remaining, |own| own.min(remaining));
         let millis = u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX);
         headers.insert(header.clone(), HeaderValue::from(millis));
     }
@@ -151,6 +157,8 @@ mod tests {
         let mut headers = HeaderMap::new();
         write(&mut headers, &header(), Duration::from_micros(2_999));
         assert_eq!(headers.get(header()).unwrap(), "2");
+        write(&mut headers, &header(), Duration::from_secs(5));
+        assert_eq!(headers.get(header()).unwrap(), "2", "never lengthened");
         assert_eq!(read(&headers, &header()), Some(Duration::from_millis(2)));
         headers.insert(header(), HeaderValue::from_static("soon"));
         assert_eq!(read(&headers, &header()), None);

@@ -236,7 +236,10 @@ impl Budget {
         // tokio's clock read first, the wall clock after: the time between
         // the reads shortens the budget rather than lengthening it.
         let now = Instant::now();
-        let at = UNIX_EPOCH + Duration::from_millis(millis);
+        // A time past what the platform's clock can hold is no limit.
+        let Some(at) = UNIX_EPOCH.checked_add(Duration::from_millis(millis)) else {
+            return Budget::until(now + FAR);
+        };
         let remaining = at.duration_since(SystemTime::now()).unwrap_or_default();
         Budget::until(now + remaining.min(FAR))
     }
@@ -347,6 +350,7 @@ mod tests {
             assert!(back.deadline() <= budget.deadline() + Duration::from_millis(1));
             assert!(back.deadline() + Duration::from_secs(30) > budget.deadline());
             assert!(Budget::from_unix_millis(0).is_spent());
+            assert!(Budget::from_unix_millis(u64::MAX).remaining() > FAR - Duration::from_secs(1));
         });
     }
 }

@@ -8,14 +8,15 @@
 //! [`Faults`] handle while the service runs: from an admin endpoint, a test,
 //! or the tuning lab. Off, a call pays one relaxed load and a branch.
 //!
-//! Each call draws one number and gets at most one fault, by these
-//! probabilities (their sum is at most 1):
+//! Each call (of those [`only`](FaultLayer::only) selects) draws one number
+//! and gets at most one fault, by these probabilities (their sum is at
+//! most 1):
 //!
 //! | fault | what the caller sees | the service below |
 //! |---|---|---|
 //! | [error](FaultsBuilder::outcome) | the outcome you give (an error, or a response such as a 503) | not called |
 //! | [latency](FaultsBuilder::latency) | the real answer, late | called after the delay |
-//! | [abort](FaultsBuilder::abort) | the outcome you give | called, polled once, then dropped: the request went out, the answer is lost |
+//! | [abort](FaultsBuilder::abort) | the outcome you give | called, polled once, then dropped: the call was started, its answer is lost |
 //! | [hang](FaultsBuilder::hang) | nothing, ever (a timeout above must end it) | not called |
 //!
 //! The draws come from a counter hashed with the seed
@@ -124,6 +125,7 @@ struct Shared<Res, E> {
     latency: Duration,
     outcome: Option<MakeOutcome<Res, E>>,
     injected: [AtomicU64; 4],
+    changing: std::sync::Mutex<()>,
 }
 
 impl<Res, E> Clone for Faults<Res, E> {
@@ -186,6 +188,13 @@ impl<Res, E> Faults<Res, E> {
     /// it is not in `0..=1`, if the probabilities would sum to more than 1,
     /// or if the fault needs an outcome that was never given.
     pub fn set_probability(&self, kind: FaultKind, probability: f64) -> Result<(), ConfigError> {
+        // Two changes at once must not both pass the sum check against each
+        // other's old value. Draws read the probabilities without it.
+        let _changing = self
+            .shared
+            .changing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut all = self.probabilities();
         all[kind as usize] = probability;
         let millionths = check(&all, self.shared.outcome.is_some())?;
@@ -306,6 +315,8 @@ impl<Res, E> FaultsBuilder<Res, E> {
 
     /// With probability `probability`, call the service, poll it once, drop
     /// it, and answer the [outcome](Self::outcome) (which must be given).
+    /// One poll starts the call; whether its request reached the wire by
+    /// then is up to the client below.
     pub fn abort(mut self, probability: f64) -> Self {
         self.probabilities[FaultKind::Abort as usize] = probability;
         self
@@ -335,6 +346,7 @@ impl<Res, E> FaultsBuilder<Res, E> {
                 latency: self.latency,
                 outcome: self.outcome,
                 injected: Default::default(),
+                changing: std::sync::Mutex::new(()),
             }),
         })
     }
@@ -352,12 +364,15 @@ fn check(probabilities: &[f64; 4], has_outcome: bool) -> Result<[u32; 4], Config
             ));
         }
     }
-    if probabilities[FaultKind::Abort as usize] > 0.0 && !has_outcome {
-        return Err(ConfigError::new(
-            "abort",
-            probabilities[FaultKind::Abort as usize],
-            "needs an outcome to answer with: give one with `outcome`",
-        ));
+    for kind in [FaultKind::Outcome, FaultKind::Abort] {
+        let p = probabilities[kind as usize];
+        if p > 0.0 && !has_outcome {
+            return Err(ConfigError::new(
+                kind.name(),
+                p,
+                "needs an outcome to answer with: give one with `outcome`",
+            ));
+        }
     }
     let millionths = probabilities.map(|p| (p * f64::from(SCALE)).round() as u32);
     let sum: u32 = millionths.iter().sum();
@@ -444,6 +459,8 @@ mod tests {
         assert_eq!(faults.draw(), Drawn::Nothing);
         let err = faults.set_probability(FaultKind::Abort, 0.5).unwrap_err();
         assert_eq!(err.field(), "abort");
+        let err = faults.set_probability(FaultKind::Outcome, 0.5).unwrap_err();
+        assert_eq!(err.field(), "outcome");
         assert_eq!(faults.figures().calls, 2, "a disabled call draws nothing");
     }
 }

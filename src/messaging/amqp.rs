@@ -209,11 +209,13 @@ impl Acknowledge for Acker {
 pub const DEADLINE: &str = "seawall-deadline";
 
 fn deadline_of(properties: &BasicProperties) -> Option<Budget> {
-    let millis = match properties.headers().as_ref()?.inner().get(DEADLINE)? {
-        AMQPValue::LongLongInt(millis) => u64::try_from(*millis).ok()?,
-        AMQPValue::Timestamp(millis) => *millis,
-        _ => return None,
+    // Only the long seawall writes: an AMQP timestamp counts seconds, and
+    // read as milliseconds it would expire the message at once.
+    let AMQPValue::LongLongInt(millis) = properties.headers().as_ref()?.inner().get(DEADLINE)?
+    else {
+        return None;
     };
+    let millis = u64::try_from(*millis).ok()?;
     Some(Budget::from_unix_millis(millis))
 }
 

@@ -68,7 +68,7 @@ where
 /// | handled | ack | goes on |
 /// | the handler failed | reject (dead-letter: the message is poison) | goes on |
 /// | timed out | requeue | goes on |
-/// | its [deadline](Message::deadline) passed while handled | ack: nobody waits for it | goes on |
+/// | timed out on its caller's deadline (the message's [deadline](Message::deadline), or another the caller set) | ack: nobody waits for it | goes on |
 /// | bulkhead full | requeue | goes on |
 /// | circuit open | requeue | stops until the breaker may let a probe through |
 ///
@@ -176,8 +176,9 @@ pub struct ConsumerFigures {
     pub pauses: u64,
     /// Messages not handed to the handler because their
     /// [deadline](Message::deadline) had passed while they were queued:
-    /// work nobody waits for any more. Settled as
-    /// [`on_expired`](Consumer::on_expired) says, and counted there too.
+    /// work nobody waits for any more. Acked (or rejected, with
+    /// [`dead_letter_expired`](Consumer::dead_letter_expired)), and counted
+    /// there too.
     pub expired: u64,
 }
 
@@ -248,12 +249,13 @@ impl<S, D> Consumer<S, D> {
         }
     }
 
-    /// What to tell the broker of a message whose deadline passed before
-    /// it was handled. Default [`Decision::Ack`]: it is dropped, since
-    /// nobody waits for its answer; [`Decision::Reject`] dead-letters it
-    /// instead, to keep a record.
-    pub fn on_expired(mut self, decision: Decision) -> Self {
-        self.expired = decision;
+    /// Rejects a message whose deadline passed before it was handled (the
+    /// broker dead-letters it, where a dead-letter exchange is set), to
+    /// keep a record of it. By default it is acked: dropped, since nobody
+    /// waits for its answer. (Requeueing it is not offered: its deadline
+    /// stays passed, and it would come straight back for ever.)
+    pub fn dead_letter_expired(mut self) -> Self {
+        self.expired = Decision::Reject;
         self
     }
 

@@ -1,9 +1,11 @@
 //! The idempotent consumer: a handler that skips a message it has already
 //! handled, by the message's id.
 
+use std::collections::hash_map::RandomState;
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::future::Future;
+use std::hash::BuildHasher;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -28,7 +30,10 @@ use crate::ConfigError;
 /// (the set cannot know the first will succeed); run the consumer with a
 /// [`concurrency`](super::Consumer::concurrency) of one where that matters.
 /// The set lives in this process's memory: after a restart, a message
-/// handled just before it may be handled again.
+/// handled just before it may be handled again. It keeps a 64-bit hash of
+/// each id (keyed at random per process), so its memory is bounded by
+/// `capacity` whatever the ids' length; two different ids share a hash
+/// with a chance of about `capacity` in 2^64.
 ///
 /// ```
 /// use seawall::messaging::{DeduplicateLayer, Message};
@@ -52,15 +57,16 @@ pub struct DeduplicateLayer {
 
 struct Seen {
     capacity: usize,
+    hasher: RandomState,
     ids: Mutex<Ids>,
     duplicates: AtomicU64,
 }
 
 #[derive(Default)]
 struct Ids {
-    set: HashSet<String>,
+    set: HashSet<u64>,
     // Oldest first: the one to forget when the set is full.
-    order: VecDeque<String>,
+    order: VecDeque<u64>,
 }
 
 /// What a [`DeduplicateLayer`] has seen.
@@ -86,6 +92,7 @@ impl DeduplicateLayer {
         Ok(DeduplicateLayer {
             seen: Arc::new(Seen {
                 capacity,
+                hasher: RandomState::new(),
                 ids: Mutex::new(Ids::default()),
                 duplicates: AtomicU64::new(0),
             }),
@@ -110,16 +117,20 @@ impl Seen {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn contains(&self, id: &str) -> bool {
-        self.ids().set.contains(id)
+    fn key(&self, id: &str) -> u64 {
+        self.hasher.hash_one(id)
     }
 
-    fn remember(&self, id: String) {
+    fn contains(&self, key: u64) -> bool {
+        self.ids().set.contains(&key)
+    }
+
+    fn remember(&self, key: u64) {
         let mut ids = self.ids();
-        if !ids.set.insert(id.clone()) {
+        if !ids.set.insert(key) {
             return;
         }
-        ids.order.push_back(id);
+        ids.order.push_back(key);
         if ids.order.len() > self.capacity {
             if let Some(oldest) = ids.order.pop_front() {
                 ids.set.remove(&oldest);
@@ -175,19 +186,17 @@ impl<S: Service<Message>> Service<Message> for Deduplicate<S> {
     }
 
     fn call(&mut self, message: Message) -> Self::Future {
-        if let Some(id) = &message.id {
-            if self.seen.contains(id) {
-                self.seen.duplicates.fetch_add(1, Relaxed);
-                return DeduplicateFuture {
-                    state: State::Repeat,
-                };
-            }
+        let key = message.id.as_deref().map(|id| self.seen.key(id));
+        if key.is_some_and(|key| self.seen.contains(key)) {
+            self.seen.duplicates.fetch_add(1, Relaxed);
+            return DeduplicateFuture {
+                state: State::Repeat,
+            };
         }
-        let id = message.id.clone();
         DeduplicateFuture {
             state: State::Handling {
                 inner: self.inner.call(message),
-                id,
+                key,
                 seen: Arc::clone(&self.seen),
             },
         }
@@ -208,7 +217,7 @@ pin_project! {
         Handling {
             #[pin]
             inner: F,
-            id: Option<String>,
+            key: Option<u64>,
             seen: Arc<Seen>,
         },
         Repeat,
@@ -223,10 +232,10 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
-            StateProj::Handling { inner, id, seen } => {
+            StateProj::Handling { inner, key, seen } => {
                 let response = ready!(inner.poll(cx))?;
-                if let Some(id) = id.take() {
-                    seen.remember(id);
+                if let Some(key) = key.take() {
+                    seen.remember(key);
                 }
                 Poll::Ready(Ok(Some(response)))
             }
@@ -248,11 +257,12 @@ mod tests {
     #[test]
     fn the_oldest_id_is_forgotten_first_and_repeats_are_not_stored_twice() {
         let layer = DeduplicateLayer::new(2).unwrap();
+        let seen = &layer.seen;
         for id in ["a", "b", "a", "c"] {
-            layer.seen.remember(id.to_owned());
+            seen.remember(seen.key(id));
         }
-        assert!(!layer.seen.contains("a"));
-        assert!(layer.seen.contains("b") && layer.seen.contains("c"));
+        assert!(!seen.contains(seen.key("a")));
+        assert!(seen.contains(seen.key("b")) && seen.contains(seen.key("c")));
         assert_eq!(layer.figures().remembered, 2);
         assert_eq!(DeduplicateLayer::new(0).unwrap_err().field(), "capacity");
     }

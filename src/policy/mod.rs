@@ -516,6 +516,17 @@ where
                 Some(slot) => held.took(slot),
                 None => {
                     if let PolicyBulkhead::Queue(queue) = bulkhead {
+                        // No time left: not worth a place in line.
+                        let deadline = Deadline::for_call(
+                            shared.timeout,
+                            own_deadline,
+                            shared.budget_margin,
+                            shared.clock,
+                        );
+                        if deadline.is_spent() {
+                            let spent = Error::Timeout(deadline.elapsed());
+                            return ResponseFuture::refused(held, spent, key);
+                        }
                         return match queue.join_line(&mut self.inner) {
                             Ok((acquire, ready)) => ResponseFuture::queued(
                                 held,
