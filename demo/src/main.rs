@@ -5,7 +5,7 @@
 //! demo prints what the callers saw and what the breaker decided, and each
 //! change of state as it happens, with its reason.
 //!
-//! Run it with `cargo run --example demo`.
+//! Run it with `cargo run -p seawall-demo` from the repository root.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
