@@ -11,9 +11,17 @@ pub(crate) const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeou
 /// The budget a request carries: its `grpc-timeout` if it has one, else
 /// whole milliseconds in `header`. Malformed values are no budget.
 pub(crate) fn read(headers: &HeaderMap, header: &HeaderName) -> Option<Duration> {
-    if let Some(value) = headers.get(GRPC_TIMEOUT) {
-        return parse_grpc_timeout(value);
+    if headers.contains_key(GRPC_TIMEOUT) {
+        return grpc_timeout_of(headers);
     }
+    millis_of(headers, header)
+}
+
+fn grpc_timeout_of(headers: &HeaderMap) -> Option<Duration> {
+    parse_grpc_timeout(headers.get(GRPC_TIMEOUT)?)
+}
+
+fn millis_of(headers: &HeaderMap, header: &HeaderName) -> Option<Duration> {
     let millis: u64 = headers.get(header)?.to_str().ok()?.trim().parse().ok()?;
     Some(Duration::from_millis(millis))
 }
@@ -26,16 +34,15 @@ pub(crate) fn write(headers: &mut HeaderMap, header: &HeaderName, remaining: Dur
     let grpc = headers
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|kind| kind.as_bytes().starts_with(b"application/grpc"));
+    let own = if grpc {
+        grpc_timeout_of(headers)
+    } else {
+        millis_of(headers, header)
+    };
+    let remaining = own.map_or(remaining, |own| own.min(remaining));
     if grpc {
-        let own = headers.get(GRPC_TIMEOUT).and_then(parse_grpc_timeout);
-        let remaining = own.map_or(remaining, |own| own.min(remaining));
         headers.insert(GRPC_TIMEOUT, grpc_timeout(remaining));
     } else {
-        let own = headers
-            .get(header)
-            .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok())
-            .map(Duration::from_millis);
-        let remaining = own.map_or(remaining, |own| own.min(remaining));
         let millis = u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX);
         headers.insert(header.clone(), HeaderValue::from(millis));
     }

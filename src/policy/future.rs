@@ -270,12 +270,7 @@ where
                         this.held.bulkhead = Hold::Permit(permit);
                         let (mut service, request) = call.take().expect(COMPLETED);
                         let policy = &this.held.policy;
-                        let deadline = Deadline::for_call(
-                            policy.timeout,
-                            *own_deadline,
-                            policy.budget_margin,
-                            policy.clock,
-                        );
+                        let deadline = policy.deadline(*own_deadline);
                         if deadline.is_spent() {
                             Err(Error::Timeout(deadline.elapsed()))
                         } else {

@@ -180,6 +180,15 @@ pub(crate) struct Shared<B, C, F, D> {
     classifier: C,
 }
 
+impl<B, C, F, D> Shared<B, C, F, D> {
+    /// A call's deadline, made when the call is: the policy's timeout,
+    /// capped by the request's own deadline and the current budget.
+    #[inline]
+    pub(crate) fn deadline(&self, own: Option<Duration>) -> Deadline {
+        Deadline::for_call(self.timeout, own, self.budget_margin, self.clock)
+    }
+}
+
 impl Policy {
     /// A builder with no stage configured yet: name it, then give it the
     /// stages it needs.
@@ -517,12 +526,7 @@ where
                 None => {
                     if let PolicyBulkhead::Queue(queue) = bulkhead {
                         // No time left: not worth a place in line.
-                        let deadline = Deadline::for_call(
-                            shared.timeout,
-                            own_deadline,
-                            shared.budget_margin,
-                            shared.clock,
-                        );
+                        let deadline = shared.deadline(own_deadline);
                         if deadline.is_spent() {
                             let spent = Error::Timeout(deadline.elapsed());
                             return ResponseFuture::refused(held, spent, key);
@@ -544,12 +548,7 @@ where
                 }
             }
         }
-        let deadline = Deadline::for_call(
-            shared.timeout,
-            own_deadline,
-            shared.budget_margin,
-            shared.clock,
-        );
+        let deadline = shared.deadline(own_deadline);
         if deadline.is_spent() {
             // The caller has no time left: calling would only load the
             // dependency with work nobody waits for. (The bulkhead slot
