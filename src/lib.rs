@@ -111,7 +111,9 @@
 //! | bulkhead | [`bulkhead`] | caps the calls in flight to one dependency; beyond it, refuses, or lets calls wait in line for a bounded time |
 //! | timeout | [`timeout`] | fails a call that has not answered in time, with a typed error; honours a request's own shorter deadline |
 //! | fallback | [`fallback`] | answers in place of a failed or refused call: a value, a function, another service, or the last good answer from a [cache](fallback::FallbackCache) |
-//! | policy | [`policy`] | all of the above in one layer, in Hystrix's order, with one future and one set of statistics |
+//! | retry | [`retry`] | sends a failed or timed-out call again, with backoff, while the breaker is closed, the deadline can fit another attempt and a [budget](retry::RetryBudget) pays for it |
+//! | hedge | [`hedge`] | sends a second attempt of a call slower than most (a fixed delay, or a measured percentile) and takes the first answer, within a budget |
+//! | policy | [`policy`] | fallback, retry, breaker, bulkhead and timeout in one layer, in that order, with one future and one set of statistics |
 //! | blocking pool | [`blocking`] | runs a synchronous client on dedicated threads of its own and makes it a `Service` (Hystrix's thread-pool isolation) |
 //!
 //! Each handle ([`CircuitBreaker`](circuit_breaker::CircuitBreaker),
@@ -327,14 +329,31 @@
 //!   [default](circuit_breaker::DroppedCall), and a hanging dependency
 //!   would never trip it.
 //!
-//! **Retries** (`tower::retry`) go above the breaker: an open breaker then
-//! refuses a retry at once (have the retry policy give up on
-//! [`Error::is_circuit_open`]), and every retry counts in the window as the
-//! call it is, so a retry storm against a failing dependency trips the
-//! breaker sooner rather than hiding behind it. Bound retries with tower's
-//! `retry::budget::TpsBudget`. With a Policy, put the retry above it and
-//! the fallback above the retry (a [`FallbackLayer`](fallback::FallbackLayer)),
-//! or the fallback would answer before the retry saw an error.
+//! **Retries** ([`retry`]) go between the fallback and the breaker, and a
+//! Policy given one ([`PolicyBuilder::retry`](policy::PolicyBuilder::retry))
+//! runs them there:
+//!
+//! ```text
+//! request ─► fallback ─► retry ─► circuit breaker ─► bulkhead ─► timeout ─► service
+//!                        └────── total timeout (the request's budget) ───────┘
+//! ```
+//!
+//! - Under the fallback, so that it answers once the retries have given
+//!   up, not after the first failure.
+//! - Above the breaker, so that each attempt is a call the breaker counts: a
+//!   retry storm against a failing dependency trips it sooner rather than
+//!   hiding behind it, and an open breaker stops the retries at once.
+//! - Above the bulkhead, so that each attempt takes a slot and a retry
+//!   waiting out its backoff holds none.
+//! - Above the per-attempt timeout, so that a slow attempt is cut and
+//!   retried; the request's [budget] (or the rule's total timeout)
+//!   bounds all attempts together, and no retry starts that it could not
+//!   fit.
+//!
+//! A [`RetryBudget`](retry::RetryBudget) bounds what retries add to the
+//! dependency's load (10% of the requests, say), however many callers fail
+//! at once. [Hedged requests](hedge) go above a Policy: each attempt is
+//! then admitted by its breaker and bulkhead.
 //!
 //! **Rate limits** go outermost: tower's `RateLimit` (behind a `Buffer`
 //! where the service must be `Clone`, as in axum). A
@@ -448,6 +467,7 @@
 //! | every messaging style over NATS | `messaging_nats` | `nats` |
 //! | notification, consumer and request/reply over RabbitMQ | `messaging_amqp` | `amqp` |
 //! | a blocking publisher on its own pool, with an outbox | `messaging_sync` | `messaging` |
+//! | a retry storm against a failing dependency, with and without a retry budget; hedging a slow tail | `retry_budget` | |
 //!
 //! What each part costs per call, beside tower's own middleware and other
 //! crates, is in the repository's `BENCHMARKS.md`; the changes from release
@@ -465,15 +485,19 @@ pub mod bulkhead;
 pub mod circuit_breaker;
 pub mod classify;
 mod clock;
+mod draw;
 pub mod error;
 mod ext;
 pub mod fallback;
 pub mod fault;
+pub mod hedge;
 pub mod integration;
 #[cfg(feature = "messaging")]
 pub mod messaging;
 pub mod observe;
 pub mod policy;
+pub mod retry;
+mod select;
 mod sync;
 pub mod timeout;
 pub mod window;
@@ -481,6 +505,7 @@ pub mod window;
 pub use clock::Clock;
 pub use error::{ConfigError, Error, IntoError, Leaf, Refusal};
 pub use ext::ResilienceExt;
+pub use select::{Every, Selects};
 
 /// moka refuses (by panicking) time-to-live and time-to-idle settings longer
 /// than this; builders refuse them with a `ConfigError` instead.

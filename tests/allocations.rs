@@ -150,6 +150,56 @@ fn a_healthy_policy_call_allocates_nothing() {
 }
 
 #[test]
+fn healthy_retried_and_hedged_calls_allocate_nothing() {
+    use seawall::hedge::{Hedge, HedgeLayer};
+    use seawall::retry::{Retry, RetryBudget, RetryLayer};
+
+    let budget = RetryBudget::builder().clock(Clock::coarse()).build().unwrap();
+    let retry = Retry::builder()
+        .clock(Clock::coarse())
+        .budget(budget)
+        .build()
+        .unwrap();
+    let policy = Policy::builder()
+        .clock(Clock::coarse())
+        .circuit_breaker(CircuitBreaker::builder())
+        .timeout(Duration::from_secs(1))
+        .retry(retry.clone())
+        .build()
+        .unwrap();
+    let mut service = policy.layer(service_fn(|_: bool| std::future::ready(Ok::<_, &str>(()))));
+    drive_through(&mut service, 10);
+    assert_eq!(
+        allocations_during(|| drive_through(&mut service, 10_000)),
+        0,
+        "a policy that retries"
+    );
+    let healthy = service_fn(|_: bool| std::future::ready(Ok::<_, &str>(())));
+    let mut layered = RetryLayer::new(retry).layer(healthy);
+    drive_through(&mut layered, 10);
+    assert_eq!(
+        allocations_during(|| drive_through(&mut layered, 10_000)),
+        0,
+        "the retry layer"
+    );
+
+    // A hedge's timer needs a runtime; entering it is done before counting.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _entered = runtime.enter();
+    let hedge = Hedge::builder().clock(Clock::coarse()).build().unwrap();
+    let mut hedged = HedgeLayer::new(hedge).layer(ready_service());
+    drive_through(&mut hedged, 10);
+    assert_eq!(
+        allocations_during(|| drive_through(&mut hedged, 10_000)),
+        0,
+        "the hedge layer"
+    );
+}
+
+#[test]
 fn the_counter_sees_allocations() {
     assert!(allocations_during(|| drop(std::hint::black_box(Box::new(1)))) >= 1);
 }

@@ -346,6 +346,72 @@ mod metrics_facade {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn retries_and_hedges_are_reported_and_published_under_their_own_names() {
+        use seawall::hedge::Hedge;
+        use seawall::policy::Policy;
+        use seawall::retry::{Backoff, Retry, RetryBudget};
+        use tower::{service_fn, Layer, ServiceExt};
+
+        // Half a token a request: every second request's failure is retried.
+        let budget = RetryBudget::builder()
+            .ratio(0.5)
+            .min_per_second(0)
+            .build()
+            .unwrap();
+        let retry = Retry::builder()
+            .name("reads")
+            .max_attempts(2)
+            .backoff(Backoff::none())
+            .budget(budget)
+            .build()
+            .unwrap();
+        let policy = Policy::builder()
+            .name("inventory")
+            .retry(retry)
+            .build()
+            .unwrap();
+        let failing = service_fn(|_: u32| async {
+            Err::<u32, std::io::Error>(std::io::Error::other("down"))
+        });
+        let service = policy.layer(failing);
+        for n in 0..4 {
+            let _ = service.clone().oneshot(n).await;
+        }
+        let hedge = Hedge::builder().name("replicas").build().unwrap();
+        let catalogue = Catalogue::new();
+        catalogue.add(&policy).add(&hedge);
+        let report = catalogue.report();
+        assert_eq!(report.retries.len(), 1);
+        assert_eq!(report.retries[0].policy.as_deref(), Some("inventory"));
+        assert_eq!(report.retries[0].figures, policy.retry().figures());
+        assert_eq!(report.hedges[0].name, "replicas");
+
+        let recorder = DebuggingRecorder::new();
+        metrics::with_local_recorder(&recorder, || publish(&report));
+        let captured = captured(&recorder);
+        let counter = |name, labels: &[(&str, &str)]| match find(&captured, name, labels) {
+            DebugValue::Counter(value) => *value,
+            other => panic!("{name}: {other:?}"),
+        };
+        let rule = [("retry", "reads"), ("policy", "inventory")];
+        assert_eq!(counter("seawall_retry_requests_total", &rule), 4);
+        assert_eq!(counter("seawall_retry_attempts_total", &rule), 6);
+        assert_eq!(counter("seawall_retry_retries_total", &rule), 2);
+        let stopped = |reason| {
+            counter(
+                "seawall_retry_stopped_total",
+                &[rule[0], rule[1], ("reason", reason)],
+            )
+        };
+        assert_eq!((stopped("budget"), stopped("attempts_exhausted")), (2, 2));
+        assert_eq!(counter("seawall_retry_budget_withdrawn_total", &rule), 2);
+        assert_eq!(
+            counter("seawall_hedge_requests_total", &[("hedge", "replicas")]),
+            0
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn publish_and_the_listener_through_a_capturing_recorder() {
         let recorder = DebuggingRecorder::new();
         metrics::with_local_recorder(&recorder, || {

@@ -12,6 +12,7 @@ use tower_service::Service;
 
 use super::{Drawn, FaultKind, Faults};
 use crate::error::{Error, IntoError};
+use crate::select::{Every, Selects};
 
 /// Injects faults into the calls of the services it makes (see the
 /// [module's notes](super)); [`only`](Self::only) picks the requests
@@ -20,30 +21,6 @@ use crate::error::{Error, IntoError};
 pub struct FaultLayer<Res, E, P = Every> {
     faults: Faults<Res, E>,
     only: P,
-}
-
-/// Every request may get a fault.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Every;
-
-/// Picks the requests that may get a fault. Any `Fn(&Req) -> bool` is one.
-pub trait Selects<Req> {
-    /// Whether `request` may get a fault.
-    fn selects(&self, request: &Req) -> bool;
-}
-
-impl<Req> Selects<Req> for Every {
-    #[inline]
-    fn selects(&self, _: &Req) -> bool {
-        true
-    }
-}
-
-impl<Req, F: Fn(&Req) -> bool> Selects<Req> for F {
-    #[inline]
-    fn selects(&self, request: &Req) -> bool {
-        self(request)
-    }
 }
 
 impl<Res, E> FaultLayer<Res, E> {

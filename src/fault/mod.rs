@@ -59,7 +59,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use layer::{Every, FaultFuture, FaultLayer, FaultService, Selects};
+pub use crate::select::{Every, Selects};
+pub use layer::{FaultFuture, FaultLayer, FaultService};
 
 use crate::ConfigError;
 
@@ -236,7 +237,7 @@ impl<Res, E> Faults<Res, E> {
         let shared = &*self.shared;
         let n = shared.draws.fetch_add(1, Relaxed);
         // Uniform in 0..SCALE: the top 32 bits of the hash, scaled.
-        let hashed = splitmix64(shared.seed ^ splitmix64(n));
+        let hashed = crate::draw::mix(shared.seed ^ crate::draw::mix(n));
         let point = ((hashed >> 32) * u64::from(SCALE)) >> 32;
         let mut upto = 0u64;
         for kind in FaultKind::ALL {
@@ -384,15 +385,6 @@ fn check(probabilities: &[f64; 4], has_outcome: bool) -> Result<[u32; 4], Config
         ));
     }
     Ok(millionths)
-}
-
-/// A 64-bit mix (Steele, Lea and Flood's SplitMix64 finaliser): consecutive
-/// counters map to unrelated numbers.
-fn splitmix64(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }
 
 #[cfg(test)]

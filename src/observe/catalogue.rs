@@ -6,6 +6,8 @@ use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use crate::blocking::{BlockingPool, PoolFigures};
 use crate::bulkhead::{Bulkhead, BulkheadFigures, Mode};
 use crate::circuit_breaker::{CircuitBreaker, History, Settings, State};
+use crate::hedge::{Hedge, HedgeFigures};
+use crate::retry::{BudgetFigures, Retry, RetryBudget, RetryFigures};
 use crate::window::{Counts, Snapshot};
 
 /// The parts of a process that want to be seen (breakers, registries of
@@ -161,6 +163,10 @@ pub struct Report {
     pub bulkheads: Vec<BulkheadReport>,
     /// Blocking pools.
     pub pools: Vec<PoolReport>,
+    /// Retry rules, and policies' retries.
+    pub retries: Vec<RetryReport>,
+    /// Hedging rules.
+    pub hedges: Vec<HedgeReport>,
     /// Fallback caches.
     #[cfg(feature = "cache")]
     pub caches: Vec<CacheReport>,
@@ -234,6 +240,32 @@ pub struct BulkheadReport {
     pub figures: BulkheadFigures,
 }
 
+/// One retry rule's figures.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct RetryReport {
+    /// The rule's name.
+    pub name: String,
+    /// The policy it belongs to, if any.
+    pub policy: Option<String>,
+    /// Its figures.
+    pub figures: RetryFigures,
+    /// Its budget's figures, if it has one.
+    pub budget: Option<BudgetFigures>,
+}
+
+/// One hedging rule's figures.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct HedgeReport {
+    /// The rule's name.
+    pub name: String,
+    /// Its figures.
+    pub figures: HedgeFigures,
+    /// Its budget's figures, if it has one.
+    pub budget: Option<BudgetFigures>,
+}
+
 /// One blocking pool's figures.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -281,6 +313,27 @@ impl<M: Mode> Catalogued for Bulkhead<M> {
             name: self.name().to_owned(),
             policy: None,
             figures: self.figures(),
+        });
+    }
+}
+
+impl<P: Send + Sync + 'static> Catalogued for Retry<P> {
+    fn report_into(&self, report: &mut Report, _: usize) {
+        report.retries.push(RetryReport {
+            name: self.name().to_owned(),
+            policy: None,
+            figures: self.figures(),
+            budget: self.budget().map(RetryBudget::figures),
+        });
+    }
+}
+
+impl Catalogued for Hedge {
+    fn report_into(&self, report: &mut Report, _: usize) {
+        report.hedges.push(HedgeReport {
+            name: self.name().to_owned(),
+            figures: self.figures(),
+            budget: self.budget().map(RetryBudget::figures),
         });
     }
 }

@@ -36,6 +36,12 @@
 //! | `seawall_bulkhead_rejected_total` | counter | `bulkhead`, `policy` | calls refused |
 //! | `seawall_pool_threads`, `seawall_pool_busy`, `seawall_pool_queued` | gauge | `pool` | threads, threads running a call, calls waiting |
 //! | `seawall_pool_completed_total`, `seawall_pool_rejected_total`, `seawall_pool_cancelled_total`, `seawall_pool_abandoned_total` | counter | `pool` | calls run, refused, cancelled before they ran, finished after their caller left |
+//! | `seawall_retry_requests_total`, `seawall_retry_attempts_total`, `seawall_retry_retries_total` | counter | `retry`, `policy` | requests a retry rule saw, calls made (first attempts and retries), retries |
+//! | `seawall_retry_stopped_total` | counter | `retry`, `policy`, `reason` | retries not made: `budget`, `circuit_open`, `deadline`, `attempts_exhausted` |
+//! | `seawall_hedge_requests_total`, `seawall_hedge_sent_total`, `seawall_hedge_won_total` | counter | `hedge` | requests a hedging rule saw, hedges sent, hedges that answered |
+//! | `seawall_hedge_budget_refused_total`, `seawall_hedge_refused_total` | counter | `hedge` | hedges not sent for want of budget; hedges refused below (a full bulkhead, an open breaker) |
+//! | `seawall_retry_budget_withdrawn_total`, `seawall_retry_budget_refused_total` | counter | the rule's (`retry` and `policy`, or `hedge`) | a rule's budget: tokens granted and refused |
+//! | `seawall_retry_budget_balance` | gauge | the rule's | whole tokens available |
 //! | `seawall_cache_entries` | gauge | `cache` | answers kept (feature `cache`) |
 //! | `seawall_cache_lookups_total` | counter | `cache`, `result` | lookups: `hit`, `miss`, `stale_refused` (found, older than `max_stale`, not served) |
 //! | `seawall_cache_stored_total` | counter | `cache` | good answers stored |
@@ -122,6 +128,37 @@ pub fn publish(report: &Report) {
         counter!("seawall_pool_cancelled_total", labels.iter()).absolute(figures.cancelled);
         counter!("seawall_pool_abandoned_total", labels.iter()).absolute(figures.abandoned);
     }
+    for retry in &report.retries {
+        let labels = [
+            Label::new("retry", retry.name.clone()),
+            Label::new("policy", retry.policy.clone().unwrap_or_default()),
+        ];
+        let figures = &retry.figures;
+        counter!("seawall_retry_requests_total", labels.iter()).absolute(figures.requests);
+        counter!("seawall_retry_attempts_total", labels.iter()).absolute(figures.attempts);
+        counter!("seawall_retry_retries_total", labels.iter()).absolute(figures.retries);
+        for (reason, count) in [
+            ("budget", figures.budget_refused),
+            ("circuit_open", figures.circuit_open),
+            ("deadline", figures.deadline),
+            ("attempts_exhausted", figures.attempts_exhausted),
+        ] {
+            let labels = and(&labels, [Label::from_static_parts("reason", reason)]);
+            counter!("seawall_retry_stopped_total", labels).absolute(count);
+        }
+        publish_budget(&labels, retry.budget.as_ref());
+    }
+    for hedge in &report.hedges {
+        let labels = [Label::new("hedge", hedge.name.clone())];
+        let figures = &hedge.figures;
+        counter!("seawall_hedge_requests_total", labels.iter()).absolute(figures.requests);
+        counter!("seawall_hedge_sent_total", labels.iter()).absolute(figures.hedged);
+        counter!("seawall_hedge_won_total", labels.iter()).absolute(figures.hedge_won);
+        counter!("seawall_hedge_budget_refused_total", labels.iter())
+            .absolute(figures.budget_refused);
+        counter!("seawall_hedge_refused_total", labels.iter()).absolute(figures.hedge_refused);
+        publish_budget(&labels, hedge.budget.as_ref());
+    }
     #[cfg(feature = "cache")]
     for cache in &report.caches {
         let labels = [Label::new("cache", cache.name.clone())];
@@ -136,6 +173,15 @@ pub fn publish(report: &Report) {
             counter!("seawall_cache_lookups_total", labels).absolute(count);
         }
         counter!("seawall_cache_stored_total", labels.iter()).absolute(figures.stored);
+    }
+}
+
+/// A retry or hedging rule's budget, under the rule's labels.
+fn publish_budget(labels: &[Label], budget: Option<&crate::retry::BudgetFigures>) {
+    if let Some(budget) = budget {
+        counter!("seawall_retry_budget_withdrawn_total", labels.iter()).absolute(budget.withdrawn);
+        counter!("seawall_retry_budget_refused_total", labels.iter()).absolute(budget.refused);
+        gauge!("seawall_retry_budget_balance", labels.iter()).set(budget.balance as f64);
     }
 }
 

@@ -15,7 +15,8 @@ pub use crate::circuit_breaker::{CallEvent, Listener};
 #[cfg(feature = "cache")]
 pub use catalogue::CacheReport;
 pub use catalogue::{
-    BreakerReport, BulkheadReport, Catalogue, Catalogued, PoolReport, RegistryReport, Report,
+    BreakerReport, BulkheadReport, Catalogue, Catalogued, HedgeReport, PoolReport, RegistryReport,
+    Report, RetryReport,
 };
 #[cfg(feature = "axum")]
 pub use health::health_handler;

@@ -9,11 +9,12 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
+use tokio::time::Sleep;
 use tower_service::Service;
 
-use super::stage::{AnswersFor, PolicyBulkhead};
+use super::stage::{AnswersFor, PolicyBulkhead, RetryStage};
 use super::Shared;
-use crate::bulkhead::{Acquire, BulkheadFull, Permit, Slot};
+use crate::bulkhead::{Acquire, Permit, Slot};
 use crate::circuit_breaker::{BreakerFor, CircuitBreaker, Ticket};
 use crate::classify::{Classify, Verdict};
 use crate::error::{Error, IntoError};
@@ -31,25 +32,28 @@ pin_project! {
     /// line and its breaker probe slot. Dropped unfinished after the
     /// caller's own deadline passed (by a server's own enforcement of
     /// `grpc-timeout`, say), it counts as the caller's deadline.
-    pub struct ResponseFuture<S, Req, B, C, F, D>
+    pub struct ResponseFuture<S, Req, B, C, F, D, R>
     where
         S: Service<Req>,
         S::Error: IntoError,
         B: BreakerFor<Req>,
         F: AnswersFor<Req, S::Response, Inner<S, Req>>,
+        R: RetryStage<S, Req>,
     {
         #[pin]
         state: State<S, Req>,
-        held: Held<Req, B, C, F, D>,
+        held: Held<Req, B, C, F, D, R>,
         key: Option<F::Key>,
+        kept: R::Kept,
     }
 
-    impl<S, Req, B, C, F, D> PinnedDrop for ResponseFuture<S, Req, B, C, F, D>
+    impl<S, Req, B, C, F, D, R> PinnedDrop for ResponseFuture<S, Req, B, C, F, D, R>
     where
         S: Service<Req>,
         S::Error: IntoError,
         B: BreakerFor<Req>,
         F: AnswersFor<Req, S::Response, Inner<S, Req>>,
+        R: RetryStage<S, Req>,
     {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
@@ -95,13 +99,19 @@ pin_project! {
             running: Running<S::Response>,
             error: Option<Error<Inner<S, Req>>>,
         },
+        // Between attempts, holding no slot and no ticket. Boxed: a healthy
+        // call's future does not carry a timer it never uses.
+        Waiting {
+            sleep: Pin<Box<Sleep>>,
+        },
+        Readying,
     }
 }
 
 /// What a call holds of the policy, given back when dropped: the breaker's
 /// ticket, and the bulkhead's slot (or the permit a wait in line got).
-pub(crate) struct Held<Req, B: BreakerFor<Req>, C, F, D> {
-    policy: Arc<Shared<B, C, F, D>>,
+pub(crate) struct Held<Req, B: BreakerFor<Req>, C, F, D, R> {
+    policy: Arc<Shared<B, C, F, D, R>>,
     /// The call's `TRACE` span (disabled, and nearly free, unless a
     /// subscriber wants it).
     span: tracing::Span,
@@ -118,9 +128,9 @@ enum Hold {
     Permit(#[allow(dead_code)] Permit),
 }
 
-impl<Req, B: BreakerFor<Req>, C, F, D> Held<Req, B, C, F, D> {
+impl<Req, B: BreakerFor<Req>, C, F, D, R> Held<Req, B, C, F, D, R> {
     pub(crate) fn new(
-        policy: Arc<Shared<B, C, F, D>>,
+        policy: Arc<Shared<B, C, F, D, R>>,
         span: tracing::Span,
         breaker: B::Held,
         ticket: Option<Ticket>,
@@ -167,7 +177,7 @@ impl<Req, B: BreakerFor<Req>, C, F, D> Held<Req, B, C, F, D> {
     }
 }
 
-impl<Req, B: BreakerFor<Req>, C, F, D> Drop for Held<Req, B, C, F, D> {
+impl<Req, B: BreakerFor<Req>, C, F, D, R> Drop for Held<Req, B, C, F, D, R> {
     #[inline]
     fn drop(&mut self) {
         self.release_bulkhead();
@@ -177,73 +187,120 @@ impl<Req, B: BreakerFor<Req>, C, F, D> Drop for Held<Req, B, C, F, D> {
     }
 }
 
-impl<S, Req, B, C, F, D> ResponseFuture<S, Req, B, C, F, D>
+impl<S, Req, B, C, F, D, R> ResponseFuture<S, Req, B, C, F, D, R>
 where
-    S: Service<Req>,
+    S: Service<Req> + Clone,
     S::Error: IntoError,
     B: BreakerFor<Req>,
     F: AnswersFor<Req, S::Response, Inner<S, Req>>,
+    R: RetryStage<S, Req>,
 {
-    pub(crate) fn calling(
-        held: Held<Req, B, C, F, D>,
-        future: S::Future,
-        deadline: Deadline,
-        key: F::Key,
-    ) -> Self {
-        ResponseFuture {
-            state: State::Calling { future, deadline },
-            held,
-            key: Some(key),
-        }
-    }
-
-    pub(crate) fn queued(
-        held: Held<Req, B, C, F, D>,
-        acquire: Acquire,
-        service: S,
+    /// A call's first attempt.
+    #[inline]
+    pub(crate) fn start(
+        policy: &Arc<Shared<B, C, F, D, R>>,
+        span: tracing::Span,
+        service: &mut S,
         request: Req,
         own_deadline: Option<Duration>,
         key: F::Key,
+        kept: R::Kept,
     ) -> Self {
+        let (held, state) = attempt(policy, span, service, request, own_deadline);
         ResponseFuture {
-            state: State::Queued {
-                acquire,
-                call: Some((service, request)),
-                own_deadline,
-            },
+            state,
             held,
             key: Some(key),
+            kept,
         }
     }
+}
 
-    pub(crate) fn refused(
-        held: Held<Req, B, C, F, D>,
-        error: Error<Inner<S, Req>>,
-        key: F::Key,
-    ) -> Self {
-        ResponseFuture {
-            state: State::Refused { error: Some(error) },
-            held,
-            key: Some(key),
+/// What an attempt holds of the policy, and where its call stands.
+type Admitted<S, Req, B, C, F, D, R> = (Held<Req, B, C, F, D, R>, State<S, Req>);
+
+/// Admits an attempt: the breaker first, then the bulkhead (a slot, or a
+/// place in line), then the call with its deadline.
+#[inline]
+fn attempt<S, Req, B, C, F, D, R>(
+    policy: &Arc<Shared<B, C, F, D, R>>,
+    span: tracing::Span,
+    service: &mut S,
+    request: Req,
+    own_deadline: Option<Duration>,
+) -> Admitted<S, Req, B, C, F, D, R>
+where
+    S: Service<Req> + Clone,
+    S::Error: IntoError,
+    B: BreakerFor<Req>,
+{
+    let (breaker, admitted) = policy.breakers.admit(&request);
+    let ticket = match admitted {
+        Ok(ticket) => ticket,
+        Err(open) => {
+            let held = Held::new(Arc::clone(policy), span, breaker, None);
+            return (held, State::refused(Error::CircuitOpen(open)));
+        }
+    };
+    let mut held = Held::new(Arc::clone(policy), span, breaker, Some(ticket));
+    if let Some(bulkhead) = &policy.bulkhead {
+        match bulkhead.try_take() {
+            Some(slot) => held.took(slot),
+            None => {
+                if let PolicyBulkhead::Queue(queue) = bulkhead {
+                    // No time left: not worth a place in line.
+                    let deadline = policy.deadline(own_deadline);
+                    if deadline.is_spent() {
+                        return (held, State::refused(Error::Timeout(deadline.elapsed())));
+                    }
+                    let state = match queue.join_line(service) {
+                        Ok((acquire, ready)) => State::Queued {
+                            acquire,
+                            call: Some((ready, request)),
+                            own_deadline,
+                        },
+                        Err(full) => State::refused(Error::BulkheadFull(full)),
+                    };
+                    return (held, state);
+                }
+                let full = bulkhead.refuse(None);
+                return (held, State::refused(Error::BulkheadFull(full)));
+            }
         }
     }
+    let deadline = policy.deadline(own_deadline);
+    if deadline.is_spent() {
+        // The caller has no time left: calling would only load the
+        // dependency with work nobody waits for. (The bulkhead slot goes
+        // back as the refusal is answered.)
+        return (held, State::refused(Error::Timeout(deadline.elapsed())));
+    }
+    let future = service.call(request);
+    (held, State::Calling { future, deadline })
+}
 
-    pub(crate) fn full(held: Held<Req, B, C, F, D>, full: BulkheadFull, key: F::Key) -> Self {
-        Self::refused(held, Error::BulkheadFull(full), key)
+impl<S, Req> State<S, Req>
+where
+    S: Service<Req>,
+    S::Error: IntoError,
+{
+    fn refused(error: Error<Inner<S, Req>>) -> Self {
+        State::Refused { error: Some(error) }
     }
 }
 
 const COMPLETED: &str = "policy future polled after completion";
 
-impl<S, Req, B, C, F, D> Future for ResponseFuture<S, Req, B, C, F, D>
+impl<S, Req, B, C, F, D, R> Future for ResponseFuture<S, Req, B, C, F, D, R>
 where
-    S: Service<Req>,
+    S: Service<Req> + Clone,
     S::Error: IntoError,
     S::Response: Send + 'static,
     B: BreakerFor<Req>,
     C: Classify<S::Response, Inner<S, Req>>,
     F: AnswersFor<Req, S::Response, Inner<S, Req>>,
     D: DeadlineOf<Req>,
+    R: RetryStage<S, Req>,
 {
     type Output = Result<S::Response, Error<Inner<S, Req>>>;
 
@@ -285,6 +342,26 @@ where
                     }
                 },
                 StateProj::Refused { error } => Err(error.take().expect(COMPLETED)),
+                StateProj::Waiting { sleep } => {
+                    ready!(sleep.as_mut().poll(cx));
+                    this.state.set(State::Readying);
+                    continue;
+                }
+                StateProj::Readying => {
+                    let policy = &this.held.policy;
+                    match ready!(policy.retry.poll_ready(this.kept, cx)) {
+                        Ok(()) => {
+                            let (service, request, own_deadline) = policy.retry.next(this.kept);
+                            let span = this.held.span.clone();
+                            let (held, state) =
+                                attempt(&Arc::clone(policy), span, service, request, own_deadline);
+                            *this.held = held;
+                            this.state.set(state);
+                            continue;
+                        }
+                        Err(error) => Err(error),
+                    }
+                }
                 StateProj::Falling { running, error } => {
                     let answer = ready!(running.poll(cx));
                     let error = error.take().expect(COMPLETED);
@@ -300,6 +377,13 @@ where
             this.held.release_bulkhead();
             if !this.held.span.is_disabled() {
                 this.held.span.record("outcome", verdict.outcome().as_str());
+            }
+            let held = &*this.held;
+            if let Some(delay) = held.policy.retry.again(this.kept, verdict, held.stats()) {
+                this.state.set(State::Waiting {
+                    sleep: Box::pin(tokio::time::sleep(delay)),
+                });
+                continue;
             }
             let key = this.key.take().expect(COMPLETED);
             let held = &*this.held;
@@ -326,12 +410,13 @@ where
     }
 }
 
-impl<S, Req, B, C, F, D> std::fmt::Debug for ResponseFuture<S, Req, B, C, F, D>
+impl<S, Req, B, C, F, D, R> std::fmt::Debug for ResponseFuture<S, Req, B, C, F, D, R>
 where
     S: Service<Req>,
     S::Error: IntoError,
     B: BreakerFor<Req>,
     F: AnswersFor<Req, S::Response, Inner<S, Req>>,
+    R: RetryStage<S, Req>,
 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseFuture")

@@ -135,7 +135,8 @@ use tower_service::Service;
 
 pub use future::ResponseFuture;
 pub use stage::{
-    AnswersFor, BreakerStage, BulkheadStage, FallbackStage, NoFallback, StatisticsOnly,
+    AnswersFor, BreakerStage, BulkheadStage, FallbackStage, NoFallback, NoRetry, RetryStage,
+    StatisticsOnly,
 };
 
 use crate::circuit_breaker::{BreakerFor, CircuitBreaker};
@@ -144,7 +145,7 @@ use crate::clock::Clock;
 use crate::error::{ConfigError, Error, IntoError};
 use crate::timeout::future::Deadline;
 use crate::timeout::{DeadlineOf, NoDeadline};
-use future::{Held, Inner};
+use future::Inner;
 use stage::PolicyBulkhead;
 
 /// The one-stop layer. Cheap to clone; every service it makes, and every
@@ -156,11 +157,11 @@ use stage::PolicyBulkhead;
 /// `C`, the fallback `F` and what reads a request's own deadline `D`. It is
 /// not tied to one request type: any request its breaker selection,
 /// fallback and deadline reader accept will do.
-pub struct Policy<B = CircuitBreaker, C = ByKind, F = NoFallback, D = NoDeadline> {
-    shared: Arc<Shared<B, C, F, D>>,
+pub struct Policy<B = CircuitBreaker, C = ByKind, F = NoFallback, D = NoDeadline, R = NoRetry> {
+    shared: Arc<Shared<B, C, F, D, R>>,
 }
 
-impl<B, C, F, D> Clone for Policy<B, C, F, D> {
+impl<B, C, F, D, R> Clone for Policy<B, C, F, D, R> {
     fn clone(&self) -> Self {
         Policy {
             shared: Arc::clone(&self.shared),
@@ -168,7 +169,7 @@ impl<B, C, F, D> Clone for Policy<B, C, F, D> {
     }
 }
 
-pub(crate) struct Shared<B, C, F, D> {
+pub(crate) struct Shared<B, C, F, D, R> {
     name: Arc<str>,
     breakers: B,
     bulkhead: Option<PolicyBulkhead>,
@@ -178,9 +179,10 @@ pub(crate) struct Shared<B, C, F, D> {
     clock: Clock,
     fallback: F,
     classifier: C,
+    retry: R,
 }
 
-impl<B, C, F, D> Shared<B, C, F, D> {
+impl<B, C, F, D, R> Shared<B, C, F, D, R> {
     /// A call's deadline, made when the call is: the policy's timeout,
     /// capped by the request's own deadline and the current budget.
     #[inline]
@@ -202,12 +204,13 @@ impl Policy {
             deadline_of: NoDeadline,
             fallback: NoFallback,
             classifier: ByKind,
+            retry: NoRetry,
             clock: None,
         }
     }
 }
 
-impl<B, C, F, D> Policy<B, C, F, D> {
+impl<B, C, F, D, R> Policy<B, C, F, D, R> {
     /// The policy's name.
     pub fn name(&self) -> &str {
         &self.shared.name
@@ -220,6 +223,12 @@ impl<B, C, F, D> Policy<B, C, F, D> {
         &self.shared.breakers
     }
 
+    /// The retry stage: [`NoRetry`], or the [`Retry`](crate::retry::Retry)
+    /// rule given to [`PolicyBuilder::retry`] (its figures).
+    pub fn retry(&self) -> &R {
+        &self.shared.retry
+    }
+
     /// The bulkhead's live figures, if the policy has one.
     pub fn bulkhead(&self) -> Option<crate::bulkhead::BulkheadFigures> {
         self.shared.bulkhead.as_ref().map(PolicyBulkhead::figures)
@@ -228,23 +237,26 @@ impl<B, C, F, D> Policy<B, C, F, D> {
 
 /// A policy's breaker (or registry) and bulkhead, named in the report as
 /// the policy's.
-impl<B, C, F, D> crate::observe::Catalogued for Policy<B, C, F, D>
+impl<B, C, F, D, R> crate::observe::Catalogued for Policy<B, C, F, D, R>
 where
     B: crate::observe::Catalogued,
     C: Send + Sync + 'static,
     F: Send + Sync + 'static,
     D: Send + Sync + 'static,
+    R: crate::observe::Catalogued,
 {
     fn report_into(&self, report: &mut crate::observe::Report, top_keys: usize) {
         let firsts = (
             report.breakers.len(),
             report.registries.len(),
             report.bulkheads.len(),
+            report.retries.len(),
         );
         self.shared.breakers.report_into(report, top_keys);
         if let Some(bulkhead) = &self.shared.bulkhead {
             bulkhead.report_into(report, top_keys);
         }
+        self.shared.retry.report_into(report, top_keys);
         let policy = || Some(self.name().to_owned());
         report.breakers[firsts.0..]
             .iter_mut()
@@ -255,10 +267,13 @@ where
         report.bulkheads[firsts.2..]
             .iter_mut()
             .for_each(|part| part.policy = policy());
+        report.retries[firsts.3..]
+            .iter_mut()
+            .for_each(|part| part.policy = policy());
     }
 }
 
-impl<C, F, D> Policy<CircuitBreaker, C, F, D> {
+impl<C, F, D, R> Policy<CircuitBreaker, C, F, D, R> {
     /// The breaker: its state, its window (the whole policy's statistics),
     /// forcing and resetting.
     pub fn breaker(&self) -> &CircuitBreaker {
@@ -266,7 +281,7 @@ impl<C, F, D> Policy<CircuitBreaker, C, F, D> {
     }
 }
 
-impl<B: fmt::Debug, C, F, D> fmt::Debug for Policy<B, C, F, D> {
+impl<B: fmt::Debug, C, F, D, R> fmt::Debug for Policy<B, C, F, D, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Policy")
             .field("name", &self.shared.name)
@@ -283,7 +298,13 @@ type MakeBulkhead = Box<dyn FnOnce(&Arc<str>) -> Result<PolicyBulkhead, ConfigEr
 
 /// Builds a [`Policy`]; [`build`](Self::build) checks every stage.
 #[must_use = "a builder does nothing until `build` is called"]
-pub struct PolicyBuilder<Br = StatisticsOnly, C = ByKind, Fs = NoFallback, D = NoDeadline> {
+pub struct PolicyBuilder<
+    Br = StatisticsOnly,
+    C = ByKind,
+    Fs = NoFallback,
+    D = NoDeadline,
+    R = NoRetry,
+> {
     name: Arc<str>,
     breakers: Br,
     bulkhead: Option<MakeBulkhead>,
@@ -292,10 +313,11 @@ pub struct PolicyBuilder<Br = StatisticsOnly, C = ByKind, Fs = NoFallback, D = N
     deadline_of: D,
     fallback: Fs,
     classifier: C,
+    retry: R,
     clock: Option<Clock>,
 }
 
-impl<Br, C, Fs, D> PolicyBuilder<Br, C, Fs, D> {
+impl<Br, C, Fs, D, R> PolicyBuilder<Br, C, Fs, D, R> {
     /// The name (Hystrix's command key) of the policy, and of the breaker
     /// and bulkhead it builds. Default `"policy"`.
     pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
@@ -307,7 +329,10 @@ impl<Br, C, Fs, D> PolicyBuilder<Br, C, Fs, D> {
     /// name and clock), or a registry's [`keyed`](crate::circuit_breaker::Registry::keyed)
     /// selection for one breaker per key (see [`BreakerStage`]). Without
     /// one, the policy keeps statistics but never trips.
-    pub fn circuit_breaker<Br2: BreakerStage>(self, breakers: Br2) -> PolicyBuilder<Br2, C, Fs, D> {
+    pub fn circuit_breaker<Br2: BreakerStage>(
+        self,
+        breakers: Br2,
+    ) -> PolicyBuilder<Br2, C, Fs, D, R> {
         PolicyBuilder {
             name: self.name,
             breakers,
@@ -317,6 +342,7 @@ impl<Br, C, Fs, D> PolicyBuilder<Br, C, Fs, D> {
             deadline_of: self.deadline_of,
             fallback: self.fallback,
             classifier: self.classifier,
+            retry: self.retry,
             clock: self.clock,
         }
     }
@@ -351,7 +377,7 @@ impl<Br, C, Fs, D> PolicyBuilder<Br, C, Fs, D> {
     /// of a message): the shorter of it and the [`timeout`](Self::timeout)
     /// applies, and a call that ends on its own shorter deadline is the
     /// caller's, not the dependency's (see [`DeadlineOf`]).
-    pub fn per_request_deadline<D2>(self, deadline_of: D2) -> PolicyBuilder<Br, C, Fs, D2> {
+    pub fn per_request_deadline<D2>(self, deadline_of: D2) -> PolicyBuilder<Br, C, Fs, D2, R> {
         PolicyBuilder {
             name: self.name,
             breakers: self.breakers,
@@ -361,13 +387,14 @@ impl<Br, C, Fs, D> PolicyBuilder<Br, C, Fs, D> {
             deadline_of,
             fallback: self.fallback,
             classifier: self.classifier,
+            retry: self.retry,
             clock: self.clock,
         }
     }
 
     /// A fallback, built or as a builder. Its outcomes are counted in the
     /// policy's window.
-    pub fn fallback<Fs2: FallbackStage>(self, fallback: Fs2) -> PolicyBuilder<Br, C, Fs2, D> {
+    pub fn fallback<Fs2: FallbackStage>(self, fallback: Fs2) -> PolicyBuilder<Br, C, Fs2, D, R> {
         PolicyBuilder {
             name: self.name,
             breakers: self.breakers,
@@ -377,13 +404,14 @@ impl<Br, C, Fs, D> PolicyBuilder<Br, C, Fs, D> {
             deadline_of: self.deadline_of,
             fallback,
             classifier: self.classifier,
+            retry: self.retry,
             clock: self.clock,
         }
     }
 
     /// Decides how each result counts (see [`classify`](crate::classify)),
     /// for the breaker and the fallback alike. Default [`ByKind`].
-    pub fn classify<C2>(self, classifier: C2) -> PolicyBuilder<Br, C2, Fs, D> {
+    pub fn classify<C2>(self, classifier: C2) -> PolicyBuilder<Br, C2, Fs, D, R> {
         PolicyBuilder {
             name: self.name,
             breakers: self.breakers,
@@ -393,6 +421,30 @@ impl<Br, C, Fs, D> PolicyBuilder<Br, C, Fs, D> {
             deadline_of: self.deadline_of,
             fallback: self.fallback,
             classifier,
+            retry: self.retry,
+            clock: self.clock,
+        }
+    }
+
+    /// Retries by `retry`, between the fallback and the breaker: each
+    /// attempt is admitted by the breaker (and counted in its window), takes
+    /// a bulkhead slot and runs under the timeout; the fallback answers once
+    /// the retries have given up. See [`retry`](crate::retry) for when a
+    /// call is retried. The requests must be `Clone`.
+    pub fn retry<P>(
+        self,
+        retry: crate::retry::Retry<P>,
+    ) -> PolicyBuilder<Br, C, Fs, D, crate::retry::Retry<P>> {
+        PolicyBuilder {
+            name: self.name,
+            breakers: self.breakers,
+            bulkhead: self.bulkhead,
+            timeout: self.timeout,
+            budget_margin: self.budget_margin,
+            deadline_of: self.deadline_of,
+            fallback: self.fallback,
+            classifier: self.classifier,
+            retry,
             clock: self.clock,
         }
     }
@@ -405,7 +457,9 @@ impl<Br, C, Fs, D> PolicyBuilder<Br, C, Fs, D> {
     }
 
     /// Checks every stage and builds the policy.
-    pub fn build(self) -> Result<Policy<Br::Breakers, C, Fs::Fallback, D>, ConfigError>
+    // The type says what each stage became; an alias would only hide it.
+    #[allow(clippy::type_complexity)]
+    pub fn build(self) -> Result<Policy<Br::Breakers, C, Fs::Fallback, D, R>, ConfigError>
     where
         Br: BreakerStage,
         Fs: FallbackStage,
@@ -432,12 +486,13 @@ impl<Br, C, Fs, D> PolicyBuilder<Br, C, Fs, D> {
                 clock,
                 fallback,
                 classifier: self.classifier,
+                retry: self.retry,
             }),
         })
     }
 }
 
-impl<Br, C, Fs, D> fmt::Debug for PolicyBuilder<Br, C, Fs, D> {
+impl<Br, C, Fs, D, R> fmt::Debug for PolicyBuilder<Br, C, Fs, D, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PolicyBuilder")
             .field("name", &self.name)
@@ -446,8 +501,8 @@ impl<Br, C, Fs, D> fmt::Debug for PolicyBuilder<Br, C, Fs, D> {
     }
 }
 
-impl<S, B, C, F, D> Layer<S> for Policy<B, C, F, D> {
-    type Service = PolicyService<S, B, C, F, D>;
+impl<S, B, C, F, D, R> Layer<S> for Policy<B, C, F, D, R> {
+    type Service = PolicyService<S, B, C, F, D, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
         PolicyService {
@@ -458,12 +513,19 @@ impl<S, B, C, F, D> Layer<S> for Policy<B, C, F, D> {
 }
 
 /// A service run through a [`Policy`]. Made by the policy as a `Layer`.
-pub struct PolicyService<S, B = CircuitBreaker, C = ByKind, F = NoFallback, D = NoDeadline> {
+pub struct PolicyService<
+    S,
+    B = CircuitBreaker,
+    C = ByKind,
+    F = NoFallback,
+    D = NoDeadline,
+    R = NoRetry,
+> {
     inner: S,
-    shared: Arc<Shared<B, C, F, D>>,
+    shared: Arc<Shared<B, C, F, D, R>>,
 }
 
-impl<S: Clone, B, C, F, D> Clone for PolicyService<S, B, C, F, D> {
+impl<S: Clone, B, C, F, D, R> Clone for PolicyService<S, B, C, F, D, R> {
     fn clone(&self) -> Self {
         PolicyService {
             inner: self.inner.clone(),
@@ -472,7 +534,7 @@ impl<S: Clone, B, C, F, D> Clone for PolicyService<S, B, C, F, D> {
     }
 }
 
-impl<S: fmt::Debug, B, C, F, D> fmt::Debug for PolicyService<S, B, C, F, D> {
+impl<S: fmt::Debug, B, C, F, D, R> fmt::Debug for PolicyService<S, B, C, F, D, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PolicyService")
             .field("inner", &self.inner)
@@ -481,7 +543,7 @@ impl<S: fmt::Debug, B, C, F, D> fmt::Debug for PolicyService<S, B, C, F, D> {
     }
 }
 
-impl<S, Req, B, C, F, D> Service<Req> for PolicyService<S, B, C, F, D>
+impl<S, Req, B, C, F, D, R> Service<Req> for PolicyService<S, B, C, F, D, R>
 where
     S: Service<Req> + Clone,
     S::Error: IntoError,
@@ -490,10 +552,11 @@ where
     C: Classify<S::Response, Inner<S, Req>>,
     F: AnswersFor<Req, S::Response, Inner<S, Req>>,
     D: DeadlineOf<Req>,
+    R: RetryStage<S, Req>,
 {
     type Response = S::Response;
     type Error = Error<Inner<S, Req>>;
-    type Future = ResponseFuture<S, Req, B, C, F, D>;
+    type Future = ResponseFuture<S, Req, B, C, F, D, R>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -511,50 +574,15 @@ where
         );
         let key = shared.fallback.key(&request);
         let own_deadline = shared.deadline_of.deadline_of(&request);
-        let (held, admitted) = shared.breakers.admit(&request);
-        let ticket = match admitted {
-            Ok(ticket) => ticket,
-            Err(open) => {
-                let held = Held::new(Arc::clone(shared), span, held, None);
-                return ResponseFuture::refused(held, Error::CircuitOpen(open), key);
-            }
-        };
-        let mut held = Held::new(Arc::clone(shared), span, held, Some(ticket));
-        if let Some(bulkhead) = &shared.bulkhead {
-            match bulkhead.try_take() {
-                Some(slot) => held.took(slot),
-                None => {
-                    if let PolicyBulkhead::Queue(queue) = bulkhead {
-                        // No time left: not worth a place in line.
-                        let deadline = shared.deadline(own_deadline);
-                        if deadline.is_spent() {
-                            let spent = Error::Timeout(deadline.elapsed());
-                            return ResponseFuture::refused(held, spent, key);
-                        }
-                        return match queue.join_line(&mut self.inner) {
-                            Ok((acquire, ready)) => ResponseFuture::queued(
-                                held,
-                                acquire,
-                                ready,
-                                request,
-                                own_deadline,
-                                key,
-                            ),
-                            Err(full) => ResponseFuture::full(held, full, key),
-                        };
-                    }
-                    let full = bulkhead.refuse(None);
-                    return ResponseFuture::full(held, full, key);
-                }
-            }
-        }
-        let deadline = shared.deadline(own_deadline);
-        if deadline.is_spent() {
-            // The caller has no time left: calling would only load the
-            // dependency with work nobody waits for. (The bulkhead slot
-            // goes back as the refusal is answered.)
-            return ResponseFuture::refused(held, Error::Timeout(deadline.elapsed()), key);
-        }
-        ResponseFuture::calling(held, self.inner.call(request), deadline, key)
+        let (kept, own_deadline) = shared.retry.keep(&self.inner, &request, own_deadline);
+        ResponseFuture::start(
+            shared,
+            span,
+            &mut self.inner,
+            request,
+            own_deadline,
+            key,
+            kept,
+        )
     }
 }

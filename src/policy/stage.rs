@@ -2,14 +2,20 @@
 //! turned into the stage when the Policy is built.
 
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tower_service::Service;
 
 use crate::bulkhead::{Bulkhead, BulkheadBuilder, BulkheadFull, Queue, Reject, Slot};
 use crate::circuit_breaker::{CircuitBreaker, CircuitBreakerBuilder};
 use crate::classify::Verdict;
 use crate::clock::Clock;
-use crate::error::{ConfigError, Error, Leaf};
+use crate::error::{ConfigError, Error, IntoError, Leaf};
 use crate::fallback::after::After;
 use crate::fallback::{Fallback, FallbackBuilder};
+use crate::retry::{Attempts, Retry};
+use crate::select::Selects;
 use crate::BoxError;
 
 /// The trait a Policy's stage arguments implement, sealed: only seawall's
@@ -312,5 +318,156 @@ where
         stats: &CircuitBreaker,
     ) -> Result<Res, Error<E>> {
         Fallback::finish(self, answer, error, Some(stats))
+    }
+}
+
+/// No retries: one attempt per call (the default).
+#[derive(Clone, Copy, Debug, Default)]
+#[non_exhaustive]
+pub struct NoRetry;
+
+impl Sealed for NoRetry {}
+
+/// A policy without retries reports none.
+impl crate::observe::Catalogued for NoRetry {
+    fn report_into(&self, _: &mut crate::observe::Report, _: usize) {}
+}
+impl<P> Sealed for Retry<P> {}
+
+/// A built policy's retry stage for calls to `S` with requests of type
+/// `Req`: [`NoRetry`], or a [`Retry`] rule (which needs `Req: Clone`).
+pub trait RetryStage<S, Req>: Sealed {
+    /// What a call keeps for its next attempt.
+    type Kept;
+
+    /// Keeps what retries need (the first attempt is counted), and caps
+    /// the request's own deadline by the rule's total timeout.
+    #[doc(hidden)]
+    fn keep(
+        &self,
+        service: &S,
+        request: &Req,
+        own: Option<Duration>,
+    ) -> (Self::Kept, Option<Duration>);
+
+    /// After an attempt: the wait before the next, if there is one.
+    #[doc(hidden)]
+    fn again(
+        &self,
+        kept: &mut Self::Kept,
+        verdict: Verdict,
+        breaker: &CircuitBreaker,
+    ) -> Option<Duration>;
+
+    /// Readies the service for the next attempt.
+    #[doc(hidden)]
+    fn poll_ready(
+        &self,
+        kept: &mut Self::Kept,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Error<<S::Error as IntoError>::Inner>>>
+    where
+        S: Service<Req>,
+        S::Error: IntoError;
+
+    /// The next attempt: its ready service, its request, and its own
+    /// deadline.
+    #[doc(hidden)]
+    fn next<'k>(&self, kept: &'k mut Self::Kept) -> (&'k mut S, Req, Option<Duration>);
+}
+
+impl<S, Req> RetryStage<S, Req> for NoRetry {
+    type Kept = ();
+
+    #[inline]
+    fn keep(&self, _: &S, _: &Req, own: Option<Duration>) -> ((), Option<Duration>) {
+        ((), own)
+    }
+
+    #[inline]
+    fn again(&self, _: &mut (), _: Verdict, _: &CircuitBreaker) -> Option<Duration> {
+        None
+    }
+
+    fn poll_ready(
+        &self,
+        _: &mut (),
+        _: &mut Context<'_>,
+    ) -> Poll<Result<(), Error<<S::Error as IntoError>::Inner>>>
+    where
+        S: Service<Req>,
+        S::Error: IntoError,
+    {
+        unreachable!("a policy without retries never makes a second attempt")
+    }
+
+    fn next<'k>(&self, _: &'k mut ()) -> (&'k mut S, Req, Option<Duration>) {
+        unreachable!("a policy without retries never makes a second attempt")
+    }
+}
+
+/// What a call under a retrying policy keeps for its next attempt.
+pub struct Kept<S, Req> {
+    service: S,
+    request: Req,
+    own: Option<Duration>,
+    attempts: Attempts,
+}
+
+impl<S, Req, P> RetryStage<S, Req> for Retry<P>
+where
+    S: Clone,
+    Req: Clone,
+    P: Selects<Req>,
+{
+    type Kept = Option<Kept<S, Req>>;
+
+    #[inline]
+    fn keep(
+        &self,
+        service: &S,
+        request: &Req,
+        own: Option<Duration>,
+    ) -> (Self::Kept, Option<Duration>) {
+        let attempts = self.first();
+        let capped = self.cap(&attempts, own);
+        let kept = self.selects(request).then(|| Kept {
+            service: service.clone(),
+            request: request.clone(),
+            own,
+            attempts,
+        });
+        (kept, capped)
+    }
+
+    #[inline]
+    fn again(
+        &self,
+        kept: &mut Self::Kept,
+        verdict: Verdict,
+        breaker: &CircuitBreaker,
+    ) -> Option<Duration> {
+        let kept = kept.as_mut()?;
+        Retry::again(self, &mut kept.attempts, verdict, Some(breaker))
+    }
+
+    fn poll_ready(
+        &self,
+        kept: &mut Self::Kept,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Error<<S::Error as IntoError>::Inner>>>
+    where
+        S: Service<Req>,
+        S::Error: IntoError,
+    {
+        let kept = kept.as_mut().expect("retried with what was kept");
+        kept.service.poll_ready(cx).map_err(IntoError::into_error)
+    }
+
+    fn next<'k>(&self, kept: &'k mut Self::Kept) -> (&'k mut S, Req, Option<Duration>) {
+        let kept = kept.as_mut().expect("retried with what was kept");
+        kept.attempts.start(self);
+        let own = self.cap(&kept.attempts, kept.own);
+        (&mut kept.service, kept.request.clone(), own)
     }
 }
