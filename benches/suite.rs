@@ -519,6 +519,132 @@ fn single(v: &mut impl Visit, timers: &Runtime) {
     v.visit("seawall_policy", Answers, full_policy().layer(inner()));
 }
 
+/// tower's retry policy with its `TpsBudget`, as tower's docs write one:
+/// deposit on a success, withdraw before a retry.
+#[derive(Clone)]
+struct TowerBudgeted(Arc<tower::retry::budget::TpsBudget>);
+
+impl tower::retry::Policy<u64, u64, std::convert::Infallible> for TowerBudgeted {
+    type Future = std::future::Ready<()>;
+
+    fn retry(
+        &mut self,
+        _: &mut u64,
+        result: &mut Result<u64, std::convert::Infallible>,
+    ) -> Option<Self::Future> {
+        use tower::retry::budget::Budget;
+        match result {
+            Ok(_) => {
+                self.0.deposit();
+                None
+            }
+            Err(_) => self.0.withdraw().then(|| std::future::ready(())),
+        }
+    }
+
+    fn clone_request(&mut self, request: &u64) -> Option<u64> {
+        Some(*request)
+    }
+}
+
+/// tower's hedge policy: every request may be hedged.
+#[derive(Clone)]
+struct TowerHedgeAll;
+
+impl tower::hedge::Policy<u64> for TowerHedgeAll {
+    fn clone_request(&self, request: &u64) -> Option<u64> {
+        Some(*request)
+    }
+
+    fn can_retry(&self, _: &u64) -> bool {
+        true
+    }
+}
+
+/// Retries and hedges on the healthy path (every call answered at once):
+/// what a request pays for the rule being there.
+fn retry(v: &mut impl Visit, timers: &Runtime) {
+    use seawall::hedge::{Hedge, HedgeLayer};
+    use seawall::retry::{Retry, RetryBudget, RetryLayer};
+    use Expect::Answers;
+
+    v.visit("bare", Answers, inner());
+    v.visit(
+        "tower_retry_budget",
+        Answers,
+        tower::retry::Retry::new(
+            TowerBudgeted(Arc::new(tower::retry::budget::TpsBudget::default())),
+            inner(),
+        ),
+    );
+    v.visit(
+        "tower_resilience_retry",
+        Answers,
+        tower_resilience::retry::RetryLayer::<u64, u64, std::convert::Infallible>::builder()
+            .max_attempts(3)
+            .build()
+            .layer(inner()),
+    );
+    let budget = || {
+        RetryBudget::builder()
+            .clock(Clock::coarse())
+            .build()
+            .unwrap()
+    };
+    let rule = || {
+        Retry::builder()
+            .clock(Clock::coarse())
+            .budget(budget())
+            .build()
+            .unwrap()
+    };
+    v.visit(
+        "seawall_retry",
+        Answers,
+        RetryLayer::new(rule()).layer(inner()),
+    );
+    v.visit("seawall_policy", Answers, full_policy().layer(inner()));
+    let retrying = Policy::builder()
+        .name("bench")
+        .clock(Clock::coarse())
+        .timeout(SECOND)
+        .bulkhead(Bulkhead::builder().max_concurrent(100))
+        .circuit_breaker(CircuitBreaker::builder())
+        .retry(rule())
+        .fallback(Fallback::builder().value(0u64))
+        .build()
+        .unwrap();
+    v.visit("seawall_policy_retry", Answers, retrying.layer(inner()));
+
+    // Hedges arm a timer per call.
+    let _timers = timers.enter();
+    v.visit(
+        "tower_hedge",
+        Answers,
+        tower::hedge::Hedge::new(inner(), TowerHedgeAll, 10, 0.95, Duration::from_secs(10)),
+    );
+    v.visit(
+        "tower_resilience_hedge",
+        Answers,
+        tower_resilience::hedge::HedgeLayer::builder()
+            .delay(Duration::from_millis(100))
+            .max_hedged_attempts(2)
+            .build()
+            .layer(inner()),
+    );
+    let hedge = Hedge::builder()
+        .clock(Clock::coarse())
+        .delay(Duration::from_millis(100))
+        .budget(budget())
+        .build()
+        .unwrap();
+    v.visit(
+        "seawall_hedge",
+        Answers,
+        HedgeLayer::new(hedge).layer(inner()),
+    );
+}
+
 /// A closed breaker whose window already holds this many calls.
 fn window_population(v: &mut impl Visit) {
     for calls in [10, 1_000, 100_000, 1_000_000] {
@@ -678,6 +804,7 @@ fn suite(c: &mut Criterion) {
                 observe_budgeted(&mut drive);
                 observe_traced(&mut drive);
             }
+            "retry" => retry(&mut drive, &timer_runtime()),
             _ => single(&mut drive, &timer_runtime()),
         }
         return;
@@ -687,6 +814,7 @@ fn suite(c: &mut Criterion) {
     let timers = timer_runtime();
 
     single(&mut CountAllocations("single"), &timers);
+    retry(&mut CountAllocations("retry"), &timers);
     window_population(&mut CountAllocations("window_population"));
     registry_allocations(&registry);
 
@@ -696,6 +824,11 @@ fn suite(c: &mut Criterion) {
     group.finish();
 
     two_threads(c);
+
+    let mut group = c.benchmark_group("retry");
+    configure(&mut group);
+    retry(&mut Measure(&mut group), &timers);
+    group.finish();
 
     let mut group = c.benchmark_group("window_population");
     configure(&mut group);

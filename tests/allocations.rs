@@ -154,7 +154,10 @@ fn healthy_retried_and_hedged_calls_allocate_nothing() {
     use seawall::hedge::{Hedge, HedgeLayer};
     use seawall::retry::{Retry, RetryBudget, RetryLayer};
 
-    let budget = RetryBudget::builder().clock(Clock::coarse()).build().unwrap();
+    let budget = RetryBudget::builder()
+        .clock(Clock::coarse())
+        .build()
+        .unwrap();
     let retry = Retry::builder()
         .clock(Clock::coarse())
         .budget(budget)

@@ -196,7 +196,7 @@ where
     R: RetryStage<S, Req>,
 {
     /// A call's first attempt.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn start(
         policy: &Arc<Shared<B, C, F, D, R>>,
         span: tracing::Span,
@@ -206,29 +206,33 @@ where
         key: F::Key,
         kept: R::Kept,
     ) -> Self {
-        let (held, state) = attempt(policy, span, service, request, own_deadline);
-        ResponseFuture {
-            state,
-            held,
-            key: Some(key),
-            kept,
-        }
+        attempt(
+            policy,
+            span,
+            service,
+            request,
+            own_deadline,
+            |held, state| ResponseFuture {
+                state,
+                held,
+                key: Some(key),
+                kept,
+            },
+        )
     }
 }
 
-/// What an attempt holds of the policy, and where its call stands.
-type Admitted<S, Req, B, C, F, D, R> = (Held<Req, B, C, F, D, R>, State<S, Req>);
-
 /// Admits an attempt: the breaker first, then the bulkhead (a slot, or a
 /// place in line), then the call with its deadline.
-#[inline]
-fn attempt<S, Req, B, C, F, D, R>(
+#[inline(always)]
+fn attempt<S, Req, B, C, F, D, R, T>(
     policy: &Arc<Shared<B, C, F, D, R>>,
     span: tracing::Span,
     service: &mut S,
     request: Req,
     own_deadline: Option<Duration>,
-) -> Admitted<S, Req, B, C, F, D, R>
+    then: impl FnOnce(Held<Req, B, C, F, D, R>, State<S, Req>) -> T,
+) -> T
 where
     S: Service<Req> + Clone,
     S::Error: IntoError,
@@ -239,7 +243,7 @@ where
         Ok(ticket) => ticket,
         Err(open) => {
             let held = Held::new(Arc::clone(policy), span, breaker, None);
-            return (held, State::refused(Error::CircuitOpen(open)));
+            return then(held, State::refused(Error::CircuitOpen(open)));
         }
     };
     let mut held = Held::new(Arc::clone(policy), span, breaker, Some(ticket));
@@ -251,7 +255,7 @@ where
                     // No time left: not worth a place in line.
                     let deadline = policy.deadline(own_deadline);
                     if deadline.is_spent() {
-                        return (held, State::refused(Error::Timeout(deadline.elapsed())));
+                        return then(held, State::refused(Error::Timeout(deadline.elapsed())));
                     }
                     let state = match queue.join_line(service) {
                         Ok((acquire, ready)) => State::Queued {
@@ -261,10 +265,10 @@ where
                         },
                         Err(full) => State::refused(Error::BulkheadFull(full)),
                     };
-                    return (held, state);
+                    return then(held, state);
                 }
                 let full = bulkhead.refuse(None);
-                return (held, State::refused(Error::BulkheadFull(full)));
+                return then(held, State::refused(Error::BulkheadFull(full)));
             }
         }
     }
@@ -273,10 +277,10 @@ where
         // The caller has no time left: calling would only load the
         // dependency with work nobody waits for. (The bulkhead slot goes
         // back as the refusal is answered.)
-        return (held, State::refused(Error::Timeout(deadline.elapsed())));
+        return then(held, State::refused(Error::Timeout(deadline.elapsed())));
     }
     let future = service.call(request);
-    (held, State::Calling { future, deadline })
+    then(held, State::Calling { future, deadline })
 }
 
 impl<S, Req> State<S, Req>
@@ -353,8 +357,14 @@ where
                         Ok(()) => {
                             let (service, request, own_deadline) = policy.retry.next(this.kept);
                             let span = this.held.span.clone();
-                            let (held, state) =
-                                attempt(&Arc::clone(policy), span, service, request, own_deadline);
+                            let (held, state) = attempt(
+                                &Arc::clone(policy),
+                                span,
+                                service,
+                                request,
+                                own_deadline,
+                                |held, state| (held, state),
+                            );
                             *this.held = held;
                             this.state.set(state);
                             continue;
