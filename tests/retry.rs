@@ -487,3 +487,94 @@ async fn a_retry_storm_is_bounded_by_the_budget_and_still_trips_the_breaker() {
         bounded.calls
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_total_timeout_is_the_timeout_of_a_policy_without_one_and_counts_the_wait_in_line() {
+    // No timeout of its own: the total stands in, and a hung dependency is
+    // the dependency's timeout, which the breaker counts.
+    let hung = service_fn(|_: u32| std::future::pending::<Result<u32, BoxError>>());
+    let retry = Retry::builder()
+        .max_attempts(2)
+        .total_timeout(ms(1000))
+        .build()
+        .unwrap();
+    let policy = Policy::builder().retry(retry).build().unwrap();
+    let result = policy.layer(hung).oneshot(1).await;
+    let Err(Error::Timeout(elapsed)) = result else {
+        panic!("{result:?}")
+    };
+    assert!(!elapsed.is_callers_deadline());
+    assert_eq!(policy.breaker().lifetime_counts().timeout, 1);
+
+    // A call that waits 600 ms in the bulkhead's line has 400 ms left.
+    let slow = service_fn(|n: u32| async move {
+        if n == 0 {
+            tokio::time::sleep(ms(600)).await;
+            Ok(n)
+        } else {
+            std::future::pending::<Result<u32, BoxError>>().await
+        }
+    });
+    let retry = Retry::builder()
+        .max_attempts(1)
+        .total_timeout(ms(1000))
+        .build()
+        .unwrap();
+    let policy = Policy::builder()
+        .bulkhead(Bulkhead::builder().queue(1, Duration::from_secs(5)))
+        .retry(retry)
+        .build()
+        .unwrap();
+    let service = policy.layer(slow);
+    let started = Instant::now();
+    let (first, second) = tokio::join!(service.clone().oneshot(0), service.oneshot(1));
+    assert_eq!(first.unwrap(), 0);
+    assert!(matches!(second, Err(Error::Timeout(_))), "{second:?}");
+    assert_eq!(started.elapsed(), ms(1000));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_service_that_cannot_get_ready_is_not_retried() {
+    use std::sync::atomic::AtomicBool;
+    use std::task::{Context, Poll};
+
+    /// Fails its calls; after the first, it cannot get ready either.
+    #[derive(Clone)]
+    struct Broken(Arc<AtomicBool>);
+
+    impl Service<u32> for Broken {
+        type Response = u32;
+        type Error = BoxError;
+        type Future = std::future::Ready<Result<u32, BoxError>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            if self.0.load(SeqCst) {
+                Poll::Ready(Err("worker gone".into()))
+            } else {
+                Poll::Ready(Ok(()))
+            }
+        }
+
+        fn call(&mut self, _: u32) -> Self::Future {
+            self.0.store(true, SeqCst);
+            std::future::ready(Err("reset".into()))
+        }
+    }
+
+    let retry = Retry::builder()
+        .max_attempts(3)
+        .backoff(exact(ms(1)))
+        .build()
+        .unwrap();
+    let policy = Policy::builder().retry(retry.clone()).build().unwrap();
+    let result = policy
+        .layer(Broken(Arc::new(AtomicBool::new(false))))
+        .oneshot(1)
+        .await;
+    let Err(Error::Inner(error)) = result else {
+        panic!("{result:?}")
+    };
+    assert_eq!(error.to_string(), "worker gone");
+    let figures = retry.figures();
+    assert_eq!((figures.retries, figures.attempts_exhausted), (1, 0));
+}

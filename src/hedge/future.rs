@@ -83,8 +83,13 @@ where
                     match result.map_err(IntoError::into_error) {
                         Err(error) if this.second.is_some() => *this.failed = Some(error),
                         // A success, or a failure with no hedge running:
-                        // the answer (a hedge in flight is dropped).
-                        answer => return Poll::Ready(answer),
+                        // the answer. A hedge in flight is dropped now, so
+                        // that its slot below is free before the caller
+                        // drops this future.
+                        answer => {
+                            this.second.set(None);
+                            return Poll::Ready(answer);
+                        }
                     }
                 }
             }
@@ -94,6 +99,8 @@ where
                     match result.map_err(IntoError::into_error) {
                         Ok(response) => {
                             this.hedge.won();
+                            this.first.set(None);
+                            this.timer.set(None);
                             return Poll::Ready(Ok(response));
                         }
                         Err(error) => {

@@ -12,7 +12,8 @@
 //! Hedges add load, so they are bounded three ways:
 //!
 //! - **a budget**: a [`RetryBudget`] of their own (hedges at most a share
-//!   of the requests), or the one retries use;
+//!   of the requests; not the budget of a retry rule below, which counts
+//!   each hedge as a request of its own and would credit it again);
 //! - **the bulkhead and the breaker below**: a hedge goes through them like
 //!   any call, so a full bulkhead or an open breaker refuses it, and the
 //!   first attempt is waited for as if no hedge had been tried;
@@ -60,7 +61,10 @@ mod future;
 mod layer;
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU64,
+    Ordering::{AcqRel, Acquire, Relaxed, Release},
+};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -172,12 +176,12 @@ impl Hedge {
                 otherwise,
             } => {
                 let now = shared.clock.now();
-                let at = shared.measured_at.load(Relaxed);
-                let fresh = at != 0 && now.saturating_sub(at) < REFRESH_NANOS;
-                if !fresh
+                let at = shared.measured_at.load(Acquire);
+                let stale = at == 0 || now.saturating_sub(at) >= REFRESH_NANOS;
+                if stale
                     && shared
                         .measured_at
-                        .compare_exchange(at, now.max(1), Relaxed, Relaxed)
+                        .compare_exchange(at, now.max(1), AcqRel, Relaxed)
                         .is_ok()
                 {
                     let measured = breaker
@@ -187,13 +191,12 @@ impl Hedge {
                         .map_or(*otherwise, |latency| latency.quantile(*quantile));
                     shared
                         .measured_nanos
-                        .store(measured.as_nanos() as u64, Relaxed);
+                        .store(measured.as_nanos() as u64, Release);
                     return measured;
                 }
-                match shared.measured_nanos.load(Relaxed) {
-                    0 if at == 0 => *otherwise,
-                    nanos => Duration::from_nanos(nanos),
-                }
+                // The last measure (`otherwise` until the first), also
+                // while another caller takes the next.
+                Duration::from_nanos(shared.measured_nanos.load(Acquire))
             }
         }
     }
@@ -275,6 +278,11 @@ impl HedgeBuilder {
     /// [`track_latency`](crate::circuit_breaker::CircuitBreakerBuilder::track_latency)),
     /// read again every 100 ms. Until the window holds `min_calls` calls,
     /// hedges after `otherwise`.
+    ///
+    /// The loser of a hedged call is dropped, and a dropped call records no
+    /// latency: the slowest calls leave the window, so the measured
+    /// percentile drifts below the dependency's own. Use a `quantile`
+    /// above the share you want hedged, and a budget to bound it.
     pub fn percentile(
         mut self,
         breaker: &CircuitBreaker,
@@ -314,13 +322,17 @@ impl HedgeBuilder {
                 ));
             }
         }
+        let first_delay = match &self.delay {
+            Delay::Fixed(delay) => *delay,
+            Delay::Percentile { otherwise, .. } => *otherwise,
+        };
         Ok(Hedge {
             shared: Arc::new(Shared {
                 name: self.name,
                 delay: self.delay,
                 budget: self.budget,
                 clock: self.clock.unwrap_or_default(),
-                measured_nanos: AtomicU64::new(0),
+                measured_nanos: AtomicU64::new(first_delay.as_nanos() as u64),
                 measured_at: AtomicU64::new(0),
                 requests: AtomicU64::new(0),
                 hedged: AtomicU64::new(0),

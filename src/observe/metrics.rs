@@ -40,7 +40,7 @@
 //! | `seawall_retry_stopped_total` | counter | `retry`, `policy`, `reason` | retries not made: `budget`, `circuit_open`, `deadline`, `attempts_exhausted` |
 //! | `seawall_hedge_requests_total`, `seawall_hedge_sent_total`, `seawall_hedge_won_total` | counter | `hedge` | requests a hedging rule saw, hedges sent, hedges that answered |
 //! | `seawall_hedge_budget_refused_total`, `seawall_hedge_refused_total` | counter | `hedge` | hedges not sent for want of budget; hedges refused below (a full bulkhead, an open breaker) |
-//! | `seawall_retry_budget_withdrawn_total`, `seawall_retry_budget_refused_total` | counter | the rule's (`retry` and `policy`, or `hedge`) | a rule's budget: tokens granted and refused |
+//! | `seawall_retry_budget_withdrawn_total`, `seawall_retry_budget_refused_total` | counter | the rule's (`retry` and `policy`, or `hedge`) | a rule's budget: tokens granted and refused (a budget shared by several rules appears under each: do not sum them) |
 //! | `seawall_retry_budget_balance` | gauge | the rule's | whole tokens available |
 //! | `seawall_cache_entries` | gauge | `cache` | answers kept (feature `cache`) |
 //! | `seawall_cache_lookups_total` | counter | `cache`, `result` | lookups: `hit`, `miss`, `stale_refused` (found, older than `max_stale`, not served) |

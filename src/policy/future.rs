@@ -12,6 +12,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower_service::Service;
 
+use super::stage::Limits;
 use super::stage::{AnswersFor, PolicyBulkhead, RetryStage};
 use super::Shared;
 use crate::bulkhead::{Acquire, Permit, Slot};
@@ -82,7 +83,10 @@ pin_project! {
             acquire: Acquire,
             // The ready inner service and the request, for when room comes.
             call: Option<(S, Req)>,
-            own_deadline: Option<Duration>,
+            // The attempt's limits when it joined the line (by the policy's
+            // clock): the wait counts against them.
+            limits: Limits,
+            queued_at: u64,
         },
         Calling {
             #[pin]
@@ -202,23 +206,18 @@ where
         span: tracing::Span,
         service: &mut S,
         request: Req,
-        own_deadline: Option<Duration>,
+        limits: Limits,
         key: F::Key,
         kept: R::Kept,
     ) -> Self {
-        attempt(
-            policy,
-            span,
-            service,
-            request,
-            own_deadline,
-            |held, state| ResponseFuture {
+        attempt(policy, span, service, request, limits, |held, state| {
+            ResponseFuture {
                 state,
                 held,
                 key: Some(key),
                 kept,
-            },
-        )
+            }
+        })
     }
 }
 
@@ -230,7 +229,7 @@ fn attempt<S, Req, B, C, F, D, R, T>(
     span: tracing::Span,
     service: &mut S,
     request: Req,
-    own_deadline: Option<Duration>,
+    limits: Limits,
     then: impl FnOnce(Held<Req, B, C, F, D, R>, State<S, Req>) -> T,
 ) -> T
 where
@@ -253,7 +252,7 @@ where
             None => {
                 if let PolicyBulkhead::Queue(queue) = bulkhead {
                     // No time left: not worth a place in line.
-                    let deadline = policy.deadline(own_deadline);
+                    let deadline = policy.deadline(limits);
                     if deadline.is_spent() {
                         return then(held, State::refused(Error::Timeout(deadline.elapsed())));
                     }
@@ -261,7 +260,8 @@ where
                         Ok((acquire, ready)) => State::Queued {
                             acquire,
                             call: Some((ready, request)),
-                            own_deadline,
+                            limits,
+                            queued_at: policy.clock.now(),
                         },
                         Err(full) => State::refused(Error::BulkheadFull(full)),
                     };
@@ -272,7 +272,7 @@ where
             }
         }
     }
-    let deadline = policy.deadline(own_deadline);
+    let deadline = policy.deadline(limits);
     if deadline.is_spent() {
         // The caller has no time left: calling would only load the
         // dependency with work nobody waits for. (The bulkhead slot goes
@@ -314,6 +314,7 @@ where
         let _entered = span.as_ref().map(tracing::Span::enter);
         loop {
             let mut this = self.as_mut().project();
+            let mut retryable = true;
             let result = match this.state.as_mut().project() {
                 StateProj::Calling { future, deadline } => match future.poll(cx) {
                     Poll::Ready(result) => {
@@ -325,13 +326,15 @@ where
                 StateProj::Queued {
                     acquire,
                     call,
-                    own_deadline,
+                    limits,
+                    queued_at,
                 } => match ready!(acquire.poll(cx)) {
                     Ok(permit) => {
                         this.held.bulkhead = Hold::Permit(permit);
                         let (mut service, request) = call.take().expect(COMPLETED);
                         let policy = &this.held.policy;
-                        let deadline = policy.deadline(*own_deadline);
+                        let waited = policy.clock.now().saturating_sub(*queued_at);
+                        let deadline = policy.deadline(limits.less(Duration::from_nanos(waited)));
                         if deadline.is_spent() {
                             Err(Error::Timeout(deadline.elapsed()))
                         } else {
@@ -355,21 +358,26 @@ where
                     let policy = &this.held.policy;
                     match ready!(policy.retry.poll_ready(this.kept, cx)) {
                         Ok(()) => {
-                            let (service, request, own_deadline) = policy.retry.next(this.kept);
+                            let (service, request, limits) = policy.retry.next(this.kept);
                             let span = this.held.span.clone();
                             let (held, state) = attempt(
                                 &Arc::clone(policy),
                                 span,
                                 service,
                                 request,
-                                own_deadline,
+                                limits,
                                 |held, state| (held, state),
                             );
                             *this.held = held;
                             this.state.set(state);
                             continue;
                         }
-                        Err(error) => Err(error),
+                        Err(error) => {
+                            // The service is broken, not the call: sending
+                            // again would only fail again.
+                            retryable = false;
+                            Err(error)
+                        }
                     }
                 }
                 StateProj::Falling { running, error } => {
@@ -389,11 +397,13 @@ where
                 this.held.span.record("outcome", verdict.outcome().as_str());
             }
             let held = &*this.held;
-            if let Some(delay) = held.policy.retry.again(this.kept, verdict, held.stats()) {
-                this.state.set(State::Waiting {
-                    sleep: Box::pin(tokio::time::sleep(delay)),
-                });
-                continue;
+            if retryable {
+                if let Some(delay) = held.policy.retry.again(this.kept, verdict, held.stats()) {
+                    this.state.set(State::Waiting {
+                        sleep: Box::pin(tokio::time::sleep(delay)),
+                    });
+                    continue;
+                }
             }
             let key = this.key.take().expect(COMPLETED);
             let held = &*this.held;

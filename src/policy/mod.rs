@@ -146,7 +146,7 @@ use crate::error::{ConfigError, Error, IntoError};
 use crate::timeout::future::Deadline;
 use crate::timeout::{DeadlineOf, NoDeadline};
 use future::Inner;
-use stage::PolicyBulkhead;
+use stage::{Limits, PolicyBulkhead};
 
 /// The one-stop layer. Cheap to clone; every service it makes, and every
 /// clone of them, shares its breaker, bulkhead, fallback and statistics.
@@ -183,11 +183,24 @@ pub(crate) struct Shared<B, C, F, D, R> {
 }
 
 impl<B, C, F, D, R> Shared<B, C, F, D, R> {
-    /// A call's deadline, made when the call is: the policy's timeout,
-    /// capped by the request's own deadline and the current budget.
+    /// An attempt's deadline, made when the attempt is: the policy's
+    /// timeout, capped by the request's own deadline and the current budget
+    /// (the caller's), and by the retry rule's total timeout. The total
+    /// stands in for the timeout when the policy has none; shorter than
+    /// the timeout, it cuts the attempt short, which, like the caller's
+    /// deadline, is not blamed on the dependency.
     #[inline]
-    pub(crate) fn deadline(&self, own: Option<Duration>) -> Deadline {
-        Deadline::for_call(self.timeout, own, self.budget_margin, self.clock)
+    pub(crate) fn deadline(&self, limits: Limits) -> Deadline {
+        let own = match (limits.own, limits.total) {
+            (Some(own), Some(total)) => Some(own.min(total)),
+            (own, total) => own.or(total),
+        };
+        Deadline::for_call(
+            self.timeout.or(limits.total),
+            own,
+            self.budget_margin,
+            self.clock,
+        )
     }
 }
 
@@ -573,16 +586,9 @@ where
             outcome = tracing::field::Empty,
         );
         let key = shared.fallback.key(&request);
-        let own_deadline = shared.deadline_of.deadline_of(&request);
-        let (kept, own_deadline) = shared.retry.keep(&self.inner, &request, own_deadline);
-        ResponseFuture::start(
-            shared,
-            span,
-            &mut self.inner,
-            request,
-            own_deadline,
-            key,
-            kept,
-        )
+        let own = shared.deadline_of.deadline_of(&request);
+        let (kept, total) = shared.retry.keep(&self.inner, &request, own);
+        let limits = Limits { own, total };
+        ResponseFuture::start(shared, span, &mut self.inner, request, limits, key, kept)
     }
 }

@@ -340,8 +340,8 @@ pub trait RetryStage<S, Req>: Sealed {
     /// What a call keeps for its next attempt.
     type Kept;
 
-    /// Keeps what retries need (the first attempt is counted), and caps
-    /// the request's own deadline by the rule's total timeout.
+    /// Keeps what retries need (the first attempt is counted), and says
+    /// how long the rule's total timeout leaves.
     #[doc(hidden)]
     fn keep(
         &self,
@@ -370,18 +370,17 @@ pub trait RetryStage<S, Req>: Sealed {
         S: Service<Req>,
         S::Error: IntoError;
 
-    /// The next attempt: its ready service, its request, and its own
-    /// deadline.
+    /// The next attempt: its ready service, its request, and its limits.
     #[doc(hidden)]
-    fn next<'k>(&self, kept: &'k mut Self::Kept) -> (&'k mut S, Req, Option<Duration>);
+    fn next<'k>(&self, kept: &'k mut Self::Kept) -> (&'k mut S, Req, Limits);
 }
 
 impl<S, Req> RetryStage<S, Req> for NoRetry {
     type Kept = ();
 
     #[inline]
-    fn keep(&self, _: &S, _: &Req, own: Option<Duration>) -> ((), Option<Duration>) {
-        ((), own)
+    fn keep(&self, _: &S, _: &Req, _: Option<Duration>) -> ((), Option<Duration>) {
+        ((), None)
     }
 
     #[inline]
@@ -401,7 +400,7 @@ impl<S, Req> RetryStage<S, Req> for NoRetry {
         unreachable!("a policy without retries never makes a second attempt")
     }
 
-    fn next<'k>(&self, _: &'k mut ()) -> (&'k mut S, Req, Option<Duration>) {
+    fn next<'k>(&self, _: &'k mut ()) -> (&'k mut S, Req, Limits) {
         unreachable!("a policy without retries never makes a second attempt")
     }
 }
@@ -430,14 +429,14 @@ where
         own: Option<Duration>,
     ) -> (Self::Kept, Option<Duration>) {
         let attempts = self.first();
-        let capped = self.cap(&attempts, own);
+        let total = attempts.total_left();
         let kept = self.selects(request).then(|| Kept {
             service: service.clone(),
             request: request.clone(),
             own,
             attempts,
         });
-        (kept, capped)
+        (kept, total)
     }
 
     #[inline]
@@ -464,10 +463,31 @@ where
         kept.service.poll_ready(cx).map_err(IntoError::into_error)
     }
 
-    fn next<'k>(&self, kept: &'k mut Self::Kept) -> (&'k mut S, Req, Option<Duration>) {
+    fn next<'k>(&self, kept: &'k mut Self::Kept) -> (&'k mut S, Req, Limits) {
         let kept = kept.as_mut().expect("retried with what was kept");
-        kept.attempts.start(self);
-        let own = self.cap(&kept.attempts, kept.own);
-        (&mut kept.service, kept.request.clone(), own)
+        let (own, total) = kept.attempts.start(self, kept.own);
+        (
+            &mut kept.service,
+            kept.request.clone(),
+            Limits { own, total },
+        )
+    }
+}
+
+/// An attempt's time limits besides the policy's timeout: the request's
+/// own deadline, and what the retry rule's total timeout leaves.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Limits {
+    pub(crate) own: Option<Duration>,
+    pub(crate) total: Option<Duration>,
+}
+
+impl Limits {
+    /// The same limits, `spent` later.
+    pub(crate) fn less(self, spent: Duration) -> Limits {
+        Limits {
+            own: self.own.map(|own| own.saturating_sub(spent)),
+            total: self.total.map(|total| total.saturating_sub(spent)),
+        }
     }
 }

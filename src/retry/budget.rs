@@ -35,13 +35,14 @@ const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
 /// Lock-free: a deposit is one clock read and one compare-and-swap on the
 /// current step's counter; a withdrawal is a compare-and-swap on one
 /// counter of every withdrawal, so concurrent retries never spend a token
-/// twice. (tower's `TpsBudget` takes a lock on every deposit, checks its
-/// balance and withdraws in two steps that concurrent retries can
-/// interleave to overdraw, and reads `std`'s clock, which paused tests
-/// cannot drive: hence a budget of seawall's own.)
+/// twice. (tower's `TpsBudget` takes a lock on every deposit, and checks
+/// its balance and withdraws in two steps that concurrent retries can
+/// interleave to overdraw: hence a budget of seawall's own.)
 ///
 /// Share one budget between several [`Retry`](super::Retry) rules, or
-/// policies, to give a whole dependency one allowance.
+/// policies, to give a whole dependency one allowance (not between a
+/// [hedge](crate::hedge) and the retry rule below it: each hedge is a
+/// request to that rule, which would credit it again).
 ///
 /// ```
 /// use std::time::Duration;
@@ -126,6 +127,13 @@ impl RetryBudget {
         loop {
             // This step, or a newer one a faster clock read began.
             let current = word >> COUNT_BITS >= epoch;
+            // Read before the step is claimed: a mark older than the claim
+            // counts more withdrawals against the step, never fewer.
+            let before = if current {
+                0
+            } else {
+                shared.withdrawn.load(Acquire)
+            };
             let new = if current {
                 if word & COUNT_MASK == COUNT_MASK {
                     return;
@@ -139,7 +147,7 @@ impl RetryBudget {
                 .deposits
                 .compare_exchange_weak(word, new, Relaxed, Relaxed)
             {
-                Ok(_) if !current => return shared.began(step),
+                Ok(_) if !current => return shared.began(step, before),
                 Ok(_) => return,
                 Err(now) => word = now,
             }
@@ -197,26 +205,28 @@ impl Shared {
     }
 
     /// Marks where a step's withdrawals begin, once its first deposit (or
-    /// withdrawal) claimed it. A reader that sees the step before the mark
-    /// reads the previous lap's, which is older and smaller: it counts more
-    /// withdrawals, never fewer.
+    /// withdrawal) claimed it, with `withdrawn` as read before the claim. A
+    /// reader that sees the step before the mark reads the previous lap's,
+    /// which is older and smaller: either way it counts more withdrawals,
+    /// never fewer.
     #[cold]
-    fn began(&self, step: &Step) {
-        step.withdrawn_before
-            .store(self.withdrawn.load(Acquire), Release);
+    fn began(&self, step: &Step, withdrawn: u64) {
+        step.withdrawn_before.store(withdrawn, Release);
     }
 
     /// Claims the current step for withdrawals made in it, if no deposit has.
     fn begin(&self, epoch: u64) {
         let step = self.step(epoch);
         let word = step.deposits.load(Acquire);
-        if word >> COUNT_BITS < epoch
-            && step
+        if word >> COUNT_BITS < epoch {
+            let before = self.withdrawn.load(Acquire);
+            if step
                 .deposits
                 .compare_exchange(word, epoch << COUNT_BITS, AcqRel, Relaxed)
                 .is_ok()
-        {
-            self.began(step);
+            {
+                self.began(step, before);
+            }
         }
     }
 
@@ -261,8 +271,9 @@ pub struct RetryBudgetBuilder {
 }
 
 impl RetryBudgetBuilder {
-    /// How long a request's deposit counts. Default 10 s; from 10 ms to an
-    /// hour.
+    /// How long a request's deposit counts (it leaves the window a tenth
+    /// of `ttl` at a time: after 0.9 to 1 `ttl`). Default 10 s; from 1 s to
+    /// an hour.
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
         self
@@ -290,11 +301,12 @@ impl RetryBudgetBuilder {
 
     /// Checks the values and builds the budget.
     pub fn build(self) -> Result<RetryBudget, ConfigError> {
-        if !(Duration::from_millis(10)..=Duration::from_secs(3600)).contains(&self.ttl) {
+        // Steps of 100 ms or more: 32 bits of them last 13 years.
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&self.ttl) {
             return Err(ConfigError::new(
                 "ttl",
                 self.ttl,
-                "must be from 10 ms to an hour",
+                "must be from 1 s to an hour",
             ));
         }
         if !(0.0..=10.0).contains(&self.ratio) {

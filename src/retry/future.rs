@@ -100,7 +100,7 @@ where
                     if let Err(error) = ready!(service.poll_ready(cx)) {
                         return Poll::Ready(Err(error.into_error()));
                     }
-                    this.attempts.start(this.retry);
+                    this.attempts.start(this.retry, None);
                     // The last attempt could take the kept request; a clone
                     // keeps this simple on a path that has already failed.
                     let request = request.clone();

@@ -167,7 +167,8 @@ struct Shared {
 pub struct RetryFigures {
     /// Requests it saw.
     pub requests: u64,
-    /// Calls made: every request's first attempt, and every retry.
+    /// Attempts started: every request's first, and every retry (the
+    /// breaker or bulkhead below may still refuse one).
     pub attempts: u64,
     /// Retries made.
     pub retries: u64,
@@ -206,9 +207,13 @@ impl Stop {
 pub(crate) struct Attempts {
     made: u32,
     previous_delay: Duration,
-    /// When the current attempt started (by the rule's clock), to know how
-    /// long another takes.
+    /// When the first attempt started (by the rule's clock), to shorten
+    /// the request's own deadline for the next.
+    began: u64,
+    /// When the current attempt started, to know how long another takes.
     started: u64,
+    /// When the rule's total timeout ends.
+    total: Option<Instant>,
     /// The deadline of all attempts: the request's budget, or the total
     /// timeout, whichever ends first.
     deadline: Option<Instant>,
@@ -289,21 +294,15 @@ impl<P> Retry<P> {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        let now = shared.clock.now();
         Attempts {
             made: 1,
             previous_delay: Duration::ZERO,
-            started: shared.clock.now(),
+            began: now,
+            started: now,
+            total,
             deadline,
         }
-    }
-
-    /// A request's own deadline, capped by what the total timeout leaves.
-    pub(crate) fn cap(&self, attempts: &Attempts, own: Option<Duration>) -> Option<Duration> {
-        let Some(deadline) = self.shared.total_timeout.and(attempts.deadline) else {
-            return own;
-        };
-        let left = deadline.saturating_duration_since(Instant::now());
-        Some(own.map_or(left, |own| own.min(left)))
     }
 
     /// The budget each attempt runs in, when the rule sets a total timeout.
@@ -387,9 +386,23 @@ impl<P> Retry<P> {
 }
 
 impl Attempts {
-    /// The next attempt starts now.
-    pub(crate) fn start<P>(&mut self, retry: &Retry<P>) {
+    /// The next attempt starts now: what is left of the total timeout, and
+    /// of the request's `own` deadline, for it.
+    pub(crate) fn start<P>(
+        &mut self,
+        retry: &Retry<P>,
+        own: Option<Duration>,
+    ) -> (Option<Duration>, Option<Duration>) {
         self.started = retry.shared.clock.now();
+        let spent = Duration::from_nanos(self.started.saturating_sub(self.began));
+        let own = own.map(|own| own.saturating_sub(spent));
+        (own, self.total_left())
+    }
+
+    /// What is left of the rule's total timeout, if it has one.
+    pub(crate) fn total_left(&self) -> Option<Duration> {
+        self.total
+            .map(|total| total.saturating_duration_since(Instant::now()))
     }
 }
 
@@ -531,7 +544,8 @@ impl RetryBuilder {
 
 /// Selects the HTTP requests whose method RFC 9110 calls idempotent (GET,
 /// HEAD, OPTIONS, TRACE, PUT, DELETE): give it to [`Retry::only`] or
-/// [`HedgeBuilder`](crate::hedge) so that a POST is never sent twice.
+/// [`HedgeLayer::only`](crate::hedge::HedgeLayer::only) so that a POST is
+/// never sent twice.
 #[cfg(any(feature = "axum", feature = "tonic", feature = "tower-http"))]
 pub fn idempotent_methods<B>(request: &http::Request<B>) -> bool {
     use http::Method;
