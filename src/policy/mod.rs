@@ -189,7 +189,7 @@ impl<B, C, F, D, R> Shared<B, C, F, D, R> {
     /// stands in for the timeout when the policy has none; shorter than
     /// the timeout, it cuts the attempt short, which, like the caller's
     /// deadline, is not blamed on the dependency.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn deadline(&self, limits: Limits) -> Deadline {
         let own = match (limits.own, limits.total) {
             (Some(own), Some(total)) => Some(own.min(total)),
