@@ -443,6 +443,28 @@ fn single(v: &mut impl Visit, timers: &Runtime) {
 
     let free = Bulkhead::builder().max_concurrent(100).build().unwrap();
     v.visit("seawall_bulkhead", Answers, free.layer().layer(inner()));
+    let adaptive = Bulkhead::builder()
+        .max_concurrent(100)
+        .adaptive(seawall::bulkhead::AdaptiveLimit::vegas().limits(1, 1000))
+        .build()
+        .unwrap();
+    v.visit(
+        "seawall_bulkhead_adaptive",
+        Answers,
+        adaptive.layer().layer(inner()),
+    );
+    v.visit(
+        "tower_resilience_adaptive",
+        Answers,
+        tower_resilience::adaptive::AdaptiveLimiterLayer::new(
+            tower_resilience::adaptive::Vegas::builder()
+                .initial_limit(100)
+                .max_limit(1000)
+                .build()
+                .unwrap(),
+        )
+        .layer(inner()),
+    );
     // Full: one permit, held by a call that is never polled.
     let full = Bulkhead::builder().max_concurrent(1).build().unwrap();
     let mut holder = full.layer().layer(inner());

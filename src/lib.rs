@@ -108,7 +108,7 @@
 //! | layer | module | what it does |
 //! |---|---|---|
 //! | circuit breaker | [`circuit_breaker`] | watches outcomes over a rolling [window] (time-bucketed or the last N calls) and, when the dependency looks unhealthy, refuses calls at once for a while, then lets a few probes through; one breaker, or one per key with a [`Registry`](circuit_breaker::Registry) |
-//! | bulkhead | [`bulkhead`] | caps the calls in flight to one dependency; beyond it, refuses, or lets calls wait in line for a bounded time |
+//! | bulkhead | [`bulkhead`] | caps the calls in flight to one dependency; beyond it, refuses, or lets calls wait in line for a bounded time; the cap can [adapt](bulkhead::AdaptiveLimit) to the dependency's latency and drops |
 //! | timeout | [`timeout`] | fails a call that has not answered in time, with a typed error; honours a request's own shorter deadline |
 //! | fallback | [`fallback`] | answers in place of a failed or refused call: a value, a function, another service, or the last good answer from a [cache](fallback::FallbackCache) |
 //! | retry | [`retry`] | sends a failed or timed-out call again, with backoff, while the breaker is closed, the deadline can fit another attempt and a [budget](retry::RetryBudget) pays for it |
@@ -468,6 +468,7 @@
 //! | notification, consumer and request/reply over RabbitMQ | `messaging_amqp` | `amqp` |
 //! | a blocking publisher on its own pool, with an outbox | `messaging_sync` | `messaging` |
 //! | a retry storm against a failing dependency, with and without a retry budget; hedging a slow tail | `retry_budget` | |
+//! | a fixed bulkhead limit against AIMD and Vegas on a dependency whose capacity changes | `adaptive_limit` | |
 //!
 //! What each part costs per call, beside tower's own middleware and other
 //! crates, is in the repository's `BENCHMARKS.md`; the changes from release

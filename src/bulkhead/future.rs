@@ -35,6 +35,8 @@ pin_project! {
             #[pin]
             future: F,
             permit: Option<Permit>,
+            // When the call started, for an adaptive limit (zero otherwise).
+            started: u64,
         },
         Refused {
             full: Option<BulkheadFull>,
@@ -47,6 +49,7 @@ impl<F, S, Req> ResponseFuture<F, S, Req> {
         ResponseFuture {
             state: State::Called {
                 future,
+                started: permit.start(),
                 permit: Some(permit),
             },
         }
@@ -85,11 +88,20 @@ where
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
             match self.as_mut().project().state.project() {
-                StateProj::Called { future, permit } => {
-                    let result = ready!(future.poll(cx));
-                    // Room for the next call as soon as this one is over.
-                    drop(permit.take());
-                    return Poll::Ready(result.map_err(IntoError::into_error));
+                StateProj::Called {
+                    future,
+                    permit,
+                    started,
+                } => {
+                    let result = ready!(future.poll(cx)).map_err(IntoError::into_error);
+                    if let Some(permit) = permit.take() {
+                        if *started != 0 {
+                            permit.sample(*started, is_drop(&result));
+                        }
+                        // Room for the next call as soon as this one is over.
+                        drop(permit);
+                    }
+                    return Poll::Ready(result);
                 }
                 StateProj::Waiting {
                     acquire,
@@ -98,10 +110,12 @@ where
                 } => match ready!(acquire.poll(cx)) {
                     Ok(permit) => {
                         let (mut service, request) = inner.take().expect("polled after completion");
+                        let started = permit.start();
                         let future = service.call(request);
                         self.as_mut().project().state.set(State::Called {
                             future,
                             permit: Some(permit),
+                            started,
                         });
                     }
                     Err(waited) => {
@@ -116,6 +130,15 @@ where
             }
         }
     }
+}
+
+/// Whether a call's end tells of a dependency past its capacity: a
+/// timeout, or a refusal by what is below.
+pub(crate) fn is_drop<T, E: crate::Leaf>(result: &Result<T, Error<E>>) -> bool {
+    matches!(
+        result.as_ref().err().and_then(Error::refusal),
+        Some(crate::Refusal::Timeout | crate::Refusal::Overloaded)
+    )
 }
 
 impl<F, S, Req> std::fmt::Debug for ResponseFuture<F, S, Req> {

@@ -113,6 +113,9 @@ pub struct BulkheadFigures {
     pub admitted: u64,
     /// Calls refused so far.
     pub rejected: u64,
+    /// What an [adaptive](BulkheadBuilder::adaptive) bulkhead measured and
+    /// decided; `max_concurrent` is its limit now.
+    pub adaptive: Option<super::AdaptiveFigures>,
 }
 
 /// A limit on calls in flight, shared by every service it guards and every
@@ -168,6 +171,7 @@ impl Bulkhead {
             named: false,
             max_concurrent: 10,
             mode: Reject,
+            adaptive: None,
         }
     }
 }
@@ -192,6 +196,7 @@ impl<M: Mode> Bulkhead<M> {
             max_in_flight_seen: self.limiter.max_in_flight(),
             admitted: self.limiter.admitted(),
             rejected: self.limiter.rejected(),
+            adaptive: self.limiter.adaptive_figures(),
         }
     }
 
@@ -213,6 +218,19 @@ impl<M: Mode> Bulkhead<M> {
     #[inline]
     pub(crate) fn try_take(&self) -> Option<Slot> {
         self.limiter.try_take().then_some(Slot(()))
+    }
+
+    /// When a call starts, if the limit adapts (zero otherwise).
+    #[inline(always)]
+    pub(crate) fn start(&self) -> u64 {
+        self.limiter.start()
+    }
+
+    /// A call that started at `started` is over: a sample for an adaptive
+    /// limit (nothing for a fixed one). Before its slot goes back.
+    #[inline(always)]
+    pub(crate) fn sample(&self, started: u64, dropped: bool) {
+        self.limiter.sample(started, dropped);
     }
 
     /// Gives a slot back: the call that held it is over.
@@ -278,6 +296,7 @@ pub struct BulkheadBuilder<M = Reject> {
     named: bool,
     max_concurrent: usize,
     mode: M,
+    adaptive: Option<super::AdaptiveLimit>,
 }
 
 impl<M: Mode> BulkheadBuilder<M> {
@@ -310,7 +329,16 @@ impl<M: Mode> BulkheadBuilder<M> {
             named: self.named,
             max_concurrent: self.max_concurrent,
             mode,
+            adaptive: self.adaptive,
         }
+    }
+
+    /// Moves the limit by what the dependency can take, from `max_concurrent`
+    /// within the limits of `adaptive` (see [`AdaptiveLimit`](super::AdaptiveLimit)).
+    /// Calls are timed when they start, and sampled when they end.
+    pub fn adaptive(mut self, adaptive: super::AdaptiveLimit) -> Self {
+        self.adaptive = Some(adaptive);
+        self
     }
 
     /// Refuse calls at once when full. The default.
@@ -344,8 +372,16 @@ impl<M: Mode> BulkheadBuilder<M> {
     pub fn build(self) -> Result<Bulkhead<M>, ConfigError> {
         check_max_concurrent(self.max_concurrent)?;
         self.mode.validate()?;
+        let mut limiter = Limiter::new(self.max_concurrent, self.mode.max_queue());
+        if let Some(adaptive) = self.adaptive {
+            adaptive.validate(self.max_concurrent)?;
+            limiter = limiter.adaptive(super::adaptive::Controller::new(
+                adaptive,
+                self.max_concurrent,
+            ));
+        }
         Ok(Bulkhead {
-            limiter: Arc::new(Limiter::new(self.max_concurrent, self.mode.max_queue())),
+            limiter: Arc::new(limiter),
             mode: self.mode,
             name: self.name,
         })

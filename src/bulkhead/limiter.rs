@@ -22,6 +22,7 @@ use std::time::Duration;
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
+use super::adaptive::Controller;
 use crate::sync::{
     lock, model_point, seq_cst_handshake, AtomicBool, AtomicU64, AtomicUsize, Mutex,
 };
@@ -52,6 +53,8 @@ pub(crate) struct Limiter {
     rejected: AtomicU64,
     max_queue: usize,
     queue: Mutex<VecDeque<Arc<Waiter>>>,
+    /// Moves the limit, for an adaptive bulkhead.
+    adaptive: Option<Box<Controller>>,
 }
 
 struct Waiter {
@@ -80,7 +83,46 @@ impl Limiter {
             rejected: AtomicU64::new(0),
             max_queue,
             queue: Mutex::new(VecDeque::new()),
+            adaptive: None,
         }
+    }
+
+    /// The same limiter, its limit moved by `controller`.
+    pub(crate) fn adaptive(mut self, controller: Controller) -> Limiter {
+        self.adaptive = Some(Box::new(controller));
+        self
+    }
+
+    /// When a call starts, if the limit adapts (zero otherwise: no clock
+    /// read for a fixed limit).
+    #[inline(always)]
+    pub(crate) fn start(&self) -> u64 {
+        match &self.adaptive {
+            Some(controller) => controller.start(),
+            None => 0,
+        }
+    }
+
+    /// A call that started at `started` (by [`start`](Self::start)) is
+    /// over, dropped (timed out, refused below) or not: a sample for the
+    /// adaptive limit. Called before its permit goes back.
+    #[inline(always)]
+    pub(crate) fn sample(&self, started: u64, dropped: bool) {
+        if started == 0 {
+            return;
+        }
+        if let Some(controller) = &self.adaptive {
+            let in_flight = self.in_flight();
+            if let Some(limit) = controller.sample(started, dropped, in_flight, self.limit()) {
+                self.set_limit(limit);
+            }
+        }
+    }
+
+    pub(crate) fn adaptive_figures(&self) -> Option<super::AdaptiveFigures> {
+        self.adaptive
+            .as_ref()
+            .map(|controller| controller.figures())
     }
 
     /// Takes a free permit unless someone is already waiting for one.
@@ -238,6 +280,20 @@ impl Limiter {
 /// error, cancellation or unwinding alike.
 pub(crate) struct Permit {
     limiter: Arc<Limiter>,
+}
+
+impl Permit {
+    /// See [`Limiter::start`].
+    #[inline(always)]
+    pub(crate) fn start(&self) -> u64 {
+        self.limiter.start()
+    }
+
+    /// See [`Limiter::sample`].
+    #[inline(always)]
+    pub(crate) fn sample(&self, started: u64, dropped: bool) {
+        self.limiter.sample(started, dropped);
+    }
 }
 
 impl Drop for Permit {

@@ -23,6 +23,15 @@
 //! ([`Bulkhead::set_max_concurrent`]) and the live figures read
 //! ([`Bulkhead::figures`]).
 //!
+//! A fixed limit is a guess that is wrong as soon as the dependency's
+//! latency changes. An [adaptive](BulkheadBuilder::adaptive) bulkhead
+//! moves its limit itself, from the latency and the drops it samples as
+//! calls end ([`AdaptiveLimit`]: AIMD, or TCP Vegas's queue estimate),
+//! standalone, under a Policy (which samples each call's verdict: timeouts
+//! and refusals below are drops), or on a server's routes, where it sheds
+//! what the server cannot take. `examples/adaptive_limit.rs` compares a
+//! fixed limit with both on a dependency whose capacity changes.
+//!
 //! # Compared with tower's `ConcurrencyLimit`
 //!
 //! `ConcurrencyLimit` only waits, without bound, in `poll_ready`, and its
@@ -60,6 +69,7 @@
 //! # }
 //! ```
 
+mod adaptive;
 mod future;
 mod handle;
 mod layer;
@@ -72,6 +82,7 @@ use std::task::{Context, Poll};
 use tower_service::Service;
 
 pub use crate::error::{BulkheadFull, Isolation};
+pub use adaptive::{AdaptiveFigures, AdaptiveLimit};
 pub use future::ResponseFuture;
 pub use handle::{Backpressure, Bulkhead, BulkheadBuilder, BulkheadFigures, Mode, Queue, Reject};
 pub use layer::BulkheadLayer;

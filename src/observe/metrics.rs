@@ -34,6 +34,9 @@
 //! | `seawall_bulkhead_queued` | gauge | `bulkhead`, `policy` | calls waiting |
 //! | `seawall_bulkhead_admitted_total` | counter | `bulkhead`, `policy` | calls let in, at once or after waiting |
 //! | `seawall_bulkhead_rejected_total` | counter | `bulkhead`, `policy` | calls refused |
+//! | `seawall_bulkhead_limit_changes_total` | counter | `bulkhead`, `policy`, `change` | an adaptive bulkhead's windows that raised (`increase`) or lowered (`decrease`) its limit (`seawall_bulkhead_max_concurrent` is the limit) |
+//! | `seawall_bulkhead_drops_total` | counter | `bulkhead`, `policy` | calls an adaptive bulkhead sampled as dropped (timed out, refused below) |
+//! | `seawall_bulkhead_latency_seconds`, `seawall_bulkhead_no_load_latency_seconds` | gauge | `bulkhead`, `policy` | an adaptive bulkhead's last window mean latency, and Vegas's latency without load |
 //! | `seawall_pool_threads`, `seawall_pool_busy`, `seawall_pool_queued` | gauge | `pool` | threads, threads running a call, calls waiting |
 //! | `seawall_pool_completed_total`, `seawall_pool_rejected_total`, `seawall_pool_cancelled_total`, `seawall_pool_abandoned_total` | counter | `pool` | calls run, refused, cancelled before they ran, finished after their caller left |
 //! | `seawall_retry_requests_total`, `seawall_retry_attempts_total`, `seawall_retry_retries_total` | counter | `retry`, `policy` | requests a retry rule saw, calls made (first attempts and retries), retries |
@@ -116,6 +119,20 @@ pub fn publish(report: &Report) {
         gauge!("seawall_bulkhead_queued", labels.iter()).set(figures.queued as f64);
         counter!("seawall_bulkhead_admitted_total", labels.iter()).absolute(figures.admitted);
         counter!("seawall_bulkhead_rejected_total", labels.iter()).absolute(figures.rejected);
+        if let Some(adaptive) = &figures.adaptive {
+            for (change, count) in [
+                ("increase", adaptive.increases),
+                ("decrease", adaptive.decreases),
+            ] {
+                let labels = and(&labels, [Label::from_static_parts("change", change)]);
+                counter!("seawall_bulkhead_limit_changes_total", labels).absolute(count);
+            }
+            counter!("seawall_bulkhead_drops_total", labels.iter()).absolute(adaptive.drops);
+            gauge!("seawall_bulkhead_latency_seconds", labels.iter())
+                .set(adaptive.short_latency.as_secs_f64());
+            gauge!("seawall_bulkhead_no_load_latency_seconds", labels.iter())
+                .set(adaptive.no_load_latency.as_secs_f64());
+        }
     }
     for pool in &report.pools {
         let labels = [Label::new("pool", pool.name.clone())];

@@ -122,6 +122,9 @@ pub(crate) struct Held<Req, B: BreakerFor<Req>, C, F, D, R> {
     breaker: B::Held,
     ticket: Option<Ticket>,
     bulkhead: Hold,
+    /// When the call got its bulkhead slot, for an adaptive limit (zero
+    /// otherwise).
+    started: u64,
     request: PhantomData<fn(Req)>,
 }
 
@@ -145,13 +148,33 @@ impl<Req, B: BreakerFor<Req>, C, F, D, R> Held<Req, B, C, F, D, R> {
             breaker,
             ticket,
             bulkhead: Hold::Nothing,
+            started: 0,
             request: PhantomData,
         }
     }
 
     #[inline]
-    pub(crate) fn took(&mut self, slot: Slot) {
+    pub(crate) fn took(&mut self, slot: Slot, bulkhead: &PolicyBulkhead) {
         self.bulkhead = Hold::Slot(slot);
+        self.started = bulkhead.start();
+    }
+
+    /// Tells an adaptive bulkhead how the call that held its slot ended:
+    /// timeouts and refusals below are drops, successes and failures are
+    /// latencies; what says nothing of the dependency is not sampled.
+    #[inline]
+    fn sample(&self, verdict: Verdict) {
+        if self.started == 0 {
+            return;
+        }
+        let dropped = match verdict {
+            Verdict::Timeout | Verdict::Rejected => true,
+            Verdict::Success | Verdict::Failure => false,
+            _ => return,
+        };
+        if let Some(bulkhead) = &self.policy.bulkhead {
+            bulkhead.sample(self.started, dropped);
+        }
     }
 
     /// The breaker that admitted the call: where its outcomes count.
@@ -248,7 +271,7 @@ where
     let mut held = Held::new(Arc::clone(policy), span, breaker, Some(ticket));
     if let Some(bulkhead) = &policy.bulkhead {
         match bulkhead.try_take() {
-            Some(slot) => held.took(slot),
+            Some(slot) => held.took(slot, bulkhead),
             None => {
                 if let PolicyBulkhead::Queue(queue) = bulkhead {
                     // No time left: not worth a place in line.
@@ -330,6 +353,7 @@ where
                     queued_at,
                 } => match ready!(acquire.poll(cx)) {
                     Ok(permit) => {
+                        this.held.started = permit.start();
                         this.held.bulkhead = Hold::Permit(permit);
                         let (mut service, request) = call.take().expect(COMPLETED);
                         let policy = &this.held.policy;
@@ -392,6 +416,7 @@ where
             // whoever sees the slot free sees the call counted.
             let verdict = this.held.policy.classifier.classify(&result);
             this.held.settle(verdict);
+            this.held.sample(verdict);
             this.held.release_bulkhead();
             if !this.held.span.is_disabled() {
                 this.held.span.record("outcome", verdict.outcome().as_str());

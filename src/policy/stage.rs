@@ -105,6 +105,22 @@ impl PolicyBulkhead {
         }
     }
 
+    #[inline(always)]
+    pub(crate) fn start(&self) -> u64 {
+        match self {
+            PolicyBulkhead::Reject(bulkhead) => bulkhead.start(),
+            PolicyBulkhead::Queue(bulkhead) => bulkhead.start(),
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn sample(&self, started: u64, dropped: bool) {
+        match self {
+            PolicyBulkhead::Reject(bulkhead) => bulkhead.sample(started, dropped),
+            PolicyBulkhead::Queue(bulkhead) => bulkhead.sample(started, dropped),
+        }
+    }
+
     #[inline]
     pub(crate) fn give_back(&self, slot: Slot) {
         match self {
