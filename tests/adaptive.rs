@@ -279,3 +279,90 @@ fn settings_outside_their_range_name_the_field() {
         "adaptive"
     );
 }
+
+/// On an axum server's routes, an adaptive bulkhead sheds what the server
+/// cannot take: its handler serves 10 requests at once in 10 ms and slows
+/// in proportion past that, under a 30 ms timeout; 60 clients in a loop.
+/// The limit falls from 60 to between the handler's capacity and where its
+/// requests time out, and the shed requests are 503s.
+#[cfg(feature = "axum")]
+#[tokio::test(start_paused = true)]
+async fn an_axum_route_sheds_load_with_an_adaptive_limit() {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use axum::routing::get;
+    use axum::Router;
+    use seawall::integration::axum::ErrorResponseLayer;
+    use tower::ServiceBuilder;
+
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let busy = Arc::clone(&in_flight);
+    let bulkhead = Bulkhead::builder()
+        .max_concurrent(60)
+        .adaptive(AdaptiveLimit::vegas().limits(1, 200))
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/work",
+            get(move || {
+                let now = busy.fetch_add(1, SeqCst) + 1;
+                let leaving = Leaving(Arc::clone(&busy));
+                async move {
+                    let slowdown = (now as f64 / 10.0).max(1.0);
+                    tokio::time::sleep(Duration::from_micros((10_000.0 * slowdown) as u64)).await;
+                    drop(leaving);
+                    "done"
+                }
+            }),
+        )
+        .route_layer(
+            ServiceBuilder::new()
+                .layer(ErrorResponseLayer::new())
+                .layer(bulkhead.layer())
+                .layer(seawall::timeout::TimeoutLayer::new(Duration::from_millis(
+                    30,
+                ))),
+        );
+    let shed = Arc::new(AtomicU64::new(0));
+    let clients: Vec<_> = (0..60)
+        .map(|_| {
+            let (app, shed) = (app.clone(), Arc::clone(&shed));
+            tokio::spawn(async move {
+                for _ in 0..200 {
+                    let request = Request::get("/work").body(Body::empty()).unwrap();
+                    let response = app.clone().oneshot(request).await.unwrap();
+                    match response.status() {
+                        StatusCode::OK => {}
+                        StatusCode::GATEWAY_TIMEOUT => {
+                            tokio::time::sleep(Duration::from_millis(5)).await
+                        }
+                        StatusCode::SERVICE_UNAVAILABLE => {
+                            shed.fetch_add(1, SeqCst);
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        other => panic!("{other}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    // The limit while every client is still calling.
+    let mut limits = Vec::new();
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        limits.push(bulkhead.figures().max_concurrent);
+    }
+    for client in clients {
+        client.await.unwrap();
+    }
+    let figures = bulkhead.figures();
+    // After a second, the limit stays between the handler's capacity and
+    // where its requests start timing out (30 at once).
+    assert!(
+        limits[10..].iter().all(|limit| (10..=35).contains(limit)),
+        "{limits:?}"
+    );
+    assert!(shed.load(SeqCst) > 0);
+    assert_eq!(figures.rejected, shed.load(SeqCst));
+}

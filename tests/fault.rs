@@ -124,9 +124,10 @@ async fn a_policys_breaker_trips_on_injected_errors_and_closes_when_they_stop() 
                 .consecutive_failures(5)
                 .open_duration(OpenDuration::Fixed(ms(1_000))),
         )
+        .faults(faults.clone())
         .build()
         .unwrap();
-    let mut service = policy.layer(FaultLayer::new(faults.clone()).layer(fast));
+    let mut service = policy.layer(fast);
     let mut refused = 0;
     for n in 0..200 {
         if let Err(Error::CircuitOpen(_)) = service.ready().await.unwrap().call(n).await {
@@ -149,4 +150,30 @@ async fn a_policys_breaker_trips_on_injected_errors_and_closes_when_they_stop() 
         assert_eq!(service.ready().await.unwrap().call(n).await.unwrap(), n);
     }
     assert_eq!(policy.breaker().state(), State::Closed);
+}
+
+/// A Policy's fault stage sits under its timeout: an injected hang is cut
+/// and counted as the dependency's timeout; only the calls the stage's
+/// layer selects get faults.
+#[tokio::test(start_paused = true)]
+async fn a_policys_fault_stage_is_cut_by_its_timeout_and_selects_its_calls() {
+    let (calls, _, fast) = dependency(ms(1));
+    let faults = Faults::builder().hang(1.0).build().unwrap();
+    let policy = Policy::builder()
+        .timeout(ms(100))
+        .faults(FaultLayer::new(faults.clone()).only(|n: &u32| *n >= 100))
+        .build()
+        .unwrap();
+    let service = policy.layer(fast);
+    assert_eq!(service.clone().oneshot(7).await.unwrap(), 7, "not selected");
+    let started = Instant::now();
+    let hung = service.clone().oneshot(100).await;
+    assert!(matches!(hung, Err(Error::Timeout(_))), "{hung:?}");
+    assert_eq!(started.elapsed(), ms(100));
+    faults.set_enabled(false);
+    assert_eq!(service.oneshot(100).await.unwrap(), 100, "switched off");
+    let counts = policy.breaker().lifetime_counts();
+    assert_eq!((counts.success, counts.timeout), (2, 1));
+    assert_eq!(calls.load(SeqCst), 2);
+    assert_eq!(faults.figures().hangs, 1);
 }

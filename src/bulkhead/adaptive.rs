@@ -41,6 +41,11 @@ use crate::sync::{AtomicU64, AtomicUsize, Mutex};
 /// raise it (the limit was not what held them back), and the new limit
 /// moves the old by [`smoothing`](Self::smoothing).
 ///
+/// Vegas learns the latency without load from the windows it sees: started
+/// far above the dependency's capacity under full load, it never sees one,
+/// and comes down only on drops. Start it low (the limit grows quickly
+/// while latency stays flat), and keep a timeout under it.
+///
 /// ```
 /// use std::time::Duration;
 /// use seawall::bulkhead::{AdaptiveLimit, Bulkhead};

@@ -135,8 +135,8 @@ use tower_service::Service;
 
 pub use future::ResponseFuture;
 pub use stage::{
-    AnswersFor, BreakerStage, BulkheadStage, FallbackStage, NoFallback, NoRetry, RetryStage,
-    StatisticsOnly,
+    AnswersFor, BreakerStage, BulkheadStage, FallbackStage, FaultStage, NoFallback, NoFaults,
+    NoRetry, RetryStage, StatisticsOnly,
 };
 
 use crate::circuit_breaker::{BreakerFor, CircuitBreaker};
@@ -157,14 +157,24 @@ use stage::{Limits, PolicyBulkhead};
 /// `C`, the fallback `F` and what reads a request's own deadline `D`. It is
 /// not tied to one request type: any request its breaker selection,
 /// fallback and deadline reader accept will do.
-pub struct Policy<B = CircuitBreaker, C = ByKind, F = NoFallback, D = NoDeadline, R = NoRetry> {
+pub struct Policy<
+    B = CircuitBreaker,
+    C = ByKind,
+    F = NoFallback,
+    D = NoDeadline,
+    R = NoRetry,
+    X = NoFaults,
+> {
     shared: Arc<Shared<B, C, F, D, R>>,
+    /// Wraps the inner service as the policy's layer makes its service.
+    faults: X,
 }
 
-impl<B, C, F, D, R> Clone for Policy<B, C, F, D, R> {
+impl<B, C, F, D, R, X: Clone> Clone for Policy<B, C, F, D, R, X> {
     fn clone(&self) -> Self {
         Policy {
             shared: Arc::clone(&self.shared),
+            faults: self.faults.clone(),
         }
     }
 }
@@ -218,12 +228,13 @@ impl Policy {
             fallback: NoFallback,
             classifier: ByKind,
             retry: NoRetry,
+            faults: NoFaults,
             clock: None,
         }
     }
 }
 
-impl<B, C, F, D, R> Policy<B, C, F, D, R> {
+impl<B, C, F, D, R, X> Policy<B, C, F, D, R, X> {
     /// The policy's name.
     pub fn name(&self) -> &str {
         &self.shared.name
@@ -250,13 +261,14 @@ impl<B, C, F, D, R> Policy<B, C, F, D, R> {
 
 /// A policy's breaker (or registry) and bulkhead, named in the report as
 /// the policy's.
-impl<B, C, F, D, R> crate::observe::Catalogued for Policy<B, C, F, D, R>
+impl<B, C, F, D, R, X> crate::observe::Catalogued for Policy<B, C, F, D, R, X>
 where
     B: crate::observe::Catalogued,
     C: Send + Sync + 'static,
     F: Send + Sync + 'static,
     D: Send + Sync + 'static,
     R: crate::observe::Catalogued,
+    X: Send + Sync + 'static,
 {
     fn report_into(&self, report: &mut crate::observe::Report, top_keys: usize) {
         let firsts = (
@@ -286,7 +298,7 @@ where
     }
 }
 
-impl<C, F, D, R> Policy<CircuitBreaker, C, F, D, R> {
+impl<C, F, D, R, X> Policy<CircuitBreaker, C, F, D, R, X> {
     /// The breaker: its state, its window (the whole policy's statistics),
     /// forcing and resetting.
     pub fn breaker(&self) -> &CircuitBreaker {
@@ -294,7 +306,7 @@ impl<C, F, D, R> Policy<CircuitBreaker, C, F, D, R> {
     }
 }
 
-impl<B: fmt::Debug, C, F, D, R> fmt::Debug for Policy<B, C, F, D, R> {
+impl<B: fmt::Debug, C, F, D, R, X> fmt::Debug for Policy<B, C, F, D, R, X> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Policy")
             .field("name", &self.shared.name)
@@ -317,6 +329,7 @@ pub struct PolicyBuilder<
     Fs = NoFallback,
     D = NoDeadline,
     R = NoRetry,
+    X = NoFaults,
 > {
     name: Arc<str>,
     breakers: Br,
@@ -327,10 +340,11 @@ pub struct PolicyBuilder<
     fallback: Fs,
     classifier: C,
     retry: R,
+    faults: X,
     clock: Option<Clock>,
 }
 
-impl<Br, C, Fs, D, R> PolicyBuilder<Br, C, Fs, D, R> {
+impl<Br, C, Fs, D, R, X> PolicyBuilder<Br, C, Fs, D, R, X> {
     /// The name (Hystrix's command key) of the policy, and of the breaker
     /// and bulkhead it builds. Default `"policy"`.
     pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
@@ -345,7 +359,7 @@ impl<Br, C, Fs, D, R> PolicyBuilder<Br, C, Fs, D, R> {
     pub fn circuit_breaker<Br2: BreakerStage>(
         self,
         breakers: Br2,
-    ) -> PolicyBuilder<Br2, C, Fs, D, R> {
+    ) -> PolicyBuilder<Br2, C, Fs, D, R, X> {
         PolicyBuilder {
             name: self.name,
             breakers,
@@ -356,6 +370,7 @@ impl<Br, C, Fs, D, R> PolicyBuilder<Br, C, Fs, D, R> {
             fallback: self.fallback,
             classifier: self.classifier,
             retry: self.retry,
+            faults: self.faults,
             clock: self.clock,
         }
     }
@@ -390,7 +405,7 @@ impl<Br, C, Fs, D, R> PolicyBuilder<Br, C, Fs, D, R> {
     /// of a message): the shorter of it and the [`timeout`](Self::timeout)
     /// applies, and a call that ends on its own shorter deadline is the
     /// caller's, not the dependency's (see [`DeadlineOf`]).
-    pub fn per_request_deadline<D2>(self, deadline_of: D2) -> PolicyBuilder<Br, C, Fs, D2, R> {
+    pub fn per_request_deadline<D2>(self, deadline_of: D2) -> PolicyBuilder<Br, C, Fs, D2, R, X> {
         PolicyBuilder {
             name: self.name,
             breakers: self.breakers,
@@ -401,13 +416,14 @@ impl<Br, C, Fs, D, R> PolicyBuilder<Br, C, Fs, D, R> {
             fallback: self.fallback,
             classifier: self.classifier,
             retry: self.retry,
+            faults: self.faults,
             clock: self.clock,
         }
     }
 
     /// A fallback, built or as a builder. Its outcomes are counted in the
     /// policy's window.
-    pub fn fallback<Fs2: FallbackStage>(self, fallback: Fs2) -> PolicyBuilder<Br, C, Fs2, D, R> {
+    pub fn fallback<Fs2: FallbackStage>(self, fallback: Fs2) -> PolicyBuilder<Br, C, Fs2, D, R, X> {
         PolicyBuilder {
             name: self.name,
             breakers: self.breakers,
@@ -418,13 +434,14 @@ impl<Br, C, Fs, D, R> PolicyBuilder<Br, C, Fs, D, R> {
             fallback,
             classifier: self.classifier,
             retry: self.retry,
+            faults: self.faults,
             clock: self.clock,
         }
     }
 
     /// Decides how each result counts (see [`classify`](crate::classify)),
     /// for the breaker and the fallback alike. Default [`ByKind`].
-    pub fn classify<C2>(self, classifier: C2) -> PolicyBuilder<Br, C2, Fs, D, R> {
+    pub fn classify<C2>(self, classifier: C2) -> PolicyBuilder<Br, C2, Fs, D, R, X> {
         PolicyBuilder {
             name: self.name,
             breakers: self.breakers,
@@ -435,6 +452,7 @@ impl<Br, C, Fs, D, R> PolicyBuilder<Br, C, Fs, D, R> {
             fallback: self.fallback,
             classifier,
             retry: self.retry,
+            faults: self.faults,
             clock: self.clock,
         }
     }
@@ -447,7 +465,7 @@ impl<Br, C, Fs, D, R> PolicyBuilder<Br, C, Fs, D, R> {
     pub fn retry<P>(
         self,
         retry: crate::retry::Retry<P>,
-    ) -> PolicyBuilder<Br, C, Fs, D, crate::retry::Retry<P>> {
+    ) -> PolicyBuilder<Br, C, Fs, D, crate::retry::Retry<P>, X> {
         PolicyBuilder {
             name: self.name,
             breakers: self.breakers,
@@ -458,6 +476,32 @@ impl<Br, C, Fs, D, R> PolicyBuilder<Br, C, Fs, D, R> {
             fallback: self.fallback,
             classifier: self.classifier,
             retry,
+            faults: self.faults,
+            clock: self.clock,
+        }
+    }
+
+    /// Injects faults into the calls (see [`fault`](crate::fault)), under
+    /// every other stage: the timeout cuts an injected latency or hang, the
+    /// breaker counts an injected error as the dependency's, the fallback
+    /// answers for it. Give a [`Faults`](crate::fault::Faults) handle (every
+    /// call may get one) or a [`FaultLayer`](crate::fault::FaultLayer)
+    /// with [`only`](crate::fault::FaultLayer::only) (some calls: a
+    /// tenant, a route). Off by default; a handle injects nothing until
+    /// its probabilities say so, and [`Faults::set_enabled`](crate::fault::Faults::set_enabled)
+    /// switches it at runtime.
+    pub fn faults<X2: FaultStage<()>>(self, faults: X2) -> PolicyBuilder<Br, C, Fs, D, R, X2> {
+        PolicyBuilder {
+            name: self.name,
+            breakers: self.breakers,
+            bulkhead: self.bulkhead,
+            timeout: self.timeout,
+            budget_margin: self.budget_margin,
+            deadline_of: self.deadline_of,
+            fallback: self.fallback,
+            classifier: self.classifier,
+            retry: self.retry,
+            faults,
             clock: self.clock,
         }
     }
@@ -472,7 +516,7 @@ impl<Br, C, Fs, D, R> PolicyBuilder<Br, C, Fs, D, R> {
     /// Checks every stage and builds the policy.
     // The type says what each stage became; an alias would only hide it.
     #[allow(clippy::type_complexity)]
-    pub fn build(self) -> Result<Policy<Br::Breakers, C, Fs::Fallback, D, R>, ConfigError>
+    pub fn build(self) -> Result<Policy<Br::Breakers, C, Fs::Fallback, D, R, X>, ConfigError>
     where
         Br: BreakerStage,
         Fs: FallbackStage,
@@ -501,11 +545,12 @@ impl<Br, C, Fs, D, R> PolicyBuilder<Br, C, Fs, D, R> {
                 classifier: self.classifier,
                 retry: self.retry,
             }),
+            faults: self.faults,
         })
     }
 }
 
-impl<Br, C, Fs, D, R> fmt::Debug for PolicyBuilder<Br, C, Fs, D, R> {
+impl<Br, C, Fs, D, R, X> fmt::Debug for PolicyBuilder<Br, C, Fs, D, R, X> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PolicyBuilder")
             .field("name", &self.name)
@@ -514,12 +559,12 @@ impl<Br, C, Fs, D, R> fmt::Debug for PolicyBuilder<Br, C, Fs, D, R> {
     }
 }
 
-impl<S, B, C, F, D, R> Layer<S> for Policy<B, C, F, D, R> {
-    type Service = PolicyService<S, B, C, F, D, R>;
+impl<S, B, C, F, D, R, X: FaultStage<S>> Layer<S> for Policy<B, C, F, D, R, X> {
+    type Service = PolicyService<X::Service, B, C, F, D, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
         PolicyService {
-            inner,
+            inner: self.faults.wrap(inner),
             shared: Arc::clone(&self.shared),
         }
     }

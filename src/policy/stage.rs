@@ -507,3 +507,51 @@ impl Limits {
         }
     }
 }
+
+/// No faults injected (the default).
+#[derive(Clone, Copy, Debug, Default)]
+#[non_exhaustive]
+pub struct NoFaults;
+
+impl Sealed for NoFaults {}
+impl<Res, E> Sealed for crate::fault::Faults<Res, E> {}
+impl<Res, E, P> Sealed for crate::fault::FaultLayer<Res, E, P> {}
+
+/// What [`PolicyBuilder::faults`](super::PolicyBuilder::faults) takes:
+/// [`NoFaults`], a [`Faults`](crate::fault::Faults) handle, or a
+/// [`FaultLayer`](crate::fault::FaultLayer) (which may select calls).
+/// The stage wraps the service the policy guards.
+pub trait FaultStage<S>: Sealed {
+    /// The service the policy calls: `S`, or `S` with faults injected.
+    type Service;
+
+    #[doc(hidden)]
+    fn wrap(&self, inner: S) -> Self::Service;
+}
+
+impl<S> FaultStage<S> for NoFaults {
+    type Service = S;
+
+    #[inline]
+    fn wrap(&self, inner: S) -> S {
+        inner
+    }
+}
+
+impl<S, Res, E> FaultStage<S> for crate::fault::Faults<Res, E> {
+    type Service = crate::fault::FaultService<S, Res, E>;
+
+    fn wrap(&self, inner: S) -> Self::Service {
+        use tower_layer::Layer;
+        crate::fault::FaultLayer::new(self.clone()).layer(inner)
+    }
+}
+
+impl<S, Res, E, P: Clone> FaultStage<S> for crate::fault::FaultLayer<Res, E, P> {
+    type Service = crate::fault::FaultService<S, Res, E, P>;
+
+    fn wrap(&self, inner: S) -> Self::Service {
+        use tower_layer::Layer;
+        self.layer(inner)
+    }
+}
