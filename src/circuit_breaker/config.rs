@@ -365,6 +365,34 @@ impl CircuitBreakerBuilder {
         self
     }
 
+    /// Applies a [`Preset`](super::Preset): the settings for a common shape
+    /// of traffic, to tune from (later setters change them).
+    pub fn preset(self, preset: super::Preset) -> Self {
+        preset.apply(self)
+    }
+
+    /// What cannot work as meant at `calls_per_second`, the rate the
+    /// breaker is expected to see (empty when nothing is amiss; a rate that
+    /// is not a positive number says nothing). The builder cannot know the
+    /// rate; ask it where you know it (a test, a start-up log).
+    ///
+    /// ```
+    /// use seawall::circuit_breaker::{CircuitBreaker, Preset, Warning};
+    ///
+    /// // Hystrix's 20 calls in 10 s at one call a second: never judged.
+    /// let warnings = CircuitBreaker::builder().check(1.0);
+    /// assert!(matches!(warnings[..], [Warning::MinimumNeverReached { .. }]));
+    /// assert!(CircuitBreaker::builder().preset(Preset::LowRateRpc).check(1.0).is_empty());
+    /// ```
+    pub fn check(&self, calls_per_second: f64) -> Vec<super::Warning> {
+        super::preset::check(
+            self.config.window,
+            self.config.minimum_calls,
+            self.config.error_threshold.is_some(),
+            calls_per_second,
+        )
+    }
+
     /// Checks every setting and builds the breaker.
     pub fn build(self) -> Result<CircuitBreaker, ConfigError> {
         let config = self.validate()?;

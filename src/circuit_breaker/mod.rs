@@ -100,6 +100,7 @@ mod event;
 mod future;
 mod layer;
 mod listener;
+mod preset;
 #[cfg(feature = "registry")]
 mod registry;
 
@@ -114,6 +115,7 @@ pub use event::{History, Reason, Transition};
 pub use future::ResponseFuture;
 pub use layer::CircuitBreakerLayer;
 pub use listener::{CallEvent, Listener};
+pub use preset::{Preset, Warning};
 #[cfg(feature = "registry")]
 pub use registry::{Keyed, Registry, RegistryBuilder};
 
