@@ -55,6 +55,7 @@ struct Run {
     admitted: u64,
     refused: u64,
     windows: u64,
+    samples: u64,
 }
 
 /// `CALLERS` callers in a loop through a Policy (50 ms timeout) and an
@@ -137,7 +138,10 @@ async fn run(adaptive: AdaptiveLimit) -> Run {
         phases.push(Phase {
             capacity: capacity_now,
             limits,
-            p99: answered[answered.len() * 99 / 100],
+            p99: answered
+                .get(answered.len() * 99 / 100)
+                .copied()
+                .unwrap_or(Duration::MAX),
         });
     }
     stop.store(true, SeqCst);
@@ -154,6 +158,7 @@ async fn run(adaptive: AdaptiveLimit) -> Run {
         admitted: figures.admitted,
         refused: figures.rejected,
         windows: figures.adaptive.unwrap().windows,
+        samples: figures.adaptive.unwrap().samples,
     }
 }
 
@@ -195,6 +200,9 @@ fn check(run: &Run, name: &str, band: (f64, f64), within_ticks: usize) {
     assert_eq!(run.requests, run.outcomes, "{name}");
     assert_eq!(run.policy_calls, run.requests, "{name}");
     assert_eq!(run.admitted + run.refused, run.requests, "{name}");
+    // And every call let in is one sample for the limit: its latency, or a
+    // drop.
+    assert_eq!(run.samples, run.admitted, "{name}");
     assert!(run.windows > 0);
 }
 

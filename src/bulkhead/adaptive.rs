@@ -2,9 +2,10 @@
 //! dependency can take, from the latency and the drops seawall measures.
 
 use std::fmt;
-use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::time::Duration;
 
+use crate::classify::Verdict;
 use crate::clock::Clock;
 use crate::error::ConfigError;
 use crate::sync::{AtomicU64, AtomicUsize, Mutex};
@@ -34,8 +35,9 @@ use crate::sync::{AtomicU64, AtomicUsize, Mutex};
 ///   `6 l`, it shrinks by `l`; a window with drops multiplies it by 0.9. So
 ///   it settles a few calls above what the dependency serves at once,
 ///   before latency climbs to a timeout. The no-load latency is the lowest
-///   window mean of the last 30 to 60 s of windows, so a dependency whose
-///   baseline changes is followed within a minute.
+///   window mean of the last 30 to 60 s, so a dependency whose baseline
+///   changes is followed within a minute. A window whose calls used less
+///   than half the limit leaves it as it is.
 ///
 /// In both, a window whose calls used less than half the limit does not
 /// raise it (the limit was not what held them back), and the new limit
@@ -74,8 +76,8 @@ enum Algorithm {
 }
 
 impl AdaptiveLimit {
-    /// Additive increase, multiplicative decrease: `backoff` (0.5 to 1,
-    /// exclusive; Netflix's default 0.9) on a window with drops.
+    /// Additive increase, multiplicative decrease: `backoff` (at least 0.5,
+    /// below 1; Netflix's default 0.9) on a window with drops.
     pub fn aimd(backoff: f64) -> AdaptiveLimit {
         AdaptiveLimit::with(Algorithm::Aimd { backoff })
     }
@@ -129,7 +131,7 @@ impl AdaptiveLimit {
                 return Err(ConfigError::new(
                     "adaptive",
                     backoff,
-                    "an AIMD backoff must be from 0.5 to 1 (exclusive)",
+                    "an AIMD backoff must be at least 0.5 and below 1",
                 ));
             }
             _ => {}
@@ -151,11 +153,18 @@ impl AdaptiveLimit {
                 "an adaptive bulkhead's starting limit must be within its limits",
             ));
         }
-        if self.window.is_zero() {
+        if self.window.is_zero() || self.window > Duration::from_secs(3600) {
             return Err(ConfigError::new(
                 "adaptive",
                 self.window,
-                "the window must be longer than zero",
+                "the window must be longer than zero, and at most an hour",
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.min_samples) {
+            return Err(ConfigError::new(
+                "adaptive",
+                self.min_samples,
+                "min_samples must be from 1 to a million",
             ));
         }
         if !(self.smoothing > 0.0 && self.smoothing <= 1.0) {
@@ -179,6 +188,8 @@ pub struct AdaptiveFigures {
     pub increases: u64,
     /// Windows that lowered it.
     pub decreases: u64,
+    /// Calls sampled: answered (with their latency) or dropped.
+    pub samples: u64,
     /// Calls sampled as dropped (timeouts, refusals below).
     pub drops: u64,
     /// The last window's mean latency.
@@ -187,13 +198,30 @@ pub struct AdaptiveFigures {
     pub no_load_latency: Duration,
 }
 
+/// What a call's end tells an adaptive limit, by its verdict: a drop (a
+/// timeout, a refusal below: the dependency is past its capacity), a
+/// latency (a success or a failure, answered), or nothing (the caller's own
+/// deadline, an ignored outcome).
+pub(crate) fn dropped(verdict: Verdict) -> Option<bool> {
+    match verdict {
+        Verdict::Timeout | Verdict::Rejected => Some(true),
+        Verdict::Success | Verdict::Failure => Some(false),
+        _ => None,
+    }
+}
+
 /// The limit's controller, kept by the bulkhead's limiter.
 pub(crate) struct Controller {
     config: AdaptiveLimit,
     clock: Clock,
+    /// This window's samples: answered calls in the low half, drops in the
+    /// high half, in one word so that a window sees each whole.
     samples: AtomicU64,
+    /// The latencies of this window's answered calls. Added before their
+    /// count and taken after it: a sample caught between two windows adds
+    /// its latency to the earlier, never its count alone (a mean skewed
+    /// low would pass for the latency without load).
     latency_sum: AtomicU64,
-    drops: AtomicU64,
     peak: AtomicUsize,
     window_start: AtomicU64,
     /// The algorithm's own state: taken (without waiting) by the caller
@@ -202,10 +230,14 @@ pub(crate) struct Controller {
     windows: AtomicU64,
     increases: AtomicU64,
     decreases: AtomicU64,
+    total_samples: AtomicU64,
     total_drops: AtomicU64,
     short_nanos: AtomicU64,
     no_load_nanos: AtomicU64,
 }
+
+const DROP: u64 = 1 << 32;
+const ANSWERED: u64 = DROP - 1;
 
 struct State {
     /// The limit with its fraction, as smoothing leaves it.
@@ -215,12 +247,13 @@ struct State {
     /// two, so an old minimum is forgotten after two stretches.
     lowest: f64,
     lowest_before: f64,
-    windows_in_stretch: u32,
+    stretch_started: u64,
 }
 
-/// Windows in a stretch of Vegas's no-load latency (30 s of 100 ms
-/// windows).
-const STRETCH: u32 = 300;
+/// A stretch of Vegas's no-load latency.
+const STRETCH_NANOS: u64 = 30_000_000_000;
+/// Samples between two checks that the coarse clock still moves.
+const CHECK_CLOCK_EVERY: u64 = 64;
 
 impl Controller {
     pub(crate) fn new(config: AdaptiveLimit, initial: usize) -> Controller {
@@ -229,33 +262,34 @@ impl Controller {
             clock: Clock::default(),
             samples: AtomicU64::new(0),
             latency_sum: AtomicU64::new(0),
-            drops: AtomicU64::new(0),
             peak: AtomicUsize::new(0),
             window_start: AtomicU64::new(0),
             state: Mutex::new(State {
                 limit: initial as f64,
                 lowest: f64::INFINITY,
                 lowest_before: f64::INFINITY,
-                windows_in_stretch: 0,
+                stretch_started: 0,
             }),
             windows: AtomicU64::new(0),
             increases: AtomicU64::new(0),
             decreases: AtomicU64::new(0),
+            total_samples: AtomicU64::new(0),
             total_drops: AtomicU64::new(0),
             short_nanos: AtomicU64::new(0),
             no_load_nanos: AtomicU64::new(0),
         }
     }
 
-    /// When a call starts, by the controller's clock (never zero).
+    /// When a call starts, by the precise clock (never zero: zero says a
+    /// call is not timed).
     #[inline]
     pub(crate) fn start(&self) -> u64 {
-        self.clock.now().max(1)
+        self.clock.start().max(1)
     }
 
     /// A call that started at `started` ended, `dropped` or not, with
-    /// `in_flight` calls in flight; returns the new limit when this call
-    /// closed a window that moved it.
+    /// `in_flight` calls in flight; returns the limit to move from `limit`
+    /// to when this call closed a window that moved it.
     pub(crate) fn sample(
         &self,
         started: u64,
@@ -263,18 +297,27 @@ impl Controller {
         in_flight: usize,
         limit: usize,
     ) -> Option<usize> {
-        let now = self.clock.now();
-        if dropped {
-            self.drops.fetch_add(1, Relaxed);
+        let added = if dropped {
+            DROP
         } else {
             self.latency_sum
-                .fetch_add(now.saturating_sub(started), Relaxed);
-        }
-        let samples = self.samples.fetch_add(1, AcqRel) + 1;
+                .fetch_add(self.clock.nanos_since(started), Release);
+            1
+        };
+        let samples = self.samples.fetch_add(added, AcqRel) + added;
         self.peak.fetch_max(in_flight, Relaxed);
+        if self
+            .total_samples
+            .fetch_add(1, Relaxed)
+            .is_multiple_of(CHECK_CLOCK_EVERY)
+        {
+            self.clock.check_moving();
+        }
+        let now = self.clock.now();
         let start = self.window_start.load(Acquire);
-        if now.saturating_sub(start) < self.config.window.as_nanos() as u64
-            || samples < self.config.min_samples
+        let window = u64::try_from(self.config.window.as_nanos()).unwrap_or(u64::MAX);
+        if now.saturating_sub(start) < window
+            || (samples & ANSWERED) + (samples >> 32) < self.config.min_samples
             || self
                 .window_start
                 .compare_exchange(start, now, AcqRel, Relaxed)
@@ -282,25 +325,24 @@ impl Controller {
         {
             return None;
         }
-        self.close_window(limit)
+        self.close_window(limit, now)
     }
 
     #[cold]
-    fn close_window(&self, limit: usize) -> Option<usize> {
+    fn close_window(&self, limit: usize, now: u64) -> Option<usize> {
         // Windows are closed one at a time, by whoever ended one: never
         // wait for the previous closer.
         let Ok(mut state) = self.state.try_lock() else {
             return None;
         };
         let samples = self.samples.swap(0, AcqRel);
-        let sum = self.latency_sum.swap(0, Relaxed);
-        let drops = self.drops.swap(0, Relaxed);
+        let sum = self.latency_sum.swap(0, Acquire);
+        let (answered, drops) = (samples & ANSWERED, samples >> 32);
         let peak = self.peak.swap(0, Relaxed);
         // Set from outside (`set_max_concurrent`): start from there.
         if state.limit.round() as usize != limit {
             state.limit = limit as f64;
         }
-        let answered = samples.saturating_sub(drops);
         let short = (answered > 0).then(|| sum as f64 / answered as f64);
         let config = &self.config;
         let old = state.limit;
@@ -318,10 +360,12 @@ impl Controller {
             Algorithm::Vegas => {
                 let step = old.log10().max(1.0);
                 match short {
+                    // Demand, not the dependency, held the calls back:
+                    // their latency says nothing of the limit.
+                    Some(_) if drops == 0 && !utilised => old,
                     Some(latency) if drops == 0 => {
-                        state.windows_in_stretch += 1;
-                        if state.windows_in_stretch > STRETCH {
-                            state.windows_in_stretch = 0;
+                        if now.saturating_sub(state.stretch_started) > STRETCH_NANOS {
+                            state.stretch_started = now;
                             state.lowest_before = state.lowest;
                             state.lowest = f64::INFINITY;
                         }
@@ -378,6 +422,7 @@ impl Controller {
             windows: self.windows.load(Relaxed),
             increases: self.increases.load(Relaxed),
             decreases: self.decreases.load(Relaxed),
+            samples: self.total_samples.load(Relaxed),
             drops: self.total_drops.load(Relaxed),
             short_latency: Duration::from_nanos(self.short_nanos.load(Relaxed)),
             no_load_latency: Duration::from_nanos(self.no_load_nanos.load(Relaxed)),

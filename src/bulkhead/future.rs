@@ -96,7 +96,13 @@ where
                     let result = ready!(future.poll(cx)).map_err(IntoError::into_error);
                     if let Some(permit) = permit.take() {
                         if *started != 0 {
-                            permit.sample(*started, is_drop(&result));
+                            let verdict = crate::classify::Classify::classify(
+                                &crate::classify::ByKind,
+                                &result,
+                            );
+                            if let Some(dropped) = super::adaptive::dropped(verdict) {
+                                permit.sample(*started, dropped);
+                            }
                         }
                         // Room for the next call as soon as this one is over.
                         drop(permit);
@@ -130,15 +136,6 @@ where
             }
         }
     }
-}
-
-/// Whether a call's end tells of a dependency past its capacity: a
-/// timeout, or a refusal by what is below.
-pub(crate) fn is_drop<T, E: crate::Leaf>(result: &Result<T, Error<E>>) -> bool {
-    matches!(
-        result.as_ref().err().and_then(Error::refusal),
-        Some(crate::Refusal::Timeout | crate::Refusal::Overloaded)
-    )
 }
 
 impl<F, S, Req> std::fmt::Debug for ResponseFuture<F, S, Req> {

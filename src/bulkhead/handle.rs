@@ -202,7 +202,9 @@ impl<M: Mode> Bulkhead<M> {
 
     /// Raises or lowers the limit now. Raising it lets waiting calls in at
     /// once; lowering it lets the calls in flight finish, and starts no new
-    /// call until fewer than `max_concurrent` are in flight.
+    /// call until fewer than `max_concurrent` are in flight. An
+    /// [adaptive](BulkheadBuilder::adaptive) bulkhead moves on from the
+    /// limit set, back within its own limits at its next window.
     pub fn set_max_concurrent(&self, max_concurrent: usize) -> Result<(), ConfigError> {
         check_max_concurrent(max_concurrent)?;
         self.limiter.set_limit(max_concurrent);

@@ -112,9 +112,16 @@ impl Limiter {
             return;
         }
         if let Some(controller) = &self.adaptive {
-            let in_flight = self.in_flight();
-            if let Some(limit) = controller.sample(started, dropped, in_flight, self.limit()) {
-                self.set_limit(limit);
+            let (in_flight, from) = (self.in_flight(), self.limit());
+            if let Some(to) = controller.sample(started, dropped, in_flight, from) {
+                // Unless the limit was set from outside meanwhile.
+                if self
+                    .limit
+                    .compare_exchange(from, to, SeqCst, Relaxed)
+                    .is_ok()
+                {
+                    self.grant_free();
+                }
             }
         }
     }

@@ -82,6 +82,7 @@ use std::task::{Context, Poll};
 use tower_service::Service;
 
 pub use crate::error::{BulkheadFull, Isolation};
+pub(crate) use adaptive::dropped;
 pub use adaptive::{AdaptiveFigures, AdaptiveLimit};
 pub use future::ResponseFuture;
 pub use handle::{Backpressure, Bulkhead, BulkheadBuilder, BulkheadFigures, Mode, Queue, Reject};

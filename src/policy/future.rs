@@ -163,17 +163,17 @@ impl<Req, B: BreakerFor<Req>, C, F, D, R> Held<Req, B, C, F, D, R> {
     /// timeouts and refusals below are drops, successes and failures are
     /// latencies; what says nothing of the dependency is not sampled.
     #[inline]
-    fn sample(&self, verdict: Verdict) {
-        if self.started == 0 {
+    fn sample(&mut self, verdict: Verdict) {
+        // Taken: an attempt is sampled once.
+        let started = std::mem::take(&mut self.started);
+        if started == 0 {
             return;
         }
-        let dropped = match verdict {
-            Verdict::Timeout | Verdict::Rejected => true,
-            Verdict::Success | Verdict::Failure => false,
-            _ => return,
+        let Some(dropped) = crate::bulkhead::dropped(verdict) else {
+            return;
         };
         if let Some(bulkhead) = &self.policy.bulkhead {
-            bulkhead.sample(self.started, dropped);
+            bulkhead.sample(started, dropped);
         }
     }
 
