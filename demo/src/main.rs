@@ -9,7 +9,7 @@
 //! the probes, and the breaker closing.
 //!
 //! ```text
-//! cargo run -p seawall-demo              # about 50 s
+//! cargo run -p seawall-demo              # 38 s
 //! cargo run -p seawall-demo -- --quick   # 18 s
 //! cargo run -p seawall-demo -- --svg FILE
 //! ```
@@ -46,11 +46,11 @@ struct Phase {
 
 #[rustfmt::skip]
 const SCHEDULE: [Phase; 5] = [
-    Phase { name: "healthy", seconds: 10, quick: 3, errors: 0.0, slow: 0.0 },
-    Phase { name: "slow", seconds: 8, quick: 3, errors: 0.0, slow: 1.0 },
-    Phase { name: "failing", seconds: 8, quick: 3, errors: 0.5, slow: 0.0 },
-    Phase { name: "down", seconds: 10, quick: 4, errors: 1.0, slow: 0.0 },
-    Phase { name: "recovering", seconds: 14, quick: 5, errors: 0.0, slow: 0.0 },
+    Phase { name: "healthy", seconds: 6, quick: 3, errors: 0.0, slow: 0.0 },
+    Phase { name: "slow", seconds: 6, quick: 3, errors: 0.0, slow: 1.0 },
+    Phase { name: "failing", seconds: 6, quick: 3, errors: 0.5, slow: 0.0 },
+    Phase { name: "down", seconds: 8, quick: 4, errors: 1.0, slow: 0.0 },
+    Phase { name: "recovering", seconds: 12, quick: 5, errors: 0.0, slow: 0.0 },
 ];
 
 const CALLS_PER_SECOND: u64 = 100;

@@ -10,27 +10,27 @@ use seawall::circuit_breaker::State;
 use crate::Second;
 
 const WIDTH: f64 = 900.0;
-const LEFT: f64 = 110.0;
+const LEFT: f64 = 150.0;
 const RIGHT: f64 = 20.0;
 const PANEL: f64 = 110.0;
 const GAP: f64 = 28.0;
 const TOP: f64 = 40.0;
 
-/// Outcomes stacked in the calls panel, bottom up, with their colours.
-const OUTCOMES: [(&str, &str); 6] = [
-    ("fresh", "#4c9a2a"),
-    ("cached", "#8fbf5a"),
+/// What each call became at the breaker, stacked bottom up (one outcome a
+/// call), with their colours. Answers from the cache, which stand in for
+/// some of the others, are a line over them.
+const OUTCOMES: [(&str, &str); 5] = [
+    ("answered", "#4c9a2a"),
     ("failed", "#d64541"),
     ("timed out", "#e08a2c"),
     ("short-circuited", "#7b68ee"),
     ("bulkhead full", "#999999"),
 ];
 
-fn outcomes(second: &Second) -> [u64; 6] {
+fn outcomes(second: &Second) -> [u64; 5] {
     let c = &second.counts;
     [
         c.success,
-        c.cache_hit,
         c.failure,
         c.timeout,
         c.short_circuited,
@@ -43,7 +43,7 @@ pub fn svg(seconds: &[Second]) -> String {
     let n = seconds.len().max(1) as f64;
     let plot = WIDTH - LEFT - RIGHT;
     let x = |i: usize| LEFT + plot * i as f64 / n;
-    let height = TOP + 4.0 * (PANEL + GAP) + 30.0;
+    let height = TOP + 3.0 * (PANEL + GAP) + 60.0;
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -69,7 +69,7 @@ pub fn svg(seconds: &[Second]) -> String {
             let _ = writeln!(
                 s,
                 r##"<line x1="{to:.1}" y1="{TOP}" x2="{to:.1}" y2="{:.1}" stroke="#ddd"/>"##,
-                height - 30.0
+                height - 20.0
             );
             phase_start = i;
         }
@@ -113,7 +113,7 @@ pub fn svg(seconds: &[Second]) -> String {
 
     // 2. Error rate of the calls that reached the dependency.
     let top = TOP + PANEL + GAP;
-    panel(&mut s, top, "errors (% of calls made)", 100.0);
+    panel(&mut s, top, "errors (% of calls)", 100.0);
     let points: Vec<String> = seconds
         .iter()
         .enumerate()
@@ -163,8 +163,26 @@ pub fn svg(seconds: &[Second]) -> String {
             base -= h;
         }
     }
-    for (k, (name, colour)) in OUTCOMES.iter().enumerate() {
-        let lx = LEFT + 10.0 + 120.0 * k as f64;
+    // Answered from the cache, over the bars.
+    let points: Vec<String> = seconds
+        .iter()
+        .enumerate()
+        .map(|(i, sec)| {
+            let y = top + PANEL - PANEL * sec.counts.cache_hit as f64 / max_calls;
+            format!("{:.1},{y:.1}", x(i) + 0.5 * plot / n)
+        })
+        .collect();
+    let _ = writeln!(
+        s,
+        r##"<polyline fill="none" stroke="#111" stroke-width="2" stroke-dasharray="4 2" points="{}"/>"##,
+        points.join(" ")
+    );
+    let legend = OUTCOMES
+        .iter()
+        .map(|(name, colour)| (*name, *colour))
+        .chain([("from the cache (line)", "#111")]);
+    for (k, (name, colour)) in legend.enumerate() {
+        let lx = LEFT + 10.0 + 112.0 * k as f64;
         let ly = top + PANEL + 14.0;
         let _ = writeln!(
             s,
