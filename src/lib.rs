@@ -453,7 +453,7 @@
 //!
 //! | stack | example | features |
 //! |---|---|---|
-//! | a flaky dependency behind a breaker, second by second | `demo` | |
+//! | a full Policy against a dependency that is slow, failing, down and recovering, live (`cargo run -p seawall-demo`) | `demo` | |
 //! | a blocking TCP client on a `BlockingPool`, under breaker, bulkhead and timeout as separate layers | `sync_client` | |
 //! | a Policy over a blocking client on a `BlockingPool` | `policy_blocking` | |
 //! | a Policy over a keyed `Registry`: one breaker per tenant | `policy_per_tenant` | `registry` |
