@@ -578,3 +578,47 @@ async fn a_service_that_cannot_get_ready_is_not_retried() {
     let figures = retry.figures();
     assert_eq!((figures.retries, figures.attempts_exhausted), (1, 0));
 }
+
+/// tower's own `Retry` can spend a seawall budget: under a total outage,
+/// exactly its share of the attempts is retried. (tower asks its policy to
+/// clone the request before every attempt that may be retried, retries
+/// included, so a deposit there credits retries too: 100 requests and 11
+/// retries deposit 11.1 tokens.)
+#[cfg(feature = "tower-retry")]
+#[tokio::test(start_paused = true)]
+async fn towers_retry_spends_a_seawall_budget() {
+    use tower::retry::budget::Budget as _;
+
+    #[derive(Clone)]
+    struct Budgeted(RetryBudget);
+
+    impl tower::retry::Policy<u32, u32, BoxError> for Budgeted {
+        type Future = std::future::Ready<()>;
+
+        fn retry(
+            &mut self,
+            _: &mut u32,
+            result: &mut Result<u32, BoxError>,
+        ) -> Option<Self::Future> {
+            (result.is_err() && self.0.withdraw()).then(|| std::future::ready(()))
+        }
+
+        fn clone_request(&mut self, request: &u32) -> Option<u32> {
+            self.0.deposit();
+            Some(*request)
+        }
+    }
+
+    let budget = RetryBudget::builder()
+        .ratio(0.1)
+        .min_per_second(0)
+        .build()
+        .unwrap();
+    let (calls, dependency) = failing(Duration::ZERO);
+    let service = tower::retry::Retry::new(Budgeted(budget.clone()), dependency);
+    for n in 0..100 {
+        let _ = service.clone().oneshot(n).await;
+    }
+    assert_eq!(calls.lock().unwrap().len(), 111);
+    assert_eq!(budget.figures().withdrawn, 11);
+}

@@ -249,6 +249,23 @@ impl Shared {
     }
 }
 
+/// The same budget for tower's own `Retry` (feature `tower-retry`):
+/// `deposit` on each request (not only each success, as tower's examples
+/// do with `TpsBudget`, so that the budget bounds an outage), `withdraw`
+/// before each retry. tower's policy has no hook for a new request but
+/// `clone_request`, which it also calls before each retry: depositing
+/// there credits retries as requests, a share of a share more.
+#[cfg(feature = "tower-retry")]
+impl tower::retry::budget::Budget for RetryBudget {
+    fn deposit(&self) {
+        RetryBudget::deposit(self);
+    }
+
+    fn withdraw(&self) -> bool {
+        RetryBudget::withdraw(self)
+    }
+}
+
 impl fmt::Debug for RetryBudget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryBudget")
