@@ -429,6 +429,7 @@
 //! |---|---|
 //! | `registry` | [`circuit_breaker::Registry`]: one breaker per key (per tenant, per host), bounded in keys and memory |
 //! | `cache` | [`fallback::FallbackCache`]: the last good answer per key, for fallbacks, on `moka` |
+//! | `tower-retry` | [`retry::RetryBudget`] as tower's `retry::budget::Budget`, for tower's own `Retry` |
 //! | `tower-http` | [`classify::Http`]: tower-http's response classifiers as seawall classifiers |
 //! | `axum` | [`integration::axum`]: refusals as HTTP responses (503 + `Retry-After`, 429, 504), a layer for `Router::layer`, `IntoResponse` for `?` in handlers, a 5xx classifier; `observe::health_handler` (implies `tower-http` and `json`) |
 //! | `tonic` | [`integration::tonic`]: refusals as gRPC statuses, a layer for clients and servers, `grpc-timeout` as a per-request deadline, a status classifier; `Leaf` for `tonic::Status` (implies `tower-http`) |
