@@ -390,6 +390,37 @@
 //! A timeout has no default because no duration fits every dependency: a
 //! guessed one either cuts healthy slow calls or waits far too long.
 //!
+//! # Tuning a breaker
+//!
+//! A breaker's settings fit a rate of calls and a kind of trouble; the
+//! defaults (Hystrix's) fit a service of a few calls a second and more.
+//! Three tools:
+//!
+//! - [`CircuitBreakerBuilder::check`](circuit_breaker::CircuitBreakerBuilder::check)
+//!   names what cannot work at the rate you expect: a minimum of calls the
+//!   window never holds (Hystrix's 20 in 10 s, below 2 calls a second: it
+//!   never trips), so few calls judged that one moves the error share by
+//!   more than 10 points, a count window that takes minutes to fill.
+//! - [`Preset`](circuit_breaker::Preset)s for low-rate RPC, high-rate APIs
+//!   and consumers, each with the lab's numbers beside Hystrix's and
+//!   resilience4j's defaults.
+//! - The lab, `cargo run --example tune_thresholds`: it replays failure
+//!   profiles (an outage, a brownout, a slow spell, a low-rate service, a
+//!   flaky background; or yours, from a CSV of per-second rate, error share
+//!   and latency) through dozens of settings in virtual time, and ranks
+//!   them by seconds to detect the trouble plus seconds to recover after
+//!   it, plus one second per call refused while the dependency was healthy
+//!   (`--csv`, `--svg` write the table and a chart).
+//!
+//! Reading it: *detect* is how long callers wait on a broken dependency
+//! (shorter with a small window, a low minimum, consecutive failures or a
+//! slow-call rule); *recover* is how long they are refused after it healed
+//! (shorter with a short, fixed open period); *false* counts refusals of
+//! a healthy dependency (more with a small window, a low threshold, or
+//! consecutive failures at high rates). Every gain on one costs on another:
+//! pick the profile closest to your service, then the best setting that
+//! has no false trips on your background errors.
+//!
 //! # What the runtime must provide
 //!
 //! - **tokio, with its timer.** Timeouts, queueing bulkheads, fallback time
@@ -470,6 +501,7 @@
 //! | a blocking publisher on its own pool, with an outbox | `messaging_sync` | `messaging` |
 //! | a retry storm against a failing dependency, with and without a retry budget; hedging a slow tail | `retry_budget` | |
 //! | a fixed bulkhead limit against AIMD and Vegas on a dependency whose capacity changes | `adaptive_limit` | |
+//! | the threshold-tuning lab: failure profiles replayed through breaker settings, ranked | `tune_thresholds` | |
 //!
 //! What each part costs per call, beside tower's own middleware and other
 //! crates, is in the repository's `BENCHMARKS.md`; the changes from release

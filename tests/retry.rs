@@ -587,8 +587,6 @@ async fn a_service_that_cannot_get_ready_is_not_retried() {
 #[cfg(feature = "tower-retry")]
 #[tokio::test(start_paused = true)]
 async fn towers_retry_spends_a_seawall_budget() {
-    use tower::retry::budget::Budget as _;
-
     #[derive(Clone)]
     struct Budgeted(RetryBudget);
 
