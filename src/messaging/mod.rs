@@ -71,5 +71,5 @@ pub use memory::{Down, InMemory, InMemoryFigures, InMemorySubscription};
 pub use message::{Acknowledge, BoxFuture, Decision, Delivery, Message, Settle};
 pub use notify::{Notified, Notifier, NotifyError, Outbox, OutboxFigures, OutboxFull, Publisher};
 pub use replies::ReplyFigures;
-pub use scatter::{Gathered, ScatterGather};
+pub use scatter::{AtLeast, Gathered, ScatterGather};
 pub use transport::Transport;

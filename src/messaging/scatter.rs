@@ -35,6 +35,45 @@ impl Gathered {
     }
 }
 
+/// A [classifier](crate::classify) for gathers under a breaker or a
+/// Policy: a gather with fewer than this many replies is a failure, so that
+/// responders that are gone (an empty gather is an answer, not an error)
+/// open the breaker. Other outcomes are judged by [`ByKind`](crate::classify::ByKind).
+///
+/// ```
+/// use std::time::Duration;
+/// use seawall::circuit_breaker::{CircuitBreaker, State};
+/// use seawall::messaging::{AtLeast, Correlator, InMemory, Message};
+/// use seawall::policy::Policy;
+/// use tower::{Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let correlator = Correlator::builder(InMemory::new()).build().await?;
+/// let policy = Policy::builder()
+///     .circuit_breaker(CircuitBreaker::builder().consecutive_failures(3))
+///     .classify(AtLeast(1))
+///     .build()?;
+/// let quotes = policy.layer(correlator.scatter_gather(None, Duration::from_millis(50)));
+/// for _ in 0..3 {
+///     let _ = quotes.clone().oneshot(Message::new("quote", "SWL")).await; // nobody answers
+/// }
+/// assert_eq!(policy.breaker().state(), State::Open);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AtLeast(pub usize);
+
+impl<E: crate::Leaf> crate::classify::Classify<Gathered, E> for AtLeast {
+    fn classify(&self, result: &Result<Gathered, crate::Error<E>>) -> crate::classify::Verdict {
+        match result {
+            Ok(gathered) if gathered.replies.len() < self.0 => crate::classify::Verdict::Failure,
+            other => crate::classify::ByKind.classify(other),
+        }
+    }
+}
+
 /// Replies a gather keeps when it expects no particular count; more are
 /// dropped and counted as unmatched.
 const UNCOUNTED_REPLIES: usize = 1024;
