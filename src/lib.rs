@@ -402,8 +402,8 @@
 //!   never trips), so few calls judged that one moves the error share by
 //!   more than 10 points, a count window that takes minutes to fill.
 //! - [`Preset`](circuit_breaker::Preset)s for low-rate RPC, high-rate APIs
-//!   and consumers, each with the lab's numbers beside Hystrix's and
-//!   resilience4j's defaults.
+//!   and consumers, each with the lab's numbers on its traffic beside
+//!   Hystrix's and resilience4j's defaults.
 //! - The lab, `cargo run --example tune_thresholds`: it replays failure
 //!   profiles (an outage, a brownout, a slow spell, a low-rate service, a
 //!   flaky background; or yours, from a CSV of per-second rate, error share

@@ -345,13 +345,13 @@ fn grids_hold_hystrix_and_presets_without_jitter() {
         OpenDuration::Exponential {
             initial: Duration::from_secs(5),
             multiplier: 2.0,
-            max: Duration::from_secs(120),
+            max: Duration::from_secs(60),
             jitter: 0.0,
         }
     );
     assert_eq!(
         consumer.label(),
-        "Consumer: count 100 min50 50% open 5s..120s"
+        "Consumer: time 60s/12 min10 50% consec5 open 5s..60s"
     );
 }
 

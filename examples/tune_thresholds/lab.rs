@@ -148,6 +148,10 @@ pub struct Profile {
 pub const BUILTIN_PROFILES: [&str; 5] =
     ["outage", "brownout", "slow", "low-rate", "flaky-background"];
 
+/// Built-in profiles the default run leaves out, to stay fast: give them
+/// with `--profile` (the presets' docs quote them).
+pub const MORE_PROFILES: [&str; 2] = ["high-rate", "bursty"];
+
 impl Profile {
     /// A profile, if its segments make sense and its replay stays within
     /// [`MAX_SECONDS`] and [`MAX_CALLS`].
@@ -232,6 +236,25 @@ impl Profile {
                 Segment::new(60, 20.0, 0.07, ms(20)),
                 Segment::new(60, 20.0, 0.10, ms(20)),
                 Segment::new(60, 20.0, 0.05, ms(20)),
+            ],
+            // Not in the default run (see `MORE_PROFILES`): an API at 200
+            // calls a second with a 3% background, down for half a minute.
+            "high-rate" => vec![
+                Segment::new(30, 200.0, 0.03, ms(20)),
+                Segment::new(30, 200.0, 1.0, ms(5)),
+                Segment::new(30, 200.0, 0.03, ms(20)),
+            ],
+            // A consumer: bursts of 50 messages a second for 10 s, a message
+            // every 5 s between them; the handler's store is down through a
+            // quiet spell and the burst after it.
+            "bursty" => vec![
+                Segment::new(10, 50.0, 0.01, ms(20)),
+                Segment::new(50, 0.2, 0.01, ms(20)),
+                Segment::new(10, 50.0, 0.01, ms(20)),
+                Segment::new(50, 0.2, 1.0, ms(5)),
+                Segment::new(10, 50.0, 1.0, ms(5)),
+                Segment::new(50, 0.2, 0.01, ms(20)),
+                Segment::new(10, 50.0, 0.01, ms(20)),
             ],
             _ => return None,
         };

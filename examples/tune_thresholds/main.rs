@@ -136,8 +136,9 @@ fn profiles_named(name: &str) -> Result<Vec<Profile>, Stop> {
     }
     if !name.ends_with(".csv") && !std::path::Path::new(name).exists() {
         return Err(Stop::Bad(format!(
-            "unknown profile {name:?}: one of {}, all, or a .csv file",
-            lab::BUILTIN_PROFILES.join(", ")
+            "unknown profile {name:?}: one of {}, {}, all (the first five), or a .csv file",
+            lab::BUILTIN_PROFILES.join(", "),
+            lab::MORE_PROFILES.join(", ")
         )));
     }
     let text = std::fs::read_to_string(name)

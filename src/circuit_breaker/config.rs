@@ -388,7 +388,7 @@ impl CircuitBreakerBuilder {
         super::preset::check(
             self.config.window,
             self.config.minimum_calls,
-            self.config.error_threshold.is_some(),
+            self.config.error_threshold.is_some() || self.slow_call.is_some(),
             calls_per_second,
         )
     }
