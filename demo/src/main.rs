@@ -245,13 +245,7 @@ fn show(second: &Second, elapsed: u64, terminal: bool, drawn: bool) -> std::io::
 
 fn summary(seconds: &[Second], breaker: &CircuitBreaker, unanswered: u64) {
     let total = seconds.iter().fold(Counts::default(), |mut sum, s| {
-        let c = &s.counts;
-        sum.success += c.success;
-        sum.failure += c.failure;
-        sum.timeout += c.timeout;
-        sum.rejected += c.rejected;
-        sum.short_circuited += c.short_circuited;
-        sum.cache_hit += c.cache_hit;
+        sum += s.counts;
         sum
     });
     let first_bad = seconds.iter().position(|s| s.phase != "healthy");

@@ -11,7 +11,8 @@ use tower_service::Service;
 
 use super::layer::HedgeTo;
 use super::Hedge;
-use crate::error::{Error, IntoError, Leaf};
+use crate::classify::{ByKind, Verdict};
+use crate::error::{Error, IntoError};
 
 type Inner<S, Req> = <<S as Service<Req>>::Error as IntoError>::Inner;
 type Second<S, T, Req> = <<T as HedgeTo<S>>::Service as Service<Req>>::Future;
@@ -104,7 +105,10 @@ where
                             return Poll::Ready(Ok(response));
                         }
                         Err(error) => {
-                            if is_refusal(&error) {
+                            // Refused below (a bulkhead, a breaker): the first
+                            // attempt is waited for as if no hedge had been
+                            // tried.
+                            if ByKind::error(&error) == Verdict::Rejected {
                                 this.hedge.refused();
                             }
                             if this.first.is_none() {
@@ -146,15 +150,6 @@ where
             return Poll::Pending;
         }
     }
-}
-
-/// Whether a hedge was refused below (a bulkhead, a breaker): the first
-/// attempt is waited for as if no hedge had been tried.
-fn is_refusal<E: Leaf>(error: &Error<E>) -> bool {
-    matches!(
-        error.refusal(),
-        Some(crate::Refusal::Overloaded | crate::Refusal::CircuitOpen)
-    )
 }
 
 impl<S, Req, T> fmt::Debug for ResponseFuture<S, Req, T>
