@@ -20,7 +20,8 @@ use seawall::messaging::{
     Consumer, Correlator, Decision, Message, Notifier, Outbox, Publisher, Transport,
 };
 use seawall::policy::Policy;
-use seawall::BoxError;
+use seawall::retry::{Backoff, Jitter};
+use seawall::{BoxError, Invalid};
 use tower::{service_fn, Layer, Service, ServiceExt};
 
 fn text(message: &Message) -> String {
@@ -30,10 +31,20 @@ fn text(message: &Message) -> String {
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://127.0.0.1:5672/%2f".into());
-    let amqp = AmqpTransport::new(&url).durable(false);
-    amqp.declare("example.orders").await.map_err(|e| {
-        format!("no AMQP broker at {url} ({e}); start one: see the top of this file")
-    })?;
+    // Workers share the queue `example.orders.workers` (a quorum queue, so
+    // RabbitMQ counts deliveries); what they reject goes to the exchange
+    // `example.dead`, where the queue `example.orders.morgue` keeps it.
+    let amqp = AmqpTransport::new(&url)
+        .queue_group("workers")
+        .dead_letter_exchange("example.dead");
+    let morgue = AmqpTransport::new(&url)
+        .exchange("example.dead")
+        .queue_group("morgue");
+    for (transport, subject) in [(&amqp, "example.orders"), (&morgue, "example.orders")] {
+        transport.declare(subject).await.map_err(|e| {
+            format!("no AMQP broker at {url} ({e}); start one: see the top of this file")
+        })?;
+    }
 
     // Notification: confirmed by the broker, or kept in the outbox.
     let policy = Policy::builder()
@@ -52,26 +63,43 @@ async fn main() -> Result<(), BoxError> {
         println!("order {order:?}: published = {}", sent.is_published());
     }
 
-    // The consumer acks what it handles and rejects what it never will.
+    // The consumer acks what it handles; an order that is not a number is
+    // poison (`Invalid`: rejected at once, and not the dependency's fault,
+    // so the breaker ignores it); order 4 fails on its first delivery and
+    // comes back after the redelivery backoff.
     let handler = Policy::builder()
         .name("orders.handle")
         .timeout(Duration::from_secs(1))
         .build()?
         .layer(service_fn(|order: Message| async move {
-            let n: u64 = text(&order).parse()?;
-            println!("consumer: handled order {n}");
-            Ok::<_, BoxError>(())
+            let n: u64 = text(&order).parse().map_err(Invalid::new)?;
+            let id = order.id.as_deref().unwrap_or("-");
+            let deliveries = order.deliveries.unwrap_or(0);
+            if n == 4 && deliveries < 2 {
+                println!("consumer: order {n} (id {id}) failed on delivery {deliveries}");
+                return Err(BoxError::from("the warehouse is busy"));
+            }
+            println!("consumer: handled order {n} (id {id}, delivery {deliveries})");
+            Ok(())
         }));
     let orders = amqp.subscribe("example.orders").await?;
     let figures = Consumer::new(handler)
-        .run_until(orders, tokio::time::sleep(Duration::from_millis(500)))
+        .concurrency(4)
+        .redelivery_backoff(Backoff::exponential(Duration::from_millis(200)).jitter(Jitter::None))
+        .run_until(orders, tokio::time::sleep(Duration::from_secs(1)))
         .await;
     println!(
         "consumer: {} acked, {} rejected, {} requeued",
         figures.acked, figures.rejected, figures.requeued
     );
+    let mut buried = morgue.subscribe("example.orders").await?;
+    if let Ok(Some(dead)) = tokio::time::timeout(Duration::from_secs(1), buried.next()).await {
+        println!("dead-lettered: {:?}", text(dead.message()));
+        dead.settle(Decision::Ack).await?;
+    }
 
-    // Request/async response through a private reply queue.
+    // Request/async response through a private reply queue; the responders
+    // share the group's queue for `example.rpc`.
     amqp.declare("example.rpc").await?;
     let mut requests = amqp.subscribe("example.rpc").await?;
     let responder = amqp.clone();

@@ -27,6 +27,7 @@
 //! | the caller's own deadline ([`Elapsed::is_callers_deadline`](crate::error::Elapsed::is_callers_deadline)) | caller deadline |
 //! | a full bulkhead or pool (or tower's `Overloaded`) | rejected |
 //! | a breaker below that refused | rejected |
+//! | an [`Invalid`](crate::Invalid) request (a poison message): never the dependency's fault | ignored |
 //! | any other error of the service | failure |
 //!
 //! Any `Fn(&Result<Res, Error<E>>) -> Verdict` is a classifier too (write
@@ -152,6 +153,7 @@ impl ByKind {
             error => match error.refusal() {
                 Some(Refusal::Timeout) => Verdict::Timeout,
                 Some(Refusal::Overloaded | Refusal::CircuitOpen) => Verdict::Rejected,
+                Some(Refusal::Invalid) => Verdict::Ignore,
                 None => Verdict::Failure,
             },
         }

@@ -40,6 +40,8 @@
 use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::fmt;
+
+use crate::BoxError;
 use std::time::Duration;
 
 /// The error of every seawall service: either the inner service's own error,
@@ -92,6 +94,69 @@ pub enum Refusal {
     Overloaded,
     /// A circuit breaker refused the call (a boxed seawall refusal).
     CircuitOpen,
+    /// The request can never succeed, whoever serves it: an [`Invalid`]
+    /// (a poison message, a request that fails validation). Judged neither
+    /// for nor against the dependency, and never retried.
+    Invalid,
+}
+
+/// An error that says the request itself can never succeed, whoever
+/// serves it: a malformed message (poison), a request that fails
+/// validation. Not the dependency's fault, so the default classifier
+/// ([`ByKind`](crate::classify::ByKind)) ignores it and the breaker stays
+/// closed however many arrive; retries never repeat it; a messaging
+/// [`Consumer`](crate::messaging::Consumer) dead-letters it at once instead
+/// of delivering it again.
+///
+/// Return it from a handler, as its error or boxed:
+///
+/// ```
+/// use seawall::classify::{ByKind, Classify, Verdict};
+/// use seawall::{BoxError, Error, Invalid};
+///
+/// fn parse(payload: &[u8]) -> Result<u64, BoxError> {
+///     let text = std::str::from_utf8(payload).map_err(Invalid::new)?;
+///     Ok(text.parse::<u64>().map_err(Invalid::new)?)
+/// }
+///
+/// let malformed: Result<u64, Error<BoxError>> = parse(b"forty-two").map_err(Error::Inner);
+/// assert_eq!(ByKind.classify(&malformed), Verdict::Ignore);
+/// ```
+#[derive(Debug)]
+pub struct Invalid(BoxError);
+
+impl Invalid {
+    /// An invalid request, for `reason`.
+    pub fn new(reason: impl Into<BoxError>) -> Invalid {
+        Invalid(reason.into())
+    }
+
+    /// Why the request is invalid.
+    pub fn reason(&self) -> &(dyn StdError + Send + Sync + 'static) {
+        &*self.0
+    }
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid request: {}", self.0)
+    }
+}
+
+impl StdError for Invalid {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+impl Leaf for Invalid {
+    fn cause(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&*self.0)
+    }
+
+    fn refusal(&self) -> Option<Refusal> {
+        Some(Refusal::Invalid)
+    }
 }
 
 impl<E> Error<E> {
@@ -332,6 +397,9 @@ fn refusal_in(error: &(dyn StdError + 'static)) -> Option<Refusal> {
     }
     if error.is::<CircuitOpen>() {
         return Some(Refusal::CircuitOpen);
+    }
+    if error.is::<Invalid>() {
+        return Some(Refusal::Invalid);
     }
     macro_rules! seawall_error_of {
         ($($inner:ty),+ $(,)?) => {

@@ -537,7 +537,7 @@ pub mod timeout;
 pub mod window;
 
 pub use clock::Clock;
-pub use error::{ConfigError, Error, IntoError, Leaf, Refusal};
+pub use error::{ConfigError, Error, IntoError, Invalid, Leaf, Refusal};
 pub use ext::ResilienceExt;
 pub use select::{Every, Selects};
 

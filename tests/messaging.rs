@@ -13,7 +13,7 @@ use seawall::messaging::{
     RequestError,
 };
 use seawall::policy::Policy;
-use seawall::{BoxError, Error};
+use seawall::{BoxError, Error, Invalid};
 use tokio::time::{sleep, Instant};
 use tower::{service_fn, Layer, Service, ServiceExt};
 
@@ -416,7 +416,7 @@ async fn a_consumer_decides_by_outcome() {
         .build()
         .unwrap();
     let handler = policy.layer(service_fn(|order: Message| async move {
-        text(&order).parse::<u64>()?;
+        text(&order).parse::<u64>().map_err(Invalid::new)?;
         Ok::<_, BoxError>(())
     }));
     let consumer = Consumer::new(handler);
@@ -504,8 +504,11 @@ async fn a_consumer_stops_pulling_while_its_dependency_is_down() {
             Failure::Poison => seawall::messaging::Decision::Reject,
             Failure::DependencyDown => seawall::messaging::Decision::Requeue,
         });
+    // No redelivery backoff: the breaker's pauses alone must keep the
+    // consumer from spinning on requeued messages.
     let figures = Consumer::new(policy.layer(handler))
         .decide(decide)
+        .redelivery_backoff(seawall::retry::Backoff::none())
         .run_until(deliveries, sleep(Duration::from_secs(30)))
         .await;
 
@@ -599,4 +602,176 @@ async fn copies_of_a_message_keep_its_id_and_an_idempotent_consumer_handles_it_o
     assert_ne!(handled[1], id);
     assert_eq!((figures.handled, figures.acked), (3, 3));
     assert_eq!(dedup.figures().duplicates, 1);
+}
+
+/// A handler that fails on every delivery of one message: the message
+/// comes back after 1, 2, 4 and 8 s (the default backoff, doubling), each
+/// time with its delivery count, and its fifth failure rejects it; the
+/// other messages go on meanwhile. Before redelivery had a backoff and a
+/// maximum, a requeued failure came straight back for ever.
+#[tokio::test(start_paused = true)]
+async fn a_failing_message_comes_back_after_a_backoff_and_is_dead_lettered_at_its_maximum() {
+    let broker = InMemory::new();
+    let deliveries = broker.subscribe_now("orders");
+    broker.send(Message::new("orders", "fails"));
+    for n in 0..3 {
+        broker.send(Message::new("orders", n.to_string()));
+    }
+    let start = Instant::now();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let handler = {
+        let seen = Arc::clone(&seen);
+        service_fn(move |order: Message| {
+            let seen = Arc::clone(&seen);
+            async move {
+                if text(&order) != "fails" {
+                    return Ok(());
+                }
+                seen.lock().unwrap().push((
+                    start.elapsed().as_secs(),
+                    order.deliveries,
+                    order.redelivered,
+                ));
+                Err::<(), BoxError>("the dependency said no".into())
+            }
+        })
+    };
+    let policy = Policy::builder()
+        .name("orders")
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let consumer = Consumer::new(policy.layer(handler)).concurrency(4);
+    let watch = consumer.clone();
+    let figures = consumer
+        .run_until(deliveries, sleep(Duration::from_secs(60)))
+        .await;
+
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            (0, Some(1), false),
+            (1, Some(2), true),
+            (3, Some(3), true),
+            (7, Some(4), true),
+            (15, Some(5), true),
+        ]
+    );
+    assert_eq!(
+        (figures.handled, figures.redelivered, figures.acked),
+        (8, 4, 3)
+    );
+    assert_eq!(
+        (figures.requeued, figures.rejected, figures.exhausted),
+        (4, 1, 1)
+    );
+    assert_eq!(watch.figures(), figures, "clones share the figures");
+    let broker_saw = broker.figures();
+    assert_eq!(
+        (broker_saw.acked, broker_saw.requeued, broker_saw.rejected),
+        (3, 4, 1)
+    );
+}
+
+/// A failure that passes is not a loss: every third order fails once
+/// (a dependency's hiccup), and every order ends handled; none rejected.
+#[tokio::test(start_paused = true)]
+async fn a_passing_failure_loses_nothing() {
+    let broker = InMemory::new();
+    let deliveries = broker.subscribe_now("orders");
+    for n in 0..30 {
+        broker.send(Message::new("orders", n.to_string()));
+    }
+    let handled = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let handler = {
+        let handled = Arc::clone(&handled);
+        service_fn(move |order: Message| {
+            let handled = Arc::clone(&handled);
+            async move {
+                let n: u64 = text(&order).parse().map_err(Invalid::new)?;
+                if n.is_multiple_of(3) && !order.redelivered {
+                    return Err::<(), BoxError>("hiccup".into());
+                }
+                handled.lock().unwrap().push(n);
+                Ok(())
+            }
+        })
+    };
+    let figures = Consumer::new(handler)
+        .concurrency(4)
+        .decide(|result: &Result<(), BoxError>| match result {
+            Ok(()) => seawall::messaging::Decision::Ack,
+            Err(_) => seawall::messaging::Decision::Requeue,
+        })
+        .run_until(deliveries, sleep(Duration::from_secs(30)))
+        .await;
+    let mut orders = handled.lock().unwrap().clone();
+    orders.sort_unstable();
+    assert_eq!(orders, (0..30).collect::<Vec<_>>());
+    assert_eq!(
+        (figures.acked, figures.requeued, figures.rejected),
+        (30, 10, 0)
+    );
+}
+
+/// Malformed messages are poison, not the dependency's failure: marked
+/// [`Invalid`], they are rejected on their first delivery and leave the
+/// breaker closed, however many there are (here 6 in 10), so the good
+/// messages keep flowing.
+#[tokio::test(start_paused = true)]
+async fn poison_messages_are_rejected_at_once_and_do_not_open_the_breaker() {
+    let broker = InMemory::new();
+    let deliveries = broker.subscribe_now("orders");
+    for n in 0..100 {
+        let payload = if n % 10 < 6 {
+            format!("garbage {n}")
+        } else {
+            n.to_string()
+        };
+        broker.send(Message::new("orders", payload));
+    }
+    let policy = Policy::builder()
+        .name("orders")
+        .timeout(Duration::from_secs(1))
+        .circuit_breaker(quick_breaker())
+        .build()
+        .unwrap();
+    let handler = policy.layer(service_fn(|order: Message| async move {
+        text(&order).parse::<u64>().map_err(Invalid::new)?;
+        Ok::<_, BoxError>(())
+    }));
+    let figures = Consumer::new(handler)
+        .run_until(deliveries, sleep(Duration::from_secs(10)))
+        .await;
+    assert_eq!(
+        (figures.handled, figures.acked, figures.rejected),
+        (100, 40, 60)
+    );
+    assert_eq!(
+        (figures.requeued, figures.pauses, figures.exhausted),
+        (0, 0, 0)
+    );
+    assert_eq!(policy.breaker().state(), State::Closed);
+    assert_eq!(policy.breaker().lifetime_counts().failure, 0);
+}
+
+/// Stopping while a failed message waits out its backoff requeues it at
+/// once: the consumer returns when told to, and the broker has it back.
+#[tokio::test(start_paused = true)]
+async fn stopping_requeues_a_held_message_at_once() {
+    let broker = InMemory::new();
+    let deliveries = broker.subscribe_now("orders");
+    broker.send(Message::new("orders", "1"));
+    let consumer = Consumer::new(service_fn(|_: Message| async {
+        Err::<(), BoxError>("down".into())
+    }))
+    .decide(|_: &Result<(), BoxError>| seawall::messaging::Decision::Requeue)
+    .redelivery_backoff(seawall::retry::Backoff::exponential(Duration::from_secs(
+        600,
+    )));
+    let start = Instant::now();
+    let figures = consumer.run_until(deliveries, sleep(ms(100))).await;
+    assert_eq!(start.elapsed(), ms(100));
+    assert_eq!((figures.handled, figures.requeued), (1, 1));
+    assert_eq!(broker.figures().requeued, 1);
 }

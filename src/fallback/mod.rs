@@ -123,7 +123,7 @@ impl Cause {
             Some(Refusal::Timeout) => Cause::Timeout,
             Some(Refusal::Overloaded) => Cause::BulkheadFull,
             Some(Refusal::CircuitOpen) => Cause::CircuitOpen,
-            None => Cause::Failure,
+            Some(Refusal::Invalid) | None => Cause::Failure,
         }
     }
 

@@ -131,6 +131,7 @@ fn terse(status: StatusCode) -> Response {
 fn status_of_refusal(refusal: Refusal, overloaded: StatusCode) -> StatusCode {
     match refusal {
         Refusal::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        Refusal::Invalid => StatusCode::BAD_REQUEST,
         _ => overloaded,
     }
 }

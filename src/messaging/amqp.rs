@@ -1,20 +1,44 @@
-//! AMQP 0-9-1 (RabbitMQ), through [`lapin`]: confirmed publishes, durable
-//! queues, and deliveries acknowledged, requeued or rejected as the
-//! [`Consumer`](super::Consumer) decides.
+//! AMQP 0-9-1 (RabbitMQ), through [`lapin`]: confirmed publishes through
+//! a topic exchange, a queue per subscriber or per group, and deliveries
+//! acknowledged, requeued or rejected as the [`Consumer`](super::Consumer)
+//! decides.
 //!
-//! A subject is a queue's name on the default exchange: [`Transport::publish`]
-//! sends to it (persistent, mandatory, and waits for the broker's confirm:
-//! a message no queue takes is an error, not a silent drop), and
-//! [`Transport::subscribe`] declares the queue (durable by default) and
-//! consumes from it, with the transport's prefetch. Subscribers of one
-//! subject compete for its messages.
+//! # Topology
+//!
+//! Subjects are routing keys on one topic exchange (`seawall` by default,
+//! durable, declared on connecting; [`AmqpTransport::exchange`]), so that
+//! subscribing means what it means on NATS:
+//!
+//! - **Without a queue group**, each subscriber gets its own queue
+//!   (server-named, exclusive, gone with the connection) bound to the
+//!   subject: every subscriber receives every message (publish/subscribe,
+//!   scatter-gather).
+//! - **In a queue group** ([`AmqpTransport::queue_group`]), the group's
+//!   members share one durable queue, `<subject>.<group>`: each message goes
+//!   to one of them (work queues, request/reply responders), and messages
+//!   wait there while no member runs. [`AmqpTransport::declare`] makes it
+//!   ahead of the first subscriber. It is a quorum queue unless told
+//!   otherwise ([`AmqpTransport::classic_queues`]): RabbitMQ counts its
+//!   deliveries (`x-delivery-count`), which a
+//!   [`Consumer`](super::Consumer)'s [maximum](super::Consumer::max_deliveries)
+//!   needs. With [`AmqpTransport::dead_letter_exchange`], what a consumer
+//!   rejects goes there.
+//! - A queue that exists already is used as it is, whatever its arguments
+//!   (dead-lettering, type, length limits): the transport looks before it
+//!   declares, instead of failing on arguments that differ.
+//!
+//! [`Transport::publish`] sends to the exchange (persistent, mandatory,
+//! and waits for the broker's confirm: a message no queue takes is an
+//! error, not a silent drop). Replies go to private queues (named
+//! `seawall.reply.…`: exclusive, deleted with the connection, not
+//! acknowledged) through the default exchange, as RabbitMQ's own RPC does;
+//! so does any message to a server-named (`amq.gen-…`) queue, so that a
+//! plain AMQP requester's `reply_to` works too.
 //!
 //! The connection is made on first use and made again on the next use after
 //! it is lost, so traffic resumes when the broker is back; subscriptions end
 //! with the connection (a [`Consumer`](super::Consumer)'s `run` returns,
 //! and a [`Correlator`](super::Correlator) subscribes again by itself).
-//! Replies go to private queues (named `seawall.reply.…`: exclusive,
-//! deleted with the connection, not acknowledged).
 //!
 //! ```no_run
 //! use seawall::messaging::amqp::AmqpTransport;
@@ -22,8 +46,8 @@
 //! use tower::{Service, ServiceExt};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let amqp = AmqpTransport::new("amqp://127.0.0.1:5672/%2f");
-//! amqp.declare("orders").await?;
+//! let amqp = AmqpTransport::new("amqp://127.0.0.1:5672/%2f").queue_group("billing");
+//! amqp.declare("orders").await?; // the queue `orders.billing`, bound to `orders`
 //! let mut publisher = Publisher::new(amqp);
 //! publisher.ready().await?.call(Message::new("orders", "42")).await?;
 //! # Ok(())
@@ -37,10 +61,13 @@ use futures_util::stream::{self, BoxStream};
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    BasicRejectOptions, ConfirmSelectOptions, QueueDeclareOptions,
+    BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
 use tokio::sync::Mutex;
 
 use super::transport::unique_subject;
@@ -81,10 +108,19 @@ pub struct AmqpTransport {
     shared: Arc<Shared>,
 }
 
-struct Shared {
+#[derive(Clone, Debug)]
+struct Settings {
     uri: String,
     durable: bool,
     prefetch: u16,
+    exchange: String,
+    group: Option<String>,
+    quorum: bool,
+    dead_letter_exchange: Option<String>,
+}
+
+struct Shared {
+    settings: Settings,
     /// The connection and its publishing channel (with confirms on), while
     /// they last.
     link: Mutex<Option<(Arc<Connection>, Channel)>>,
@@ -92,45 +128,101 @@ struct Shared {
 
 impl fmt::Debug for AmqpTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let settings = &self.shared.settings;
         f.debug_struct("AmqpTransport")
-            .field("durable", &self.shared.durable)
-            .field("prefetch", &self.shared.prefetch)
+            .field("exchange", &settings.exchange)
+            .field("group", &settings.group)
+            .field("durable", &settings.durable)
+            .field("quorum", &settings.quorum)
+            .field("dead_letter_exchange", &settings.dead_letter_exchange)
+            .field("prefetch", &settings.prefetch)
             .finish_non_exhaustive()
     }
 }
 
 impl AmqpTransport {
     /// A transport for the broker at `uri` (`amqp://host:port/%2f`);
-    /// it connects on first use. Durable queues and persistent messages;
-    /// a prefetch of 10.
+    /// it connects on first use. The exchange `seawall`, no queue group,
+    /// durable queues and persistent messages, quorum queues for groups, a
+    /// prefetch of 10.
     pub fn new(uri: impl Into<String>) -> AmqpTransport {
-        AmqpTransport::with(uri.into(), true, 10)
+        AmqpTransport::with(Settings {
+            uri: uri.into(),
+            durable: true,
+            prefetch: 10,
+            exchange: "seawall".to_owned(),
+            group: None,
+            quorum: true,
+            dead_letter_exchange: None,
+        })
     }
 
-    fn with(uri: String, durable: bool, prefetch: u16) -> AmqpTransport {
+    fn with(settings: Settings) -> AmqpTransport {
         AmqpTransport {
             shared: Arc::new(Shared {
-                uri,
-                durable,
-                prefetch,
+                settings,
                 link: Mutex::new(None),
             }),
         }
     }
 
-    /// Whether queues it declares survive a broker restart, with the
-    /// messages it publishes. Default `true`.
+    /// A transport like this one (with a connection of its own) but for
+    /// `change` made to its settings.
+    fn changed(&self, change: impl FnOnce(&mut Settings)) -> AmqpTransport {
+        let mut settings = self.shared.settings.clone();
+        change(&mut settings);
+        AmqpTransport::with(settings)
+    }
+
+    /// Whether the exchange and the group queues it declares survive a
+    /// broker restart, with the messages it publishes. Default `true`.
+    /// Quorum queues are always durable: a transport that is not uses
+    /// classic queues.
     pub fn durable(self, durable: bool) -> Self {
-        AmqpTransport::with(self.shared.uri.clone(), durable, self.shared.prefetch)
+        self.changed(|settings| settings.durable = durable)
     }
 
     /// How many unacknowledged messages a subscription holds at most.
     /// Default 10; match the [`Consumer`](super::Consumer)'s concurrency.
     pub fn prefetch(self, prefetch: u16) -> Self {
-        AmqpTransport::with(self.shared.uri.clone(), self.shared.durable, prefetch)
+        self.changed(|settings| settings.prefetch = prefetch)
     }
 
-    /// The publishing channel, connecting first if there is no live one.
+    /// The topic exchange subjects are routing keys on. Default `seawall`.
+    pub fn exchange(self, exchange: impl Into<String>) -> Self {
+        let exchange = exchange.into();
+        self.changed(|settings| settings.exchange = exchange)
+    }
+
+    /// Subscribes in this queue group: members share the durable queue
+    /// `<subject>.<group>`, and each message goes to one of them, instead
+    /// of to every subscriber.
+    pub fn queue_group(self, group: impl Into<String>) -> Self {
+        let group = group.into();
+        self.changed(|settings| settings.group = Some(group))
+    }
+
+    /// Declares group queues as classic queues rather than quorum queues:
+    /// RabbitMQ then only says whether a message was delivered before,
+    /// not how often, so a [`Consumer`](super::Consumer)'s
+    /// [maximum](super::Consumer::max_deliveries) cannot apply.
+    pub fn classic_queues(self) -> Self {
+        self.changed(|settings| settings.quorum = false)
+    }
+
+    /// Sends what consumers reject (poison, and messages out of
+    /// deliveries) to this exchange, with their routing key: it is declared
+    /// (a durable topic exchange, like the transport's own), and the group
+    /// queues this transport declares carry `x-dead-letter-exchange`. A
+    /// transport on that exchange (`.exchange(name)`) subscribes to what
+    /// was dead-lettered.
+    pub fn dead_letter_exchange(self, exchange: impl Into<String>) -> Self {
+        let exchange = exchange.into();
+        self.changed(|settings| settings.dead_letter_exchange = Some(exchange))
+    }
+
+    /// The publishing channel, connecting first (and declaring the
+    /// exchanges) if there is no live one.
     async fn channel(&self) -> Result<(Arc<Connection>, Channel), lapin::Error> {
         let mut link = self.shared.link.lock().await;
         if let Some((connection, channel)) = link.as_ref() {
@@ -139,44 +231,144 @@ impl AmqpTransport {
             }
         }
         *link = None;
+        let settings = &self.shared.settings;
         let connection =
-            Arc::new(Connection::connect(&self.shared.uri, ConnectionProperties::default()).await?);
+            Arc::new(Connection::connect(&settings.uri, ConnectionProperties::default()).await?);
         let channel = connection.create_channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
+        let exchanges = std::iter::once(&settings.exchange).chain(&settings.dead_letter_exchange);
+        for exchange in exchanges {
+            channel
+                .exchange_declare(
+                    exchange.as_str().into(),
+                    ExchangeKind::Topic,
+                    ExchangeDeclareOptions {
+                        durable: settings.durable,
+                        ..ExchangeDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+        }
         *link = Some((Arc::clone(&connection), channel.clone()));
         Ok((connection, channel))
     }
 
-    /// Declares the queue `subject` (durable unless configured otherwise),
-    /// so messages published to it before anyone subscribes are kept.
+    /// Declares this transport's group queue for `subject` and binds it,
+    /// so that messages published before its first member subscribes wait
+    /// there. Without a queue group there is nothing durable to declare
+    /// (each subscriber's queue comes with it): it declares the exchange.
     pub async fn declare(&self, subject: &str) -> Result<(), AmqpError> {
-        let (_, channel) = self.channel().await?;
-        channel
-            .queue_declare(
-                subject.into(),
-                self.queue_options(subject),
-                FieldTable::default(),
-            )
-            .await?;
+        let (connection, channel) = self.channel().await?;
+        if self.shared.settings.group.is_some() {
+            self.queue_for(&connection, &channel, subject).await?;
+        }
         Ok(())
     }
 
-    fn queue_options(&self, subject: &str) -> QueueDeclareOptions {
-        if subject.starts_with(REPLY_PREFIX) {
-            QueueDeclareOptions {
+    /// The queue a subscription to `subject` consumes: the reply queue
+    /// itself, the group's queue, or a queue of its own, declared (unless
+    /// it exists) and bound.
+    async fn queue_for(
+        &self,
+        connection: &Connection,
+        channel: &Channel,
+        subject: &str,
+    ) -> Result<String, lapin::Error> {
+        let settings = &self.shared.settings;
+        if is_direct(subject) {
+            let options = QueueDeclareOptions {
                 exclusive: true,
                 auto_delete: true,
                 ..QueueDeclareOptions::default()
-            }
-        } else {
-            QueueDeclareOptions {
-                durable: self.shared.durable,
-                ..QueueDeclareOptions::default()
-            }
+            };
+            channel
+                .queue_declare(subject.into(), options, FieldTable::default())
+                .await?;
+            return Ok(subject.to_owned());
         }
+        let queue = match &settings.group {
+            Some(group) => {
+                let name = format!("{subject}.{group}");
+                if !exists(connection, &name).await? {
+                    let options = QueueDeclareOptions {
+                        durable: settings.durable || settings.quorum,
+                        ..QueueDeclareOptions::default()
+                    };
+                    channel
+                        .queue_declare(name.as_str().into(), options, self.group_arguments())
+                        .await?;
+                }
+                name
+            }
+            None => {
+                let options = QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                };
+                let queue = channel
+                    .queue_declare("".into(), options, FieldTable::default())
+                    .await?;
+                queue.name().to_string()
+            }
+        };
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                settings.exchange.as_str().into(),
+                subject.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(queue)
     }
+
+    fn group_arguments(&self) -> FieldTable {
+        let settings = &self.shared.settings;
+        let mut arguments = FieldTable::default();
+        if settings.quorum {
+            arguments.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
+        }
+        if let Some(exchange) = &settings.dead_letter_exchange {
+            arguments.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString(exchange.as_str().into()),
+            );
+        }
+        arguments
+    }
+}
+
+/// Whether messages to `subject` go straight to the queue of that name
+/// (through the default exchange): seawall's reply queues, and queues the
+/// broker named.
+fn is_direct(subject: &str) -> bool {
+    subject.starts_with(REPLY_PREFIX) || subject.starts_with("amq.gen-")
+}
+
+/// Whether the queue `name` exists, asked on a channel of its own: the
+/// broker closes a channel whose passive declaration fails.
+async fn exists(connection: &Connection, name: &str) -> Result<bool, lapin::Error> {
+    let probe = connection.create_channel().await?;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let found = probe
+        .queue_declare(name.into(), passive, FieldTable::default())
+        .await
+        .is_ok();
+    if found {
+        let _ = probe.close(200, "OK".into()).await;
+    }
+    Ok(found)
 }
 
 /// The delivery (its payload taken out) holds what acknowledges it.
@@ -219,9 +411,34 @@ fn deadline_of(properties: &BasicProperties) -> Option<Budget> {
     Some(Budget::from_unix_millis(millis))
 }
 
+/// How many times the broker delivered this: a quorum queue counts
+/// earlier deliveries in `x-delivery-count`; a classic queue only says
+/// whether there were any.
+fn deliveries_of(delivery: &lapin::message::Delivery) -> Option<u32> {
+    let earlier = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|headers| headers.inner().get("x-delivery-count").cloned());
+    let earlier = match earlier {
+        Some(AMQPValue::LongLongInt(n)) => u32::try_from(n).ok(),
+        Some(AMQPValue::LongInt(n)) => u32::try_from(n).ok(),
+        Some(AMQPValue::LongUInt(n)) => Some(n),
+        Some(AMQPValue::ShortInt(n)) => u32::try_from(n).ok(),
+        Some(AMQPValue::ShortUInt(n)) => Some(u32::from(n)),
+        Some(_) => None,
+        None if delivery.redelivered => None,
+        None => Some(0),
+    };
+    earlier.map(|n| n.saturating_add(1))
+}
+
 fn message(delivery: &mut lapin::message::Delivery) -> Message {
+    let deliveries = deliveries_of(delivery);
     let properties = &delivery.properties;
     Message {
+        deliveries,
+        redelivered: delivery.redelivered,
         id: properties.message_id().as_ref().map(|id| id.to_string()),
         deadline: deadline_of(properties),
         subject: delivery.routing_key.to_string(),
@@ -245,8 +462,9 @@ impl Transport for AmqpTransport {
         let transport = self.clone();
         async move {
             let (_, channel) = transport.channel().await?;
+            let settings = &transport.shared.settings;
             let mut properties = BasicProperties::default();
-            if transport.shared.durable {
+            if settings.durable {
                 // 2: persistent.
                 properties = properties.with_delivery_mode(2);
             }
@@ -268,7 +486,11 @@ impl Transport for AmqpTransport {
             let confirmation = async {
                 channel
                     .basic_publish(
-                        "".into(),
+                        if is_direct(&message.subject) {
+                            "".into()
+                        } else {
+                            settings.exchange.as_str().into()
+                        },
                         message.subject.as_str().into(),
                         BasicPublishOptions {
                             mandatory: true,
@@ -314,19 +536,16 @@ impl Transport for AmqpTransport {
             // A channel of its own, so its prefetch is its own.
             let channel = connection.create_channel().await?;
             channel
-                .basic_qos(transport.shared.prefetch, BasicQosOptions::default())
-                .await?;
-            channel
-                .queue_declare(
-                    subject.as_str().into(),
-                    transport.queue_options(&subject),
-                    FieldTable::default(),
+                .basic_qos(
+                    transport.shared.settings.prefetch,
+                    BasicQosOptions::default(),
                 )
                 .await?;
+            let queue = transport.queue_for(&connection, &channel, &subject).await?;
             let replies = subject.starts_with(REPLY_PREFIX);
             let consumer = channel
                 .basic_consume(
-                    subject.as_str().into(),
+                    queue.as_str().into(),
                     "".into(),
                     BasicConsumeOptions {
                         no_ack: replies,

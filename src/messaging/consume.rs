@@ -2,14 +2,19 @@
 //! and what becomes of each message it handles.
 
 use std::future::Future;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::FuturesUnordered;
 use futures_util::{Stream, StreamExt};
+use tokio::sync::watch;
 use tower_service::Service;
 
-use super::{Decision, Delivery, Message, Settle};
-use crate::Error;
+use super::{BoxFuture, Decision, Delivery, Message, Settle};
+use crate::retry::{Backoff, Jitter};
+use crate::{BoxError, Error, Leaf, Refusal};
 
 /// How a handler's result becomes a [`Decision`], and whether to stop
 /// pulling messages for a while.
@@ -21,6 +26,14 @@ pub trait Decide<R, E> {
     fn pause(&self, result: &Result<R, E>) -> Option<Duration> {
         let _ = result;
         None
+    }
+
+    /// Whether the handling failed, so that a requeue waits out the
+    /// consumer's [redelivery backoff](Consumer::redelivery_backoff) and
+    /// counts towards its [`max_deliveries`](Consumer::max_deliveries).
+    /// Every error by default.
+    fn failed(&self, result: &Result<R, E>) -> bool {
+        result.is_err()
     }
 }
 
@@ -45,19 +58,25 @@ pub struct ByFailure<F> {
     failure: F,
 }
 
-impl<R, E, F> Decide<R, Error<E>> for ByFailure<F>
+impl<R, E: Leaf, F> Decide<R, Error<E>> for ByFailure<F>
 where
     F: Fn(&E) -> Decision,
 {
     fn decide(&self, result: &Result<R, Error<E>>) -> Decision {
         match result {
-            Err(Error::Inner(error)) => (self.failure)(error),
+            Err(Error::Inner(error)) if error.refusal() != Some(Refusal::Invalid) => {
+                (self.failure)(error)
+            }
             other => self.outcome.decide(other),
         }
     }
 
     fn pause(&self, result: &Result<R, Error<E>>) -> Option<Duration> {
         self.outcome.pause(result)
+    }
+
+    fn failed(&self, result: &Result<R, Error<E>>) -> bool {
+        self.outcome.failed(result)
     }
 }
 
@@ -66,8 +85,9 @@ where
 /// | outcome | decision | pulling |
 /// |---|---|---|
 /// | handled | ack | goes on |
-/// | the handler failed | reject (dead-letter: the message is poison) | goes on |
-/// | timed out | requeue | goes on |
+/// | the handler failed | requeue, after the [redelivery backoff](Consumer::redelivery_backoff); reject (dead-letter) once it failed [`max_deliveries`](Consumer::max_deliveries) times | goes on |
+/// | the handler said the message is [`Invalid`](crate::Invalid) (poison) | reject (dead-letter) at once | goes on |
+/// | timed out | requeue, as a failure | goes on |
 /// | timed out on its caller's deadline (the message's [deadline](Message::deadline), or another the caller set) | ack: nobody waits for it | goes on |
 /// | bulkhead full | requeue | goes on |
 /// | circuit open | requeue | stops until the breaker may let a probe through |
@@ -86,7 +106,7 @@ pub struct ByOutcome {
 impl Default for ByOutcome {
     fn default() -> Self {
         ByOutcome {
-            failure: Decision::Reject,
+            failure: Decision::Requeue,
             timeout: Decision::Requeue,
             rejected: Decision::Requeue,
             open_pause: Duration::from_secs(1),
@@ -100,7 +120,10 @@ impl ByOutcome {
         ByOutcome::default()
     }
 
-    /// The decision when the handler itself failed. Default: reject.
+    /// The decision when the handler itself failed (not on an
+    /// [`Invalid`](crate::Invalid) message, which is rejected). Default:
+    /// requeue, within the consumer's
+    /// [`max_deliveries`](Consumer::max_deliveries).
     pub fn on_failure(mut self, decision: Decision) -> Self {
         self.failure = decision;
         self
@@ -137,10 +160,13 @@ impl ByOutcome {
     }
 }
 
-impl<R, E> Decide<R, Error<E>> for ByOutcome {
+impl<R, E: Leaf> Decide<R, Error<E>> for ByOutcome {
     fn decide(&self, result: &Result<R, Error<E>>) -> Decision {
         match result {
             Ok(_) => Decision::Ack,
+            Err(Error::Inner(error)) if error.refusal() == Some(Refusal::Invalid) => {
+                Decision::Reject
+            }
             Err(Error::Inner(_)) => self.failure,
             Err(Error::Timeout(elapsed)) if elapsed.is_callers_deadline() => Decision::Ack,
             Err(Error::Timeout(_)) => self.timeout,
@@ -155,20 +181,34 @@ impl<R, E> Decide<R, Error<E>> for ByOutcome {
             _ => None,
         }
     }
+
+    /// The handler's own errors and timeouts; not a refusal by this
+    /// process's bulkhead or breaker, which says nothing of the message.
+    fn failed(&self, result: &Result<R, Error<E>>) -> bool {
+        matches!(result, Err(Error::Inner(_) | Error::Timeout(_)))
+    }
 }
 
-/// What a consumer did, when it stopped.
+/// What a consumer did: read live with [`Consumer::figures`], and returned
+/// when it stops.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ConsumerFigures {
     /// Messages handed to the handler.
     pub handled: u64,
+    /// Of those, messages the broker had delivered before
+    /// ([`Message::redelivered`]).
+    pub redelivered: u64,
     /// Acknowledged.
     pub acked: u64,
     /// Requeued.
     pub requeued: u64,
-    /// Rejected.
+    /// Rejected (dead-lettered, where the broker has a dead-letter
+    /// exchange or stream).
     pub rejected: u64,
+    /// Of those, messages rejected because they failed on their last
+    /// allowed delivery ([`Consumer::max_deliveries`]).
+    pub exhausted: u64,
     /// Decisions the broker could not be told (the connection was lost: it
     /// will deliver those messages again).
     pub unsettled: u64,
@@ -182,6 +222,41 @@ pub struct ConsumerFigures {
     pub expired: u64,
 }
 
+/// The live counts behind [`ConsumerFigures`], shared by a consumer's
+/// clones.
+#[derive(Debug, Default)]
+struct Counters {
+    handled: AtomicU64,
+    redelivered: AtomicU64,
+    acked: AtomicU64,
+    requeued: AtomicU64,
+    rejected: AtomicU64,
+    exhausted: AtomicU64,
+    unsettled: AtomicU64,
+    pauses: AtomicU64,
+    expired: AtomicU64,
+}
+
+impl Counters {
+    fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+
+    fn figures(&self) -> ConsumerFigures {
+        ConsumerFigures {
+            handled: self.handled.load(Relaxed),
+            redelivered: self.redelivered.load(Relaxed),
+            acked: self.acked.load(Relaxed),
+            requeued: self.requeued.load(Relaxed),
+            rejected: self.rejected.load(Relaxed),
+            exhausted: self.exhausted.load(Relaxed),
+            unsettled: self.unsettled.load(Relaxed),
+            pauses: self.pauses.load(Relaxed),
+            expired: self.expired.load(Relaxed),
+        }
+    }
+}
+
 /// Runs a subscription's messages through a handler service, tells the
 /// broker what became of each, and stops pulling while the handler's
 /// dependency is down.
@@ -190,14 +265,30 @@ pub struct ConsumerFigures {
 /// under a [`Policy`](crate::policy::Policy). Before each pull the consumer
 /// waits for the handler to be ready (so a bulkhead in backpressure mode
 /// holds messages on the broker), for a free slot (at most
-/// [`concurrency`](Consumer::concurrency) messages in hand), and for any
-/// pause to end.
+/// [`concurrency`](Consumer::concurrency) messages in hand, until the broker
+/// has heard what became of them), and for any pause to end.
+///
+/// # Redelivery
+///
+/// A message requeued because its handling failed comes back after a
+/// [backoff](Consumer::redelivery_backoff) that grows with its
+/// [deliveries](Message::deliveries), and a message that failed on its
+/// [last allowed delivery](Consumer::max_deliveries) is rejected: the broker
+/// dead-letters it where a dead-letter exchange or stream is set, and a
+/// poison message cannot loop for ever. An [`Invalid`](crate::Invalid)
+/// error is rejected at once. Where the broker delays redeliveries itself
+/// (JetStream) it is asked to; elsewhere the consumer holds the message for
+/// the delay, its place in the prefetch taken. Where the broker does not
+/// count deliveries (AMQP classic queues: use a quorum queue), the backoff
+/// holds but the maximum cannot.
+///
+/// Clones share their [figures](Consumer::figures).
 ///
 /// ```
 /// use std::time::Duration;
-/// use seawall::circuit_breaker::CircuitBreaker;
-/// use seawall::messaging::{Consumer, InMemory, Message, Transport};
+/// use seawall::messaging::{Consumer, InMemory, Message};
 /// use seawall::policy::Policy;
+/// use seawall::Invalid;
 /// use tower::{service_fn, Layer};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
@@ -209,7 +300,9 @@ pub struct ConsumerFigures {
 ///
 /// let policy = Policy::builder().name("orders").timeout(Duration::from_secs(1)).build().unwrap();
 /// let handler = policy.layer(service_fn(|order: Message| async move {
-///     std::str::from_utf8(&order.payload)?.parse::<u64>()?;
+///     // Malformed: no delivery will ever handle it.
+///     let text = std::str::from_utf8(&order.payload).map_err(Invalid::new)?;
+///     text.parse::<u64>().map_err(Invalid::new)?;
 ///     Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
 /// }));
 /// let consumer = Consumer::new(handler);
@@ -223,17 +316,26 @@ pub struct Consumer<S, D = ByOutcome> {
     decide: D,
     concurrency: usize,
     expired: Decision,
+    max_deliveries: u32,
+    backoff: Backoff,
+    counters: Arc<Counters>,
 }
 
 impl<S> Consumer<S> {
     /// Runs messages through `handler`, one at a time, deciding
-    /// [`ByOutcome`].
+    /// [`ByOutcome`]; a failed message comes back after 1 s, 2 s, 4 s and
+    /// 8 s, and is rejected when its fifth delivery fails.
     pub fn new(handler: S) -> Consumer<S> {
         Consumer {
             handler,
             decide: ByOutcome::default(),
             concurrency: 1,
             expired: Decision::Ack,
+            max_deliveries: 5,
+            backoff: Backoff::exponential(Duration::from_secs(1))
+                .max_delay(Duration::from_secs(60))
+                .jitter(Jitter::None),
+            counters: Arc::default(),
         }
     }
 }
@@ -246,6 +348,9 @@ impl<S, D> Consumer<S, D> {
             decide,
             concurrency: self.concurrency,
             expired: self.expired,
+            max_deliveries: self.max_deliveries,
+            backoff: self.backoff,
+            counters: self.counters,
         }
     }
 
@@ -267,6 +372,31 @@ impl<S, D> Consumer<S, D> {
         self
     }
 
+    /// Rejects, instead of requeueing, a message whose handling failed on
+    /// its `max_deliveries`th delivery (at least 1; 1 never requeues a
+    /// failure). Default 5. Counted from the broker's
+    /// [`deliveries`](Message::deliveries), so it holds across consumers and
+    /// restarts; where the broker does not count, it cannot apply.
+    pub fn max_deliveries(mut self, max_deliveries: u32) -> Self {
+        self.max_deliveries = max_deliveries.max(1);
+        self
+    }
+
+    /// How long a failed message waits before it is delivered again: the
+    /// backoff's delay for retry number `deliveries` (its base for a
+    /// message the broker does not count). Default: 1 s, doubling, at most
+    /// 60 s, no jitter. Requeues while the circuit is open do not wait: the
+    /// consumer stops pulling instead.
+    pub fn redelivery_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// What the consumer (and its clones) did so far, while it runs.
+    pub fn figures(&self) -> ConsumerFigures {
+        self.counters.figures()
+    }
+
     /// Handles messages until the subscription ends.
     pub async fn run<St>(self, deliveries: St) -> ConsumerFigures
     where
@@ -279,7 +409,8 @@ impl<S, D> Consumer<S, D> {
     }
 
     /// Handles messages until the subscription ends or `stop` resolves;
-    /// then stops pulling, finishes the messages in hand and returns.
+    /// then stops pulling, finishes the messages in hand (requeueing at
+    /// once those held for a redelivery backoff) and returns.
     pub async fn run_until<St, F>(mut self, mut deliveries: St, stop: F) -> ConsumerFigures
     where
         S: Service<Message>,
@@ -287,41 +418,66 @@ impl<S, D> Consumer<S, D> {
         St: Stream<Item = Delivery> + Unpin,
         F: Future,
     {
-        let mut figures = ConsumerFigures::default();
         let mut in_hand = FuturesUnordered::new();
+        let mut settling = FuturesUnordered::new();
+        let (stopping, stopped) = watch::channel(false);
         let mut paused_until: Option<tokio::time::Instant> = None;
         let mut pulling = true;
         // Polled only while `pulling`, so never again once it resolved.
         let mut stop = std::pin::pin!(stop);
         loop {
-            let may_pull = pulling && paused_until.is_none() && in_hand.len() < self.concurrency;
+            if !pulling {
+                stopping.send_replace(true);
+            }
+            let may_pull = pulling
+                && paused_until.is_none()
+                && in_hand.len() + settling.len() < self.concurrency;
             tokio::select! {
                 biased;
                 _ = &mut stop, if pulling => pulling = false,
-                Some((result, settle)) = in_hand.next(), if !in_hand.is_empty() => {
+                Some(settled) = settling.next(), if !settling.is_empty() => {
+                    if let Err(error) = settled {
+                        Counters::add(&self.counters.unsettled);
+                        tracing::debug!(target: "seawall::messaging", %error, "could not settle a message");
+                    }
+                }
+                Some((result, settle, delivered)) = in_hand.next(), if !in_hand.is_empty() => {
                     let Some(result) = result else {
-                        figures.expired += 1;
-                        settle_and_count(&mut figures, settle, self.expired).await;
+                        Counters::add(&self.counters.expired);
+                        settling.push(self.settle(settle, self.expired, None, &stopped));
                         continue;
                     };
-                    let decision = self.decide.decide(&result);
+                    let mut decision = self.decide.decide(&result);
                     if let Some(pause) = self.decide.pause(&result) {
-                        figures.pauses += 1;
+                        Counters::add(&self.counters.pauses);
                         let until = tokio::time::Instant::now() + pause;
                         paused_until = Some(paused_until.map_or(until, |paused| paused.max(until)));
                         tracing::debug!(target: "seawall::messaging", ?pause, "circuit open: not pulling");
                     }
-                    settle_and_count(&mut figures, settle, decision).await;
+                    let redelivery: Option<Delivered> = self.decide.failed(&result).then_some(delivered);
+                    if decision == Decision::Requeue
+                        && redelivery.is_some_and(|delivered| {
+                            delivered.deliveries.is_some_and(|n| n >= self.max_deliveries)
+                        })
+                    {
+                        Counters::add(&self.counters.exhausted);
+                        decision = Decision::Reject;
+                    }
+                    settling.push(self.settle(settle, decision, redelivery, &stopped));
                 }
                 _ = sleep_until(paused_until), if paused_until.is_some() => paused_until = None,
                 next = next_delivery(&mut self.handler, &mut deliveries), if may_pull => match next {
                     Ok(Some(delivery)) => {
                         let (message, settle) = delivery.into_parts();
+                        let delivered = Delivered { deliveries: message.deliveries };
                         let budget = message.deadline;
                         let handling = if budget.is_some_and(|budget| budget.is_spent()) {
                             None
                         } else {
-                            figures.handled += 1;
+                            Counters::add(&self.counters.handled);
+                            if message.redelivered {
+                                Counters::add(&self.counters.redelivered);
+                            }
                             let call = || self.handler.call(message);
                             let handling = match budget {
                                 Some(budget) => budget.enter(call),
@@ -334,7 +490,7 @@ impl<S, D> Consumer<S, D> {
                                 Some(handling) => Some(handling.await),
                                 None => None,
                             };
-                            (result, settle)
+                            (result, settle, delivered)
                         });
                     }
                     Ok(None) => pulling = false,
@@ -345,22 +501,55 @@ impl<S, D> Consumer<S, D> {
                         pulling = false;
                     }
                 },
-                else => return figures,
+                else => return self.counters.figures(),
             }
         }
     }
+
+    /// Counts `decision` and tells the broker; a requeue after a failure
+    /// (`redelivery` is `Some`) waits out the backoff first, held here
+    /// unless the broker waits by itself, and cut short by `stopped`.
+    fn settle(
+        &self,
+        settle: Settle,
+        decision: Decision,
+        redelivery: Option<Delivered>,
+        stopped: &watch::Receiver<bool>,
+    ) -> BoxFuture<Result<(), BoxError>> {
+        Counters::add(match decision {
+            Decision::Ack => &self.counters.acked,
+            Decision::Requeue => &self.counters.requeued,
+            Decision::Reject => &self.counters.rejected,
+        });
+        let delay = match (decision, redelivery) {
+            (Decision::Requeue, Some(delivered)) => {
+                let retry = delivered.deliveries.unwrap_or(1);
+                let draw = crate::draw::mix(self.counters.requeued.load(Relaxed));
+                self.backoff.delay(retry, Duration::ZERO, draw)
+            }
+            _ => Duration::ZERO,
+        };
+        if delay.is_zero() {
+            return Box::pin(settle.send(decision));
+        }
+        if settle.delays_redelivery() {
+            return Box::pin(settle.requeue_after(delay));
+        }
+        let mut stopped = stopped.clone();
+        Box::pin(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stopped.wait_for(|stopped| *stopped) => {}
+            }
+            settle.send(Decision::Requeue).await
+        })
+    }
 }
 
-async fn settle_and_count(figures: &mut ConsumerFigures, settle: Settle, decision: Decision) {
-    match decision {
-        Decision::Ack => figures.acked += 1,
-        Decision::Requeue => figures.requeued += 1,
-        Decision::Reject => figures.rejected += 1,
-    }
-    if let Err(error) = settle.send(decision).await {
-        figures.unsettled += 1;
-        tracing::debug!(target: "seawall::messaging", %error, "could not settle a message");
-    }
+/// What a consumer keeps of a message it handed to its handler.
+#[derive(Clone, Copy, Debug)]
+struct Delivered {
+    deliveries: Option<u32>,
 }
 
 /// Waits for the handler to be ready, then for a message: a message is

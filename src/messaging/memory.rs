@@ -107,7 +107,10 @@ impl InMemory {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn deliver(&self, message: Message) {
+    fn deliver(&self, mut message: Message) {
+        let before = message.deliveries.unwrap_or(0);
+        message.deliveries = Some(before + 1);
+        message.redelivered = before > 0;
         let mut subscribers = self.subscribers();
         let Some(list) = subscribers.get_mut(&message.subject) else {
             return;

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -43,6 +44,17 @@ pub struct Message {
     /// while it was queued. Across a broker it travels as milliseconds
     /// since the Unix epoch.
     pub deadline: Option<Budget>,
+    /// How many times the broker has delivered this message, this delivery
+    /// included, on a received message whose transport can tell
+    /// (JetStream, AMQP quorum queues, [`InMemory`](super::InMemory));
+    /// `None` otherwise, and on messages being sent (brokers count, not
+    /// senders). A [`Consumer`](super::Consumer) dead-letters a message
+    /// that failed this many times.
+    pub deliveries: Option<u32>,
+    /// Whether the broker delivered this message before (AMQP's
+    /// `redelivered` flag; a count above one elsewhere): a handler whose
+    /// effects are not idempotent may check what it did last time.
+    pub redelivered: bool,
 }
 
 impl Message {
@@ -55,6 +67,8 @@ impl Message {
             correlation_id: None,
             id: None,
             deadline: None,
+            deliveries: None,
+            redelivered: false,
         }
     }
 
@@ -94,6 +108,8 @@ impl Message {
             correlation_id: self.correlation_id.clone(),
             id: None,
             deadline: None,
+            deliveries: None,
+            redelivered: false,
         })
     }
 }
@@ -136,6 +152,25 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 pub trait Acknowledge: Send + 'static {
     /// Sends the decision to the broker.
     fn settle(self: Box<Self>, decision: Decision) -> BoxFuture<Result<(), BoxError>>;
+
+    /// Whether the broker itself can wait before delivering a requeued
+    /// message again ([`requeue_after`](Acknowledge::requeue_after)).
+    /// `false` by default: a [`Consumer`](super::Consumer) then holds the
+    /// message for the delay (its place in the prefetch stays taken, which
+    /// is what keeps a failing message from coming straight back) and
+    /// requeues it after; on stopping, it requeues held messages at once.
+    fn delays_redelivery(&self) -> bool {
+        false
+    }
+
+    /// Asks the broker to deliver the message again no sooner than
+    /// `delay` (JetStream's `NAK` with a delay), for brokers whose
+    /// [`delays_redelivery`](Acknowledge::delays_redelivery) is `true`.
+    /// By default it requeues at once.
+    fn requeue_after(self: Box<Self>, delay: Duration) -> BoxFuture<Result<(), BoxError>> {
+        let _ = delay;
+        self.settle(Decision::Requeue)
+    }
 }
 
 /// A received message, and the means to acknowledge it.
@@ -203,6 +238,24 @@ impl Settle {
     pub async fn send(self, decision: Decision) -> Result<(), BoxError> {
         match self.0 {
             Some(acker) => acker.settle(decision).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the broker waits by itself before delivering this message
+    /// again ([`Acknowledge::delays_redelivery`]).
+    pub fn delays_redelivery(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|acker| acker.delays_redelivery())
+    }
+
+    /// Requeues the message for the broker to deliver again no sooner than
+    /// `delay`, where it [can](Settle::delays_redelivery); at once
+    /// otherwise. Nothing, for unacknowledged deliveries.
+    pub async fn requeue_after(self, delay: Duration) -> Result<(), BoxError> {
+        match self.0 {
+            Some(acker) => acker.requeue_after(delay).await,
             None => Ok(()),
         }
     }

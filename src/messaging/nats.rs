@@ -162,6 +162,8 @@ fn message(message: &async_nats::Message) -> Message {
         correlation_id,
         id,
         deadline,
+        deliveries: None,
+        redelivered: false,
     }
 }
 
@@ -238,6 +240,7 @@ impl Transport for NatsTransport {
                 correlation_id,
                 id,
                 deadline,
+                ..
             } = message;
             let payload: Bytes = payload;
             let mut headers = async_nats::HeaderMap::new();
