@@ -775,3 +775,40 @@ async fn stopping_requeues_a_held_message_at_once() {
     assert_eq!((figures.handled, figures.requeued), (1, 1));
     assert_eq!(broker.figures().requeued, 1);
 }
+
+/// A reply that arrives twice (a responder's retry, a broker's redelivery:
+/// the same id) counts once: a gather for two replies waits for the second
+/// responder instead of taking the first one's copy for it.
+#[tokio::test(start_paused = true)]
+async fn a_duplicate_reply_counts_once() {
+    let broker = InMemory::new();
+    let mut requests = broker.subscribe_now("quote");
+    {
+        let broker = broker.clone();
+        tokio::spawn(async move {
+            while let Some(request) = requests.next().await {
+                let request = request.message().clone();
+                let reply = request.reply("twice").unwrap().with_id("reply-1");
+                broker.send(reply.clone());
+                broker.send(reply);
+            }
+        });
+    }
+    responder(&broker, "quote", ms(30), "once");
+    let correlator = Correlator::builder(broker).build().await.unwrap();
+
+    let started = Instant::now();
+    let gathered = correlator
+        .scatter_gather(Some(2), ms(100))
+        .oneshot(Message::new("quote", "q"))
+        .await
+        .unwrap();
+    assert_eq!(started.elapsed(), ms(30), "waited for the second responder");
+    let replies: BTreeSet<String> = gathered.replies.iter().map(text).collect();
+    assert_eq!(replies, ["qonce", "twice"].map(String::from).into());
+    let figures = correlator.figures();
+    assert_eq!(
+        (figures.matched, figures.duplicates, figures.unmatched),
+        (2, 1, 0)
+    );
+}

@@ -26,21 +26,39 @@ pub struct ReplyFigures {
     pub pending: usize,
     /// Replies handed to a waiting request.
     pub matched: u64,
-    /// Replies nobody waited for (any more): late, unknown, duplicated, or
-    /// beyond what a gather keeps. Dropped.
+    /// Replies nobody waited for (any more): late, unknown, or beyond
+    /// what a gather keeps. Dropped.
     pub unmatched: u64,
+    /// Replies a request had received already (the same [id](Message::id)
+    /// again: a responder's retry, a broker's redelivery). Dropped, so that
+    /// a gather counts each responder once.
+    pub duplicates: u64,
     /// Times the reply subscription was lost and made again.
     pub resubscribed: u64,
 }
 
 pub(crate) struct Router {
-    waiting: Mutex<HashMap<String, mpsc::Sender<Message>>>,
+    waiting: Mutex<HashMap<String, Place>>,
     max_pending: usize,
     prefix: String,
     next: AtomicU64,
     matched: AtomicU64,
     unmatched: AtomicU64,
+    duplicates: AtomicU64,
     resubscribed: AtomicU64,
+}
+
+/// Where a waiting request's replies go, and the ids of those it got.
+struct Place {
+    replies: mpsc::Sender<Message>,
+    seen: Vec<String>,
+}
+
+/// What became of a reply.
+enum Routed {
+    Matched,
+    Unmatched,
+    Duplicate,
 }
 
 /// A request's place in the table; leaving it (on reply, timeout or drop)
@@ -58,7 +76,7 @@ impl Drop for Waiting {
 }
 
 impl Router {
-    fn waiting(&self) -> MutexGuard<'_, HashMap<String, mpsc::Sender<Message>>> {
+    fn waiting(&self) -> MutexGuard<'_, HashMap<String, Place>> {
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -75,7 +93,11 @@ impl Router {
         if waiting.len() >= self.max_pending {
             return None;
         }
-        waiting.insert(id.clone(), sender);
+        let place = Place {
+            replies: sender,
+            seen: Vec::new(),
+        };
+        waiting.insert(id.clone(), place);
         drop(waiting);
         Some(Waiting {
             id,
@@ -85,21 +107,37 @@ impl Router {
     }
 
     fn route(&self, reply: Message) {
-        let delivered = match &reply.correlation_id {
-            Some(id) => {
-                let waiting = self.waiting();
-                waiting
-                    .get(id)
-                    .is_some_and(|sender| sender.try_send(reply).is_ok())
-            }
-            None => false,
-        };
-        let counter = if delivered {
-            &self.matched
-        } else {
-            &self.unmatched
+        let counter = match self.place(reply) {
+            Routed::Matched => &self.matched,
+            Routed::Unmatched => &self.unmatched,
+            Routed::Duplicate => &self.duplicates,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn place(&self, reply: Message) -> Routed {
+        let Some(correlation_id) = &reply.correlation_id else {
+            return Routed::Unmatched;
+        };
+        let mut waiting = self.waiting();
+        let Some(place) = waiting.get_mut(correlation_id) else {
+            return Routed::Unmatched;
+        };
+        if let Some(id) = &reply.id {
+            if place.seen.contains(id) {
+                return Routed::Duplicate;
+            }
+            let id = id.clone();
+            if place.replies.try_send(reply).is_err() {
+                return Routed::Unmatched;
+            }
+            place.seen.push(id);
+            return Routed::Matched;
+        }
+        match place.replies.try_send(reply) {
+            Ok(()) => Routed::Matched,
+            Err(_) => Routed::Unmatched,
+        }
     }
 
     pub(crate) fn figures(&self) -> ReplyFigures {
@@ -107,6 +145,7 @@ impl Router {
             pending: self.waiting().len(),
             matched: self.matched.load(Ordering::Relaxed),
             unmatched: self.unmatched.load(Ordering::Relaxed),
+            duplicates: self.duplicates.load(Ordering::Relaxed),
             resubscribed: self.resubscribed.load(Ordering::Relaxed),
         }
     }
@@ -137,6 +176,7 @@ impl<T: Transport> Replies<T> {
             next: AtomicU64::new(0),
             matched: AtomicU64::new(0),
             unmatched: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
             resubscribed: AtomicU64::new(0),
         });
         let (stop, stopped) = oneshot::channel();
