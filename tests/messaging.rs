@@ -812,3 +812,91 @@ async fn a_duplicate_reply_counts_once() {
         (2, 1, 0)
     );
 }
+
+/// A Policy's fallback answers for calls, but not for a publish under a
+/// Notifier: only the broker can say a message is published. With the
+/// broker down, every notification goes to the outbox (before, the
+/// fallback's `()` made all 10 "published", and the outbox stayed empty).
+#[tokio::test(start_paused = true)]
+async fn a_fallback_cannot_report_a_notification_published() {
+    let broker = InMemory::new();
+    broker.set_down(true);
+    let policy = Policy::builder()
+        .name("events")
+        .timeout(ms(100))
+        .fallback(seawall::fallback::Fallback::builder().value(()))
+        .build()
+        .unwrap();
+    let outbox = Outbox::new(100).unwrap();
+    let mut notifier = Notifier::new(policy.layer(Publisher::new(broker.clone())), outbox.clone());
+    let mut published = 0;
+    for n in 0..10 {
+        let sent = notifier
+            .ready()
+            .await
+            .unwrap()
+            .call(Message::new("events", n.to_string()))
+            .await
+            .unwrap();
+        published += u32::from(sent.is_published());
+    }
+    assert_eq!((published, outbox.len()), (0, 10));
+
+    // The same Policy's fallback still answers a plain call.
+    let mut plain = policy.layer(Publisher::new(broker.clone()));
+    let answered = plain
+        .ready()
+        .await
+        .unwrap()
+        .call(Message::new("events", "x"))
+        .await;
+    assert!(answered.is_ok(), "{answered:?}");
+}
+
+/// A handler whose every call fails, under a Policy with a fallback: the
+/// consumer sees the failures (its messages are redelivered, then
+/// dead-lettered), instead of the fallback's answer acknowledging messages
+/// nobody handled; unless told the fallback's answer is a real outcome.
+#[tokio::test(start_paused = true)]
+async fn a_fallback_does_not_acknowledge_a_message_its_handler_failed_on() {
+    let run = |accept: bool| async move {
+        let broker = InMemory::new();
+        let deliveries = broker.subscribe_now("orders");
+        for n in 0..5 {
+            broker.send(Message::new("orders", n.to_string()));
+        }
+        let policy = Policy::builder()
+            .name("orders")
+            .timeout(ms(100))
+            .fallback(seawall::fallback::Fallback::builder().value(()))
+            .build()
+            .unwrap();
+        let handler = policy.layer(service_fn(|_: Message| async {
+            Err::<(), BoxError>("the database is down".into())
+        }));
+        let consumer = Consumer::new(handler).max_deliveries(2);
+        let consumer = if accept {
+            consumer.accept_fallbacks()
+        } else {
+            consumer
+        };
+        consumer
+            .run_until(deliveries, sleep(Duration::from_secs(60)))
+            .await
+    };
+    let figures = run(false).await;
+    assert_eq!(
+        (
+            figures.acked,
+            figures.requeued,
+            figures.rejected,
+            figures.exhausted
+        ),
+        (0, 5, 5, 5)
+    );
+    let figures = run(true).await;
+    assert_eq!(
+        (figures.acked, figures.requeued, figures.rejected),
+        (5, 0, 0)
+    );
+}

@@ -32,6 +32,17 @@
 //! rolling window of the breaker given to [`FallbackLayer::stats`] (the
 //! [`Policy`](crate::policy) counts them in its own).
 //!
+//! # Where fallbacks do not answer
+//!
+//! A messaging [`Notifier`](crate::messaging::Notifier) and
+//! [`Consumer`](crate::messaging::Consumer) withhold fallbacks from the
+//! calls they make: a substitute answer would report a message the broker
+//! never took as published, or acknowledge a message whose handler failed,
+//! so the broker forgets it. They see the error instead, and divert the
+//! message to the outbox or requeue it. A consumer whose handler's fallback
+//! answer is a real outcome says so with
+//! [`Consumer::accept_fallbacks`](crate::messaging::Consumer::accept_fallbacks).
+//!
 //! # Keys
 //!
 //! [`Fallback::keyed`] takes a key function, [`Fallback::builder`] gives
@@ -74,6 +85,7 @@ mod cache;
 mod future;
 mod layer;
 mod source;
+pub(crate) mod withhold;
 
 use std::fmt;
 use std::sync::Arc;
@@ -255,6 +267,10 @@ impl<Req, Res: Send + 'static, E: Leaf, K> Fallback<Req, Res, E, K> {
     /// Tries the cache, then the source.
     #[cold]
     fn attempt(&self, key: K, error: &Error<E>, stats: Option<&CircuitBreaker>) -> After<Res> {
+        if withhold::is_withheld() {
+            tracing::debug!(target: "seawall::fallback", breaker = name(stats), "withheld: the caller must see the error");
+            return After::Unanswered;
+        }
         let count = |outcome| {
             if let Some(breaker) = stats {
                 breaker.record_outcome(outcome);

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tower_service::Service;
 
 use super::{BoxFuture, Decision, Delivery, Message, Settle};
+use crate::fallback::withhold;
 use crate::retry::{Backoff, Jitter};
 use crate::{BoxError, Error, Leaf, Refusal};
 
@@ -318,6 +319,7 @@ pub struct Consumer<S, D = ByOutcome> {
     expired: Decision,
     max_deliveries: u32,
     backoff: Backoff,
+    accept_fallbacks: bool,
     counters: Arc<Counters>,
 }
 
@@ -335,6 +337,7 @@ impl<S> Consumer<S> {
             backoff: Backoff::exponential(Duration::from_secs(1))
                 .max_delay(Duration::from_secs(60))
                 .jitter(Jitter::None),
+            accept_fallbacks: false,
             counters: Arc::default(),
         }
     }
@@ -350,6 +353,7 @@ impl<S, D> Consumer<S, D> {
             expired: self.expired,
             max_deliveries: self.max_deliveries,
             backoff: self.backoff,
+            accept_fallbacks: self.accept_fallbacks,
             counters: self.counters,
         }
     }
@@ -389,6 +393,18 @@ impl<S, D> Consumer<S, D> {
     /// consumer stops pulling instead.
     pub fn redelivery_backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
+        self
+    }
+
+    /// Lets fallbacks answer for the handler, and acknowledges a message
+    /// they answered for as handled. By default they are withheld (see
+    /// [`fallback`](crate::fallback#where-fallbacks-do-not-answer)): a
+    /// fallback's answer is not the message handled, and acknowledging it
+    /// would make the broker forget a message nobody handled. Accept them
+    /// where the fallback does the work another way (a secondary store,
+    /// say).
+    pub fn accept_fallbacks(mut self) -> Self {
+        self.accept_fallbacks = true;
         self
     }
 
@@ -478,11 +494,14 @@ impl<S, D> Consumer<S, D> {
                             if message.redelivered {
                                 Counters::add(&self.counters.redelivered);
                             }
-                            let call = || self.handler.call(message);
+                            let handler = &mut self.handler;
+                            let withheld = !self.accept_fallbacks;
+                            let call = || withhold::call(withheld, || handler.call(message));
                             let handling = match budget {
                                 Some(budget) => budget.enter(call),
                                 None => call(),
                             };
+                            let handling = withhold::run(!self.accept_fallbacks, handling);
                             Some(crate::budget::scoped(budget, handling))
                         };
                         in_hand.push(async move {

@@ -10,6 +10,7 @@ use tower_service::Service;
 
 use super::{BoxFuture, Message, Transport};
 use crate::error::{Leaf, Refusal};
+use crate::fallback::withhold;
 
 /// A transport's `publish` as a `Service<Message, Response = ()>`: the
 /// innermost service of a notification stack, under a
@@ -82,7 +83,10 @@ pub struct NotifyError<E, O> {
 ///
 /// The publisher is any `Service<Message>`, usually a [`Publisher`] under a
 /// [`Policy`](crate::policy::Policy) (so a slow or dead broker costs a
-/// timeout at most, then nothing while the breaker is open). The outbox is
+/// timeout at most, then nothing while the breaker is open). Fallbacks
+/// do not answer for it: only the broker can say a message is published,
+/// so a failed publish goes to the outbox even under a Policy with a
+/// fallback. The outbox is
 /// an in-memory [`Outbox`] or any `Service<Message>` of yours: a table, a
 /// file, another broker.
 ///
@@ -170,7 +174,10 @@ where
         let message = message.stamped();
         let publishing = match self.unready.take() {
             Some(error) => Err(error),
-            None => Ok(self.publisher.call(message.clone())),
+            // A fallback's answer would report the message published.
+            None => Ok(withhold::call(true, || {
+                self.publisher.call(message.clone())
+            })),
         };
         let mut outbox = self.outbox.clone();
         let subject = message.subject.clone();
@@ -178,7 +185,7 @@ where
         // take the message with it: it is still published or diverted.
         let notifying = tokio::spawn(async move {
             let publish = match publishing {
-                Ok(publishing) => match publishing.await {
+                Ok(publishing) => match withhold::run(true, publishing).await {
                     Ok(_) => return Ok(Notified::Published),
                     Err(error) => error,
                 },
