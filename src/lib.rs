@@ -473,6 +473,7 @@
 //! | `messaging` | [`messaging`]: notification, request/async response, publish/subscribe and scatter-gather as services over a small `Transport` trait, with an in-memory broker for tests |
 //! | `nats` | `messaging::nats`: the NATS transport, with JetStream (implies `messaging`) |
 //! | `amqp` | `messaging::amqp`: the AMQP 0-9-1 (RabbitMQ) transport (implies `messaging`) |
+//! | `durable-outbox` | `messaging::Outbox::open`: an outbox on disk, in a redb database, that keeps diverted notifications through a crash (implies `messaging`) |
 //!
 //! (`tonic-examples` builds the gRPC code of the crate's own tests and
 //! examples; it is not for use by other crates.)

@@ -27,11 +27,17 @@
 //! # Nothing vanishes
 //!
 //! A [`Notifier`] accounts for every message: the broker took it, the
-//! outbox took it, or the caller gets it back in the error. A
+//! outbox took it, or the caller gets it back in the error. An [`Outbox`]
+//! on disk ([`Outbox::open`], feature `durable-outbox`) keeps what it took
+//! through a crash, and its [flusher](Outbox::spawn_flusher) sends it when
+//! the broker is back: "diverted" means "will be published". A
 //! [`Correlator`] bounds its waiting requests and counts replies that come
-//! too late. A [`Consumer`] tells the broker about every message it pulled,
-//! and stops pulling while the circuit is open, so messages wait on the
-//! broker instead of being burnt into a dead-letter queue.
+//! too late, and duplicates once. A [`Consumer`] tells the broker about
+//! every message it pulled, redelivers a failed one after a backoff up to
+//! a maximum, then dead-letters it, and stops pulling while the circuit is
+//! open, so messages wait on the broker instead of being burnt into a
+//! dead-letter queue. Fallbacks do not answer for a notifier or a consumer
+//! (see [`fallback`](crate::fallback#where-fallbacks-do-not-answer)).
 //!
 //! # Every message has an identity, and a deadline
 //!
@@ -55,6 +61,7 @@ mod dedup;
 mod memory;
 mod message;
 mod notify;
+mod outbox;
 mod replies;
 mod scatter;
 mod transport;
@@ -69,7 +76,12 @@ pub use correlate::{Correlator, CorrelatorBuilder, RequestError, StartError};
 pub use dedup::{Deduplicate, DeduplicateFigures, DeduplicateFuture, DeduplicateLayer};
 pub use memory::{Down, InMemory, InMemoryFigures, InMemorySubscription};
 pub use message::{Acknowledge, BoxFuture, Decision, Delivery, Message, Settle};
-pub use notify::{Notified, Notifier, NotifyError, Outbox, OutboxFigures, OutboxFull, Publisher};
+pub use notify::{Notified, Notifier, NotifyError, Publisher};
+#[cfg(feature = "durable-outbox")]
+pub use outbox::RedbStore;
+pub use outbox::{
+    FlushError, Flusher, MemoryStore, Outbox, OutboxError, OutboxFigures, OutboxStore,
+};
 pub use replies::ReplyFigures;
 pub use scatter::{AtLeast, Gathered, ScatterGather};
 pub use transport::Transport;

@@ -1,15 +1,11 @@
 //! Notification (one-way): publish and forget, with nothing silently lost.
 
-use std::collections::VecDeque;
-use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use tower_service::Service;
 
 use super::{BoxFuture, Message, Transport};
-use crate::error::{Leaf, Refusal};
+use crate::error::Leaf;
 use crate::fallback::withhold;
 
 /// A transport's `publish` as a `Service<Message, Response = ()>`: the
@@ -86,9 +82,9 @@ pub struct NotifyError<E, O> {
 /// timeout at most, then nothing while the breaker is open). Fallbacks
 /// do not answer for it: only the broker can say a message is published,
 /// so a failed publish goes to the outbox even under a Policy with a
-/// fallback. The outbox is
-/// an in-memory [`Outbox`] or any `Service<Message>` of yours: a table, a
-/// file, another broker.
+/// fallback. The outbox is an [`Outbox`](super::Outbox) (in memory, or on disk with
+/// [`Outbox::open`](super::Outbox::open)) or any `Service<Message>` of yours: another broker,
+/// say.
 ///
 /// ```
 /// use std::time::Duration;
@@ -214,7 +210,7 @@ where
 /// Waits for `service` to be ready, then calls it (tower's
 /// `ServiceExt::oneshot` on a borrowed service, without tower's `util`
 /// feature).
-async fn ready_call<S: Service<Message>>(
+pub(super) async fn ready_call<S: Service<Message>>(
     service: &mut S,
     message: Message,
 ) -> Result<S::Response, S::Error> {
@@ -222,187 +218,4 @@ async fn ready_call<S: Service<Message>>(
     service.call(message).await
 }
 
-/// The outbox had no room.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("the outbox is full ({capacity} messages)")]
-#[non_exhaustive]
-pub struct OutboxFull {
-    /// How many messages it holds at most.
-    pub capacity: usize,
-}
-
-impl Leaf for OutboxFull {
-    fn refusal(&self) -> Option<Refusal> {
-        Some(Refusal::Overloaded)
-    }
-}
-
 impl<E: Leaf, O: Leaf> Leaf for NotifyError<E, O> {}
-
-/// A bounded in-memory outbox: the messages a [`Notifier`] could not
-/// publish, in order, until [`flush`](Outbox::flush) sends them. Clones
-/// share the messages.
-///
-/// Memory, not disk: it survives a broker outage, not a restart of this
-/// process. For that, give the notifier a service that writes somewhere
-/// durable instead.
-#[derive(Clone)]
-pub struct Outbox {
-    shared: Arc<OutboxShared>,
-}
-
-struct OutboxShared {
-    capacity: usize,
-    /// The kept messages, each numbered by `kept` as it came in.
-    messages: Mutex<VecDeque<(u64, Message)>>,
-    /// Held by the flush in progress.
-    flushing: tokio::sync::Mutex<()>,
-    kept: AtomicU64,
-    refused: AtomicU64,
-    flushed: AtomicU64,
-}
-
-/// An outbox's running totals.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct OutboxFigures {
-    /// Messages held now.
-    pub held: usize,
-    /// Messages ever taken.
-    pub kept: u64,
-    /// Messages refused for want of room.
-    pub refused: u64,
-    /// Messages sent on by [`Outbox::flush`].
-    pub flushed: u64,
-}
-
-impl Outbox {
-    /// An outbox holding at most `capacity` messages.
-    pub fn new(capacity: usize) -> Result<Outbox, crate::ConfigError> {
-        if capacity == 0 {
-            return Err(crate::ConfigError::new(
-                "outbox.capacity",
-                capacity,
-                "must hold at least one message",
-            ));
-        }
-        Ok(Outbox {
-            shared: Arc::new(OutboxShared {
-                capacity,
-                messages: Mutex::new(VecDeque::new()),
-                flushing: tokio::sync::Mutex::new(()),
-                kept: AtomicU64::new(0),
-                refused: AtomicU64::new(0),
-                flushed: AtomicU64::new(0),
-            }),
-        })
-    }
-
-    fn messages(&self) -> std::sync::MutexGuard<'_, VecDeque<(u64, Message)>> {
-        // A panic elsewhere cannot leave a VecDeque half-changed.
-        self.shared
-            .messages
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Keeps `message`, or refuses it when full.
-    pub fn push(&self, message: Message) -> Result<(), OutboxFull> {
-        let mut messages = self.messages();
-        if messages.len() >= self.shared.capacity {
-            self.shared.refused.fetch_add(1, Ordering::Relaxed);
-            return Err(OutboxFull {
-                capacity: self.shared.capacity,
-            });
-        }
-        // Taken under the lock: numbers follow the order of the queue.
-        let number = self.shared.kept.fetch_add(1, Ordering::Relaxed);
-        messages.push_back((number, message));
-        Ok(())
-    }
-
-    /// How many messages it holds.
-    pub fn len(&self) -> usize {
-        self.messages().len()
-    }
-
-    /// Whether it holds none.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Takes every message out, oldest first.
-    pub fn drain(&self) -> Vec<Message> {
-        self.messages()
-            .drain(..)
-            .map(|(_, message)| message)
-            .collect()
-    }
-
-    /// Its running totals.
-    pub fn figures(&self) -> OutboxFigures {
-        OutboxFigures {
-            held: self.len(),
-            kept: self.shared.kept.load(Ordering::Relaxed),
-            refused: self.shared.refused.load(Ordering::Relaxed),
-            flushed: self.shared.flushed.load(Ordering::Relaxed),
-        }
-    }
-
-    /// Sends the held messages through `publisher`, oldest first, and says
-    /// how many went. At the first failure the error is returned and the
-    /// message stays first: call it again once the broker is back. Messages
-    /// kept meanwhile wait behind the older ones.
-    ///
-    /// Cancel-safe: a message leaves the outbox only once the publisher has
-    /// taken it, so a flush dropped mid-publish (under a timeout, say)
-    /// loses nothing; the next flush sends that message again, which the
-    /// broker may then have twice (at least once). Flushes take turns: a
-    /// second one waits for the first, so no message goes out twice from
-    /// two flushes at once.
-    pub async fn flush<S>(&self, publisher: &mut S) -> Result<usize, S::Error>
-    where
-        S: Service<Message>,
-    {
-        let _turn = self.shared.flushing.lock().await;
-        let mut sent = 0;
-        loop {
-            // Only the flush holding the turn (or `drain`) takes messages
-            // out: each is numbered, so the one sent is the one removed.
-            let Some((number, message)) = self.messages().front().cloned() else {
-                return Ok(sent);
-            };
-            ready_call(publisher, message).await?;
-            // Unless `drain` took it meanwhile.
-            let mut messages = self.messages();
-            if messages.front().is_some_and(|(first, _)| *first == number) {
-                messages.pop_front();
-            }
-            sent += 1;
-            self.shared.flushed.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-impl fmt::Debug for Outbox {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Outbox")
-            .field("capacity", &self.shared.capacity)
-            .field("figures", &self.figures())
-            .finish()
-    }
-}
-
-impl Service<Message> for Outbox {
-    type Response = ();
-    type Error = OutboxFull;
-    type Future = std::future::Ready<Result<(), OutboxFull>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, message: Message) -> Self::Future {
-        std::future::ready(self.push(message))
-    }
-}
