@@ -80,6 +80,12 @@ async fn a_notification_is_published_diverted_or_handed_back() {
     assert_eq!(handed_back, (18..30).collect());
     assert_eq!(published, (0..10).chain(30..40).collect());
     assert_eq!(policy.breaker().state(), State::Closed);
+    let figures = notifier.clone().figures();
+    assert_eq!(
+        (figures.published, figures.diverted, figures.handed_back),
+        (20, 8, 12),
+        "the notifier's own count, shared by its clones"
+    );
 
     // Back up: the outbox sends what it kept, oldest first.
     let mut publisher = Publisher::new(broker.clone());
@@ -841,6 +847,11 @@ async fn a_fallback_cannot_report_a_notification_published() {
         published += u32::from(sent.is_published());
     }
     assert_eq!((published, outbox.len()), (0, 10));
+    let figures = notifier.figures();
+    assert_eq!(
+        (figures.published, figures.diverted, figures.handed_back),
+        (0, 10, 0)
+    );
 
     // The same Policy's fallback still answers a plain call.
     let mut plain = policy.layer(Publisher::new(broker.clone()));

@@ -76,7 +76,7 @@ pub use correlate::{Correlator, CorrelatorBuilder, RequestError, StartError};
 pub use dedup::{Deduplicate, DeduplicateFigures, DeduplicateFuture, DeduplicateLayer};
 pub use memory::{Down, InMemory, InMemoryFigures, InMemorySubscription};
 pub use message::{Acknowledge, BoxFuture, Decision, Delivery, Message, Settle};
-pub use notify::{Notified, Notifier, NotifyError, Publisher};
+pub use notify::{Notified, Notifier, NotifierFigures, NotifyError, Publisher};
 #[cfg(feature = "durable-outbox")]
 pub use outbox::RedbStore;
 pub use outbox::{

@@ -1,5 +1,8 @@
 //! Notification (one-way): publish and forget, with nothing silently lost.
 
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tower_service::Service;
@@ -115,6 +118,27 @@ pub struct Notifier<S: Service<Message>, O> {
     outbox: O,
     /// The publisher's error from `poll_ready`, for the next message.
     unready: Option<S::Error>,
+    counters: Arc<Counters>,
+}
+
+/// What a [`Notifier`] (and its clones) did with the notifications it was
+/// given, so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NotifierFigures {
+    /// The broker took them.
+    pub published: u64,
+    /// The outbox took them.
+    pub diverted: u64,
+    /// Neither did: handed back to the caller in a [`NotifyError`].
+    pub handed_back: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    published: AtomicU64,
+    diverted: AtomicU64,
+    handed_back: AtomicU64,
 }
 
 impl<S: Service<Message>, O> Notifier<S, O> {
@@ -124,13 +148,30 @@ impl<S: Service<Message>, O> Notifier<S, O> {
             publisher,
             outbox,
             unready: None,
+            counters: Arc::default(),
+        }
+    }
+
+    /// What it and its clones did so far: every notification they
+    /// finished is in exactly one of the three counts.
+    pub fn figures(&self) -> NotifierFigures {
+        let counters = &self.counters;
+        NotifierFigures {
+            published: counters.published.load(Relaxed),
+            diverted: counters.diverted.load(Relaxed),
+            handed_back: counters.handed_back.load(Relaxed),
         }
     }
 }
 
 impl<S: Service<Message> + Clone, O: Clone> Clone for Notifier<S, O> {
     fn clone(&self) -> Self {
-        Notifier::new(self.publisher.clone(), self.outbox.clone())
+        Notifier {
+            publisher: self.publisher.clone(),
+            outbox: self.outbox.clone(),
+            unready: None,
+            counters: Arc::clone(&self.counters),
+        }
     }
 }
 
@@ -176,24 +217,34 @@ where
             })),
         };
         let mut outbox = self.outbox.clone();
+        let counters = Arc::clone(&self.counters);
         let subject = message.subject.clone();
         // A task of its own, so that a caller who stops waiting does not
         // take the message with it: it is still published or diverted.
         let notifying = tokio::spawn(async move {
             let publish = match publishing {
                 Ok(publishing) => match withhold::run(true, publishing).await {
-                    Ok(_) => return Ok(Notified::Published),
+                    Ok(_) => {
+                        counters.published.fetch_add(1, Relaxed);
+                        return Ok(Notified::Published);
+                    }
                     Err(error) => error,
                 },
                 Err(error) => error,
             };
             match ready_call(&mut outbox, message.clone()).await {
-                Ok(()) => Ok(Notified::Diverted(publish)),
-                Err(outbox) => Err(NotifyError {
-                    message,
-                    publish,
-                    outbox,
-                }),
+                Ok(()) => {
+                    counters.diverted.fetch_add(1, Relaxed);
+                    Ok(Notified::Diverted(publish))
+                }
+                Err(outbox) => {
+                    counters.handed_back.fetch_add(1, Relaxed);
+                    Err(NotifyError {
+                        message,
+                        publish,
+                        outbox,
+                    })
+                }
             }
         });
         Box::pin(async move {
