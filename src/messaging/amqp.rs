@@ -56,6 +56,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::stream::{self, BoxStream};
 use futures_util::StreamExt;
@@ -376,7 +377,7 @@ struct Acker(lapin::message::Delivery);
 
 impl Acknowledge for Acker {
     fn settle(self: Box<Self>, decision: Decision) -> BoxFuture<Result<(), BoxError>> {
-        Box::pin(async move {
+        let settling = Box::pin(async move {
             let acker = self.0;
             match decision {
                 Decision::Ack => acker.ack(BasicAckOptions::default()).await,
@@ -392,7 +393,31 @@ impl Acknowledge for Acker {
             }
             .map(drop)
             .map_err(BoxError::from)
+        });
+        // A connection lost without a word from the socket leaves an
+        // acknowledgement waiting for ever; the broker redelivers the
+        // message then, so it is unsettled, not stuck.
+        Box::pin(async move {
+            match tokio::time::timeout(SETTLE_TIMEOUT, settling).await {
+                Ok(settled) => settled,
+                Err(_) => Err("the broker did not take the decision in time".into()),
+            }
         })
+    }
+}
+
+/// How long telling the broker about a delivery may take.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often a subscription looks whether its channel is still open: a
+/// broker killed outright can leave lapin's consumer waiting without an
+/// error.
+const LIVENESS: Duration = Duration::from_millis(250);
+
+/// Resolves once `channel` is no longer connected.
+async fn lost(channel: &Channel) {
+    while channel.status().connected() {
+        tokio::time::sleep(LIVENESS).await;
     }
 }
 
@@ -559,7 +584,14 @@ impl Transport for AmqpTransport {
             let deliveries = stream::unfold(
                 (consumer, channel),
                 move |(mut consumer, channel)| async move {
-                    match consumer.next().await {
+                    let next = tokio::select! {
+                        next = consumer.next() => next,
+                        () = lost(&channel) => {
+                            tracing::debug!(target: "seawall::messaging", "AMQP subscription ended: its channel is gone");
+                            return None;
+                        }
+                    };
+                    match next {
                         Some(Ok(mut delivery)) => {
                             let message = message(&mut delivery);
                             let delivery = if replies {
