@@ -15,14 +15,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::connection::State;
+use async_nats::jetstream::consumer::pull;
 use futures_util::StreamExt;
 use seawall::circuit_breaker::{self, CircuitBreaker, OpenDuration};
-use seawall::messaging::nats::NatsTransport;
+use seawall::messaging::nats::{ConsumerSettings, NatsTransport};
 use seawall::messaging::{
-    Consumer, Correlator, Message, Notified, Notifier, NotifyError, Outbox, Publisher, Transport,
+    Consumer, Correlator, Decision, Message, Notified, Notifier, NotifyError, Outbox, Publisher,
+    Transport,
 };
 use seawall::policy::Policy;
-use seawall::{BoxError, Error};
+use seawall::retry::{Backoff, Jitter};
+use seawall::{BoxError, Error, Invalid};
 use support::nats::NatsServer;
 use tokio::time::{sleep, timeout};
 use tower::{service_fn, Layer, Service, ServiceExt};
@@ -210,6 +213,8 @@ async fn an_absent_responder_opens_the_breaker_and_traffic_resumes_when_it_is_ba
         0,
         "abandoned requests left nothing behind"
     );
+    // The server's "no responders" statuses are nobody's replies.
+    assert_eq!(correlator.figures().unmatched, 0);
 
     // The responder comes; once the breaker lets a probe through, answers flow.
     respond(nats, "price", "=42").await;
@@ -489,7 +494,9 @@ async fn a_jetstream_consumer_acks_requeues_and_rejects() {
     let handler = policy.layer(service_fn(move |order: Message| {
         let sink = Arc::clone(&sink);
         async move {
-            sink.lock().unwrap().push(text(&order).parse::<u64>()?);
+            // Malformed: poison, rejected at once.
+            let order = text(&order).parse::<u64>().map_err(Invalid::new)?;
+            sink.lock().unwrap().push(order);
             Ok::<_, BoxError>(())
         }
     }));
@@ -523,4 +530,525 @@ async fn a_jetstream_consumer_acks_requeues_and_rejects() {
         .run_until(nats.subscribe("orders").await.unwrap(), sleep(ms(500)))
         .await;
     assert_eq!(again.handled, 0, "{again:?}");
+}
+
+/// Makes a stream `name` capturing `subject`, and returns it.
+async fn stream(
+    nats: &NatsTransport,
+    name: &str,
+    subject: &str,
+) -> async_nats::jetstream::stream::Stream {
+    async_nats::jetstream::new(nats.client().clone())
+        .get_or_create_stream(async_nats::jetstream::stream::Config {
+            name: name.into(),
+            subjects: vec![subject.into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+}
+
+/// Publishes `payloads` to `subject`, each stored by the stream.
+async fn publish_all(
+    nats: &NatsTransport,
+    subject: &str,
+    payloads: impl IntoIterator<Item = String>,
+) {
+    for payload in payloads {
+        nats.publish(Message::new(subject, payload)).await.unwrap();
+    }
+}
+
+/// What a handler saw of one delivery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Seen {
+    payload: String,
+    deliveries: Option<u32>,
+    redelivered: bool,
+}
+
+type Log = Arc<Mutex<Vec<Seen>>>;
+
+/// A handler under a policy that logs every delivery, takes `work`, and
+/// fails on `"poison"` (a passing failure, not [`Invalid`]: requeued).
+fn logging_handler(
+    log: &Log,
+    work: Duration,
+) -> impl Service<Message, Response = (), Error = Error<BoxError>, Future: Send> + Clone + Send + 'static
+{
+    let policy = Policy::builder()
+        .name("jetstream")
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let log = Arc::clone(log);
+    policy.layer(service_fn(move |message: Message| {
+        let log = Arc::clone(&log);
+        async move {
+            let payload = text(&message);
+            log.lock().unwrap().push(Seen {
+                payload: payload.clone(),
+                deliveries: message.deliveries,
+                redelivered: message.redelivered,
+            });
+            if !work.is_zero() {
+                sleep(work).await;
+            }
+            if payload == "poison" {
+                return Err::<(), BoxError>("always fails".into());
+            }
+            Ok(())
+        }
+    }))
+}
+
+/// Waits (at most `limit`) until `done` holds for the log, then until
+/// nothing more arrives for `quiet`, so that deliveries too many are seen
+/// and counted.
+async fn until(log: &Log, limit: Duration, quiet: Duration, done: impl Fn(&[Seen]) -> bool) {
+    let _ = timeout(limit, async {
+        while !done(&log.lock().unwrap()) {
+            sleep(ms(20)).await;
+        }
+        loop {
+            let seen = log.lock().unwrap().len();
+            sleep(quiet).await;
+            if log.lock().unwrap().len() == seen {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+fn count(log: &[Seen], payload: &str) -> usize {
+    log.iter().filter(|seen| seen.payload == payload).count()
+}
+
+/// A durable consumer an operator made (max_deliver 3, ack_wait 2 s) is
+/// used as it is by a queue group subscribing to it, and changed only when
+/// the settings ask for it.
+#[tokio::test]
+async fn a_pre_created_durable_consumer_keeps_its_settings() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let nats = connect(&server).await.jetstream().queue_group("keepers");
+    let stream = stream(&nats, "KEEP", "keep").await;
+    stream
+        .create_consumer(pull::Config {
+            durable_name: Some("keepers".into()),
+            filter_subject: "keep".into(),
+            max_deliver: 3,
+            ack_wait: Duration::from_secs(2),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let mut subscription = nats.subscribe("keep").await.unwrap();
+    publish_all(&nats, "keep", ["a".to_owned()]).await;
+    let delivery = timeout(Duration::from_secs(5), subscription.next())
+        .await
+        .expect("delivered through the existing consumer")
+        .unwrap();
+    assert_eq!(text(delivery.message()), "a");
+    delivery.into_parts().1.send(Decision::Ack).await.unwrap();
+    let config = stream.consumer_info("keepers").await.unwrap().config;
+    assert_eq!(
+        (config.max_deliver, config.ack_wait),
+        (3, Duration::from_secs(2)),
+        "subscribing left the consumer as its owner made it"
+    );
+
+    // Told to, it updates the consumer to the settings.
+    let _updated = nats
+        .clone()
+        .consumer_settings(
+            ConsumerSettings::new()
+                .max_deliver(5)
+                .ack_wait(Duration::from_secs(4))
+                .reconfigure(),
+        )
+        .subscribe("keep")
+        .await
+        .unwrap();
+    let config = stream.consumer_info("keepers").await.unwrap().config;
+    assert_eq!(
+        (config.max_deliver, config.ack_wait, config.max_ack_pending),
+        (5, Duration::from_secs(4), 10)
+    );
+}
+
+/// Without a queue group a subscriber hears what is published from now on,
+/// like a core subscriber: 25 stored before it subscribed, 25 after; it
+/// gets the 25 after, each once.
+#[tokio::test]
+async fn an_ephemeral_jetstream_subscriber_hears_only_new_messages() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let nats = connect(&server).await.jetstream();
+    stream(&nats, "NEWS", "news").await;
+    publish_all(&nats, "news", (0..25).map(|n| n.to_string())).await;
+    let mut subscription = nats.subscribe("news").await.unwrap();
+    publish_all(&nats, "news", (25..50).map(|n| n.to_string())).await;
+
+    let mut received = Vec::new();
+    // Until nothing more comes for 500 ms: a replay would come at once.
+    while let Ok(Some(delivery)) = timeout(ms(500), subscription.next()).await {
+        let (message, settle) = delivery.into_parts();
+        received.push(text(&message).parse::<u64>().unwrap());
+        settle.send(Decision::Ack).await.unwrap();
+    }
+    received.sort_unstable();
+    assert_eq!(received.len(), 25, "{received:?}");
+    assert_eq!(received, (25..50).collect::<Vec<_>>());
+}
+
+/// A slow handler (250 ms a message, one at a time) with a short ack_wait
+/// (1 s): with the prefetch matching the concurrency, no message waits in
+/// the client past its ack_wait, so none is delivered twice.
+#[tokio::test]
+async fn a_slow_handler_gets_each_message_once() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let nats = connect(&server)
+        .await
+        .jetstream()
+        .queue_group("slow")
+        .consumer_settings(
+            ConsumerSettings::new()
+                .prefetch(1)
+                .ack_wait(Duration::from_secs(1)),
+        );
+    stream(&nats, "SLOW", "slow").await;
+    publish_all(&nats, "slow", (0..20).map(|n| n.to_string())).await;
+
+    let log = Log::default();
+    let consumer = Consumer::new(logging_handler(&log, ms(250))).concurrency(1);
+    let watched = Arc::clone(&log);
+    let figures = consumer
+        .run_until(nats.subscribe("slow").await.unwrap(), async move {
+            until(&watched, Duration::from_secs(15), ms(600), |log| {
+                (0..20).all(|n| count(log, &n.to_string()) > 0)
+            })
+            .await;
+        })
+        .await;
+    let log = log.lock().unwrap().clone();
+    let duplicates = log.len() - (0..20).filter(|n| count(&log, &n.to_string()) > 0).count();
+    assert_eq!((log.len(), duplicates), (20, 0), "{log:?}");
+    assert!(log
+        .iter()
+        .all(|seen| seen.deliveries == Some(1) && !seen.redelivered));
+    assert_eq!(
+        (
+            figures.handled,
+            figures.acked,
+            figures.redelivered,
+            figures.requeued,
+            figures.unsettled
+        ),
+        (20, 20, 0, 0, 0)
+    );
+}
+
+/// Each delivery carries the server's count; a message whose handling
+/// always fails is rejected on its third delivery (the consumer's
+/// maximum), after two requeues, and the server has nothing left to send.
+#[tokio::test]
+async fn a_failing_message_is_delivered_at_most_the_consumers_maximum() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let nats = connect(&server).await.jetstream().queue_group("failing");
+    let stream = stream(&nats, "FAILING", "failing").await;
+    publish_all(
+        &nats,
+        "failing",
+        ["poison", "1", "2", "3"].map(String::from),
+    )
+    .await;
+
+    let log = Log::default();
+    let consumer = Consumer::new(logging_handler(&log, Duration::ZERO))
+        .max_deliveries(3)
+        .redelivery_backoff(
+            Backoff::exponential(ms(50))
+                .max_delay(ms(50))
+                .jitter(Jitter::None),
+        );
+    let watched = Arc::clone(&log);
+    let figures = consumer
+        .run_until(nats.subscribe("failing").await.unwrap(), async move {
+            until(&watched, Duration::from_secs(3), ms(300), |log| {
+                count(log, "poison") >= 3 && log.len() >= 6
+            })
+            .await;
+        })
+        .await;
+    let log = log.lock().unwrap().clone();
+    let poison: Vec<_> = log
+        .iter()
+        .filter(|seen| seen.payload == "poison")
+        .map(|seen| (seen.deliveries, seen.redelivered))
+        .collect();
+    assert_eq!(
+        poison,
+        [(Some(1), false), (Some(2), true), (Some(3), true)],
+        "{} deliveries of the failing message",
+        poison.len()
+    );
+    for good in ["1", "2", "3"] {
+        assert_eq!(count(&log, good), 1, "{log:?}");
+    }
+    assert!(log
+        .iter()
+        .filter(|seen| seen.payload != "poison")
+        .all(|seen| seen.deliveries == Some(1) && !seen.redelivered));
+    assert_eq!(
+        (
+            figures.handled,
+            figures.redelivered,
+            figures.acked,
+            figures.requeued,
+            figures.rejected,
+            figures.exhausted,
+            figures.unsettled
+        ),
+        (6, 2, 3, 2, 1, 1, 0)
+    );
+    // Terminated, not left pending: the server will not send it again.
+    let info = stream.consumer_info("failing").await.unwrap();
+    assert_eq!((info.num_ack_pending, info.num_pending), (0, 0));
+}
+
+/// The server's own maximum holds even where the consumer's does not (a
+/// higher one here): a failing message is delivered max_deliver (2) times.
+#[tokio::test]
+async fn the_server_delivers_a_failing_message_at_most_max_deliver_times() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let nats = connect(&server)
+        .await
+        .jetstream()
+        .queue_group("capped")
+        .consumer_settings(
+            ConsumerSettings::new()
+                .max_deliver(2)
+                .ack_wait(Duration::from_secs(1)),
+        );
+    let stream = stream(&nats, "CAPPED", "capped").await;
+    publish_all(&nats, "capped", ["poison".to_owned()]).await;
+
+    let log = Log::default();
+    let consumer = Consumer::new(logging_handler(&log, Duration::ZERO))
+        .max_deliveries(100)
+        .redelivery_backoff(
+            Backoff::exponential(ms(50))
+                .max_delay(ms(50))
+                .jitter(Jitter::None),
+        );
+    let watched = Arc::clone(&log);
+    let figures = consumer
+        .run_until(nats.subscribe("capped").await.unwrap(), async move {
+            until(&watched, Duration::from_secs(3), ms(300), |log| {
+                count(log, "poison") >= 2
+            })
+            .await;
+            // And past the ack_wait of its last delivery: a third would come.
+            sleep(Duration::from_secs(1)).await;
+        })
+        .await;
+    let log = log.lock().unwrap().clone();
+    let deliveries: Vec<_> = log.iter().map(|seen| seen.deliveries).collect();
+    assert_eq!(deliveries, [Some(1), Some(2)], "{log:?}");
+    assert_eq!(
+        (figures.handled, figures.requeued, figures.rejected),
+        (2, 2, 0)
+    );
+    let info = stream.consumer_info("capped").await.unwrap();
+    assert_eq!(info.num_pending, 0);
+}
+
+/// A failing message requeued with a backoff waits on the server (a
+/// delayed `-NAK`), not in the consumer: with one message at a time, the
+/// five behind it are handled before it comes back.
+#[tokio::test]
+async fn a_requeued_message_waits_on_the_server_and_frees_its_place() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let nats = connect(&server)
+        .await
+        .jetstream()
+        .queue_group("later")
+        // The failing message holds a pending place while it waits.
+        .consumer_settings(ConsumerSettings::new().prefetch(1).max_ack_pending(10));
+    stream(&nats, "LATER", "later").await;
+    publish_all(
+        &nats,
+        "later",
+        ["poison", "0", "1", "2", "3", "4"].map(String::from),
+    )
+    .await;
+
+    let log = Log::default();
+    let consumer = Consumer::new(logging_handler(&log, Duration::ZERO))
+        .concurrency(1)
+        .max_deliveries(2)
+        .redelivery_backoff(
+            Backoff::exponential(Duration::from_secs(2))
+                .max_delay(Duration::from_secs(2))
+                .jitter(Jitter::None),
+        );
+    let watched = Arc::clone(&log);
+    let figures = consumer
+        .run_until(nats.subscribe("later").await.unwrap(), async move {
+            until(&watched, Duration::from_secs(6), ms(200), |log| {
+                log.len() >= 7
+            })
+            .await;
+        })
+        .await;
+    let log = log.lock().unwrap().clone();
+    let order: Vec<&str> = log.iter().map(|seen| seen.payload.as_str()).collect();
+    let second_try = order
+        .iter()
+        .enumerate()
+        .filter(|(_, payload)| **payload == "poison")
+        .nth(1)
+        .map_or(order.len(), |(at, _)| at);
+    let before = order[..second_try]
+        .iter()
+        .filter(|payload| **payload != "poison")
+        .count();
+    assert_eq!(
+        before, 5,
+        "handled before the failing message came back: {order:?}"
+    );
+    assert_eq!(
+        (log.len(), figures.acked, figures.requeued, figures.rejected),
+        (7, 5, 1, 1)
+    );
+}
+
+/// Settling waits for the server's confirmation: an ack sent while the
+/// server is down is an error, not a success the server never heard of.
+#[tokio::test]
+async fn an_ack_the_server_did_not_confirm_is_an_error() {
+    let Some(mut server) = NatsServer::start() else {
+        return;
+    };
+    let nats = connect(&server)
+        .await
+        .jetstream()
+        .queue_group("confirm")
+        .consumer_settings(ConsumerSettings::new().ack_timeout(ms(300)));
+    stream(&nats, "CONFIRM", "confirm").await;
+    publish_all(&nats, "confirm", ["a", "b"].map(String::from)).await;
+    let mut subscription = nats.subscribe("confirm").await.unwrap();
+    let mut deliveries = Vec::new();
+    for _ in 0..2 {
+        let delivery = timeout(Duration::from_secs(5), subscription.next())
+            .await
+            .expect("delivered")
+            .unwrap();
+        deliveries.push(delivery.into_parts().1);
+    }
+    let mut deliveries = deliveries.into_iter();
+    // Confirmed while the server is up...
+    let first = deliveries.next().unwrap().send(Decision::Ack).await;
+    assert!(first.is_ok(), "{first:?}");
+    // ...not while it is gone.
+    server.stop();
+    let mut confirmed = 0;
+    for settle in deliveries {
+        if settle.send(Decision::Ack).await.is_ok() {
+            confirmed += 1;
+        }
+    }
+    assert_eq!(confirmed, 0, "acks reported done that the server never got");
+}
+
+/// A request to a subject a stream captures reaches its responder through
+/// a JetStream consumer, whose reply subject is the server's ack subject;
+/// the reply goes to the request's own reply address all the same.
+#[tokio::test]
+async fn a_request_through_a_stream_gets_its_reply() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let nats = connect(&server).await.jetstream();
+    stream(&nats, "ASK", "ask").await;
+    let mut requests = nats.subscribe("ask").await.unwrap();
+    let responder = nats.clone();
+    let failed = Arc::new(Mutex::new(Vec::new()));
+    let failures = Arc::clone(&failed);
+    tokio::spawn(async move {
+        while let Some(request) = requests.next().await {
+            let (message, settle) = request.into_parts();
+            let outcome = match message.reply(format!("{}!", text(&message))) {
+                Some(reply) => responder.publish(reply).await.map_err(|e| e.to_string()),
+                None => Err(format!("no reply address: {:?}", message.reply_to)),
+            };
+            if let Err(error) = outcome {
+                failures.lock().unwrap().push(error);
+            }
+            let _ = settle.send(Decision::Ack).await;
+        }
+    });
+
+    let correlator = Correlator::builder(nats)
+        .timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap();
+    let mut answered = 0;
+    for n in 0..3 {
+        if let Ok(reply) = correlator
+            .clone()
+            .oneshot(Message::new("ask", n.to_string()))
+            .await
+        {
+            assert_eq!(text(&reply), format!("{n}!"));
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 3, "responder: {:?}", failed.lock().unwrap());
+    let figures = correlator.figures();
+    // The stream's publish acknowledgements, sent to the reply subject
+    // too, are not counted as replies.
+    assert_eq!(
+        (figures.matched, figures.unmatched, figures.pending),
+        (3, 0, 0)
+    );
+    assert!(failed.lock().unwrap().is_empty());
+}
+
+/// A server backoff needs a max_deliver longer than it: refused when
+/// subscribing, with a reason, instead of a consumer that cannot be made.
+#[tokio::test]
+async fn a_backoff_longer_than_max_deliver_is_refused() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let nats = connect(&server).await.jetstream().queue_group("backoff");
+    stream(&nats, "BACKOFF", "backoff").await;
+    let backoff = [ms(100), ms(200)];
+    let refused = nats
+        .clone()
+        .consumer_settings(ConsumerSettings::new().backoff(backoff).max_deliver(2))
+        .subscribe("backoff")
+        .await;
+    let error = refused.err().expect("refused").to_string();
+    assert!(error.contains("max_deliver"), "{error}");
+    let accepted = nats
+        .consumer_settings(ConsumerSettings::new().backoff(backoff).max_deliver(3))
+        .subscribe("backoff")
+        .await;
+    assert!(accepted.is_ok());
 }
