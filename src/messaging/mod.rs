@@ -39,6 +39,43 @@
 //! dead-letter queue. Fallbacks do not answer for a notifier or a consumer
 //! (see [`fallback`](crate::fallback#where-fallbacks-do-not-answer)).
 //!
+//! # What each style promises, on each broker
+//!
+//! "At least once": nothing is lost, and a fault can deliver a message
+//! twice. "Effectively once": at least once, with the second copy dropped
+//! by its [id](Message::id) (JetStream's duplicate window for what is
+//! published; a [`DeduplicateLayer`] under the consumer for what is
+//! handled, within its memory of the last ids). "At most once": nothing
+//! twice, and a fault can lose it.
+//!
+//! | style | core NATS | JetStream | RabbitMQ |
+//! |---|---|---|---|
+//! | notification: [`Notifier`] + in-memory [`Outbox`] | at most once (no receipt: a server that dies with a message on its socket loses it) | effectively once, through broker outages; at most once through this process dying | at least once (publisher confirms), through broker outages; at most once through this process dying |
+//! | notification: [`Notifier`] + [`Outbox::open`] (on disk) | as above | effectively once, also through this process dying | at least once, also through this process dying |
+//! | [`Consumer`] (pub/sub, work queues) | at most once (no acknowledgements) | at least once (acked after handling, the ack confirmed); effectively once behind a [`DeduplicateLayer`] | at least once (acked after handling, quorum queues count deliveries); effectively once behind a [`DeduplicateLayer`] |
+//! | [`Correlator`] and [`ScatterGather`]: replies | at most once; a repeated reply is dropped, counted in [`ReplyFigures::duplicates`] | the same (replies travel as core messages) | the same (reply queues are not acknowledged) |
+//!
+//! What backs each row (every count exact; the brokers are real ones on
+//! loopback, killed with SIGKILL unless said otherwise):
+//!
+//! - Notification, JetStream: 150 notifications, the server killed and
+//!   restarted mid-stream; the stream holds each exactly once
+//!   (`tests/nats.rs`, `notifications_survive_the_server_going_away`).
+//! - Notification, RabbitMQ: 90 notifications, the broker shut down and
+//!   restarted mid-stream; each published, kept or handed back, and every
+//!   one in the queue after the outbox's flush (`tests/amqp.rs`).
+//! - Notification, on disk: a process aborted with 20 notifications
+//!   diverted; all 20 on disk, in order, and published once by the next
+//!   flush (`tests/outbox.rs`).
+//! - Consumer, JetStream and RabbitMQ: 100 jobs, the broker killed after
+//!   30: none lost, each job's work done once behind a `DeduplicateLayer`,
+//!   every repeat counted (`tests/nats_faults.rs`, `tests/amqp.rs`); a slow
+//!   handler gets no duplicates without a fault; a failing message is
+//!   delivered exactly its maximum number of times, then dead-lettered.
+//! - Replies: a duplicate reply counts once, late ones are counted and
+//!   dropped (`tests/messaging.rs`); a missing responder opens the breaker
+//!   (`tests/nats.rs`).
+//!
 //! # Every message has an identity, and a deadline
 //!
 //! Every style gives each message it sends an [id](Message::id) (unless it
