@@ -5,7 +5,7 @@
 //! ```text
 //! apt-get install nats-server      # ./scripts/test installs it too
 //! nats-server -a 127.0.0.1 -p 4222 -js &
-//! cargo run --example messaging_nats --features nats
+//! cargo run --example messaging_nats --features nats,durable-outbox
 //! ```
 //!
 //! `NATS_URL` points it elsewhere (default `127.0.0.1:4222`).
@@ -17,6 +17,7 @@ use seawall::circuit_breaker::CircuitBreaker;
 use seawall::messaging::nats::NatsTransport;
 use seawall::messaging::{Consumer, Correlator, Message, Notifier, Outbox, Publisher, Transport};
 use seawall::policy::Policy;
+use seawall::retry::Backoff;
 use seawall::BoxError;
 use tower::{service_fn, Layer, Service, ServiceExt};
 
@@ -122,7 +123,18 @@ async fn main() -> Result<(), BoxError> {
         .name("events")
         .timeout(Duration::from_secs(1))
         .build()?;
-    let outbox = Outbox::new(1_000)?;
+    // The outbox is on disk: what it keeps survives this process dying,
+    // and its flusher sends it once NATS takes messages again. Each
+    // message's id travels as `Nats-Msg-Id`, so a copy sent twice is
+    // stored once.
+    let outbox = Outbox::open(
+        std::env::temp_dir().join("seawall-example-outbox.redb"),
+        1_000,
+    )?;
+    let _flusher = outbox.spawn_flusher(
+        events.layer(Publisher::new(nats.clone().jetstream())),
+        Backoff::exponential(Duration::from_millis(100)),
+    );
     let mut notifier = Notifier::new(
         events.layer(Publisher::new(nats.clone().jetstream())),
         outbox.clone(),
@@ -135,7 +147,11 @@ async fn main() -> Result<(), BoxError> {
         .timeout(Duration::from_secs(1))
         .build()?;
     let consumer = Consumer::new(handler.layer(service_fn(|event: Message| async move {
-        println!("consumer: handled {}", text(&event));
+        println!(
+            "consumer: handled {} (id {})",
+            text(&event),
+            event.id.as_deref().unwrap_or("-")
+        );
         Ok::<_, BoxError>(())
     })));
     let consuming = tokio::spawn(

@@ -497,7 +497,7 @@
 //! | a tonic server shedding load and honouring `grpc-timeout` | `tonic_server` | `tonic-examples` |
 //! | a generated tonic client behind a Policy | `tonic_client` | `tonic-examples` |
 //! | a redis client behind a Policy, falling back to the origin | `redis_cache` | `redis` |
-//! | every messaging style over NATS | `messaging_nats` | `nats` |
+//! | every messaging style over NATS, with an outbox on disk | `messaging_nats` | `nats`, `durable-outbox` |
 //! | notification, consumer and request/reply over RabbitMQ | `messaging_amqp` | `amqp` |
 //! | a blocking publisher on its own pool, with an outbox | `messaging_sync` | `messaging` |
 //! | a retry storm against a failing dependency, with and without a retry budget; hedging a slow tail | `retry_budget` | |
