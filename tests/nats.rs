@@ -20,8 +20,8 @@ use futures_util::StreamExt;
 use seawall::circuit_breaker::{self, CircuitBreaker, OpenDuration};
 use seawall::messaging::nats::{ConsumerSettings, NatsTransport};
 use seawall::messaging::{
-    Consumer, Correlator, Decision, Message, Notified, Notifier, NotifyError, Outbox, Publisher,
-    Transport,
+    AtLeast, Consumer, Correlator, Decision, Message, Notified, Notifier, NotifyError, Outbox,
+    Publisher, RequestError, Transport,
 };
 use seawall::policy::Policy;
 use seawall::retry::{Backoff, Jitter};
@@ -189,7 +189,8 @@ async fn an_absent_responder_opens_the_breaker_and_traffic_resumes_when_it_is_ba
         .unwrap();
     let mut prices = policy.layer(correlator.clone());
 
-    // Nobody answers: three timeouts, then refusals at once.
+    // Nobody subscribes: the server says so at once, three times, then
+    // the breaker refuses at once.
     for _ in 0..3 {
         let asked = prices
             .ready()
@@ -197,7 +198,10 @@ async fn an_absent_responder_opens_the_breaker_and_traffic_resumes_when_it_is_ba
             .unwrap()
             .call(Message::new("price", "SWL"))
             .await;
-        assert!(matches!(asked, Err(Error::Timeout(_))), "{asked:?}");
+        assert!(
+            matches!(asked, Err(Error::Inner(RequestError::NoResponders { .. }))),
+            "{asked:?}"
+        );
     }
     for _ in 0..10 {
         let asked = prices
@@ -214,7 +218,11 @@ async fn an_absent_responder_opens_the_breaker_and_traffic_resumes_when_it_is_ba
         "abandoned requests left nothing behind"
     );
     // The server's "no responders" statuses are nobody's replies.
-    assert_eq!(correlator.figures().unmatched, 0);
+    let figures = correlator.figures();
+    assert_eq!(
+        (figures.matched, figures.unmatched, figures.no_responders),
+        (0, 0, 3)
+    );
 
     // The responder comes; once the breaker lets a probe through, answers flow.
     respond(nats, "price", "=42").await;
@@ -230,6 +238,215 @@ async fn an_absent_responder_opens_the_breaker_and_traffic_resumes_when_it_is_ba
             .await;
         assert_eq!(text(&asked.unwrap()), "SWL=42");
     }
+}
+
+/// Defect 6 of issue 20: a request to a subject nobody subscribes to ends
+/// on the server's "no responders" status, not after the correlator's
+/// time limit (5 s here; each call is given 2 s).
+#[tokio::test]
+async fn a_request_nobody_subscribes_to_is_refused_at_once() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let nats = connect(&server).await;
+    let correlator = Correlator::builder(nats)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .await
+        .unwrap();
+    let mut refused = 0;
+    let mut other = Vec::new();
+    for n in 0..10 {
+        let asked = timeout(
+            Duration::from_secs(2),
+            correlator
+                .clone()
+                .oneshot(Message::new("nobody.home", n.to_string())),
+        )
+        .await;
+        match asked {
+            Ok(Err(RequestError::NoResponders { subject })) => {
+                assert_eq!(subject, "nobody.home");
+                refused += 1;
+            }
+            other_outcome => other.push(format!("{other_outcome:?}")),
+        }
+    }
+    assert_eq!(refused, 10, "other outcomes: {other:?}");
+    let figures = correlator.figures();
+    assert_eq!(
+        (
+            figures.matched,
+            figures.unmatched,
+            figures.no_responders,
+            figures.pending
+        ),
+        (0, 0, 10, 0)
+    );
+}
+
+/// The refusals count against the dependency: a breaker over the
+/// correlator (no Policy timeout) opens on them.
+#[tokio::test]
+async fn no_responders_open_the_breaker() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let nats = connect(&server).await;
+    let correlator = Correlator::builder(nats)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .await
+        .unwrap();
+    let policy = Policy::builder()
+        .name("absent")
+        .circuit_breaker(CircuitBreaker::builder().consecutive_failures(3))
+        .build()
+        .unwrap();
+    let absent = policy.layer(correlator.clone());
+    let (mut refused, mut open, mut other) = (0, 0, Vec::new());
+    for _ in 0..10 {
+        let asked = timeout(
+            Duration::from_secs(2),
+            absent.clone().oneshot(Message::new("absent", "?")),
+        )
+        .await;
+        match asked {
+            Ok(Err(Error::Inner(RequestError::NoResponders { .. }))) => refused += 1,
+            Ok(Err(Error::CircuitOpen(_))) => open += 1,
+            other_outcome => other.push(format!("{other_outcome:?}")),
+        }
+    }
+    assert_eq!((refused, open), (3, 7), "other outcomes: {other:?}");
+    assert_eq!(
+        policy.breaker().state(),
+        seawall::circuit_breaker::State::Open
+    );
+    assert_eq!(correlator.figures().no_responders, 3);
+}
+
+/// A gather over a subject nobody subscribes to ends at once, empty, with
+/// every expected reply missing; [`AtLeast`] counts it as a failure.
+#[tokio::test]
+async fn a_gather_nobody_subscribes_to_ends_at_once() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let nats = connect(&server).await;
+    let correlator = Correlator::builder(nats).build().await.unwrap();
+    for expected in [Some(3), None] {
+        let gather = correlator.scatter_gather(expected, Duration::from_secs(5));
+        let gathered = timeout(
+            Duration::from_secs(2),
+            gather.oneshot(Message::new("quote.none", "q")),
+        )
+        .await
+        .expect("ended within 2 s, not after 5")
+        .unwrap();
+        assert!(gathered.replies.is_empty());
+        assert_eq!(gathered.missing(), expected);
+    }
+
+    let policy = Policy::builder()
+        .circuit_breaker(CircuitBreaker::builder().consecutive_failures(3))
+        .classify(AtLeast(1))
+        .build()
+        .unwrap();
+    let quotes = policy.layer(correlator.scatter_gather(Some(3), Duration::from_secs(5)));
+    let mut ended = 0;
+    for _ in 0..3 {
+        let gathered = timeout(
+            Duration::from_secs(2),
+            quotes.clone().oneshot(Message::new("quote.none", "q")),
+        )
+        .await;
+        if matches!(gathered, Ok(Ok(ref gathered)) if gathered.replies.is_empty()) {
+            ended += 1;
+        }
+    }
+    assert_eq!(ended, 3);
+    assert_eq!(
+        policy.breaker().state(),
+        seawall::circuit_breaker::State::Open
+    );
+    let figures = correlator.figures();
+    assert_eq!((figures.matched, figures.no_responders), (0, 5));
+}
+
+/// A reply address of the caller's own is not one of the transport's
+/// inboxes: the status there names no request and is dropped, as before,
+/// and the request waits out its time limit.
+#[tokio::test]
+async fn a_reply_subject_of_ones_own_still_waits_for_its_time_limit() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let nats = connect(&server).await;
+    let correlator = Correlator::builder(nats)
+        .reply_subject("my.replies")
+        .timeout(ms(300))
+        .build()
+        .await
+        .unwrap();
+    let asked = timeout(
+        Duration::from_secs(2),
+        correlator.clone().oneshot(Message::new("nobody.home", "?")),
+    )
+    .await;
+    assert!(
+        matches!(asked, Ok(Err(RequestError::NoReply { .. }))),
+        "{asked:?}"
+    );
+    let figures = correlator.figures();
+    assert_eq!(
+        (figures.matched, figures.unmatched, figures.no_responders),
+        (0, 0, 0)
+    );
+}
+
+/// A plain NATS responder answers the request's NATS reply subject
+/// (`inbox.<correlation id>`) without copying the correlation header; the
+/// reply is matched by its subject.
+#[tokio::test]
+async fn a_plain_nats_responder_is_answered_through_the_reply_subject() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let nats = connect(&server).await;
+    let client = nats.client().clone();
+    let mut requests = client.subscribe("plain").await.unwrap();
+    client.flush().await.unwrap();
+    tokio::spawn(async move {
+        while let Some(request) = requests.next().await {
+            let reply = request.reply.expect("a reply subject");
+            let mut answer = request.payload.to_vec();
+            answer.push(b'!');
+            client.publish(reply, answer.into()).await.unwrap();
+        }
+    });
+    let correlator = Correlator::builder(nats)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .await
+        .unwrap();
+    let mut answered = 0;
+    for n in 0..5 {
+        let asked = timeout(
+            Duration::from_secs(2),
+            correlator
+                .clone()
+                .oneshot(Message::new("plain", n.to_string())),
+        )
+        .await;
+        if let Ok(Ok(reply)) = asked {
+            assert_eq!(text(&reply), format!("{n}!"));
+            assert_eq!(reply.subject, correlator.reply_subject());
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 5);
+    let figures = correlator.figures();
+    assert_eq!((figures.matched, figures.unmatched), (5, 0));
 }
 
 #[tokio::test]

@@ -464,6 +464,7 @@ fn message(delivery: &mut lapin::message::Delivery) -> Message {
     Message {
         deliveries,
         redelivered: delivery.redelivered,
+        no_responders: false,
         id: properties.message_id().as_ref().map(|id| id.to_string()),
         deadline: deadline_of(properties),
         subject: delivery.routing_key.to_string(),

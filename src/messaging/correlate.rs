@@ -33,6 +33,15 @@ pub enum RequestError<E> {
         /// The limit.
         after: Duration,
     },
+    /// The broker said at once that nobody subscribes to the request's
+    /// subject (NATS's "no responders"), so no reply will come: the
+    /// dependency is absent, which counts against it as a missing reply
+    /// does, without waiting for the time limit.
+    #[error("nobody subscribes to {subject}")]
+    NoResponders {
+        /// The request's subject.
+        subject: String,
+    },
 }
 
 impl<E: Leaf + std::error::Error + 'static> Leaf for RequestError<E> {
@@ -48,6 +57,8 @@ impl<E: Leaf + std::error::Error + 'static> Leaf for RequestError<E> {
             RequestError::Publish(error) => error.refusal(),
             RequestError::TooManyPending { .. } => Some(Refusal::Overloaded),
             RequestError::NoReply { .. } => Some(Refusal::Timeout),
+            // The dependency's failure, as a missing reply is.
+            RequestError::NoResponders { .. } => None,
         }
     }
 }
@@ -81,6 +92,10 @@ pub enum StartError<E> {
 ///   table at once.
 /// * Replies nobody waits for (late, unknown, duplicates) are dropped and
 ///   counted in [`ReplyFigures::unmatched`].
+/// * Where the broker tells that nobody subscribes to the request's subject
+///   (NATS's "no responders"; see [`Message::no_responders`]), the call
+///   fails at once with [`RequestError::NoResponders`] rather than waiting
+///   out its time limit; a breaker counts it as a failure.
 ///
 /// ```
 /// use std::time::Duration;
@@ -178,11 +193,15 @@ impl<T: Transport> Service<Message> for Correlator<T> {
             Ok(waiting) => waiting,
             Err(refused) => return Box::pin(std::future::ready(Err(refused))),
         };
+        let subject = request.subject.clone();
         let publishing = self.replies.transport.publish(request);
         let timeout = self.timeout;
         Box::pin(async move {
             publishing.await.map_err(RequestError::Publish)?;
             match tokio::time::timeout(timeout, waiting.replies.recv()).await {
+                Ok(Some(reply)) if reply.no_responders => {
+                    Err(RequestError::NoResponders { subject })
+                }
                 Ok(Some(reply)) => Ok(reply),
                 // The sender lives in the table until `waiting` is dropped,
                 // so the channel cannot close under us; a closed channel

@@ -55,6 +55,17 @@ pub struct Message {
     /// `redelivered` flag; a count above one elsewhere): a handler whose
     /// effects are not idempotent may check what it did last time.
     pub redelivered: bool,
+    /// Whether this is the broker's word, rather than a reply, that nobody
+    /// subscribes to a request's subject (NATS's "no responders" status,
+    /// 503). A transport sets it on a message arriving on a reply subject;
+    /// such a message carries the request's `correlation_id` and no
+    /// payload. A [`Correlator`](super::Correlator) then fails the request
+    /// at once with [`RequestError::NoResponders`](super::RequestError::NoResponders)
+    /// instead of waiting out its time limit, and a
+    /// [`ScatterGather`](super::ScatterGather) ends its gather. `false` on
+    /// every message a transport receives otherwise, and on messages being
+    /// sent.
+    pub no_responders: bool,
 }
 
 impl Message {
@@ -69,6 +80,7 @@ impl Message {
             deadline: None,
             deliveries: None,
             redelivered: false,
+            no_responders: false,
         }
     }
 
@@ -110,6 +122,7 @@ impl Message {
             deadline: None,
             deliveries: None,
             redelivered: false,
+            no_responders: false,
         })
     }
 }

@@ -73,9 +73,28 @@
 //! correlation id and no reply address) go out as core NATS messages, also
 //! on a JetStream transport: reply inboxes are not stream subjects. The
 //! stream's own publish acknowledgement of a captured request, which the
-//! server sends to the reply subject too, and the server's "no responders"
-//! status, which names no request, are dropped by the subscription rather
-//! than counted as unmatched replies.
+//! server sends to the reply subject too, is dropped by the subscription
+//! rather than counted as an unmatched reply.
+//!
+//! ## No responders
+//!
+//! When nobody subscribes to a request's subject, the server answers at
+//! once with a "no responders" status (503) on the request's reply
+//! subject. The status carries no headers, so it names its request by the
+//! subject alone: a request whose reply address `R` is an inbox of this
+//! transport ([`Transport::reply_subject`], as a
+//! [`Correlator`](super::Correlator) uses by default) and whose correlation
+//! id `C` is made of valid subject tokens goes out with the NATS reply
+//! subject `R.C` (the [`REPLY_TO`] header still says `R`), and a
+//! subscription to `R` also listens on `R.>`. A status arriving on `R.C`
+//! becomes a [`Message`] to `R` with correlation id `C`, no payload and
+//! [`no_responders`](super::Message::no_responders) set: the correlator
+//! fails the request at once instead of waiting out its time limit. Replies
+//! arriving on `R.C` (a plain NATS responder answers the reply subject)
+//! are delivered as sent to `R`, and take `C` as their correlation id if
+//! they carry none. A status on a reply address that is not such an inbox
+//! (a [`CorrelatorBuilder::reply_subject`](super::CorrelatorBuilder::reply_subject)
+//! of your own) names no request and is dropped; the request times out.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -92,6 +111,9 @@
 //! # }
 //! ```
 
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::pull;
@@ -131,6 +153,37 @@ pub struct NatsTransport {
     queue_group: Option<String>,
     jetstream: Option<async_nats::jetstream::Context>,
     consumer: ConsumerSettings,
+    inboxes: Inboxes,
+}
+
+/// The reply inboxes a [`NatsTransport`] (and its clones) handed out: the
+/// subjects on which it maps "no responders" statuses to their requests.
+/// One per [`Correlator`](super::Correlator), kept while the transport
+/// lives.
+#[derive(Clone, Default)]
+struct Inboxes(Arc<Mutex<HashSet<String>>>);
+
+impl Inboxes {
+    fn add(&self, inbox: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(inbox.to_owned());
+    }
+
+    fn contains(&self, subject: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(subject)
+    }
+}
+
+impl fmt::Debug for Inboxes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.0.lock().unwrap_or_else(PoisonError::into_inner).len();
+        f.debug_tuple("Inboxes").field(&count).finish()
+    }
 }
 
 /// How a [`NatsTransport`] sets up the JetStream pull consumers it
@@ -345,6 +398,7 @@ impl NatsTransport {
             queue_group: None,
             jetstream: None,
             consumer: ConsumerSettings::default(),
+            inboxes: Inboxes::default(),
         }
     }
 
@@ -435,10 +489,72 @@ fn is_publish_ack(message: &async_nats::Message) -> bool {
 
 /// Whether a core delivery is the server's "no responders" status (503),
 /// sent to a request's reply subject when nobody subscribes to the
-/// request's subject. It names no request (it carries no correlation id),
-/// so it is nobody's reply either; the request times out.
+/// request's subject. It carries no headers: only a reply subject of the
+/// form `inbox.<correlation id>` names its request ([`inbox_delivery`]);
+/// elsewhere it is nobody's reply, and dropped.
 fn is_no_responders(message: &async_nats::Message) -> bool {
     message.status == Some(async_nats::StatusCode::NO_RESPONDERS)
+}
+
+/// Whether `id` can follow an inbox in a subject: one or more non-empty
+/// tokens of printable ASCII without wildcards.
+fn is_subject_tokens(id: &str) -> bool {
+    !id.is_empty()
+        && id.split('.').all(|token| {
+            !token.is_empty()
+                && token
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'*' && b != b'>')
+        })
+}
+
+/// What a core delivery on `inbox` or `inbox.>` is: `None` for what is
+/// nobody's reply (a stream's publish acknowledgement, a "no responders"
+/// status on the inbox itself). On `inbox.<id>`, a "no responders" status
+/// becomes a [`Message::no_responders`] for request `<id>`, and a reply is
+/// delivered as sent to `inbox`, with `<id>` as its correlation id if it
+/// carries none.
+fn inbox_delivery(inbox: &str, received: &async_nats::Message) -> Option<Message> {
+    if is_publish_ack(received) {
+        return None;
+    }
+    let correlation_id = received
+        .subject
+        .as_str()
+        .strip_prefix(inbox)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .filter(|id| !id.is_empty());
+    let Some(correlation_id) = correlation_id else {
+        return (!is_no_responders(received)).then(|| message(received));
+    };
+    if is_no_responders(received) {
+        return Some(Message {
+            correlation_id: Some(correlation_id.to_owned()),
+            no_responders: true,
+            ..Message::new(inbox, Bytes::new())
+        });
+    }
+    let mut reply = message(received);
+    reply.subject = inbox.to_owned();
+    if reply.correlation_id.is_none() {
+        reply.correlation_id = Some(correlation_id.to_owned());
+    }
+    Some(reply)
+}
+
+/// One stream of what `first` and `second` deliver, which ends as soon as
+/// either ends (the connection went), so that a lost subscription is seen
+/// and made again whole.
+fn merged<S>(first: S, second: S) -> BoxStream<'static, S::Item>
+where
+    S: futures_util::Stream + Send + 'static,
+    S::Item: Send + 'static,
+{
+    let end = || futures_util::stream::once(std::future::ready(None));
+    futures_util::stream::select(first.map(Some).chain(end()), second.map(Some).chain(end()))
+        .take_while(|item| std::future::ready(item.is_some()))
+        .filter_map(std::future::ready)
+        .boxed()
 }
 
 fn message_without_reply(message: &async_nats::Message) -> Message {
@@ -467,6 +583,7 @@ fn message_without_reply(message: &async_nats::Message) -> Message {
         deadline,
         deliveries: None,
         redelivered: false,
+        no_responders: false,
     }
 }
 
@@ -601,6 +718,7 @@ impl Transport for NatsTransport {
     ) -> impl std::future::Future<Output = Result<(), NatsError>> + Send + 'static {
         let client = self.client.clone();
         let jetstream = self.jetstream.clone();
+        let inboxes = self.inboxes.clone();
         async move {
             let Message {
                 subject,
@@ -613,8 +731,17 @@ impl Transport for NatsTransport {
             } = message;
             let payload: Bytes = payload;
             let correlation_id_set = correlation_id.is_some();
+            // The NATS reply subject: `inbox.<correlation id>` for a
+            // request answered on one of this transport's inboxes, so that
+            // the server's "no responders" status names its request.
+            let nats_reply = reply_to.as_ref().map(|reply| match &correlation_id {
+                Some(id) if is_subject_tokens(id) && inboxes.contains(reply) => {
+                    format!("{reply}.{id}")
+                }
+                _ => reply.clone(),
+            });
             let mut headers = async_nats::HeaderMap::new();
-            if let Some(id) = correlation_id {
+            if let Some(id) = &correlation_id {
                 headers.insert(CORRELATION_ID, id.as_str());
             }
             if let Some(id) = id {
@@ -630,7 +757,7 @@ impl Transport for NatsTransport {
             // JetStream publish there would wait for a receipt that never
             // comes.
             let is_reply = reply_to.is_none() && correlation_id_set;
-            match (reply_to, jetstream) {
+            match (nats_reply, jetstream) {
                 (None, Some(jetstream)) if !is_reply => {
                     jetstream
                         .publish_with_headers(subject, headers, payload)
@@ -664,7 +791,33 @@ impl Transport for NatsTransport {
         let jetstream = self.jetstream.clone();
         let settings = self.consumer.clone();
         let subject = subject.to_owned();
+        let inbox = self.inboxes.contains(&subject);
         async move {
+            if inbox {
+                // Core subscriptions, never a stream's: the inbox, and the
+                // reply subjects of requests answered on it.
+                let tokens = format!("{subject}.>");
+                let (direct, tokens) = match group {
+                    Some(group) => (
+                        client
+                            .queue_subscribe(subject.clone(), group.clone())
+                            .await?,
+                        client.queue_subscribe(tokens, group).await?,
+                    ),
+                    None => (
+                        client.subscribe(subject.clone()).await?,
+                        client.subscribe(tokens).await?,
+                    ),
+                };
+                client.flush().await?;
+                return Ok(merged(direct, tokens)
+                    .filter_map(move |received| {
+                        std::future::ready(
+                            inbox_delivery(&subject, &received).map(Delivery::unacknowledged),
+                        )
+                    })
+                    .boxed());
+            }
             if let Some(jetstream) = jetstream {
                 if let Some(deliveries) =
                     jetstream_subscription(&jetstream, &subject, group.clone(), &settings).await?
@@ -691,7 +844,12 @@ impl Transport for NatsTransport {
         }
     }
 
+    /// A fresh inbox of the client's, remembered as this transport's: a
+    /// request answered on it learns at once that nobody subscribes to its
+    /// subject (see [the module docs](self#no-responders)).
     fn reply_subject(&self) -> String {
-        self.client.new_inbox()
+        let inbox = self.client.new_inbox();
+        self.inboxes.add(&inbox);
+        inbox
     }
 }

@@ -33,6 +33,11 @@ pub struct ReplyFigures {
     /// again: a responder's retry, a broker's redelivery). Dropped, so that
     /// a gather counts each responder once.
     pub duplicates: u64,
+    /// Waiting requests the broker said nobody subscribes to (NATS's "no
+    /// responders"; see [`Message::no_responders`]): ended at once, not
+    /// counted as matched. Such a word for a request nobody waits for any
+    /// more counts as unmatched.
+    pub no_responders: u64,
     /// Times the reply subscription was lost and made again.
     pub resubscribed: u64,
 }
@@ -45,6 +50,7 @@ pub(crate) struct Router {
     matched: AtomicU64,
     unmatched: AtomicU64,
     duplicates: AtomicU64,
+    no_responders: AtomicU64,
     resubscribed: AtomicU64,
 }
 
@@ -59,6 +65,7 @@ enum Routed {
     Matched,
     Unmatched,
     Duplicate,
+    NoResponders,
 }
 
 /// A request's place in the table; leaving it (on reply, timeout or drop)
@@ -111,6 +118,7 @@ impl Router {
             Routed::Matched => &self.matched,
             Routed::Unmatched => &self.unmatched,
             Routed::Duplicate => &self.duplicates,
+            Routed::NoResponders => &self.no_responders,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -123,6 +131,13 @@ impl Router {
         let Some(place) = waiting.get_mut(correlation_id) else {
             return Routed::Unmatched;
         };
+        if reply.no_responders {
+            // The request ends on it, whatever it received before.
+            return match place.replies.try_send(reply) {
+                Ok(()) => Routed::NoResponders,
+                Err(_) => Routed::Unmatched,
+            };
+        }
         if let Some(id) = &reply.id {
             if place.seen.contains(id) {
                 return Routed::Duplicate;
@@ -146,6 +161,7 @@ impl Router {
             matched: self.matched.load(Ordering::Relaxed),
             unmatched: self.unmatched.load(Ordering::Relaxed),
             duplicates: self.duplicates.load(Ordering::Relaxed),
+            no_responders: self.no_responders.load(Ordering::Relaxed),
             resubscribed: self.resubscribed.load(Ordering::Relaxed),
         }
     }
@@ -177,6 +193,7 @@ impl<T: Transport> Replies<T> {
             matched: AtomicU64::new(0),
             unmatched: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
+            no_responders: AtomicU64::new(0),
             resubscribed: AtomicU64::new(0),
         });
         let (stop, stopped) = oneshot::channel();

@@ -82,7 +82,10 @@ const UNCOUNTED_REPLIES: usize = 1024;
 /// each call publishes the message once, to every subscriber of its subject,
 /// and gathers replies until the expected count arrived or the time is up.
 /// Running out of time is not an error: the caller gets what arrived and
-/// sees what is missing. Made by [`Correlator::scatter_gather`](super::Correlator::scatter_gather).
+/// sees what is missing. Where the broker tells that nobody subscribes to
+/// the subject (NATS's "no responders"; see [`Message::no_responders`]),
+/// the gather ends at once with the replies it has (none): an empty
+/// gather, which [`AtLeast`] counts as a failure. Made by [`Correlator::scatter_gather`](super::Correlator::scatter_gather).
 ///
 /// ```
 /// use std::time::Duration;
@@ -174,6 +177,8 @@ impl<T: Transport> Service<Message> for ScatterGather<T> {
             let mut replies = Vec::new();
             while expected.is_none_or(|expected| replies.len() < expected) {
                 match tokio::time::timeout_at(deadline, waiting.replies.recv()).await {
+                    // Nobody subscribes: no reply will come.
+                    Ok(Some(reply)) if reply.no_responders => break,
                     Ok(Some(reply)) => replies.push(reply),
                     Ok(None) | Err(_) => break,
                 }
