@@ -5,16 +5,14 @@
 
 mod support;
 
-use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use seawall::messaging::nats::{ConsumerSettings, NatsTransport};
-use seawall::messaging::{Consumer, DeduplicateLayer, Message, Publisher, Transport};
-use seawall::BoxError;
+use seawall::messaging::{Message, Publisher};
+use support::jobs::Jobs;
 use support::nats::NatsServer;
-use tokio::time::{sleep, timeout};
-use tower::{service_fn, Layer, Service, ServiceExt};
+use tokio::time::timeout;
+use tower::{Service, ServiceExt};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -57,55 +55,9 @@ async fn a_jetstream_consumer_loses_nothing_and_repeats_nothing_when_the_server_
             .unwrap();
     }
 
-    let delivered = Arc::new(Mutex::new(0usize));
-    let done = Arc::new(Mutex::new(Vec::new()));
-    let dedup = DeduplicateLayer::new(1_000).unwrap();
-    let handler = {
-        let (delivered, done) = (Arc::clone(&delivered), Arc::clone(&done));
-        dedup
-            .layer(service_fn(move |job: Message| {
-                let done = Arc::clone(&done);
-                async move {
-                    sleep(ms(20)).await;
-                    done.lock().unwrap().push(job.id.clone().unwrap());
-                    Ok::<_, seawall::Error<BoxError>>(())
-                }
-            }))
-            .map_request(move |job: Message| {
-                *delivered.lock().unwrap() += 1;
-                job
-            })
-    };
-    let worker = {
-        let (nats, done) = (nats.clone(), Arc::clone(&done));
-        tokio::spawn(async move {
-            let all_done = || {
-                let done = Arc::clone(&done);
-                async move {
-                    while done.lock().unwrap().len() < 100 {
-                        sleep(ms(10)).await;
-                    }
-                }
-            };
-            while done.lock().unwrap().len() < 100 {
-                let Ok(subscription) = nats.subscribe("jobs").await else {
-                    sleep(ms(100)).await;
-                    continue;
-                };
-                Consumer::new(handler.clone())
-                    .concurrency(4)
-                    .run_until(subscription, all_done())
-                    .await;
-            }
-        })
-    };
-    timeout(Duration::from_secs(30), async {
-        while done.lock().unwrap().len() < 30 {
-            sleep(ms(5)).await;
-        }
-    })
-    .await
-    .expect("30 jobs done before the kill");
+    let jobs = Jobs::new(100);
+    let worker = jobs.spawn_worker(nats.clone(), "jobs");
+    jobs.wait_for(30).await;
     server.stop(); // SIGKILL
     server.restart().unwrap();
     timeout(Duration::from_secs(60), worker)
@@ -113,14 +65,5 @@ async fn a_jetstream_consumer_loses_nothing_and_repeats_nothing_when_the_server_
         .expect("every job done within a minute of the restart")
         .unwrap();
 
-    let done = done.lock().unwrap().clone();
-    let distinct: BTreeSet<&String> = done.iter().collect();
-    assert_eq!(distinct.len(), 100, "none lost");
-    assert_eq!(done.len(), 100, "each job's work done once: {done:?}");
-    let delivered = *delivered.lock().unwrap();
-    assert_eq!(
-        dedup.figures().duplicates as usize,
-        delivered - 100,
-        "every repeat delivery counted and skipped"
-    );
+    jobs.assert_each_done_once();
 }

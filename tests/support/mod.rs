@@ -1,3 +1,5 @@
+#[cfg(feature = "messaging")]
+pub mod jobs;
 pub mod nats;
 pub mod prometheus;
 pub mod rabbitmq;
