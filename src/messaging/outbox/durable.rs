@@ -231,7 +231,15 @@ mod tests {
             .with_id("id-1")
             .with_deadline(Budget::from_unix_millis(1_900_000_000_123));
         message.reply_to = Some("inbox.7".into());
-        let back = decode(&encode(&message)).unwrap();
+        let mut back = decode(&encode(&message)).unwrap();
+        // A deadline travels as wall-clock milliseconds, rounded down at
+        // each conversion: never later, a few milliseconds earlier at most.
+        let millis = back.deadline.unwrap().to_unix_millis();
+        assert!(
+            (1_900_000_000_118..=1_900_000_000_123).contains(&millis),
+            "{millis}"
+        );
+        back.deadline = message.deadline;
         assert_eq!(back, message);
         let bare = Message::new("x", "");
         assert_eq!(decode(&encode(&bare)).unwrap(), bare);
