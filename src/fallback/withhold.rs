@@ -5,8 +5,10 @@
 //! handler failed on, and the broker would forget it. They run their calls
 //! with fallbacks withheld, and the error goes on to them.
 
+#[cfg(feature = "messaging")]
 use std::future::Future;
 
+#[cfg(feature = "messaging")]
 use tokio::task::futures::TaskLocalFuture;
 
 tokio::task_local! {
@@ -15,11 +17,13 @@ tokio::task_local! {
 
 /// Makes the call `f` (a service's `call`, which may answer at once) with
 /// fallbacks withheld, or not.
+#[cfg(feature = "messaging")]
 pub(crate) fn call<R>(withheld: bool, f: impl FnOnce() -> R) -> R {
     WITHHELD.sync_scope(withheld, f)
 }
 
 /// Runs `future` with fallbacks withheld, or not.
+#[cfg(feature = "messaging")]
 pub(crate) fn run<F: Future>(withheld: bool, future: F) -> TaskLocalFuture<bool, F> {
     WITHHELD.scope(withheld, future)
 }
