@@ -585,22 +585,13 @@ async fn a_consumer_loses_nothing_and_repeats_nothing_when_the_broker_is_killed(
     };
     let amqp = connect(&rabbit).await;
     amqp.declare("jobs").await.unwrap();
-    let mut publisher = Publisher::new(amqp.clone());
-    for n in 0..100 {
-        publisher
-            .ready()
-            .await
-            .unwrap()
-            .call(Message::new("jobs", n.to_string()).with_id(format!("job-{n}")))
-            .await
-            .unwrap();
-    }
+    let jobs = Jobs::new(100);
+    jobs.publish(amqp.clone(), "jobs").await;
     // Let the node write the queue's declaration down (it does so lazily;
     // a kill right after a declaration can lose it, which is the broker's
     // window, not this test's subject).
     sleep(Duration::from_secs(2)).await;
 
-    let jobs = Jobs::new(100);
     let worker = jobs.spawn_worker(amqp.clone(), "jobs");
     jobs.wait_for(30).await;
     rabbit.stop(); // SIGKILL

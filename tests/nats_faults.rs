@@ -8,11 +8,9 @@ mod support;
 use std::time::Duration;
 
 use seawall::messaging::nats::{ConsumerSettings, NatsTransport};
-use seawall::messaging::{Message, Publisher};
 use support::jobs::Jobs;
 use support::nats::NatsServer;
 use tokio::time::timeout;
-use tower::{Service, ServiceExt};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -44,18 +42,9 @@ async fn a_jetstream_consumer_loses_nothing_and_repeats_nothing_when_the_server_
         })
         .await
         .unwrap();
-    let mut publisher = Publisher::new(nats.clone());
-    for n in 0..100 {
-        publisher
-            .ready()
-            .await
-            .unwrap()
-            .call(Message::new("jobs", n.to_string()).with_id(format!("job-{n}")))
-            .await
-            .unwrap();
-    }
-
     let jobs = Jobs::new(100);
+    jobs.publish(nats.clone(), "jobs").await;
+
     let worker = jobs.spawn_worker(nats.clone(), "jobs");
     jobs.wait_for(30).await;
     server.stop(); // SIGKILL

@@ -177,8 +177,9 @@ impl AmqpTransport {
 
     /// Whether the exchange and the group queues it declares survive a
     /// broker restart, with the messages it publishes. Default `true`.
-    /// Quorum queues are always durable: a transport that is not uses
-    /// classic queues.
+    /// Quorum queues are always durable: with `durable(false)`, group
+    /// queues stay durable unless the transport also uses
+    /// [`classic_queues`](AmqpTransport::classic_queues).
     pub fn durable(self, durable: bool) -> Self {
         self.changed(|settings| settings.durable = durable)
     }

@@ -138,21 +138,15 @@ impl Router {
                 Err(_) => Routed::Unmatched,
             };
         }
-        if let Some(id) = &reply.id {
-            if place.seen.contains(id) {
-                return Routed::Duplicate;
-            }
-            let id = id.clone();
-            if place.replies.try_send(reply).is_err() {
-                return Routed::Unmatched;
-            }
-            place.seen.push(id);
-            return Routed::Matched;
+        if reply.id.as_ref().is_some_and(|id| place.seen.contains(id)) {
+            return Routed::Duplicate;
         }
-        match place.replies.try_send(reply) {
-            Ok(()) => Routed::Matched,
-            Err(_) => Routed::Unmatched,
+        let id = reply.id.clone();
+        if place.replies.try_send(reply).is_err() {
+            return Routed::Unmatched;
         }
+        place.seen.extend(id);
+        Routed::Matched
     }
 
     pub(crate) fn figures(&self) -> ReplyFigures {

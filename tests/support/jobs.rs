@@ -8,11 +8,11 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use seawall::messaging::{Consumer, DeduplicateLayer, Message, Transport};
+use seawall::messaging::{Consumer, DeduplicateLayer, Message, Publisher, Transport};
 use seawall::BoxError;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout};
-use tower::{service_fn, Layer, ServiceExt};
+use tower::{service_fn, Layer, Service, ServiceExt};
 
 pub struct Jobs {
     delivered: Arc<Mutex<usize>>,
@@ -29,6 +29,16 @@ impl Jobs {
             done: Arc::default(),
             dedup: DeduplicateLayer::new(1_000).unwrap(),
             total,
+        }
+    }
+
+    /// Publishes the jobs to `subject`, each confirmed, with the ids
+    /// `job-0`, `job-1`, ….
+    pub async fn publish<T: Transport>(&self, transport: T, subject: &'static str) {
+        let mut publisher = Publisher::new(transport);
+        for n in 0..self.total {
+            let job = Message::new(subject, n.to_string()).with_id(format!("job-{n}"));
+            publisher.ready().await.unwrap().call(job).await.unwrap();
         }
     }
 

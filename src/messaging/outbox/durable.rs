@@ -80,7 +80,7 @@ impl OutboxStore for RedbStore {
                 Some((last, _)) => last.value() + 1,
                 None => 0,
             };
-            table.insert(number, encode(message).as_slice())?;
+            table.insert(number, encode(message)?.as_slice())?;
         }
         write.commit()?;
         Ok(true)
@@ -130,34 +130,38 @@ const VERSION: u8 = 1;
 /// (optional ones after a presence byte). The deadline is kept as Unix
 /// milliseconds, as it travels across brokers: it must mean the same
 /// instant to the process that flushes it.
-fn encode(message: &Message) -> Vec<u8> {
+fn encode(message: &Message) -> Result<Vec<u8>, BoxError> {
     let mut out = Vec::with_capacity(64 + message.subject.len() + message.payload.len());
     out.push(VERSION);
-    put(&mut out, message.subject.as_bytes());
-    put(&mut out, &message.payload);
+    put(&mut out, message.subject.as_bytes())?;
+    put(&mut out, &message.payload)?;
     for text in [&message.reply_to, &message.correlation_id, &message.id] {
-        put_optional(&mut out, text.as_deref().map(str::as_bytes));
+        put_optional(&mut out, text.as_deref().map(str::as_bytes))?;
     }
     let deadline = message
         .deadline
         .map(|budget| budget.to_unix_millis().to_le_bytes());
-    put_optional(&mut out, deadline.as_ref().map(|millis| &millis[..]));
-    out
+    put_optional(&mut out, deadline.as_ref().map(|millis| &millis[..]))?;
+    Ok(out)
 }
 
-fn put(out: &mut Vec<u8>, bytes: &[u8]) {
-    let len = u32::try_from(bytes.len()).expect("a message field under 4 GiB");
+fn put(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), BoxError> {
+    let len = u32::try_from(bytes.len()).map_err(|_| "a message field of 4 GiB or more")?;
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(bytes);
+    Ok(())
 }
 
-fn put_optional(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+fn put_optional(out: &mut Vec<u8>, bytes: Option<&[u8]>) -> Result<(), BoxError> {
     match bytes {
         Some(bytes) => {
             out.push(1);
-            put(out, bytes);
+            put(out, bytes)
         }
-        None => out.push(0),
+        None => {
+            out.push(0);
+            Ok(())
+        }
     }
 }
 
@@ -231,7 +235,7 @@ mod tests {
             .with_id("id-1")
             .with_deadline(Budget::from_unix_millis(1_900_000_000_123));
         message.reply_to = Some("inbox.7".into());
-        let mut back = decode(&encode(&message)).unwrap();
+        let mut back = decode(&encode(&message).unwrap()).unwrap();
         // A deadline travels as wall-clock milliseconds, rounded down at
         // each conversion: never later, a few milliseconds earlier at most.
         let millis = back.deadline.unwrap().to_unix_millis();
@@ -242,12 +246,12 @@ mod tests {
         back.deadline = message.deadline;
         assert_eq!(back, message);
         let bare = Message::new("x", "");
-        assert_eq!(decode(&encode(&bare)).unwrap(), bare);
+        assert_eq!(decode(&encode(&bare).unwrap()).unwrap(), bare);
     }
 
     #[test]
     fn a_damaged_record_is_an_error_not_a_panic() {
-        let bytes = encode(&Message::new("orders", "42").with_id("a"));
+        let bytes = encode(&Message::new("orders", "42").with_id("a")).unwrap();
         for cut in 0..bytes.len() {
             assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }
