@@ -520,6 +520,7 @@ pub mod bulkhead;
 pub mod circuit_breaker;
 pub mod classify;
 mod clock;
+mod coop;
 mod draw;
 pub mod error;
 mod ext;

@@ -130,6 +130,7 @@ where
                     }
                 },
                 StateProj::Refused { full } => {
+                    ready!(crate::coop::poll_refusal(cx));
                     let full = full.take().expect("polled after completion");
                     return Poll::Ready(Err(Error::BulkheadFull(full)));
                 }

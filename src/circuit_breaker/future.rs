@@ -76,6 +76,7 @@ where
                 Poll::Ready(result)
             }
             KindProj::Refused { open } => {
+                ready!(crate::coop::poll_refusal(cx));
                 let open = open.take().expect("ResponseFuture polled after completion");
                 Poll::Ready(Err(Error::CircuitOpen(open)))
             }

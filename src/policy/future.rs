@@ -372,7 +372,10 @@ where
                         Err(Error::BulkheadFull(bulkhead.refuse(Some(waited))))
                     }
                 },
-                StateProj::Refused { error } => Err(error.take().expect(COMPLETED)),
+                StateProj::Refused { error } => {
+                    ready!(crate::coop::poll_refusal(cx));
+                    Err(error.take().expect(COMPLETED))
+                }
                 StateProj::Waiting { sleep } => {
                     ready!(sleep.as_mut().poll(cx));
                     this.state.set(State::Readying);

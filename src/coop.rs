@@ -1,0 +1,19 @@
+//! Refusals spend the task's tokio budget.
+//!
+//! A refusal (an open breaker, a full bulkhead) answers without awaiting
+//! anything, so a task that loops over refused calls would never give its
+//! worker back: the tasks holding the bulkhead's slots would not run, the
+//! slots would not come back, and the breaker's probes would be refused in
+//! turn. tokio's own primitives avoid this by spending a unit of the task's
+//! budget per operation and yielding when it runs out; refusals do the
+//! same. Outside a tokio runtime the budget is unlimited.
+
+use std::task::{ready, Context, Poll};
+
+/// Ready once the task may go on; pending (with a wake-up scheduled) when
+/// it has used its budget and should yield to the runtime's other tasks.
+#[inline]
+pub(crate) fn poll_refusal(cx: &mut Context<'_>) -> Poll<()> {
+    ready!(tokio::task::coop::poll_proceed(cx)).made_progress();
+    Poll::Ready(())
+}
