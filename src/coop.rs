@@ -12,7 +12,12 @@ use std::task::{ready, Context, Poll};
 
 /// Ready once the task may go on; pending (with a wake-up scheduled) when
 /// it has used its budget and should yield to the runtime's other tasks.
-#[inline]
+///
+/// Out of line and cold: inlined, the budget's thread-local access made
+/// the futures' healthy paths (which never refuse) about 45 instructions
+/// longer, by changing what the compiler inlined around it.
+#[cold]
+#[inline(never)]
 pub(crate) fn poll_refusal(cx: &mut Context<'_>) -> Poll<()> {
     ready!(tokio::task::coop::poll_proceed(cx)).made_progress();
     Poll::Ready(())
