@@ -22,14 +22,24 @@ pin_project! {
 }
 
 pin_project! {
+    /// A call waiting in line. Boxed in the response future: it holds a
+    /// timer, and every caller's future would carry (and move) its bytes
+    /// though most calls never wait.
+    #[project = WaitingProj]
+    struct Waiting<S, Req> {
+        #[pin]
+        acquire: Acquire,
+        // The ready inner service and the request, for when room comes.
+        inner: Option<(S, Req)>,
+        bulkhead: Bulkhead<Queue>,
+    }
+}
+
+pin_project! {
     #[project = StateProj]
     enum State<F, S, Req> {
         Waiting {
-            #[pin]
-            acquire: Acquire,
-            // The ready inner service and the request, for when room comes.
-            inner: Option<(S, Req)>,
-            bulkhead: Bulkhead<Queue>,
+            waiting: Pin<Box<Waiting<S, Req>>>,
         },
         Called {
             #[pin]
@@ -63,9 +73,11 @@ impl<F, S, Req> ResponseFuture<F, S, Req> {
     ) -> Self {
         ResponseFuture {
             state: State::Waiting {
-                acquire,
-                inner: Some((inner, request)),
-                bulkhead,
+                waiting: Box::pin(Waiting {
+                    acquire,
+                    inner: Some((inner, request)),
+                    bulkhead,
+                }),
             },
         }
     }
@@ -109,26 +121,30 @@ where
                     }
                     return Poll::Ready(result);
                 }
-                StateProj::Waiting {
-                    acquire,
-                    inner,
-                    bulkhead,
-                } => match ready!(acquire.poll(cx)) {
-                    Ok(permit) => {
-                        let (mut service, request) = inner.take().expect("polled after completion");
-                        let started = permit.start();
-                        let future = service.call(request);
-                        self.as_mut().project().state.set(State::Called {
-                            future,
-                            permit: Some(permit),
-                            started,
-                        });
+                StateProj::Waiting { waiting } => {
+                    let WaitingProj {
+                        acquire,
+                        inner,
+                        bulkhead,
+                    } = waiting.as_mut().project();
+                    match ready!(acquire.poll(cx)) {
+                        Ok(permit) => {
+                            let (mut service, request) =
+                                inner.take().expect("polled after completion");
+                            let started = permit.start();
+                            let future = service.call(request);
+                            self.as_mut().project().state.set(State::Called {
+                                future,
+                                permit: Some(permit),
+                                started,
+                            });
+                        }
+                        Err(waited) => {
+                            let full = bulkhead.refuse(Some(waited));
+                            return Poll::Ready(Err(Error::BulkheadFull(full)));
+                        }
                     }
-                    Err(waited) => {
-                        let full = bulkhead.refuse(Some(waited));
-                        return Poll::Ready(Err(Error::BulkheadFull(full)));
-                    }
-                },
+                }
                 StateProj::Refused { full } => {
                     ready!(crate::coop::poll_refusal(cx));
                     let full = full.take().expect("polled after completion");

@@ -72,6 +72,23 @@ pin_project! {
 }
 
 pin_project! {
+    /// An attempt waiting in line for the bulkhead. Boxed in the call's
+    /// future: it holds a timer, and every caller's future would carry (and
+    /// move) its bytes though most calls never wait.
+    #[project = QueuedProj]
+    struct Queued<S, Req> {
+        #[pin]
+        acquire: Acquire,
+        // The ready inner service and the request, for when room comes.
+        call: Option<(S, Req)>,
+        // The attempt's limits when it joined the line (by the policy's
+        // clock): the wait counts against them.
+        limits: Limits,
+        queued_at: u64,
+    }
+}
+
+pin_project! {
     #[project = StateProj]
     enum State<S, Req>
     where
@@ -79,14 +96,7 @@ pin_project! {
         S::Error: IntoError,
     {
         Queued {
-            #[pin]
-            acquire: Acquire,
-            // The ready inner service and the request, for when room comes.
-            call: Option<(S, Req)>,
-            // The attempt's limits when it joined the line (by the policy's
-            // clock): the wait counts against them.
-            limits: Limits,
-            queued_at: u64,
+            queued: Pin<Box<Queued<S, Req>>>,
         },
         Calling {
             #[pin]
@@ -281,10 +291,12 @@ where
                     }
                     let state = match queue.join_line(service) {
                         Ok((acquire, ready)) => State::Queued {
-                            acquire,
-                            call: Some((ready, request)),
-                            limits,
-                            queued_at: policy.clock.now(),
+                            queued: Box::pin(Queued {
+                                acquire,
+                                call: Some((ready, request)),
+                                limits,
+                                queued_at: policy.clock.now(),
+                            }),
                         },
                         Err(full) => State::refused(Error::BulkheadFull(full)),
                     };
@@ -346,32 +358,36 @@ where
                     }
                     Poll::Pending => Err(Error::Timeout(ready!(deadline.poll_elapsed(cx)))),
                 },
-                StateProj::Queued {
-                    acquire,
-                    call,
-                    limits,
-                    queued_at,
-                } => match ready!(acquire.poll(cx)) {
-                    Ok(permit) => {
-                        this.held.started = permit.start();
-                        this.held.bulkhead = Hold::Permit(permit);
-                        let (mut service, request) = call.take().expect(COMPLETED);
-                        let policy = &this.held.policy;
-                        let waited = policy.clock.now().saturating_sub(*queued_at);
-                        let deadline = policy.deadline(limits.less(Duration::from_nanos(waited)));
-                        if deadline.is_spent() {
-                            Err(Error::Timeout(deadline.elapsed()))
-                        } else {
-                            let future = service.call(request);
-                            this.state.set(State::Calling { future, deadline });
-                            continue;
+                StateProj::Queued { queued } => {
+                    let QueuedProj {
+                        acquire,
+                        call,
+                        limits,
+                        queued_at,
+                    } = queued.as_mut().project();
+                    match ready!(acquire.poll(cx)) {
+                        Ok(permit) => {
+                            this.held.started = permit.start();
+                            this.held.bulkhead = Hold::Permit(permit);
+                            let (mut service, request) = call.take().expect(COMPLETED);
+                            let policy = &this.held.policy;
+                            let waited = policy.clock.now().saturating_sub(*queued_at);
+                            let deadline =
+                                policy.deadline(limits.less(Duration::from_nanos(waited)));
+                            if deadline.is_spent() {
+                                Err(Error::Timeout(deadline.elapsed()))
+                            } else {
+                                let future = service.call(request);
+                                this.state.set(State::Calling { future, deadline });
+                                continue;
+                            }
+                        }
+                        Err(waited) => {
+                            let bulkhead = this.held.policy.bulkhead.as_ref().expect(COMPLETED);
+                            Err(Error::BulkheadFull(bulkhead.refuse(Some(waited))))
                         }
                     }
-                    Err(waited) => {
-                        let bulkhead = this.held.policy.bulkhead.as_ref().expect(COMPLETED);
-                        Err(Error::BulkheadFull(bulkhead.refuse(Some(waited))))
-                    }
-                },
+                }
                 StateProj::Refused { error } => {
                     ready!(crate::coop::poll_refusal(cx));
                     Err(error.take().expect(COMPLETED))
