@@ -49,6 +49,7 @@ use tower_resilience::bulkhead::BulkheadLayer as TrBulkheadLayer;
 use tower_resilience::circuitbreaker::CircuitBreakerLayer as TrBreakerLayer;
 
 mod support;
+use support::awaited::{awaited_call, bench_awaited, busy, pending_inner, yielding_inner};
 use support::*;
 
 #[global_allocator]
@@ -96,8 +97,12 @@ fn tower_resilience_breaker() -> TrBreakerLayer {
 /// seawall's does by default (its `max_wait` of zero arms a tokio timeout
 /// per call, so it needs a runtime entered).
 fn tower_resilience_bulkhead() -> TrBulkheadLayer {
+    tower_resilience_bulkhead_of(100)
+}
+
+fn tower_resilience_bulkhead_of(max: usize) -> TrBulkheadLayer {
     TrBulkheadLayer::builder()
-        .max_concurrent_calls(100)
+        .max_concurrent_calls(max)
         .reject_when_full()
         .build()
         .unwrap()
@@ -108,11 +113,16 @@ type ValuePolicy = Policy<CircuitBreaker, ByKind, Fallback<u64, u64, std::conver
 
 /// The full seawall Policy: timeout, bulkhead, breaker, value fallback.
 fn full_policy() -> ValuePolicy {
+    full_policy_of(100)
+}
+
+/// The full Policy with a bulkhead of `max` calls.
+fn full_policy_of(max: usize) -> ValuePolicy {
     Policy::builder()
         .name("bench")
         .clock(Clock::coarse())
         .timeout(SECOND)
-        .bulkhead(Bulkhead::builder().max_concurrent(100))
+        .bulkhead(Bulkhead::builder().max_concurrent(max))
         .circuit_breaker(CircuitBreaker::builder())
         .fallback(Fallback::builder().value(0u64))
         .build()
@@ -180,6 +190,54 @@ impl Visit for Measure<'_, '_> {
     ) {
         check(name, expect, &mut service);
         bench_service(self.0, name, service);
+    }
+}
+
+/// Prints `future size, <group>/<name>: <bytes>`: the response future's
+/// size, which an awaiting caller's own future holds and moves.
+struct Sizes<'a> {
+    group: &'static str,
+    timers: &'a Runtime,
+}
+
+impl Visit for Sizes<'_> {
+    fn visit<S: Service<u64, Response = u64>>(&mut self, name: &str, _: Expect, mut service: S) {
+        let _timers = self.timers.enter();
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        assert!(
+            matches!(service.poll_ready(&mut cx), Poll::Ready(Ok(()))),
+            "{name} must be ready at once"
+        );
+        let future = service.call(1);
+        println!(
+            "future size, {}/{name}: {}",
+            self.group,
+            std::mem::size_of_val(&future)
+        );
+    }
+}
+
+/// Measures each variant's calls awaited, one after another, inside an
+/// `async fn` on a current-thread runtime (with a timer): how applications
+/// call.
+struct MeasureAwaited<'a, 'b> {
+    group: &'a mut Measured<'b>,
+    runtime: &'a Runtime,
+}
+
+impl Visit for MeasureAwaited<'_, '_> {
+    fn visit<S: Service<u64, Response = u64>>(
+        &mut self,
+        name: &str,
+        expect: Expect,
+        mut service: S,
+    ) {
+        let answer = self.runtime.block_on(awaited_call(&mut service, 1));
+        match expect {
+            Expect::Answers => assert_eq!(answer, 1, "{name} must answer"),
+            Expect::Refuses => assert!(answer >= u64::MAX - 1, "{name} must refuse"),
+        }
+        bench_awaited(self.group, self.runtime, name, service);
     }
 }
 
@@ -539,6 +597,126 @@ fn single(v: &mut impl Visit, timers: &Runtime) {
     v.visit("seawall_cached_fallback", Answers, service);
 
     v.visit("seawall_policy", Answers, full_policy().layer(inner()));
+
+    // Only a timeout configured: what a Policy costs beyond what it does.
+    let timeout_only: Policy = Policy::builder()
+        .name("bench")
+        .clock(Clock::coarse())
+        .timeout(SECOND)
+        .build()
+        .unwrap();
+    v.visit(
+        "seawall_policy_timeout_only",
+        Answers,
+        timeout_only.layer(inner()),
+    );
+}
+
+/// Inner futures pending on their first poll, as every real I/O call is:
+/// a timeout arms its timer, and a Policy's future is polled twice. Only
+/// awaited (a one-poll call would never answer).
+fn pending_inner_variants(v: &mut impl Visit, timers: &Runtime) {
+    use Expect::Answers;
+
+    v.visit("bare_pending", Answers, pending_inner());
+    {
+        let _timers = timers.enter();
+        v.visit(
+            "tower_timeout_pending",
+            Answers,
+            tower::timeout::Timeout::new(pending_inner(), SECOND),
+        );
+        v.visit(
+            "tower_timeout_concurrency_limit_pending",
+            Answers,
+            ServiceBuilder::new()
+                .concurrency_limit(100)
+                .timeout(SECOND)
+                .service(pending_inner()),
+        );
+    }
+    v.visit(
+        "seawall_timeout_pending",
+        Answers,
+        TimeoutLayer::new(SECOND)
+            .clock(Clock::coarse())
+            .layer(pending_inner()),
+    );
+    v.visit(
+        "seawall_policy_pending",
+        Answers,
+        full_policy().layer(pending_inner()),
+    );
+}
+
+/// Tasks of the busy runtime.
+const BUSY_TASKS: u64 = 256;
+/// Its concurrency limits: above the tasks, so that every call is admitted
+/// and the figures are the layers' cost, not refusals or waits.
+const BUSY_LIMIT: usize = 1024;
+
+/// Calls through one service shared by 256 tasks on a two-worker runtime,
+/// each call yielding once inside: where cache lines shared between the
+/// workers, not instructions, decide. Prints
+/// `busy runtime, <variant>: <calls/s>`, the median of three runs.
+fn busy_runtime() {
+    let calls = if short_mode() { 500_000 } else { 2_000_000 };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let median = |service: &dyn Fn() -> f64| {
+        let mut runs = [service(), service(), service()];
+        runs.sort_by(f64::total_cmp);
+        runs[1]
+    };
+    let report = |name: &str, rate: f64| println!("busy runtime, {name}: {rate:.0} calls/s");
+    report(
+        "bare",
+        median(&|| busy(&runtime, yielding_inner(), calls, BUSY_TASKS)),
+    );
+    let _timers = runtime.enter();
+    report(
+        "tower_timeout_concurrency_limit",
+        median(&|| {
+            let service = ServiceBuilder::new()
+                .concurrency_limit(BUSY_LIMIT)
+                .timeout(SECOND)
+                .service(yielding_inner());
+            busy(&runtime, service, calls, BUSY_TASKS)
+        }),
+    );
+    report(
+        "tower_resilience_stack",
+        median(&|| {
+            let service = ServiceBuilder::new()
+                .layer(tower_resilience_breaker())
+                .layer(tower_resilience_bulkhead_of(BUSY_LIMIT))
+                .timeout(SECOND)
+                .service(yielding_inner());
+            busy(&runtime, service, calls, BUSY_TASKS)
+        }),
+    );
+    report(
+        "seawall_breaker",
+        median(&|| {
+            let breaker = seawall_breaker(CircuitBreaker::builder());
+            busy(
+                &runtime,
+                breaker.layer().layer(yielding_inner()),
+                calls,
+                256,
+            )
+        }),
+    );
+    report(
+        "seawall_policy",
+        median(&|| {
+            let policy = full_policy_of(BUSY_LIMIT);
+            busy(&runtime, policy.layer(yielding_inner()), calls, BUSY_TASKS)
+        }),
+    );
 }
 
 /// tower's retry policy with its `TpsBudget`, as tower's docs write one:
@@ -840,10 +1018,37 @@ fn suite(c: &mut Criterion) {
     window_population(&mut CountAllocations("window_population"));
     registry_allocations(&registry);
 
+    single(
+        &mut Sizes {
+            group: "single",
+            timers: &timers,
+        },
+        &timers,
+    );
+    pending_inner_variants(
+        &mut Sizes {
+            group: "awaited",
+            timers: &timers,
+        },
+        &timers,
+    );
+
     let mut group = c.benchmark_group("single");
     configure(&mut group);
     single(&mut Measure(&mut group), &timers);
     group.finish();
+
+    let mut group = c.benchmark_group("awaited");
+    configure(&mut group);
+    let mut awaited = MeasureAwaited {
+        group: &mut group,
+        runtime: &timers,
+    };
+    single(&mut awaited, &timers);
+    pending_inner_variants(&mut awaited, &timers);
+    group.finish();
+
+    busy_runtime();
 
     two_threads(c);
 

@@ -16,6 +16,8 @@ use criterion::BenchmarkGroup;
 use futures::task::noop_waker_ref;
 use tower::Service;
 
+pub mod awaited;
+
 pub type Measured<'a> = BenchmarkGroup<'a, criterion::measurement::WallTime>;
 
 /// The service every variant guards: ready at once, answers at once, never

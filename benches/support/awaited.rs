@@ -1,0 +1,125 @@
+//! Calls as applications make them: awaited inside an `async fn` on a
+//! runtime, so the caller's state machine holds (and moves) the response
+//! future, and inner futures that are pending on their first poll as every
+//! real I/O call is.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::runtime::Runtime;
+use tower::{Service, ServiceExt};
+
+use super::Measured;
+
+/// An inner future that is pending on its first poll (waking its task at
+/// once) and answers on the second: the shape of every I/O call, without
+/// the I/O.
+pub struct PendingOnce {
+    value: u64,
+    polled: bool,
+}
+
+impl Future for PendingOnce {
+    type Output = Result<u64, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.polled {
+            return Poll::Ready(Ok(self.value));
+        }
+        self.polled = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// The always-ready service whose futures are [`PendingOnce`].
+pub fn pending_inner() -> impl Service<u64, Response = u64, Error = Infallible, Future = PendingOnce>
+       + Clone
+       + Send
+       + Sync
+       + 'static {
+    tower::service_fn(|value: u64| PendingOnce {
+        value,
+        polled: false,
+    })
+}
+
+/// The inner service of the busy runtime: it yields to the scheduler once
+/// per call, as a call that waits for anything does.
+pub fn yielding_inner() -> impl Service<
+    u64,
+    Response = u64,
+    Error = Infallible,
+    Future = impl Future<Output = Result<u64, Infallible>> + Send,
+> + Clone
+       + Send
+       + Sync
+       + 'static {
+    tower::service_fn(|value: u64| async move {
+        tokio::task::yield_now().await;
+        Ok::<u64, Infallible>(value)
+    })
+}
+
+/// One call as an application writes it.
+pub async fn awaited_call<S: Service<u64, Response = u64>>(service: &mut S, request: u64) -> u64 {
+    match service.ready().await {
+        Ok(ready) => ready.call(request).await.unwrap_or(u64::MAX),
+        Err(_) => u64::MAX - 1,
+    }
+}
+
+/// Measures `service`'s calls awaited one after another on `runtime` (a
+/// current-thread runtime: its `block_on` is paid once per sample, not per
+/// call).
+pub fn bench_awaited<S: Service<u64, Response = u64>>(
+    group: &mut Measured<'_>,
+    runtime: &Runtime,
+    name: &str,
+    mut service: S,
+) {
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            runtime.block_on(async {
+                let began = Instant::now();
+                for _ in 0..iters {
+                    black_box(awaited_call(&mut service, black_box(1)).await);
+                }
+                began.elapsed()
+            })
+        })
+    });
+}
+
+/// `calls` calls through clones of `service` from `tasks` tasks on
+/// `runtime` (a multi-thread one); the calls per second of the whole.
+pub fn busy<S>(runtime: &Runtime, service: S, calls: u64, tasks: u64) -> f64
+where
+    S: Service<u64, Response = u64> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Send,
+{
+    let took: Duration = runtime.block_on(async {
+        let began = Instant::now();
+        let handles: Vec<_> = (0..tasks)
+            .map(|task| {
+                let mut service = service.clone();
+                let share = calls / tasks + u64::from(task < calls % tasks);
+                tokio::spawn(async move {
+                    for call in 0..share {
+                        black_box(awaited_call(&mut service, black_box(call)).await);
+                    }
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.await.expect("a busy-runtime task panicked");
+        }
+        began.elapsed()
+    });
+    calls as f64 / took.as_secs_f64()
+}
