@@ -1,0 +1,480 @@
+//! What a seawall `Policy` costs inside a real HTTP request (issue 19:
+//! "measure what users feel, inside a real request").
+//!
+//! ```text
+//! cargo bench --bench http --features axum
+//! SEAWALL_BENCH_SHORT=1 cargo bench --bench http --features axum        # 50,000 requests a variant
+//! SEAWALL_HTTP_REQUESTS=20000 cargo bench --bench http --features axum  # any number
+//! ```
+//!
+//! One process, one tokio multi-thread runtime (a worker per core). An
+//! axum server on 127.0.0.1 (an ephemeral port) answers `GET /` with a
+//! two-byte static body; a hyper-util legacy `Client` (HTTP/1.1,
+//! keep-alive, `TCP_NODELAY` on both ends, a pool of up to 64 idle
+//! connections) calls it from 64 tasks, each sending one request after
+//! another and reading the whole body, so 64 requests are in flight at
+//! any time over 64 kept-alive connections. Each variant first sends 10%
+//! of its requests as a warm-up (connections opened, allocator and caches
+//! warm), then the measured requests (default 200,000; 50,000 with
+//! `SEAWALL_BENCH_SHORT=1`; `SEAWALL_HTTP_REQUESTS` sets any number).
+//! Every request's latency is taken with `std::time::Instant` around
+//! `ready().await` and `call(...).await`: what a caller of the client waits.
+//!
+//! Variants, in this order, the server restarted for each:
+//!
+//! - `bare`: no middleware on either side.
+//! - `policy_server`: the server's `Router` under `.layer(...)` of a seawall
+//!   `Policy` (a breaker with Hystrix's defaults, a bulkhead of 1,024 calls,
+//!   a 1 s timeout, 5xx answers counted as failures) with
+//!   `ErrorResponseLayer` turning its refusals into responses.
+//! - `policy_client`: the same Policy around the client (a `service_fn`
+//!   over the hyper-util client), the server bare.
+//! - `bare_again`: `bare` once more.
+//!
+//! It prints a markdown table (requests, seconds, requests/s, p50 and p99
+//! in µs, and requests/s over the mean of the two bare runs), the load
+//! average from `/proc/loadavg` before and after, and the command that
+//! reproduces the run.
+//!
+//! Reading the numbers: client and server share the machine's cores, so
+//! requests/s is bounded by the CPU time of a whole HTTP exchange (two
+//! socket writes, two reads, hyper's parsing, axum's routing, the tasks'
+//! wake-ups) — tens of microseconds of CPU per request, against the
+//! hundreds of nanoseconds a Policy adds (BENCHMARKS.md). With 64
+//! requests always in flight, p50 and p99 are mostly queueing behind the
+//! other 63, so they move with throughput. The two bare runs are identical
+//! work: their difference is the noise of this machine at this moment, and
+//! a Policy variant whose "vs bare" lies within that spread costs nothing
+//! a user could see. A shared machine (the load average shows it) widens
+//! the spread; rerun on a quiet one before reading more into it.
+
+use std::fmt::Display;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::http::{Request, Response, StatusCode, Uri};
+use axum::routing::get;
+use axum::serve::ListenerExt;
+use axum::Router;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use seawall::bulkhead::Bulkhead;
+use seawall::circuit_breaker::CircuitBreaker;
+use seawall::integration::axum::{server_errors, ErrorResponseLayer};
+use seawall::policy::Policy;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tower::{service_fn, BoxError, Service, ServiceBuilder, ServiceExt};
+
+/// Client tasks, each with one request in flight (and so connections).
+const TASKS: usize = 64;
+/// Measured requests per variant by default.
+const DEFAULT_REQUESTS: usize = 200_000;
+/// Measured requests per variant with `SEAWALL_BENCH_SHORT=1`.
+const SHORT_REQUESTS: usize = 50_000;
+/// The server's answer.
+const BODY: &str = "ok";
+/// A phase (warm-up or measurement) stops sending after this long, however
+/// many requests it has left: the process always ends.
+const PHASE_LIMIT: Duration = Duration::from_secs(30);
+/// How long after [`PHASE_LIMIT`] a phase's tasks may take to come back
+/// (a request stuck without an answer) before they are aborted.
+const PHASE_GRACE: Duration = Duration::from_secs(10);
+
+/// The Policy of both Policy variants: a breaker with Hystrix's defaults,
+/// a bulkhead of 1,024 calls, a 1 s timeout, 5xx answers as failures.
+macro_rules! policy {
+    ($name:expr) => {
+        Policy::builder()
+            .name($name)
+            .circuit_breaker(CircuitBreaker::builder())
+            .bulkhead(Bulkhead::builder().max_concurrent(1024))
+            .timeout(Duration::from_secs(1))
+            .classify(server_errors())
+            .build()
+            .expect("the benchmark's Policy configuration is valid")
+    };
+}
+
+fn main() {
+    let (requests, reproduce) = size();
+    let load_before = load_average();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio multi-thread runtime");
+    let started = Instant::now();
+    let rows = runtime.block_on(async {
+        let mut rows = Vec::new();
+        for variant in [
+            Variant::Bare,
+            Variant::PolicyServer,
+            Variant::PolicyClient,
+            Variant::BareAgain,
+        ] {
+            rows.push(run(variant, requests).await);
+        }
+        rows
+    });
+    drop(runtime);
+    let load_after = load_average();
+    report(&rows, requests, started.elapsed());
+    println!();
+    println!("load average before: {load_before}");
+    println!("load average after:  {load_after}");
+    println!(
+        "cores: {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("reproduce: `{reproduce}`");
+}
+
+/// Measured requests per variant, and the command line that gives them.
+fn size() -> (usize, String) {
+    let command = "cargo bench --bench http --features axum";
+    if let Ok(requests) = std::env::var("SEAWALL_HTTP_REQUESTS") {
+        let parsed = requests.trim().parse::<usize>().expect(
+            "SEAWALL_HTTP_REQUESTS must be a whole number of requests per variant (e.g. 20000)",
+        );
+        return (parsed, format!("SEAWALL_HTTP_REQUESTS={parsed} {command}"));
+    }
+    if std::env::var("SEAWALL_BENCH_SHORT").is_ok_and(|v| v == "1") {
+        return (SHORT_REQUESTS, format!("SEAWALL_BENCH_SHORT=1 {command}"));
+    }
+    (DEFAULT_REQUESTS, command.to_owned())
+}
+
+fn load_average() -> String {
+    match std::fs::read_to_string("/proc/loadavg") {
+        Ok(load) => load
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+        Err(_) => "unknown (no /proc/loadavg)".to_owned(),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    Bare,
+    PolicyServer,
+    PolicyClient,
+    BareAgain,
+}
+
+impl Variant {
+    fn name(self) -> &'static str {
+        match self {
+            Variant::Bare => "bare",
+            Variant::PolicyServer => "policy_server",
+            Variant::PolicyClient => "policy_client",
+            Variant::BareAgain => "bare_again",
+        }
+    }
+
+    fn is_bare(self) -> bool {
+        matches!(self, Variant::Bare | Variant::BareAgain)
+    }
+}
+
+/// One phase's outcome: every request's latency (sorted, in ns).
+struct Measured {
+    elapsed: Duration,
+    latencies: Vec<u32>,
+    failures: usize,
+    first_failure: Option<String>,
+    cut_short: bool,
+}
+
+struct Row {
+    variant: Variant,
+    measured: Measured,
+}
+
+impl Row {
+    fn rps(&self) -> f64 {
+        self.measured.latencies.len() as f64 / self.measured.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Starts the variant's server, warms up, measures, stops the server.
+async fn run(variant: Variant, requests: usize) -> Row {
+    let app = Router::new().route("/", get(|| async { BODY }));
+    let app = match variant {
+        Variant::PolicyServer => app.layer(
+            ServiceBuilder::new()
+                .layer(ErrorResponseLayer::new())
+                .layer(policy!("http_bench_server")),
+        ),
+        _ => app,
+    };
+    let server = Server::start(app).await;
+
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: Client<HttpConnector, Body> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(TASKS)
+        .build(connector);
+    let fetch = service_fn(move |request: Request<Body>| {
+        let client = client.clone();
+        async move {
+            let (parts, body) = client.request(request).await?.into_parts();
+            let body = axum::body::to_bytes(Body::new(body), 64 * 1024).await?;
+            Ok::<_, BoxError>(Response::from_parts(parts, body))
+        }
+    });
+
+    let uri = server.uri.clone();
+    let measured = match variant {
+        Variant::PolicyClient => {
+            let guarded = ServiceBuilder::new()
+                .layer(policy!("http_bench_client"))
+                .service(fetch);
+            warm_up_and_measure(guarded, uri, requests).await
+        }
+        _ => warm_up_and_measure(fetch, uri, requests).await,
+    };
+    // The client (and its pooled connections) went with the service.
+    server.stop().await;
+    eprintln!(
+        "{:<14} {} requests in {:.2} s",
+        variant.name(),
+        measured.latencies.len(),
+        measured.elapsed.as_secs_f64()
+    );
+    Row { variant, measured }
+}
+
+async fn warm_up_and_measure<S>(service: S, uri: Uri, requests: usize) -> Measured
+where
+    S: Service<Request<Body>, Response = Response<Bytes>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Display + Send,
+{
+    let warm_up = drive(service.clone(), uri.clone(), requests / 10).await;
+    if warm_up.failures > 0 {
+        eprintln!(
+            "warm-up: {} failed requests (first: {})",
+            warm_up.failures,
+            warm_up.first_failure.as_deref().unwrap_or("?")
+        );
+    }
+    drive(service, uri, requests).await
+}
+
+/// Sends `requests` requests from [`TASKS`] tasks, each one at a time.
+async fn drive<S>(service: S, uri: Uri, requests: usize) -> Measured
+where
+    S: Service<Request<Body>, Response = Response<Bytes>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Display + Send,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let tasks: Vec<JoinHandle<Measured>> = (0..TASKS)
+        .map(|_| {
+            let (mut service, next, uri) = (service.clone(), Arc::clone(&next), uri.clone());
+            tokio::spawn(async move {
+                let mut mine = Measured {
+                    elapsed: Duration::ZERO,
+                    latencies: Vec::with_capacity(requests / TASKS + 1),
+                    failures: 0,
+                    first_failure: None,
+                    cut_short: false,
+                };
+                while next.fetch_add(1, Relaxed) < requests {
+                    let request = Request::get(uri.clone())
+                        .body(Body::empty())
+                        .expect("a GET request to a valid URI");
+                    let sent = Instant::now();
+                    let outcome = match service.ready().await {
+                        Ok(ready) => ready.call(request).await,
+                        Err(error) => Err(error),
+                    };
+                    let took = sent.elapsed();
+                    mine.latencies
+                        .push(u32::try_from(took.as_nanos()).unwrap_or(u32::MAX));
+                    let failure = match outcome {
+                        Ok(r) if r.status() == StatusCode::OK && r.body() == BODY => None,
+                        Ok(r) => Some(format!("status {}, body {:?}", r.status(), r.body())),
+                        Err(error) => Some(error.to_string()),
+                    };
+                    if let Some(failure) = failure {
+                        mine.failures += 1;
+                        mine.first_failure.get_or_insert(failure);
+                    }
+                    if sent.duration_since(started) > PHASE_LIMIT {
+                        mine.cut_short = true;
+                        break;
+                    }
+                }
+                mine
+            })
+        })
+        .collect();
+
+    let aborts: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
+    let mut all = Measured {
+        elapsed: Duration::ZERO,
+        latencies: Vec::with_capacity(requests),
+        failures: 0,
+        first_failure: None,
+        cut_short: false,
+    };
+    let joined = tokio::time::timeout(PHASE_LIMIT + PHASE_GRACE, async {
+        let mut results = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            results.push(task.await);
+        }
+        results
+    })
+    .await;
+    all.elapsed = started.elapsed();
+    match joined {
+        Ok(results) => {
+            for result in results {
+                match result {
+                    Ok(mine) => {
+                        all.latencies.extend_from_slice(&mine.latencies);
+                        all.failures += mine.failures;
+                        if all.first_failure.is_none() {
+                            all.first_failure = mine.first_failure;
+                        }
+                        all.cut_short |= mine.cut_short;
+                    }
+                    Err(error) => {
+                        all.failures += 1;
+                        all.first_failure
+                            .get_or_insert(format!("task failed: {error}"));
+                    }
+                }
+            }
+        }
+        Err(_) => {
+            for abort in aborts {
+                abort.abort();
+            }
+            all.cut_short = true;
+            all.first_failure
+                .get_or_insert("requests unanswered past the phase's limit; tasks aborted".into());
+        }
+    }
+    all.latencies.sort_unstable();
+    all
+}
+
+/// An axum server on an ephemeral port of 127.0.0.1.
+struct Server {
+    uri: Uri,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    async fn start(app: Router) -> Server {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a listening socket on 127.0.0.1:0");
+        let address = listener
+            .local_addr()
+            .expect("the listening socket's address");
+        let listener = listener.tap_io(|tcp| {
+            // Only a hint: without it the exchange still completes.
+            let _ = tcp.set_nodelay(true);
+        });
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        let uri = format!("http://{address}/")
+            .parse()
+            .expect("a URI made of a socket address");
+        Server { uri, stop, task }
+    }
+
+    /// Stops accepting, lets open connections finish, and waits at most 5 s.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let abort = self.task.abort_handle();
+        match tokio::time::timeout(Duration::from_secs(5), self.task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => eprintln!("the server stopped with an error: {error}"),
+            Ok(Err(error)) => eprintln!("the server's task failed: {error}"),
+            Err(_) => {
+                eprintln!("the server did not stop within 5 s; aborted");
+                abort.abort();
+            }
+        }
+    }
+}
+
+fn percentile_micros(sorted: &[u32], p: f64) -> String {
+    if sorted.is_empty() {
+        return "-".to_owned();
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    format!("{:.1}", f64::from(sorted[rank - 1]) / 1_000.0)
+}
+
+fn report(rows: &[Row], requests: usize, total: Duration) {
+    let bare: Vec<f64> = rows
+        .iter()
+        .filter(|row| row.variant.is_bare())
+        .map(Row::rps)
+        .collect();
+    let bare_mean = bare.iter().sum::<f64>() / bare.len().max(1) as f64;
+    println!(
+        "## HTTP round trips: {requests} requests a variant after {} of warm-up, {TASKS} connections",
+        requests / 10
+    );
+    println!();
+    println!("| variant | requests | seconds | requests/s | p50 (µs) | p99 (µs) | vs bare (rps) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for row in rows {
+        let m = &row.measured;
+        println!(
+            "| {} | {} | {:.2} | {:.0} | {} | {} | {:.3} |",
+            row.variant.name(),
+            m.latencies.len(),
+            m.elapsed.as_secs_f64(),
+            row.rps(),
+            percentile_micros(&m.latencies, 0.50),
+            percentile_micros(&m.latencies, 0.99),
+            row.rps() / bare_mean.max(1e-9),
+        );
+    }
+    println!();
+    if let [a, b] = bare[..] {
+        println!(
+            "noise: the two bare runs differ by {:.1}% of their mean",
+            (a - b).abs() / bare_mean.max(1e-9) * 100.0
+        );
+    }
+    for row in rows {
+        let m = &row.measured;
+        if m.failures > 0 {
+            println!(
+                "{}: {} failed requests (first: {})",
+                row.variant.name(),
+                m.failures,
+                m.first_failure.as_deref().unwrap_or("?")
+            );
+        }
+        if m.cut_short {
+            println!(
+                "{}: cut short at the {} s limit",
+                row.variant.name(),
+                PHASE_LIMIT.as_secs()
+            );
+        }
+    }
+    println!("whole run: {:.1} s", total.as_secs_f64());
+}
