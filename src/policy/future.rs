@@ -200,8 +200,13 @@ impl<Req, B: BreakerFor<Req>, C, F, D, R> Held<Req, B, C, F, D, R> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn release_bulkhead(&mut self) {
+        // Most calls of a policy without a bulkhead, or whose slot went back
+        // already: nothing to replace or drop.
+        if matches!(self.bulkhead, Hold::Nothing) {
+            return;
+        }
         match std::mem::replace(&mut self.bulkhead, Hold::Nothing) {
             Hold::Slot(slot) => {
                 if let Some(bulkhead) = &self.policy.bulkhead {
