@@ -658,7 +658,10 @@ const BUSY_LIMIT: usize = 1024;
 /// Calls through one service shared by 256 tasks on a two-worker runtime,
 /// each call yielding once inside: where cache lines shared between the
 /// workers, not instructions, decide. Prints
-/// `busy runtime, <variant>: <calls/s>`, the median of three runs.
+/// `busy runtime, <variant>: <calls/s>`, the median of five runs. The runs
+/// go round the variants in turn: this machine's runtime sometimes runs
+/// every timer-heavy variant about three times slower for a while, and
+/// interleaving spreads that over all variants instead of landing on one.
 fn busy_runtime() {
     let calls = if short_mode() { 500_000 } else { 2_000_000 };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -666,57 +669,84 @@ fn busy_runtime() {
         .enable_all()
         .build()
         .unwrap();
-    let median = |service: &dyn Fn() -> f64| {
-        let mut runs = [service(), service(), service()];
-        runs.sort_by(f64::total_cmp);
-        runs[1]
-    };
-    let report = |name: &str, rate: f64| println!("busy runtime, {name}: {rate:.0} calls/s");
-    report(
-        "bare",
-        median(&|| busy(&runtime, yielding_inner(), calls, BUSY_TASKS)),
-    );
     let _timers = runtime.enter();
-    report(
-        "tower_timeout_concurrency_limit",
-        median(&|| {
-            let service = ServiceBuilder::new()
-                .concurrency_limit(BUSY_LIMIT)
-                .timeout(SECOND)
-                .service(yielding_inner());
-            busy(&runtime, service, calls, BUSY_TASKS)
-        }),
-    );
-    report(
-        "tower_resilience_stack",
-        median(&|| {
-            let service = ServiceBuilder::new()
-                .layer(tower_resilience_breaker())
-                .layer(tower_resilience_bulkhead_of(BUSY_LIMIT))
-                .timeout(SECOND)
-                .service(yielding_inner());
-            busy(&runtime, service, calls, BUSY_TASKS)
-        }),
-    );
-    report(
-        "seawall_breaker",
-        median(&|| {
-            let breaker = seawall_breaker(CircuitBreaker::builder());
-            busy(
-                &runtime,
-                breaker.layer().layer(yielding_inner()),
-                calls,
-                256,
-            )
-        }),
-    );
-    report(
-        "seawall_policy",
-        median(&|| {
-            let policy = full_policy_of(BUSY_LIMIT);
-            busy(&runtime, policy.layer(yielding_inner()), calls, BUSY_TASKS)
-        }),
-    );
+    let runtime = &runtime;
+    type Run<'a> = Box<dyn Fn() -> f64 + 'a>;
+    let variants: Vec<(&str, Run<'_>)> = vec![
+        (
+            "bare",
+            Box::new(|| busy(runtime, yielding_inner(), calls, BUSY_TASKS)),
+        ),
+        (
+            "tower_concurrency_limit",
+            Box::new(|| {
+                let service = ServiceBuilder::new()
+                    .concurrency_limit(BUSY_LIMIT)
+                    .service(yielding_inner());
+                busy(runtime, service, calls, BUSY_TASKS)
+            }),
+        ),
+        (
+            "tower_timeout_concurrency_limit",
+            Box::new(|| {
+                let service = ServiceBuilder::new()
+                    .concurrency_limit(BUSY_LIMIT)
+                    .timeout(SECOND)
+                    .service(yielding_inner());
+                busy(runtime, service, calls, BUSY_TASKS)
+            }),
+        ),
+        (
+            "tower_resilience_stack",
+            Box::new(|| {
+                let service = ServiceBuilder::new()
+                    .layer(tower_resilience_breaker())
+                    .layer(tower_resilience_bulkhead_of(BUSY_LIMIT))
+                    .timeout(SECOND)
+                    .service(yielding_inner());
+                busy(runtime, service, calls, BUSY_TASKS)
+            }),
+        ),
+        (
+            "seawall_breaker",
+            Box::new(|| {
+                let breaker = seawall_breaker(CircuitBreaker::builder());
+                let service = breaker.layer().layer(yielding_inner());
+                busy(runtime, service, calls, BUSY_TASKS)
+            }),
+        ),
+        (
+            "seawall_policy_no_timeout",
+            Box::new(|| {
+                let policy: ValuePolicy = Policy::builder()
+                    .name("bench")
+                    .clock(Clock::coarse())
+                    .bulkhead(Bulkhead::builder().max_concurrent(BUSY_LIMIT))
+                    .circuit_breaker(CircuitBreaker::builder())
+                    .fallback(Fallback::builder().value(0u64))
+                    .build()
+                    .unwrap();
+                busy(runtime, policy.layer(yielding_inner()), calls, BUSY_TASKS)
+            }),
+        ),
+        (
+            "seawall_policy",
+            Box::new(|| {
+                let policy = full_policy_of(BUSY_LIMIT);
+                busy(runtime, policy.layer(yielding_inner()), calls, BUSY_TASKS)
+            }),
+        ),
+    ];
+    let mut rates = vec![Vec::new(); variants.len()];
+    for _ in 0..5 {
+        for ((_, run), rates) in variants.iter().zip(&mut rates) {
+            rates.push(run());
+        }
+    }
+    for ((name, _), mut rates) in variants.iter().zip(rates) {
+        rates.sort_by(f64::total_cmp);
+        println!("busy runtime, {name}: {:.0} calls/s", rates[2]);
+    }
 }
 
 /// tower's retry policy with its `TpsBudget`, as tower's docs write one:
