@@ -20,9 +20,14 @@
 //! Every request's latency is taken with `std::time::Instant` around
 //! `ready().await` and `call(...).await`: what a caller of the client waits.
 //!
-//! Variants, in this order, the server restarted for each:
+//! Variants (run in the order bare, tower_server, policy_server,
+//! tower_client, policy_client, bare_again), the server restarted for each:
 //!
 //! - `bare`: no middleware on either side.
+//! - `tower_server`: tower's `ConcurrencyLimit` (1,024) and `Timeout` (1 s)
+//!   on the server's `Router` (with axum's `HandleErrorLayer` for their
+//!   errors): the peer to compare the Policy with.
+//! - `tower_client`: the same pair around the client, the server bare.
 //! - `policy_server`: the server's `Router` under `.layer(...)` of a seawall
 //!   `Policy` (a breaker with Hystrix's defaults, a bulkhead of 1,024 calls,
 //!   a 1 s timeout, 5xx answers counted as failures) with
@@ -54,6 +59,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
+use axum::error_handling::HandleErrorLayer;
 use axum::http::{Request, Response, StatusCode, Uri};
 use axum::routing::get;
 use axum::serve::ListenerExt;
@@ -111,7 +117,9 @@ fn main() {
         let mut rows = Vec::new();
         for variant in [
             Variant::Bare,
+            Variant::TowerServer,
             Variant::PolicyServer,
+            Variant::TowerClient,
             Variant::PolicyClient,
             Variant::BareAgain,
         ] {
@@ -161,7 +169,9 @@ fn load_average() -> String {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Variant {
     Bare,
+    TowerServer,
     PolicyServer,
+    TowerClient,
     PolicyClient,
     BareAgain,
 }
@@ -170,7 +180,9 @@ impl Variant {
     fn name(self) -> &'static str {
         match self {
             Variant::Bare => "bare",
+            Variant::TowerServer => "tower_server",
             Variant::PolicyServer => "policy_server",
+            Variant::TowerClient => "tower_client",
             Variant::PolicyClient => "policy_client",
             Variant::BareAgain => "bare_again",
         }
@@ -210,6 +222,14 @@ async fn run(variant: Variant, requests: usize) -> Row {
                 .layer(ErrorResponseLayer::new())
                 .layer(policy!("http_bench_server")),
         ),
+        Variant::TowerServer => app.layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(|_: BoxError| async {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }))
+                .concurrency_limit(1024)
+                .timeout(Duration::from_secs(1)),
+        ),
         _ => app,
     };
     let server = Server::start(app).await;
@@ -230,6 +250,13 @@ async fn run(variant: Variant, requests: usize) -> Row {
 
     let uri = server.uri.clone();
     let measured = match variant {
+        Variant::TowerClient => {
+            let guarded = ServiceBuilder::new()
+                .concurrency_limit(1024)
+                .timeout(Duration::from_secs(1))
+                .service(fetch);
+            warm_up_and_measure(guarded, uri, requests).await
+        }
         Variant::PolicyClient => {
             let guarded = ServiceBuilder::new()
                 .layer(policy!("http_bench_client"))
