@@ -13,15 +13,17 @@
 //! keep-alive, `TCP_NODELAY` on both ends, a pool of up to 64 idle
 //! connections) calls it from 64 tasks, each sending one request after
 //! another and reading the whole body, so 64 requests are in flight at
-//! any time over 64 kept-alive connections. Each variant first sends 10%
+//! any time over 64 kept-alive connections. Each round first sends 10%
 //! of its requests as a warm-up (connections opened, allocator and caches
 //! warm), then the measured requests (default 200,000; 50,000 with
 //! `SEAWALL_BENCH_SHORT=1`; `SEAWALL_HTTP_REQUESTS` sets any number).
 //! Every request's latency is taken with `std::time::Instant` around
 //! `ready().await` and `call(...).await`: what a caller of the client waits.
 //!
-//! Variants (run in the order bare, tower_server, policy_server,
-//! tower_client, policy_client, bare_again), the server restarted for each:
+//! Each variant's requests go in four rounds, the variants taking turns
+//! (bare, tower_server, policy_server, tower_client, policy_client,
+//! bare_again), so that a spell of slowness on the machine is shared by
+//! all of them; the server is restarted, and warmed up, for each round:
 //!
 //! - `bare`: no middleware on either side.
 //! - `tower_server`: tower's `ConcurrencyLimit` (1,024) and `Timeout` (1 s)
@@ -81,6 +83,9 @@ const TASKS: usize = 64;
 const DEFAULT_REQUESTS: usize = 200_000;
 /// Measured requests per variant with `SEAWALL_BENCH_SHORT=1`.
 const SHORT_REQUESTS: usize = 50_000;
+/// Each variant's requests are sent in this many rounds, the variants
+/// taking turns.
+const ROUNDS: usize = 4;
 /// The server's answer.
 const BODY: &str = "ok";
 /// A phase (warm-up or measurement) stops sending after this long, however
@@ -113,19 +118,29 @@ fn main() {
         .build()
         .expect("a tokio multi-thread runtime");
     let started = Instant::now();
+    let variants = [
+        Variant::Bare,
+        Variant::TowerServer,
+        Variant::PolicyServer,
+        Variant::TowerClient,
+        Variant::PolicyClient,
+        Variant::BareAgain,
+    ];
+    // Rounds over all the variants in turn: this machine sometimes runs
+    // everything a third slower for a while, which would otherwise land on
+    // whichever variant ran then.
     let rows = runtime.block_on(async {
-        let mut rows = Vec::new();
-        for variant in [
-            Variant::Bare,
-            Variant::TowerServer,
-            Variant::PolicyServer,
-            Variant::TowerClient,
-            Variant::PolicyClient,
-            Variant::BareAgain,
-        ] {
-            rows.push(run(variant, requests).await);
+        let mut rows: Vec<Option<Row>> = variants.iter().map(|_| None).collect();
+        for _ in 0..ROUNDS {
+            for (variant, row) in variants.into_iter().zip(&mut rows) {
+                let measured = run(variant, requests / ROUNDS).await;
+                match row {
+                    Some(row) => row.measured.merge(measured.measured),
+                    None => *row = Some(measured),
+                }
+            }
         }
-        rows
+        rows.into_iter().flatten().collect::<Vec<_>>()
     });
     drop(runtime);
     let load_after = load_average();
@@ -205,6 +220,18 @@ struct Measured {
 struct Row {
     variant: Variant,
     measured: Measured,
+}
+
+impl Measured {
+    /// Adds another round's requests to these.
+    fn merge(&mut self, other: Measured) {
+        self.elapsed += other.elapsed;
+        self.latencies.extend(other.latencies);
+        self.latencies.sort_unstable();
+        self.failures += other.failures;
+        self.first_failure = self.first_failure.take().or(other.first_failure);
+        self.cut_short |= other.cut_short;
+    }
 }
 
 impl Row {
