@@ -486,8 +486,8 @@ fn report(rows: &[Row], requests: usize, total: Duration) {
         .collect();
     let bare_mean = bare.iter().sum::<f64>() / bare.len().max(1) as f64;
     println!(
-        "## HTTP round trips: {requests} requests a variant after {} of warm-up, {TASKS} connections",
-        requests / 10
+        "## HTTP round trips: {requests} requests a variant in {ROUNDS} rounds, each after {} of warm-up, {TASKS} connections",
+        requests / ROUNDS / 10
     );
     println!();
     println!("| variant | requests | seconds | requests/s | p50 (µs) | p99 (µs) | vs bare (rps) |");
