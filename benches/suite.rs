@@ -44,6 +44,7 @@ use seawall::timeout::TimeoutLayer;
 use seawall::window::Window;
 use seawall::Clock;
 use tokio::runtime::Runtime;
+use tower::limit::ConcurrencyLimit;
 use tower::{Layer, Service, ServiceBuilder};
 use tower_resilience::bulkhead::BulkheadLayer as TrBulkheadLayer;
 use tower_resilience::circuitbreaker::CircuitBreakerLayer as TrBreakerLayer;
@@ -106,6 +107,15 @@ fn tower_resilience_bulkhead_of(max: usize) -> TrBulkheadLayer {
         .reject_when_full()
         .build()
         .unwrap()
+}
+
+/// tower's `ConcurrencyLimit` of `max` calls over its `Timeout` of a
+/// second: the pair a Policy is measured against.
+fn tower_pair<S>(max: usize, inner: S) -> ConcurrencyLimit<tower::timeout::Timeout<S>> {
+    ServiceBuilder::new()
+        .concurrency_limit(max)
+        .timeout(SECOND)
+        .service(inner)
 }
 
 /// A Policy with a value fallback for the benches' `u64` service.
@@ -418,10 +428,7 @@ fn single(v: &mut impl Visit, timers: &Runtime) {
         v.visit(
             "tower_timeout_concurrency_limit",
             Answers,
-            ServiceBuilder::new()
-                .concurrency_limit(100)
-                .timeout(SECOND)
-                .service(inner()),
+            tower_pair(100, inner()),
         );
     }
     v.visit(
@@ -629,10 +636,7 @@ fn pending_inner_variants(v: &mut impl Visit, timers: &Runtime) {
         v.visit(
             "tower_timeout_concurrency_limit_pending",
             Answers,
-            ServiceBuilder::new()
-                .concurrency_limit(100)
-                .timeout(SECOND)
-                .service(pending_inner()),
+            tower_pair(100, pending_inner()),
         );
     }
     v.visit(
@@ -689,10 +693,7 @@ fn busy_runtime() {
         (
             "tower_timeout_concurrency_limit",
             Box::new(|| {
-                let service = ServiceBuilder::new()
-                    .concurrency_limit(BUSY_LIMIT)
-                    .timeout(SECOND)
-                    .service(yielding_inner());
+                let service = tower_pair(BUSY_LIMIT, yielding_inner());
                 busy(runtime, service, calls, BUSY_TASKS)
             }),
         ),
