@@ -534,6 +534,7 @@ pub mod observe;
 pub mod policy;
 pub mod retry;
 mod select;
+mod stripe;
 mod sync;
 pub mod timeout;
 pub mod window;

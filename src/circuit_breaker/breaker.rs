@@ -21,6 +21,7 @@ use super::config::{CircuitBreakerBuilder, Config, DroppedCall};
 use super::CallEvent;
 use super::{CircuitBreakerLayer, CircuitOpen, History, Reason, State, Transition};
 use crate::classify::Verdict;
+use crate::stripe::{Local, Striped};
 use crate::sync::{lock, model_point, AtomicU32, AtomicU64, Mutex};
 use crate::window::{Counts, Outcome, RollingWindow, Snapshot};
 
@@ -102,7 +103,10 @@ fn code_of(state: State) -> u64 {
 /// ```
 #[derive(Clone)]
 pub struct CircuitBreaker {
-    shared: Arc<Shared>,
+    /// Striped, so that calls on two cores keep the state alive through
+    /// different counts (a registry's breakers are not: see
+    /// [`from_config`](CircuitBreaker::from_config)).
+    shared: Striped<Shared>,
 }
 
 /// Only the window's tally, which every call writes, has cache lines of its
@@ -169,10 +173,11 @@ impl CircuitBreaker {
         CircuitBreakerBuilder::default()
     }
 
-    /// The most heap a breaker of `config` takes once it has seen calls,
-    /// beside its name: its shared state and its window's storage, each with
-    /// the allocator's bookkeeping (a header, and for the over-aligned state
-    /// the alignment's worth of padding).
+    /// The most heap an unstriped breaker of `config` (a registry's) takes
+    /// once it has seen calls, beside its name: its shared state, its
+    /// handle's and its window's storage, each with the allocator's
+    /// bookkeeping (a header, and for the over-aligned state the
+    /// alignment's worth of padding).
     #[cfg(feature = "registry")]
     pub(crate) fn heap_bytes(config: &Config) -> usize {
         const HEADER: usize = 16;
@@ -181,39 +186,52 @@ impl CircuitBreaker {
             .next_multiple_of(align)
             + align
             + HEADER;
+        let handle = Striped::<Shared>::unstriped_bytes() + HEADER;
         let window = RollingWindow::storage_bytes(config.window, config.track_latency);
-        shared + window + 3 * HEADER
+        shared + handle + window + 3 * HEADER
     }
 
     /// A breaker named `name`, on settings that breakers of one registry
-    /// share rather than copy.
-    pub(crate) fn from_config(config: Arc<Config>, name: Arc<str>) -> CircuitBreaker {
+    /// share rather than copy. `striped` for one that may be called from
+    /// several cores at once; a registry's breakers are not (a key is
+    /// rarely that hot, and a registry keeps thousands: see
+    /// [`Striped::unstriped`]).
+    pub(crate) fn from_config(
+        config: Arc<Config>,
+        name: Arc<str>,
+        striped: bool,
+    ) -> CircuitBreaker {
         let clock = config.clock.unwrap_or_default();
         let measure_latency =
             config.slow_call.is_some() || config.track_latency || config.listener.is_some();
         let window = RollingWindow::validated(config.window, clock, config.track_latency);
         let entered = window.clock().now();
         let seed = RandomState::new().build_hasher().finish();
-        CircuitBreaker {
-            shared: Arc::new(Shared {
-                state: AtomicU64::new(code_of(config.resting)),
-                consecutive_failures: AtomicU32::new(0),
-                open_until: AtomicU64::new(0),
-                window,
-                measure_latency,
-                slow_nanos: config.slow_call.map_or(u64::MAX, |s| s.nanos),
-                name,
-                config,
-                transitions: Mutex::new(Trips {
-                    in_a_row: 0,
-                    rng: seed,
-                    entered,
-                    history: None,
-                }),
-                events: OnceLock::new(),
-                refusals_logged_at: AtomicU64::new(NEVER),
-                refusals_at_log: AtomicU64::new(0),
+        let shared = Shared {
+            state: AtomicU64::new(code_of(config.resting)),
+            consecutive_failures: AtomicU32::new(0),
+            open_until: AtomicU64::new(0),
+            window,
+            measure_latency,
+            slow_nanos: config.slow_call.map_or(u64::MAX, |s| s.nanos),
+            name,
+            config,
+            transitions: Mutex::new(Trips {
+                in_a_row: 0,
+                rng: seed,
+                entered,
+                history: None,
             }),
+            events: OnceLock::new(),
+            refusals_logged_at: AtomicU64::new(NEVER),
+            refusals_at_log: AtomicU64::new(0),
+        };
+        CircuitBreaker {
+            shared: if striped {
+                Striped::new(shared)
+            } else {
+                Striped::unstriped(shared)
+            },
         }
     }
 
@@ -298,7 +316,8 @@ impl CircuitBreaker {
     /// says the breaker refused; do not call.
     #[inline]
     pub fn try_acquire(&self) -> Result<Permit, CircuitOpen> {
-        self.admit().map(|ticket| Permit::new(self.clone(), ticket))
+        self.admit()
+            .map(|ticket| Permit::new(self.shared.local(), ticket))
     }
 
     /// Admits a call, or refuses it: a permit without a handle, for a
@@ -364,16 +383,25 @@ impl CircuitBreaker {
     /// Records how an admitted call went.
     #[inline]
     pub(crate) fn settle(&self, ticket: Ticket, verdict: Verdict) {
-        self.shared.on_result(ticket, Some(verdict.outcome()));
+        self.shared.settle(ticket, verdict);
     }
 
     /// An admitted call was dropped before its verdict.
     pub(crate) fn abandon(&self, ticket: Ticket) {
-        let outcome = match self.shared.config.dropped_call {
-            DroppedCall::Ignore => None,
-            DroppedCall::CountAsFailure => Some(Outcome::Failure),
-        };
-        self.shared.on_result(ticket, outcome);
+        self.shared.abandon(ticket);
+    }
+
+    /// A permit for a call `ticket` admitted, which owns the breaker's
+    /// state through this thread's stripe.
+    #[inline]
+    pub(crate) fn permit(&self, ticket: Ticket) -> Permit {
+        Permit::new(self.shared.local(), ticket)
+    }
+
+    /// A permit that owns the breaker's state through this handle.
+    #[cfg(feature = "registry")]
+    pub(crate) fn into_permit(self, ticket: Ticket) -> Permit {
+        Permit::new(self.shared.into(), ticket)
     }
 
     /// Refuses every call until [`force_closed`](Self::force_closed) or
@@ -431,7 +459,7 @@ impl CircuitBreaker {
 
     /// Whether two handles share one breaker.
     pub fn same_as(&self, other: &CircuitBreaker) -> bool {
-        Arc::ptr_eq(&self.shared, &other.shared)
+        self.shared.ptr_eq(&other.shared)
     }
 }
 
@@ -445,6 +473,19 @@ impl fmt::Debug for CircuitBreaker {
 }
 
 impl Shared {
+    #[inline]
+    fn settle(&self, ticket: Ticket, verdict: Verdict) {
+        self.on_result(ticket, Some(verdict.outcome()));
+    }
+
+    fn abandon(&self, ticket: Ticket) {
+        let outcome = match self.config.dropped_call {
+            DroppedCall::Ignore => None,
+            DroppedCall::CountAsFailure => Some(Outcome::Failure),
+        };
+        self.on_result(ticket, outcome);
+    }
+
     /// Records a refused call and builds its error.
     #[inline]
     fn short_circuit(&self, state: State, retry_after: Option<Duration>, now: u64) -> CircuitOpen {
@@ -707,7 +748,7 @@ impl Shared {
 /// it may hold, and counts as [`dropped_calls`](CircuitBreakerBuilder::dropped_calls) says.
 #[must_use = "a permit records nothing unless its verdict is recorded"]
 pub struct Permit {
-    breaker: CircuitBreaker,
+    breaker: Local<Shared>,
     ticket: Ticket,
     settled: bool,
 }
@@ -764,7 +805,7 @@ pub struct Ticket {
 }
 
 impl Permit {
-    pub(crate) fn new(breaker: CircuitBreaker, ticket: Ticket) -> Permit {
+    fn new(breaker: Local<Shared>, ticket: Ticket) -> Permit {
         Permit {
             breaker,
             ticket,
@@ -803,7 +844,7 @@ impl Drop for Permit {
 impl fmt::Debug for Permit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Permit")
-            .field("breaker", &self.breaker.name())
+            .field("breaker", &&*self.breaker.name)
             .field("probe", &self.ticket.probe)
             .finish_non_exhaustive()
     }

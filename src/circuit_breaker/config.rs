@@ -397,7 +397,7 @@ impl CircuitBreakerBuilder {
     pub fn build(self) -> Result<CircuitBreaker, ConfigError> {
         let config = self.validate()?;
         let name = config.name.clone();
-        Ok(CircuitBreaker::from_config(Arc::new(config), name))
+        Ok(CircuitBreaker::from_config(Arc::new(config), name, true))
     }
 
     pub(crate) fn validate(mut self) -> Result<Config, ConfigError> {

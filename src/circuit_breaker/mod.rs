@@ -160,7 +160,7 @@ impl<Req> BreakerFor<Req> for CircuitBreaker {
 
     #[inline]
     fn permit(&self, _: (), ticket: Ticket) -> Permit {
-        Permit::new(self.clone(), ticket)
+        CircuitBreaker::permit(self, ticket)
     }
 }
 

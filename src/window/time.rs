@@ -9,7 +9,12 @@
 //!
 //! - **A call of the hot bucket** is one `fetch_add` on a counter whose
 //!   address never changes, after one load that says whether `now` is still
-//!   in the hot bucket: what a plain counter costs.
+//!   in the hot bucket: what a plain counter costs. The hot bucket's outcome
+//!   counters come in [`STRIPES`] copies on cache lines of their own, and
+//!   each thread counts in one of them: calls on two cores then write
+//!   different lines instead of passing one back and forth. Everything
+//!   below treats each stripe's counter as a counter of its own; readers
+//!   add the stripes up.
 //! - **Moving on to a new bucket.** The first call past the hot bucket's end
 //!   claims the move (the hot epoch word goes to zero), moves each hot
 //!   counter's count into the ring with a compare-and-swap that also sets it
@@ -42,6 +47,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use super::{latency, Outcome, SLOTS, SLOW};
+use crate::stripe::{stripe, STRIPES};
 use crate::sync::{model_point, AtomicU64};
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
@@ -54,8 +60,9 @@ pub(crate) const MAX_BUCKETS: u32 = 1000;
 /// which belong to the hot bucket being moved, and may count in it).
 const MOVING: u64 = u64::MAX;
 
-/// The hot bucket's counters, on cache lines of their own: every call writes
-/// them, and the breaker's state word beside them is read by every call.
+/// One stripe of the hot bucket's counters, on cache lines of its own:
+/// every call writes them, and the breaker's state word beside them is read
+/// by every call.
 #[repr(align(128))]
 struct Hot([AtomicU64; SLOTS]);
 
@@ -74,7 +81,7 @@ pub(crate) struct TimeWindow {
     hot_start: AtomicU64,
     /// Calls of epochs before this one are forgotten (a reset).
     floor: AtomicU64,
-    hot: Hot,
+    hot: [Hot; STRIPES],
     /// Made by the first call that needs it: a registry may hold a million
     /// windows that never see a call.
     storage: OnceLock<Storage>,
@@ -93,7 +100,8 @@ struct Storage {
 /// Counters of one kind, for [`TimeWindow::counter`].
 #[derive(Clone, Copy)]
 enum At {
-    Hot,
+    /// The hot bucket's, of one stripe (the latency histogram has one).
+    Hot(usize),
     Ring(usize),
 }
 
@@ -111,7 +119,7 @@ impl TimeWindow {
             track_latency,
             hot_start: AtomicU64::new(0),
             floor: AtomicU64::new(0),
-            hot: Hot(std::array::from_fn(|_| AtomicU64::new(0))),
+            hot: std::array::from_fn(|_| Hot(std::array::from_fn(|_| AtomicU64::new(0)))),
             storage: OnceLock::new(),
         };
         // loom cannot see the synchronization of std's `OnceLock`: under its
@@ -166,10 +174,17 @@ impl TimeWindow {
     /// the hot bucket or of a ring slot.
     fn counter<'a>(&'a self, storage: &'a Storage, at: At, i: usize) -> &'a AtomicU64 {
         match (at, i.checked_sub(SLOTS)) {
-            (At::Hot, None) => &self.hot.0[i],
-            (At::Hot, Some(bucket)) => &storage.hot_latency[bucket],
+            (At::Hot(stripe), None) => &self.hot[stripe].0[i],
+            (At::Hot(_), Some(bucket)) => &storage.hot_latency[bucket],
             (At::Ring(slot), _) => &storage.ring[slot * self.counters() + i],
         }
+    }
+
+    /// Where counter `i` of the hot bucket is: each stripe's copy of an
+    /// outcome counter, or the histogram's one.
+    fn hot_places(i: usize) -> impl Iterator<Item = At> {
+        let stripes = if i < SLOTS { STRIPES } else { 1 };
+        (0..stripes).map(At::Hot)
     }
 
     #[inline]
@@ -217,7 +232,7 @@ impl TimeWindow {
 
     #[inline(always)]
     fn add_hot(&self, i: usize) -> u64 {
-        let counter = &self.hot.0[i];
+        let counter = &self.hot[stripe()].0[i];
         let prior = counter.fetch_add(1, Relaxed);
         if prior & self.full != 0 {
             self.take_back(counter, i);
@@ -268,19 +283,21 @@ impl TimeWindow {
     fn move_hot_on(&self, storage: &Storage, epoch: u64) {
         let zero = epoch << self.count_bits;
         for i in 0..self.counters() {
-            let counter = self.counter(storage, At::Hot, i);
-            let mut word = counter.load(Acquire);
-            model_point();
-            loop {
-                match counter.compare_exchange_weak(word, zero, AcqRel, Acquire) {
-                    Ok(_) => break,
-                    Err(actual) => word = actual,
+            for at in Self::hot_places(i) {
+                let counter = self.counter(storage, at, i);
+                let mut word = counter.load(Acquire);
+                model_point();
+                loop {
+                    match counter.compare_exchange_weak(word, zero, AcqRel, Acquire) {
+                        Ok(_) => break,
+                        Err(actual) => word = actual,
+                    }
                 }
-            }
-            let (from, count) = (self.epoch_of(word), self.count_of(word));
-            if count > 0 {
-                let slot = (from % u64::from(self.buckets)) as usize;
-                self.add_to_ring(storage, slot, from, i, count);
+                let (from, count) = (self.epoch_of(word), self.count_of(word));
+                if count > 0 {
+                    let slot = (from % u64::from(self.buckets)) as usize;
+                    self.add_to_ring(storage, slot, from, i, count);
+                }
             }
         }
     }
@@ -371,7 +388,9 @@ impl TimeWindow {
                 .enumerate()
                 .filter(|(i, _)| first + i < SLOTS)
             {
-                add(&self.hot.0[first + i], sum);
+                for hot in &self.hot {
+                    add(&hot.0[first + i], sum);
+                }
             }
             return;
         };
@@ -381,8 +400,15 @@ impl TimeWindow {
             }
             model_point();
         }
-        for (i, sum) in sums.iter_mut().enumerate() {
-            add(self.counter(storage, At::Hot, first + i), sum);
+        // Stripe by stripe: a model may run other threads between them.
+        for stripe in 0..STRIPES {
+            for (i, sum) in sums.iter_mut().enumerate() {
+                // The histogram's counters have one copy, the first.
+                if stripe == 0 || first + i < SLOTS {
+                    add(self.counter(storage, At::Hot(stripe), first + i), sum);
+                }
+            }
+            model_point();
         }
     }
 
@@ -417,7 +443,11 @@ impl TimeWindow {
     /// Counter `i`'s total: retired, then the ring, then the hot bucket.
     fn total(&self, i: usize) -> u64 {
         match self.storage.get() {
-            None if i < SLOTS => self.count_of(self.hot.0[i].load(Acquire)),
+            None if i < SLOTS => self
+                .hot
+                .iter()
+                .map(|hot| self.count_of(hot.0[i].load(Acquire)))
+                .sum(),
             None => 0,
             Some(storage) => {
                 let mut sum = storage.retired[i].load(Acquire);
@@ -425,7 +455,9 @@ impl TimeWindow {
                     let word = self.counter(storage, At::Ring(slot), i).load(Acquire);
                     sum += self.count_of(word);
                 }
-                sum + self.count_of(self.counter(storage, At::Hot, i).load(Acquire))
+                sum + Self::hot_places(i)
+                    .map(|at| self.count_of(self.counter(storage, at, i).load(Acquire)))
+                    .sum::<u64>()
             }
         }
     }
@@ -438,8 +470,8 @@ impl TimeWindow {
         let storage = self.storage();
         let slot = (current % u64::from(self.buckets)) as usize;
         let zero = current << self.count_bits;
-        for at in [At::Ring(slot), At::Hot] {
-            for i in 0..self.counters() {
+        for i in 0..self.counters() {
+            for at in std::iter::once(At::Ring(slot)).chain(Self::hot_places(i)) {
                 let counter = self.counter(storage, at, i);
                 let mut word = counter.load(Acquire);
                 while self.epoch_of(word) == current && word != zero {
@@ -674,6 +706,7 @@ mod loom_models {
     use loom::thread;
 
     use super::*;
+    use crate::stripe::on_stripe;
 
     const MS: u64 = 1_000_000;
 
@@ -689,7 +722,7 @@ mod loom_models {
             let w = Arc::new(window(2));
             let other = {
                 let w = w.clone();
-                thread::spawn(move || w.record(5 * MS, Outcome::Success, false, None))
+                on_stripe(1, move || w.record(5 * MS, Outcome::Success, false, None))
             };
             w.record(5 * MS, Outcome::Success, false, None);
             other.join().unwrap();
@@ -705,7 +738,7 @@ mod loom_models {
             let w = Arc::new(window(2));
             let other = {
                 let w = w.clone();
-                thread::spawn(move || w.record(5 * MS, Outcome::Success, false, None))
+                on_stripe(1, move || w.record(5 * MS, Outcome::Success, false, None))
             };
             assert!(w.counts(5 * MS)[Outcome::Success as usize] <= 1);
             other.join().unwrap();
@@ -722,9 +755,11 @@ mod loom_models {
             let w = Arc::new(window(2));
             w.record(0, Outcome::Failure, false, None);
             let threads: Vec<_> = (0..2)
-                .map(|_| {
+                .map(|n| {
                     let w = w.clone();
-                    thread::spawn(move || w.record(MS, Outcome::Success, false, None))
+                    on_stripe(n % STRIPES, move || {
+                        w.record(MS, Outcome::Success, false, None)
+                    })
                 })
                 .collect();
             let seen = w.counts(MS);
@@ -740,6 +775,40 @@ mod loom_models {
         });
     }
 
+    /// Counts on both stripes: a read sums them, a move to a new bucket
+    /// takes every stripe on (a stripe left behind would count its next
+    /// calls in the bucket gone by), and a read racing the move counts each
+    /// call once at most.
+    #[test]
+    fn every_stripe_is_read_and_moved_on() {
+        loom::model(|| {
+            let w = Arc::new(window(2));
+            w.record(0, Outcome::Failure, false, None);
+            let w1 = w.clone();
+            on_stripe(1, move || w1.record(0, Outcome::Failure, false, None))
+                .join()
+                .unwrap();
+            assert_eq!(w.counts(0)[Outcome::Failure as usize], 2);
+            let mover = {
+                let w = w.clone();
+                on_stripe(1, move || {
+                    w.record(MS, Outcome::Success, false, None);
+                    w.record(MS, Outcome::Success, false, None);
+                })
+            };
+            assert!(w.counts(MS)[Outcome::Failure as usize] <= 2);
+            mover.join().unwrap();
+            let counts = w.counts(MS);
+            assert_eq!(counts[Outcome::Failure as usize], 2);
+            assert_eq!(counts[Outcome::Success as usize], 2);
+            // The failures' bucket has left the window; the successes' has
+            // not.
+            let counts = w.counts(2 * MS);
+            assert_eq!(counts[Outcome::Failure as usize], 0);
+            assert_eq!(counts[Outcome::Success as usize], 2);
+        });
+    }
+
     /// A call that found the hot bucket current lands once, before or after
     /// another call moves the bucket on under it.
     #[test]
@@ -748,11 +817,11 @@ mod loom_models {
             let w = Arc::new(window(2));
             let hot = {
                 let w = w.clone();
-                thread::spawn(move || w.record(0, Outcome::Success, false, None))
+                on_stripe(1, move || w.record(0, Outcome::Success, false, None))
             };
             let mover = {
                 let w = w.clone();
-                thread::spawn(move || w.record(MS, Outcome::Failure, false, None))
+                on_stripe(0, move || w.record(MS, Outcome::Failure, false, None))
             };
             hot.join().unwrap();
             mover.join().unwrap();
@@ -772,9 +841,11 @@ mod loom_models {
             let w = Arc::new(window(2));
             w.record(0, Outcome::Failure, false, None);
             let threads: Vec<_> = (0..2)
-                .map(|_| {
+                .map(|n| {
                     let w = w.clone();
-                    thread::spawn(move || w.record(2 * MS, Outcome::Failure, false, None))
+                    on_stripe(n % STRIPES, move || {
+                        w.record(2 * MS, Outcome::Failure, false, None)
+                    })
                 })
                 .collect();
             for t in threads {
@@ -795,7 +866,7 @@ mod loom_models {
             w.record(0, Outcome::Failure, false, None);
             let late = {
                 let w = w.clone();
-                thread::spawn(move || w.record(0, Outcome::Failure, false, None))
+                on_stripe(1, move || w.record(0, Outcome::Failure, false, None))
             };
             w.record(MS, Outcome::Success, false, None);
             late.join().unwrap();
@@ -817,7 +888,7 @@ mod loom_models {
             w.record(0, Outcome::Failure, false, None);
             let call = {
                 let w = w.clone();
-                thread::spawn(move || w.record(0, Outcome::Failure, false, None))
+                on_stripe(1, move || w.record(0, Outcome::Failure, false, None))
             };
             w.reset(0);
             call.join().unwrap();

@@ -1,0 +1,217 @@
+//! Striping: what every call writes comes in a few copies, each on cache
+//! lines of its own, and each thread writes one of them. Calls on two cores
+//! then write different lines instead of passing one line back and forth,
+//! which is what decides a call's cost once two cores share a breaker or a
+//! Policy.
+//!
+//! Two things are striped: the hot bucket of a time window (summed by its
+//! readers), and the reference count that a breaker call's future takes on
+//! the breaker it settles on ([`Striped`]).
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+/// How many copies. Two: this machine's cores (and a tokio runtime's first
+/// two workers) then never share one, and each copy costs a breaker 128
+/// bytes of tally and, unless a registry's, 256 of lane.
+pub(crate) const STRIPES: usize = 2;
+
+/// The stripe the calling thread writes: threads take the stripes in turn,
+/// in the order they first ask.
+#[cfg(not(seawall_loom))]
+#[inline(always)]
+pub(crate) fn stripe() -> usize {
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    let stripe = STRIPE.with(Cell::get);
+    if stripe < STRIPES {
+        return stripe;
+    }
+    let stripe = NEXT.fetch_add(1, Relaxed) % STRIPES;
+    STRIPE.with(|s| s.set(stripe));
+    stripe
+}
+
+// Under loom each model thread says which stripe it writes (see
+// `on_stripe`), so that the models cover calls on different stripes.
+#[cfg(seawall_loom)]
+loom::thread_local! {
+    static LOOM_STRIPE: std::cell::Cell<usize> = std::cell::Cell::new(0);
+}
+
+#[cfg(seawall_loom)]
+pub(crate) fn stripe() -> usize {
+    LOOM_STRIPE.with(std::cell::Cell::get)
+}
+
+/// Runs `f` in a new model thread that writes stripe `stripe` (the model's
+/// own thread writes stripe 0).
+#[cfg(all(test, seawall_loom))]
+pub(crate) fn on_stripe<T: Send + 'static>(
+    stripe: usize,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> loom::thread::JoinHandle<T> {
+    loom::thread::spawn(move || {
+        LOOM_STRIPE.with(|s| s.set(stripe));
+        f()
+    })
+}
+
+/// A cheap handle to a `T` shared by every clone, from which a call takes
+/// an owning reference ([`Local`]) that counts on the calling thread's
+/// stripe: a response future must own what it settles on (tower's futures
+/// outlive the service that made them), and cloning one `Arc` per call on
+/// two cores is a line both write twice a call.
+///
+/// Each stripe is an `Arc` of its own, padded to its own lines, holding the
+/// one `Arc<T>`; [`unstriped`](Striped::unstriped) makes none, for what is
+/// rarely called from two cores at once and kept by the thousand (a
+/// registry's breakers): its calls clone the handle.
+pub(crate) struct Striped<T> {
+    lanes: Arc<Lanes<T>>,
+}
+
+struct Lanes<T> {
+    shared: Arc<T>,
+    stripes: Option<[Arc<Lane<T>>; STRIPES]>,
+}
+
+/// One stripe: the shared `Arc` again, its own count on lines of its own.
+#[repr(align(128))]
+pub(crate) struct Lane<T>(Arc<T>);
+
+impl<T> Striped<T> {
+    /// A handle with one lane per stripe.
+    pub(crate) fn new(shared: T) -> Self {
+        let shared = Arc::new(shared);
+        let stripes = Some(std::array::from_fn(|_| Arc::new(Lane(Arc::clone(&shared)))));
+        Striped {
+            lanes: Arc::new(Lanes { shared, stripes }),
+        }
+    }
+
+    /// A handle without lanes: [`local`](Self::local) clones it.
+    pub(crate) fn unstriped(shared: T) -> Self {
+        Striped {
+            lanes: Arc::new(Lanes {
+                shared: Arc::new(shared),
+                stripes: None,
+            }),
+        }
+    }
+
+    /// The heap an unstriped handle takes beside `T`, without the
+    /// allocator's header.
+    #[cfg(feature = "registry")]
+    pub(crate) fn unstriped_bytes() -> usize {
+        2 * std::mem::size_of::<usize>() + std::mem::size_of::<Lanes<T>>()
+    }
+
+    /// An owning reference for one call, counted on this thread's stripe.
+    #[inline]
+    pub(crate) fn local(&self) -> Local<T> {
+        match &self.lanes.stripes {
+            // `%`: a stripe is below `STRIPES` already, and saying so spares
+            // the bounds check.
+            Some(lanes) => Local::Lane(Arc::clone(&lanes[stripe() % STRIPES])),
+            None => Local::Whole(self.clone()),
+        }
+    }
+
+    /// Whether two handles share one `T`.
+    pub(crate) fn ptr_eq(&self, other: &Striped<T>) -> bool {
+        Arc::ptr_eq(&self.lanes.shared, &other.lanes.shared)
+    }
+}
+
+impl<T> Clone for Striped<T> {
+    fn clone(&self) -> Self {
+        Striped {
+            lanes: Arc::clone(&self.lanes),
+        }
+    }
+}
+
+impl<T> Deref for Striped<T> {
+    type Target = T;
+
+    #[inline(always)]
+    fn deref(&self) -> &T {
+        &self.lanes.shared
+    }
+}
+
+/// A call's owning reference to a [`Striped`] value.
+pub(crate) enum Local<T> {
+    /// Counted on a stripe's lane.
+    Lane(Arc<Lane<T>>),
+    /// The handle itself, from an unstriped one.
+    Whole(Striped<T>),
+}
+
+impl<T> Deref for Local<T> {
+    type Target = T;
+
+    #[inline(always)]
+    fn deref(&self) -> &T {
+        match self {
+            Local::Lane(lane) => &lane.0,
+            Local::Whole(whole) => whole,
+        }
+    }
+}
+
+impl<T> From<Striped<T>> for Local<T> {
+    fn from(whole: Striped<T>) -> Self {
+        Local::Whole(whole)
+    }
+}
+
+#[cfg(all(test, not(seawall_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_counts_on_its_threads_own_lane() {
+        let striped = Striped::new(7u32);
+        let lanes: Vec<_> = striped
+            .lanes
+            .stripes
+            .iter()
+            .flatten()
+            .map(Arc::as_ptr)
+            .collect();
+        assert_eq!(lanes.len(), STRIPES);
+        assert!(lanes
+            .iter()
+            .enumerate()
+            .all(|(i, a)| lanes[..i].iter().all(|b| a != b)));
+        let here = striped.local();
+        let Local::Lane(lane) = &here else {
+            panic!("a striped handle gives lanes")
+        };
+        assert_eq!(Arc::as_ptr(lane), lanes[stripe()]);
+        assert_eq!(*here, 7);
+    }
+
+    #[test]
+    fn a_local_reference_keeps_the_value_alive() {
+        for striped in [Striped::new(vec![1, 2]), Striped::unstriped(vec![1, 2])] {
+            let local = striped.local();
+            drop(striped);
+            assert_eq!(*local, [1, 2]);
+        }
+    }
+
+    #[test]
+    fn clones_share_one_value() {
+        let a = Striped::unstriped(());
+        assert!(a.ptr_eq(&a.clone()));
+        assert!(!a.ptr_eq(&Striped::unstriped(())));
+    }
+}
