@@ -690,6 +690,15 @@ fn busy_runtime() {
                 busy(runtime, service, calls, BUSY_TASKS)
             }),
         ),
+        // A tokio timer per call and nothing else: the floor of any
+        // deadline that arms one (seawall's timeout and Policy do).
+        (
+            "tower_timeout",
+            Box::new(|| {
+                let service = tower::timeout::Timeout::new(yielding_inner(), SECOND);
+                busy(runtime, service, calls, BUSY_TASKS)
+            }),
+        ),
         (
             "tower_timeout_concurrency_limit",
             Box::new(|| {
@@ -713,6 +722,15 @@ fn busy_runtime() {
             Box::new(|| {
                 let breaker = seawall_breaker(CircuitBreaker::builder());
                 let service = breaker.layer().layer(yielding_inner());
+                busy(runtime, service, calls, BUSY_TASKS)
+            }),
+        ),
+        (
+            "seawall_timeout",
+            Box::new(|| {
+                let service = TimeoutLayer::new(SECOND)
+                    .clock(Clock::coarse())
+                    .layer(yielding_inner());
                 busy(runtime, service, calls, BUSY_TASKS)
             }),
         ),
