@@ -12,8 +12,10 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 /// How many copies. Two: this machine's cores (and a tokio runtime's first
-/// two workers) then never share one, and each copy costs a breaker 128
-/// bytes of tally and, unless a registry's, 256 of lane.
+/// two workers) then never share one, and each copy costs a standalone
+/// breaker 128 bytes of tally and 256 of lane. A registry's breakers are
+/// not striped: each is rarely called from two cores at once, and a
+/// registry keeps thousands.
 pub(crate) const STRIPES: usize = 2;
 
 /// The stripe the calling thread writes: threads take the stripes in turn,
@@ -69,8 +71,7 @@ pub(crate) fn on_stripe<T: Send + 'static>(
 /// two cores is a line both write twice a call.
 ///
 /// Each stripe is an `Arc` of its own, padded to its own lines, holding the
-/// one `Arc<T>`; [`unstriped`](Striped::unstriped) makes none, for what is
-/// rarely called from two cores at once and kept by the thousand (a
+/// one `Arc<T>`; [`unstriped`](Striped::unstriped) makes none (for a
 /// registry's breakers): its calls clone the handle.
 pub(crate) struct Striped<T> {
     lanes: Arc<Lanes<T>>,

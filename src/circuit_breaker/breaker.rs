@@ -204,7 +204,7 @@ impl CircuitBreaker {
         let clock = config.clock.unwrap_or_default();
         let measure_latency =
             config.slow_call.is_some() || config.track_latency || config.listener.is_some();
-        let window = RollingWindow::validated(config.window, clock, config.track_latency);
+        let window = RollingWindow::validated(config.window, clock, config.track_latency, striped);
         let entered = window.clock().now();
         let seed = RandomState::new().build_hasher().finish();
         let shared = Shared {

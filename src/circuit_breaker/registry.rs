@@ -38,13 +38,13 @@ use crate::error::ConfigError;
 ///
 /// | window | worst case per key |
 /// |---|---|
-/// | time, 10 buckets (the default) | 3.4 KiB |
+/// | time, 10 buckets (the default) | 3.3 KiB |
 /// | time, 10 buckets, with latency | 42 KiB |
 /// | time, 60 buckets | 11 KiB |
-/// | count, 100 calls | 2.8 KiB |
+/// | count, 100 calls | 2.7 KiB |
 /// | count, 1,000,000 calls, with latency | 4.3 MiB |
 ///
-/// With the defaults (10,000 keys) that is 34 MiB. A window's storage is
+/// With the defaults (10,000 keys) that is just under 32 MiB. A window's storage is
 /// made when it first needs it: keys that were only looked up take less
 /// (under a kilobyte).
 ///

@@ -417,14 +417,22 @@ impl RollingWindow {
         track_latency: bool,
     ) -> Result<RollingWindow, ConfigError> {
         window.validate()?;
-        Ok(RollingWindow::validated(window, clock, track_latency))
+        Ok(RollingWindow::validated(window, clock, track_latency, true))
     }
 
-    /// A window whose shape was validated already.
-    pub(crate) fn validated(window: Window, clock: Clock, track_latency: bool) -> RollingWindow {
+    /// A window whose shape was validated already; `striped` unless few
+    /// calls come from two cores at once and many windows are kept (a
+    /// registry's), which then count every thread in one copy of the hot
+    /// bucket (see [`crate::stripe`]).
+    pub(crate) fn validated(
+        window: Window,
+        clock: Clock,
+        track_latency: bool,
+        striped: bool,
+    ) -> RollingWindow {
         let kind = match window {
             Window::Time { span, buckets } => {
-                Kind::Time(time::TimeWindow::new(span, buckets, track_latency))
+                Kind::Time(time::TimeWindow::new(span, buckets, track_latency, striped))
             }
             Window::Count { calls } => {
                 Kind::Count(Box::new(count::CountWindow::new(calls, track_latency)))

@@ -66,6 +66,12 @@ const MOVING: u64 = u64::MAX;
 #[repr(align(128))]
 struct Hot([AtomicU64; SLOTS]);
 
+impl Default for Hot {
+    fn default() -> Hot {
+        Hot(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
 pub(crate) struct TimeWindow {
     bucket_nanos: u64,
     buckets: u32,
@@ -81,13 +87,20 @@ pub(crate) struct TimeWindow {
     hot_start: AtomicU64,
     /// Calls of epochs before this one are forgotten (a reset).
     floor: AtomicU64,
-    hot: [Hot; STRIPES],
+    /// The first stripe's hot counters; the others' are in the storage.
+    hot: Hot,
+    /// Whether threads count in their own stripes, or all in the first.
+    striped: bool,
     /// Made by the first call that needs it: a registry may hold a million
     /// windows that never see a call.
     storage: OnceLock<Storage>,
 }
 
 struct Storage {
+    /// The hot counters of the stripes after the first, for a striped
+    /// window: made with the ring, so that a window nobody calls, or calls
+    /// from one core, does not carry them.
+    stripes: Box<[Hot]>,
     /// The hot bucket's latency histogram, with latency tracking.
     hot_latency: Box<[AtomicU64]>,
     /// Per slot of the ring, its counters: the outcomes and slow calls, then
@@ -106,7 +119,14 @@ enum At {
 }
 
 impl TimeWindow {
-    pub(crate) fn new(span: Duration, buckets: u32, track_latency: bool) -> TimeWindow {
+    /// A window of `buckets` over `span`; `striped` for one that threads
+    /// may call from several cores at once (see [`crate::stripe`]).
+    pub(crate) fn new(
+        span: Duration,
+        buckets: u32,
+        track_latency: bool,
+        striped: bool,
+    ) -> TimeWindow {
         // `Window::validate` guarantees a whole number of nanoseconds, at
         // least a millisecond.
         let bucket_nanos = u64::try_from(span.as_nanos() / u128::from(buckets)).unwrap_or(u64::MAX);
@@ -119,7 +139,8 @@ impl TimeWindow {
             track_latency,
             hot_start: AtomicU64::new(0),
             floor: AtomicU64::new(0),
-            hot: std::array::from_fn(|_| Hot(std::array::from_fn(|_| AtomicU64::new(0)))),
+            hot: Hot::default(),
+            striped,
             storage: OnceLock::new(),
         };
         // loom cannot see the synchronization of std's `OnceLock`: under its
@@ -129,7 +150,8 @@ impl TimeWindow {
         window
     }
 
-    /// Bytes a window of this shape allocates once it needs its ring.
+    /// Bytes an unstriped window of this shape (a registry's) allocates
+    /// once it needs its ring.
     #[cfg(feature = "registry")]
     pub(crate) fn storage_bytes(buckets: u32, track_latency: bool) -> usize {
         let counters = SLOTS + if track_latency { latency::BUCKETS } else { 0 };
@@ -160,6 +182,7 @@ impl TimeWindow {
     fn make_storage(&self) -> &Storage {
         let zeros = |n: usize| (0..n).map(|_| AtomicU64::new(0)).collect();
         self.storage.get_or_init(|| Storage {
+            stripes: (1..self.stripes()).map(|_| Hot::default()).collect(),
             hot_latency: zeros(if self.track_latency {
                 latency::BUCKETS
             } else {
@@ -174,7 +197,8 @@ impl TimeWindow {
     /// the hot bucket or of a ring slot.
     fn counter<'a>(&'a self, storage: &'a Storage, at: At, i: usize) -> &'a AtomicU64 {
         match (at, i.checked_sub(SLOTS)) {
-            (At::Hot(stripe), None) => &self.hot[stripe].0[i],
+            (At::Hot(0), None) => &self.hot.0[i],
+            (At::Hot(stripe), None) => &storage.stripes[stripe - 1].0[i],
             (At::Hot(_), Some(bucket)) => &storage.hot_latency[bucket],
             (At::Ring(slot), _) => &storage.ring[slot * self.counters() + i],
         }
@@ -182,9 +206,17 @@ impl TimeWindow {
 
     /// Where counter `i` of the hot bucket is: each stripe's copy of an
     /// outcome counter, or the histogram's one.
-    fn hot_places(i: usize) -> impl Iterator<Item = At> {
-        let stripes = if i < SLOTS { STRIPES } else { 1 };
+    fn hot_places(&self, i: usize) -> impl Iterator<Item = At> {
+        let stripes = if i < SLOTS { self.stripes() } else { 1 };
         (0..stripes).map(At::Hot)
+    }
+
+    fn stripes(&self) -> usize {
+        if self.striped {
+            STRIPES
+        } else {
+            1
+        }
     }
 
     #[inline]
@@ -232,7 +264,11 @@ impl TimeWindow {
 
     #[inline(always)]
     fn add_hot(&self, i: usize) -> u64 {
-        let counter = &self.hot[stripe()].0[i];
+        let stripe = if self.striped { stripe() } else { 0 };
+        let counter = match stripe {
+            0 => &self.hot.0[i],
+            _ => &self.storage().stripes[stripe - 1].0[i],
+        };
         let prior = counter.fetch_add(1, Relaxed);
         if prior & self.full != 0 {
             self.take_back(counter, i);
@@ -283,7 +319,7 @@ impl TimeWindow {
     fn move_hot_on(&self, storage: &Storage, epoch: u64) {
         let zero = epoch << self.count_bits;
         for i in 0..self.counters() {
-            for at in Self::hot_places(i) {
+            for at in self.hot_places(i) {
                 let counter = self.counter(storage, at, i);
                 let mut word = counter.load(Acquire);
                 model_point();
@@ -388,9 +424,8 @@ impl TimeWindow {
                 .enumerate()
                 .filter(|(i, _)| first + i < SLOTS)
             {
-                for hot in &self.hot {
-                    add(&hot.0[first + i], sum);
-                }
+                // No storage yet: no stripe but the first has counted.
+                add(&self.hot.0[first + i], sum);
             }
             return;
         };
@@ -401,7 +436,7 @@ impl TimeWindow {
             model_point();
         }
         // Stripe by stripe: a model may run other threads between them.
-        for stripe in 0..STRIPES {
+        for stripe in 0..self.stripes() {
             for (i, sum) in sums.iter_mut().enumerate() {
                 // The histogram's counters have one copy, the first.
                 if stripe == 0 || first + i < SLOTS {
@@ -443,11 +478,8 @@ impl TimeWindow {
     /// Counter `i`'s total: retired, then the ring, then the hot bucket.
     fn total(&self, i: usize) -> u64 {
         match self.storage.get() {
-            None if i < SLOTS => self
-                .hot
-                .iter()
-                .map(|hot| self.count_of(hot.0[i].load(Acquire)))
-                .sum(),
+            // No storage yet: no stripe but the first has counted.
+            None if i < SLOTS => self.count_of(self.hot.0[i].load(Acquire)),
             None => 0,
             Some(storage) => {
                 let mut sum = storage.retired[i].load(Acquire);
@@ -455,7 +487,8 @@ impl TimeWindow {
                     let word = self.counter(storage, At::Ring(slot), i).load(Acquire);
                     sum += self.count_of(word);
                 }
-                sum + Self::hot_places(i)
+                sum + self
+                    .hot_places(i)
                     .map(|at| self.count_of(self.counter(storage, at, i).load(Acquire)))
                     .sum::<u64>()
             }
@@ -471,7 +504,7 @@ impl TimeWindow {
         let slot = (current % u64::from(self.buckets)) as usize;
         let zero = current << self.count_bits;
         for i in 0..self.counters() {
-            for at in std::iter::once(At::Ring(slot)).chain(Self::hot_places(i)) {
+            for at in std::iter::once(At::Ring(slot)).chain(self.hot_places(i)) {
                 let counter = self.counter(storage, at, i);
                 let mut word = counter.load(Acquire);
                 while self.epoch_of(word) == current && word != zero {
@@ -507,7 +540,12 @@ mod tests {
     const MS: u64 = 1_000_000;
 
     fn window(buckets: u32) -> TimeWindow {
-        TimeWindow::new(Duration::from_millis(u64::from(buckets)), buckets, false)
+        TimeWindow::new(
+            Duration::from_millis(u64::from(buckets)),
+            buckets,
+            false,
+            true,
+        )
     }
 
     fn count(counts: [u64; SLOTS], outcome: Outcome) -> u64 {
@@ -711,7 +749,12 @@ mod loom_models {
     const MS: u64 = 1_000_000;
 
     fn window(buckets: u32) -> TimeWindow {
-        TimeWindow::new(Duration::from_millis(u64::from(buckets)), buckets, false)
+        TimeWindow::new(
+            Duration::from_millis(u64::from(buckets)),
+            buckets,
+            false,
+            true,
+        )
     }
 
     /// Two calls start the same fresh bucket together: both are counted
