@@ -44,9 +44,9 @@ use crate::error::ConfigError;
 /// | count, 100 calls | 2.7 KiB |
 /// | count, 1,000,000 calls, with latency | 4.3 MiB |
 ///
-/// With the defaults (10,000 keys) that is just under 32 MiB. A window's storage is
-/// made when it first needs it: keys that were only looked up take less
-/// (under a kilobyte).
+/// With the defaults (10,000 keys) that is just under 32 MiB. A window's
+/// storage is made when it first needs it: keys that were only looked up
+/// take less (under a kilobyte).
 ///
 /// ```
 /// use seawall::circuit_breaker::{CircuitBreaker, CircuitBreakerLayer, Registry};
