@@ -123,15 +123,17 @@ type ValuePolicy = Policy<CircuitBreaker, ByKind, Fallback<u64, u64, std::conver
 
 /// The full seawall Policy: timeout, bulkhead, breaker, value fallback.
 fn full_policy() -> ValuePolicy {
-    full_policy_of(100)
+    full_policy_of(100, Some(SECOND))
 }
 
-/// The full Policy with a bulkhead of `max` calls.
-fn full_policy_of(max: usize) -> ValuePolicy {
-    Policy::builder()
-        .name("bench")
-        .clock(Clock::coarse())
-        .timeout(SECOND)
+/// The full Policy with a bulkhead of `max` calls, and `timeout` if any.
+fn full_policy_of(max: usize, timeout: Option<Duration>) -> ValuePolicy {
+    let policy = Policy::builder().name("bench").clock(Clock::coarse());
+    let policy = match timeout {
+        Some(timeout) => policy.timeout(timeout),
+        None => policy,
+    };
+    policy
         .bulkhead(Bulkhead::builder().max_concurrent(max))
         .circuit_breaker(CircuitBreaker::builder())
         .fallback(Fallback::builder().value(0u64))
@@ -737,21 +739,14 @@ fn busy_runtime() {
         (
             "seawall_policy_no_timeout",
             Box::new(|| {
-                let policy: ValuePolicy = Policy::builder()
-                    .name("bench")
-                    .clock(Clock::coarse())
-                    .bulkhead(Bulkhead::builder().max_concurrent(BUSY_LIMIT))
-                    .circuit_breaker(CircuitBreaker::builder())
-                    .fallback(Fallback::builder().value(0u64))
-                    .build()
-                    .unwrap();
+                let policy = full_policy_of(BUSY_LIMIT, None);
                 busy(runtime, policy.layer(yielding_inner()), calls, BUSY_TASKS)
             }),
         ),
         (
             "seawall_policy",
             Box::new(|| {
-                let policy = full_policy_of(BUSY_LIMIT);
+                let policy = full_policy_of(BUSY_LIMIT, Some(SECOND));
                 busy(runtime, policy.layer(yielding_inner()), calls, BUSY_TASKS)
             }),
         ),

@@ -316,8 +316,7 @@ impl CircuitBreaker {
     /// says the breaker refused; do not call.
     #[inline]
     pub fn try_acquire(&self) -> Result<Permit, CircuitOpen> {
-        self.admit()
-            .map(|ticket| Permit::new(self.shared.local(), ticket))
+        self.admit().map(|ticket| self.permit(ticket))
     }
 
     /// Admits a call, or refuses it: a permit without a handle, for a

@@ -265,9 +265,11 @@ impl TimeWindow {
     #[inline(always)]
     fn add_hot(&self, i: usize) -> u64 {
         let stripe = if self.striped { stripe() } else { 0 };
+        // The first stripe's counters are inline: its calls need not look
+        // for the storage.
         let counter = match stripe {
             0 => &self.hot.0[i],
-            _ => &self.storage().stripes[stripe - 1].0[i],
+            _ => self.counter(self.storage(), At::Hot(stripe), i),
         };
         let prior = counter.fetch_add(1, Relaxed);
         if prior & self.full != 0 {
