@@ -45,8 +45,10 @@ use crate::error::ConfigError;
 /// | count, 1,000,000 calls, with latency | 4.3 MiB |
 ///
 /// With the defaults (10,000 keys) that is just under 32 MiB. A window's
-/// storage is made when it first needs it: keys that were only looked up
-/// take less (under a kilobyte).
+/// storage is made when it first needs it, for a time window when a bucket
+/// that saw calls ends: keys that were only looked up, or only called
+/// within one bucket (one second of the default window), take under a
+/// kilobyte.
 ///
 /// ```
 /// use seawall::circuit_breaker::{CircuitBreaker, CircuitBreakerLayer, Registry};

@@ -21,9 +21,11 @@
 //! Recording is lock-free and allocation-free: a few atomic operations,
 //! exact under any interleaving of threads (each part has a loom model).
 //! Reading a [`Snapshot`] costs O(buckets), never O(calls). A window's
-//! storage is made by its first call. Besides the window, each keeps its
-//! [`lifetime`](RollingWindow::lifetime) totals, which a reset does not
-//! clear.
+//! storage is made when it is first needed: a count window's by its first
+//! call, a time window's ring when a bucket that saw calls ends (sooner
+//! for one that times calls, or that threads call from several cores).
+//! Besides the window, each keeps its [`lifetime`](RollingWindow::lifetime)
+//! totals, which a reset does not clear.
 //!
 //! This module knows nothing about circuit breakers: the breaker records
 //! into it, and so does a [`Policy`](crate::policy::Policy) (through its

@@ -207,8 +207,12 @@ impl TimeWindow {
     /// Where counter `i` of the hot bucket is: each stripe's copy of an
     /// outcome counter, or the histogram's one.
     fn hot_places(&self, i: usize) -> impl Iterator<Item = At> {
+        self.hot_stripes(i).map(At::Hot)
+    }
+
+    fn hot_stripes(&self, i: usize) -> std::ops::Range<usize> {
         let stripes = if i < SLOTS { self.stripes() } else { 1 };
-        (0..stripes).map(At::Hot)
+        0..stripes
     }
 
     fn stripes(&self) -> usize {
@@ -249,6 +253,11 @@ impl TimeWindow {
             return self.record_elsewhere(now, outcome, slow, latency_bucket);
         }
         model_point();
+        self.record_hot(outcome, slow, latency_bucket)
+    }
+
+    #[inline(always)]
+    fn record_hot(&self, outcome: Outcome, slow: bool, latency_bucket: Option<usize>) -> u64 {
         let prior = self.add_hot(outcome as usize);
         if slow {
             self.add_hot(SLOW);
@@ -265,17 +274,24 @@ impl TimeWindow {
     #[inline(always)]
     fn add_hot(&self, i: usize) -> u64 {
         let stripe = if self.striped { stripe() } else { 0 };
-        // The first stripe's counters are inline: its calls need not look
-        // for the storage.
-        let counter = match stripe {
-            0 => &self.hot.0[i],
-            _ => self.counter(self.storage(), At::Hot(stripe), i),
-        };
+        let counter = self.hot_counter(stripe, i);
         let prior = counter.fetch_add(1, Relaxed);
         if prior & self.full != 0 {
             self.take_back(counter, i);
         }
         prior
+    }
+
+    /// Counter `i` of a stripe's hot bucket. The first stripe's outcome
+    /// counters are inline: its calls need not look for the storage, and a
+    /// window that counts only there (a registry's) needs none until a
+    /// bucket with calls moves into the ring.
+    #[inline(always)]
+    fn hot_counter(&self, stripe: usize, i: usize) -> &AtomicU64 {
+        match (stripe, i < SLOTS) {
+            (0, true) => &self.hot.0[i],
+            _ => self.counter(self.storage(), At::Hot(stripe), i),
+        }
     }
 
     /// A call outside the hot bucket: past its end (this call moves it on,
@@ -290,7 +306,6 @@ impl TimeWindow {
         slow: bool,
         latency_bucket: Option<usize>,
     ) -> u64 {
-        let storage = self.storage();
         let epoch = now / self.bucket_nanos;
         let start = self.hot_start.load(Acquire);
         if start != MOVING
@@ -301,10 +316,13 @@ impl TimeWindow {
                 .is_ok()
         {
             model_point();
-            self.move_hot_on(storage, epoch);
+            self.move_hot_on(epoch);
             model_point();
             self.hot_start.store(epoch * self.bucket_nanos, Release);
+            // The call that started the bucket counts in it like any other.
+            return self.record_hot(outcome, slow, latency_bucket);
         }
+        let storage = self.storage();
         let slot = (epoch % u64::from(self.buckets)) as usize;
         self.add_to_ring(storage, slot, epoch, outcome as usize, 1);
         if slow {
@@ -318,11 +336,11 @@ impl TimeWindow {
 
     /// Moves each hot counter's count into the ring and the counter on to
     /// `epoch`'s zero. Only the call that claimed the move runs it.
-    fn move_hot_on(&self, storage: &Storage, epoch: u64) {
+    fn move_hot_on(&self, epoch: u64) {
         let zero = epoch << self.count_bits;
         for i in 0..self.counters() {
-            for at in self.hot_places(i) {
-                let counter = self.counter(storage, at, i);
+            for stripe in self.hot_stripes(i) {
+                let counter = self.hot_counter(stripe, i);
                 let mut word = counter.load(Acquire);
                 model_point();
                 loop {
@@ -334,7 +352,7 @@ impl TimeWindow {
                 let (from, count) = (self.epoch_of(word), self.count_of(word));
                 if count > 0 {
                     let slot = (from % u64::from(self.buckets)) as usize;
-                    self.add_to_ring(storage, slot, from, i, count);
+                    self.add_to_ring(self.storage(), slot, from, i, count);
                 }
             }
         }
@@ -571,6 +589,42 @@ mod tests {
         );
         assert_eq!(w.counts(13 * MS), [0; SLOTS]);
         assert_eq!(count(w.totals().0, Outcome::Failure), 1);
+    }
+
+    /// A registry's window (one stripe, no histogram) takes its ring only
+    /// when a bucket that saw calls ends: a key called once, or within one
+    /// bucket, carries none.
+    #[test]
+    fn an_unstriped_window_makes_its_ring_when_a_bucket_with_calls_ends() {
+        let w = TimeWindow::new(Duration::from_millis(10), 10, false, false);
+        w.record(5 * MS + 1, Outcome::Failure, false, None);
+        w.record(5 * MS + 2, Outcome::Success, true, None);
+        assert!(w.storage.get().is_none(), "no ring for one bucket's calls");
+        let counts = w.counts(5 * MS + 3);
+        assert_eq!(
+            (
+                count(counts, Outcome::Failure),
+                count(counts, Outcome::Success),
+                counts[SLOW]
+            ),
+            (1, 1, 1)
+        );
+        assert_eq!(count(w.totals().0, Outcome::Success), 1);
+        w.record(6 * MS, Outcome::Success, false, None);
+        assert!(
+            w.storage.get().is_some(),
+            "the first bucket's calls moved to the ring"
+        );
+        let counts = w.counts(6 * MS);
+        assert_eq!(
+            (
+                count(counts, Outcome::Failure),
+                count(counts, Outcome::Success)
+            ),
+            (1, 2)
+        );
+        assert_eq!(count(w.counts(15 * MS + 1), Outcome::Success), 1);
+        assert_eq!(count(w.totals().0, Outcome::Success), 2);
     }
 
     #[test]
