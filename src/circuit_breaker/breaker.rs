@@ -109,9 +109,10 @@ pub struct CircuitBreaker {
     shared: Striped<Shared>,
 }
 
-/// Only the window's tally, which every call writes, has cache lines of its
-/// own: the state word is written only by changes of state, and padding it
-/// too cost a registry of a million breakers a quarter of a gigabyte.
+/// Not padded: the state word is written only by changes of state, and a
+/// standalone breaker's tally, which every call writes, has cache lines of
+/// its own in its window's storage. Padding cost a registry of a million
+/// breakers a quarter of a gigabyte.
 struct Shared {
     state: AtomicU64,
     consecutive_failures: AtomicU32,

@@ -9,12 +9,13 @@
 //!
 //! - **A call of the hot bucket** is one `fetch_add` on a counter whose
 //!   address never changes, after one load that says whether `now` is still
-//!   in the hot bucket: what a plain counter costs. The hot bucket's outcome
-//!   counters come in [`STRIPES`] copies on cache lines of their own, and
-//!   each thread counts in one of them: calls on two cores then write
-//!   different lines instead of passing one back and forth. Everything
-//!   below treats each stripe's counter as a counter of its own; readers
-//!   add the stripes up.
+//!   in the hot bucket: what a plain counter costs. A striped window's
+//!   hot outcome counters come in [`STRIPES`] copies on cache lines of
+//!   their own, and each thread counts in one of them: calls on two cores
+//!   then write different lines instead of passing one back and forth.
+//!   Everything below treats each stripe's counter as a counter of its
+//!   own; readers add the stripes up. An unstriped window (a registry's)
+//!   keeps its one copy inline, unpadded.
 //! - **Moving on to a new bucket.** The first call past the hot bucket's end
 //!   claims the move (the hot epoch word goes to zero), moves each hot
 //!   counter's count into the ring with a compare-and-swap that also sets it
@@ -60,9 +61,9 @@ pub(crate) const MAX_BUCKETS: u32 = 1000;
 /// which belong to the hot bucket being moved, and may count in it).
 const MOVING: u64 = u64::MAX;
 
-/// One stripe of the hot bucket's counters, on cache lines of its own:
-/// every call writes them, and the breaker's state word beside them is read
-/// by every call.
+/// One stripe of a striped window's hot counters, on cache lines of its
+/// own: calls on several cores write them, and the breaker's state word
+/// is read by every call.
 #[repr(align(128))]
 struct Hot([AtomicU64; SLOTS]);
 
@@ -87,8 +88,12 @@ pub(crate) struct TimeWindow {
     hot_start: AtomicU64,
     /// Calls of epochs before this one are forgotten (a reset).
     floor: AtomicU64,
-    /// The first stripe's hot counters; the others' are in the storage.
-    hot: Hot,
+    /// An unstriped window's hot counters (a registry's; a striped
+    /// window's are in its storage). Inline, on the lines of the breaker's
+    /// state: a key is rarely called from two cores at once, and aligning
+    /// them would cost each of a registry's breakers a quarter of a
+    /// kilobyte.
+    inline: [AtomicU64; SLOTS],
     /// Whether threads count in their own stripes, or all in the first.
     striped: bool,
     /// Made by the first call that needs it: a registry may hold a million
@@ -97,9 +102,8 @@ pub(crate) struct TimeWindow {
 }
 
 struct Storage {
-    /// The hot counters of the stripes after the first, for a striped
-    /// window: made with the ring, so that a window nobody calls, or calls
-    /// from one core, does not carry them.
+    /// A striped window's hot counters, one copy per stripe (none for an
+    /// unstriped window's, which are inline).
     stripes: Box<[Hot]>,
     /// The hot bucket's latency histogram, with latency tracking.
     hot_latency: Box<[AtomicU64]>,
@@ -139,7 +143,7 @@ impl TimeWindow {
             track_latency,
             hot_start: AtomicU64::new(0),
             floor: AtomicU64::new(0),
-            hot: Hot::default(),
+            inline: std::array::from_fn(|_| AtomicU64::new(0)),
             striped,
             storage: OnceLock::new(),
         };
@@ -182,7 +186,10 @@ impl TimeWindow {
     fn make_storage(&self) -> &Storage {
         let zeros = |n: usize| (0..n).map(|_| AtomicU64::new(0)).collect();
         self.storage.get_or_init(|| Storage {
-            stripes: (1..self.stripes()).map(|_| Hot::default()).collect(),
+            stripes: (0..self.stripes())
+                .filter(|_| self.striped)
+                .map(|_| Hot::default())
+                .collect(),
             hot_latency: zeros(if self.track_latency {
                 latency::BUCKETS
             } else {
@@ -197,8 +204,8 @@ impl TimeWindow {
     /// the hot bucket or of a ring slot.
     fn counter<'a>(&'a self, storage: &'a Storage, at: At, i: usize) -> &'a AtomicU64 {
         match (at, i.checked_sub(SLOTS)) {
-            (At::Hot(0), None) => &self.hot.0[i],
-            (At::Hot(stripe), None) => &storage.stripes[stripe - 1].0[i],
+            (At::Hot(_), None) if !self.striped => &self.inline[i],
+            (At::Hot(stripe), None) => &storage.stripes[stripe].0[i],
             (At::Hot(_), Some(bucket)) => &storage.hot_latency[bucket],
             (At::Ring(slot), _) => &storage.ring[slot * self.counters() + i],
         }
@@ -282,14 +289,13 @@ impl TimeWindow {
         prior
     }
 
-    /// Counter `i` of a stripe's hot bucket. The first stripe's outcome
-    /// counters are inline: its calls need not look for the storage, and a
-    /// window that counts only there (a registry's) needs none until a
-    /// bucket with calls moves into the ring.
+    /// Counter `i` of a stripe's hot bucket. An unstriped window's outcome
+    /// counters are inline: its calls need not look for the storage, and it
+    /// needs none until a bucket with calls moves into the ring.
     #[inline(always)]
     fn hot_counter(&self, stripe: usize, i: usize) -> &AtomicU64 {
-        match (stripe, i < SLOTS) {
-            (0, true) => &self.hot.0[i],
+        match (self.striped, i < SLOTS) {
+            (false, true) => &self.inline[i],
             _ => self.counter(self.storage(), At::Hot(stripe), i),
         }
     }
@@ -444,8 +450,8 @@ impl TimeWindow {
                 .enumerate()
                 .filter(|(i, _)| first + i < SLOTS)
             {
-                // No storage yet: no stripe but the first has counted.
-                add(&self.hot.0[first + i], sum);
+                // No storage yet: only inline counters can have counted.
+                add(&self.inline[first + i], sum);
             }
             return;
         };
@@ -498,8 +504,8 @@ impl TimeWindow {
     /// Counter `i`'s total: retired, then the ring, then the hot bucket.
     fn total(&self, i: usize) -> u64 {
         match self.storage.get() {
-            // No storage yet: no stripe but the first has counted.
-            None if i < SLOTS => self.count_of(self.hot.0[i].load(Acquire)),
+            // No storage yet: only inline counters can have counted.
+            None if i < SLOTS => self.count_of(self.inline[i].load(Acquire)),
             None => 0,
             Some(storage) => {
                 let mut sum = storage.retired[i].load(Acquire);
