@@ -111,7 +111,7 @@ pub struct CircuitBreaker {
 
 /// Not padded: the state word is written only by changes of state, and a
 /// standalone breaker's tally, which every call writes, has cache lines of
-/// its own in its window's storage. Padding cost a registry of a million
+/// its own, its window's stripes. Padding cost a registry of a million
 /// breakers a quarter of a gigabyte.
 struct Shared {
     state: AtomicU64,

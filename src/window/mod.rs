@@ -23,7 +23,7 @@
 //! Reading a [`Snapshot`] costs O(buckets), never O(calls). A window's
 //! storage is made when it is first needed: a count window's by its first
 //! call, a time window's ring when a bucket that saw calls ends (sooner
-//! for one that times calls, or that threads call from several cores).
+//! for one that times calls).
 //! Besides the window, each keeps its [`lifetime`](RollingWindow::lifetime)
 //! totals, which a reset does not clear.
 //!

@@ -88,23 +88,20 @@ pub(crate) struct TimeWindow {
     hot_start: AtomicU64,
     /// Calls of epochs before this one are forgotten (a reset).
     floor: AtomicU64,
-    /// An unstriped window's hot counters (a registry's; a striped
-    /// window's are in its storage). Inline, on the lines of the breaker's
-    /// state: a key is rarely called from two cores at once, and aligning
-    /// them would cost each of a registry's breakers a quarter of a
-    /// kilobyte.
+    /// An unstriped window's hot outcome counters (a registry's). Inline,
+    /// on the lines of the breaker's state: a key is rarely called from two
+    /// cores at once, and aligning them would cost each of a registry's
+    /// breakers a quarter of a kilobyte.
     inline: [AtomicU64; SLOTS],
-    /// Whether threads count in their own stripes, or all in the first.
-    striped: bool,
+    /// A striped window's hot outcome counters, one copy per stripe, made
+    /// with the window; none for an unstriped window.
+    stripes: Box<[Hot]>,
     /// Made by the first call that needs it: a registry may hold a million
     /// windows that never see a call.
     storage: OnceLock<Storage>,
 }
 
 struct Storage {
-    /// A striped window's hot counters, one copy per stripe (none for an
-    /// unstriped window's, which are inline).
-    stripes: Box<[Hot]>,
     /// The hot bucket's latency histogram, with latency tracking.
     hot_latency: Box<[AtomicU64]>,
     /// Per slot of the ring, its counters: the outcomes and slow calls, then
@@ -144,7 +141,10 @@ impl TimeWindow {
             hot_start: AtomicU64::new(0),
             floor: AtomicU64::new(0),
             inline: std::array::from_fn(|_| AtomicU64::new(0)),
-            striped,
+            stripes: (0..STRIPES)
+                .filter(|_| striped)
+                .map(|_| Hot::default())
+                .collect(),
             storage: OnceLock::new(),
         };
         // loom cannot see the synchronization of std's `OnceLock`: under its
@@ -186,10 +186,6 @@ impl TimeWindow {
     fn make_storage(&self) -> &Storage {
         let zeros = |n: usize| (0..n).map(|_| AtomicU64::new(0)).collect();
         self.storage.get_or_init(|| Storage {
-            stripes: (0..self.stripes())
-                .filter(|_| self.striped)
-                .map(|_| Hot::default())
-                .collect(),
             hot_latency: zeros(if self.track_latency {
                 latency::BUCKETS
             } else {
@@ -204,30 +200,47 @@ impl TimeWindow {
     /// the hot bucket or of a ring slot.
     fn counter<'a>(&'a self, storage: &'a Storage, at: At, i: usize) -> &'a AtomicU64 {
         match (at, i.checked_sub(SLOTS)) {
-            (At::Hot(_), None) if !self.striped => &self.inline[i],
-            (At::Hot(stripe), None) => &storage.stripes[stripe].0[i],
+            (At::Hot(stripe), None) => self.outcome_counter(stripe, i),
             (At::Hot(_), Some(bucket)) => &storage.hot_latency[bucket],
             (At::Ring(slot), _) => &storage.ring[slot * self.counters() + i],
         }
     }
 
-    /// Where counter `i` of the hot bucket is: each stripe's copy of an
-    /// outcome counter, or the histogram's one.
-    fn hot_places(&self, i: usize) -> impl Iterator<Item = At> {
-        self.hot_stripes(i).map(At::Hot)
+    /// Hot outcome counter `i` of a stripe: a striped window's copy, or an
+    /// unstriped window's inline one. Never in the storage, so that calls
+    /// of the hot bucket need none.
+    #[inline(always)]
+    fn outcome_counter(&self, stripe: usize, i: usize) -> &AtomicU64 {
+        match self.stripes.get(stripe) {
+            Some(hot) => &hot.0[i],
+            None => &self.inline[i],
+        }
     }
 
+    /// Hot counter `i` of a stripe, for a reader, which makes no storage:
+    /// none for the histogram's before the storage is made, since no call
+    /// has counted there.
+    fn made_hot_counter<'a>(
+        &'a self,
+        storage: Option<&'a Storage>,
+        stripe: usize,
+        i: usize,
+    ) -> Option<&'a AtomicU64> {
+        match storage {
+            Some(storage) => Some(self.counter(storage, At::Hot(stripe), i)),
+            None => (i < SLOTS).then(|| self.outcome_counter(stripe, i)),
+        }
+    }
+
+    /// The stripes that hold a copy of hot counter `i`: each, for an
+    /// outcome counter; the first, for the histogram's one.
     fn hot_stripes(&self, i: usize) -> std::ops::Range<usize> {
         let stripes = if i < SLOTS { self.stripes() } else { 1 };
         0..stripes
     }
 
     fn stripes(&self) -> usize {
-        if self.striped {
-            STRIPES
-        } else {
-            1
-        }
+        self.stripes.len().max(1)
     }
 
     #[inline]
@@ -280,7 +293,7 @@ impl TimeWindow {
 
     #[inline(always)]
     fn add_hot(&self, i: usize) -> u64 {
-        let stripe = if self.striped { stripe() } else { 0 };
+        let stripe = if self.stripes.is_empty() { 0 } else { stripe() };
         let counter = self.hot_counter(stripe, i);
         let prior = counter.fetch_add(1, Relaxed);
         if prior & self.full != 0 {
@@ -289,14 +302,14 @@ impl TimeWindow {
         prior
     }
 
-    /// Counter `i` of a stripe's hot bucket. An unstriped window's outcome
-    /// counters are inline: its calls need not look for the storage, and it
-    /// needs none until a bucket with calls moves into the ring.
+    /// Counter `i` of a stripe's hot bucket, for a call that counts in it:
+    /// only the histogram's are in the storage, so a window that does not
+    /// time calls needs none until a bucket with calls moves into the ring.
     #[inline(always)]
     fn hot_counter(&self, stripe: usize, i: usize) -> &AtomicU64 {
-        match (self.striped, i < SLOTS) {
-            (false, true) => &self.inline[i],
-            _ => self.counter(self.storage(), At::Hot(stripe), i),
+        match i < SLOTS {
+            true => self.outcome_counter(stripe, i),
+            false => self.counter(self.storage(), At::Hot(stripe), i),
         }
     }
 
@@ -444,29 +457,22 @@ impl TimeWindow {
                 *sum += self.count_of(word);
             }
         };
-        let Some(storage) = self.storage.get() else {
-            for (i, sum) in sums
-                .iter_mut()
-                .enumerate()
-                .filter(|(i, _)| first + i < SLOTS)
-            {
-                // No storage yet: only inline counters can have counted.
-                add(&self.inline[first + i], sum);
+        let storage = self.storage.get();
+        if let Some(storage) = storage {
+            for slot in 0..self.buckets as usize {
+                for (i, sum) in sums.iter_mut().enumerate() {
+                    add(self.counter(storage, At::Ring(slot), first + i), sum);
+                }
+                model_point();
             }
-            return;
-        };
-        for slot in 0..self.buckets as usize {
-            for (i, sum) in sums.iter_mut().enumerate() {
-                add(self.counter(storage, At::Ring(slot), first + i), sum);
-            }
-            model_point();
         }
         // Stripe by stripe: a model may run other threads between them.
         for stripe in 0..self.stripes() {
             for (i, sum) in sums.iter_mut().enumerate() {
-                // The histogram's counters have one copy, the first.
-                if stripe == 0 || first + i < SLOTS {
-                    add(self.counter(storage, At::Hot(stripe), first + i), sum);
+                if self.hot_stripes(first + i).contains(&stripe) {
+                    if let Some(counter) = self.made_hot_counter(storage, stripe, first + i) {
+                        add(counter, sum);
+                    }
                 }
             }
             model_point();
@@ -503,22 +509,20 @@ impl TimeWindow {
 
     /// Counter `i`'s total: retired, then the ring, then the hot bucket.
     fn total(&self, i: usize) -> u64 {
-        match self.storage.get() {
-            // No storage yet: only inline counters can have counted.
-            None if i < SLOTS => self.count_of(self.inline[i].load(Acquire)),
-            None => 0,
-            Some(storage) => {
-                let mut sum = storage.retired[i].load(Acquire);
-                for slot in 0..self.buckets as usize {
-                    let word = self.counter(storage, At::Ring(slot), i).load(Acquire);
-                    sum += self.count_of(word);
-                }
-                sum + self
-                    .hot_places(i)
-                    .map(|at| self.count_of(self.counter(storage, at, i).load(Acquire)))
-                    .sum::<u64>()
+        let storage = self.storage.get();
+        let mut sum = 0;
+        if let Some(storage) = storage {
+            sum += storage.retired[i].load(Acquire);
+            for slot in 0..self.buckets as usize {
+                let word = self.counter(storage, At::Ring(slot), i).load(Acquire);
+                sum += self.count_of(word);
             }
         }
+        sum + self
+            .hot_stripes(i)
+            .filter_map(|stripe| self.made_hot_counter(storage, stripe, i))
+            .map(|counter| self.count_of(counter.load(Acquire)))
+            .sum::<u64>()
     }
 
     /// Forgets the calls recorded before `now`: the older buckets by the
@@ -530,7 +534,7 @@ impl TimeWindow {
         let slot = (current % u64::from(self.buckets)) as usize;
         let zero = current << self.count_bits;
         for i in 0..self.counters() {
-            for at in std::iter::once(At::Ring(slot)).chain(self.hot_places(i)) {
+            for at in std::iter::once(At::Ring(slot)).chain(self.hot_stripes(i).map(At::Hot)) {
                 let counter = self.counter(storage, at, i);
                 let mut word = counter.load(Acquire);
                 while self.epoch_of(word) == current && word != zero {
@@ -597,40 +601,45 @@ mod tests {
         assert_eq!(count(w.totals().0, Outcome::Failure), 1);
     }
 
-    /// A registry's window (one stripe, no histogram) takes its ring only
-    /// when a bucket that saw calls ends: a key called once, or within one
-    /// bucket, carries none.
+    /// A window that does not time calls takes its storage (its ring) only
+    /// when a bucket that saw calls ends: a registry's key called once, or
+    /// within one bucket, carries none.
     #[test]
-    fn an_unstriped_window_makes_its_ring_when_a_bucket_with_calls_ends() {
-        let w = TimeWindow::new(Duration::from_millis(10), 10, false, false);
-        w.record(5 * MS + 1, Outcome::Failure, false, None);
-        w.record(5 * MS + 2, Outcome::Success, true, None);
-        assert!(w.storage.get().is_none(), "no ring for one bucket's calls");
-        let counts = w.counts(5 * MS + 3);
-        assert_eq!(
-            (
-                count(counts, Outcome::Failure),
-                count(counts, Outcome::Success),
-                counts[SLOW]
-            ),
-            (1, 1, 1)
-        );
-        assert_eq!(count(w.totals().0, Outcome::Success), 1);
-        w.record(6 * MS, Outcome::Success, false, None);
-        assert!(
-            w.storage.get().is_some(),
-            "the first bucket's calls moved to the ring"
-        );
-        let counts = w.counts(6 * MS);
-        assert_eq!(
-            (
-                count(counts, Outcome::Failure),
-                count(counts, Outcome::Success)
-            ),
-            (1, 2)
-        );
-        assert_eq!(count(w.counts(15 * MS + 1), Outcome::Success), 1);
-        assert_eq!(count(w.totals().0, Outcome::Success), 2);
+    fn a_window_makes_its_ring_when_a_bucket_with_calls_ends() {
+        for striped in [false, true] {
+            let w = TimeWindow::new(Duration::from_millis(10), 10, false, striped);
+            w.record(5 * MS + 1, Outcome::Failure, false, None);
+            w.record(5 * MS + 2, Outcome::Success, true, None);
+            assert!(w.storage.get().is_none(), "no ring for one bucket's calls");
+            let counts = w.counts(5 * MS + 3);
+            assert_eq!(
+                (
+                    count(counts, Outcome::Failure),
+                    count(counts, Outcome::Success),
+                    counts[SLOW]
+                ),
+                (1, 1, 1),
+                "striped: {striped}"
+            );
+            assert_eq!(count(w.totals().0, Outcome::Success), 1);
+            assert!(w.storage.get().is_none(), "reading makes no storage");
+            w.record(6 * MS, Outcome::Success, false, None);
+            assert!(
+                w.storage.get().is_some(),
+                "the first bucket's calls moved to the ring"
+            );
+            let counts = w.counts(6 * MS);
+            assert_eq!(
+                (
+                    count(counts, Outcome::Failure),
+                    count(counts, Outcome::Success)
+                ),
+                (1, 2),
+                "striped: {striped}"
+            );
+            assert_eq!(count(w.counts(15 * MS + 1), Outcome::Success), 1);
+            assert_eq!(count(w.totals().0, Outcome::Success), 2);
+        }
     }
 
     #[test]
