@@ -72,14 +72,11 @@ pub(crate) fn on_stripe<T: Send + 'static>(
 ///
 /// Each stripe is an `Arc` of its own, padded to its own lines, holding the
 /// one `Arc<T>`; [`unstriped`](Striped::unstriped) makes none (for a
-/// registry's breakers): its calls clone the handle.
+/// registry's breakers): its calls clone the handle's `Arc`, and it costs
+/// no allocation beside the value's own.
 pub(crate) struct Striped<T> {
-    lanes: Arc<Lanes<T>>,
-}
-
-struct Lanes<T> {
     shared: Arc<T>,
-    stripes: Option<[Arc<Lane<T>>; STRIPES]>,
+    lanes: Option<Arc<[Arc<Lane<T>>; STRIPES]>>,
 }
 
 /// One stripe: the shared `Arc` again, its own count on lines of its own.
@@ -90,50 +87,43 @@ impl<T> Striped<T> {
     /// A handle with one lane per stripe.
     pub(crate) fn new(shared: T) -> Self {
         let shared = Arc::new(shared);
-        let stripes = Some(std::array::from_fn(|_| Arc::new(Lane(Arc::clone(&shared)))));
+        let lanes = Arc::new(std::array::from_fn(|_| Arc::new(Lane(Arc::clone(&shared)))));
         Striped {
-            lanes: Arc::new(Lanes { shared, stripes }),
+            shared,
+            lanes: Some(lanes),
         }
     }
 
-    /// A handle without lanes: [`local`](Self::local) clones it.
+    /// A handle without lanes: [`local`](Self::local) clones its `Arc`.
     pub(crate) fn unstriped(shared: T) -> Self {
         Striped {
-            lanes: Arc::new(Lanes {
-                shared: Arc::new(shared),
-                stripes: None,
-            }),
+            shared: Arc::new(shared),
+            lanes: None,
         }
-    }
-
-    /// The heap an unstriped handle takes beside `T`, without the
-    /// allocator's header.
-    #[cfg(feature = "registry")]
-    pub(crate) fn unstriped_bytes() -> usize {
-        2 * std::mem::size_of::<usize>() + std::mem::size_of::<Lanes<T>>()
     }
 
     /// An owning reference for one call, counted on this thread's stripe.
     #[inline]
     pub(crate) fn local(&self) -> Local<T> {
-        match &self.lanes.stripes {
+        match &self.lanes {
             // `%`: a stripe is below `STRIPES` already, and saying so spares
             // the bounds check.
             Some(lanes) => Local::Lane(Arc::clone(&lanes[stripe() % STRIPES])),
-            None => Local::Whole(self.clone()),
+            None => Local::Whole(Arc::clone(&self.shared)),
         }
     }
 
     /// Whether two handles share one `T`.
     pub(crate) fn ptr_eq(&self, other: &Striped<T>) -> bool {
-        Arc::ptr_eq(&self.lanes.shared, &other.lanes.shared)
+        Arc::ptr_eq(&self.shared, &other.shared)
     }
 }
 
 impl<T> Clone for Striped<T> {
     fn clone(&self) -> Self {
         Striped {
-            lanes: Arc::clone(&self.lanes),
+            shared: Arc::clone(&self.shared),
+            lanes: self.lanes.clone(),
         }
     }
 }
@@ -143,7 +133,7 @@ impl<T> Deref for Striped<T> {
 
     #[inline(always)]
     fn deref(&self) -> &T {
-        &self.lanes.shared
+        &self.shared
     }
 }
 
@@ -151,8 +141,8 @@ impl<T> Deref for Striped<T> {
 pub(crate) enum Local<T> {
     /// Counted on a stripe's lane.
     Lane(Arc<Lane<T>>),
-    /// The handle itself, from an unstriped one.
-    Whole(Striped<T>),
+    /// The handle's own `Arc`.
+    Whole(Arc<T>),
 }
 
 impl<T> Deref for Local<T> {
@@ -168,8 +158,8 @@ impl<T> Deref for Local<T> {
 }
 
 impl<T> From<Striped<T>> for Local<T> {
-    fn from(whole: Striped<T>) -> Self {
-        Local::Whole(whole)
+    fn from(handle: Striped<T>) -> Self {
+        Local::Whole(handle.shared)
     }
 }
 
@@ -182,9 +172,8 @@ mod tests {
         let striped = Striped::new(7u32);
         let lanes: Vec<_> = striped
             .lanes
-            .stripes
             .iter()
-            .flatten()
+            .flat_map(|lanes| lanes.iter())
             .map(Arc::as_ptr)
             .collect();
         assert_eq!(lanes.len(), STRIPES);

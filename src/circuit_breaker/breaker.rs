@@ -175,9 +175,9 @@ impl CircuitBreaker {
     }
 
     /// The most heap an unstriped breaker of `config` (a registry's) takes
-    /// once it has seen calls, beside its name: its shared state, its
-    /// handle's and its window's storage, each with the allocator's
-    /// bookkeeping (a header, and for the over-aligned state the
+    /// once it has seen calls, beside its name and its handle (inline in
+    /// the registry's table): its shared state and its window's storage,
+    /// each with the allocator's bookkeeping (a header, and the state's
     /// alignment's worth of padding).
     #[cfg(feature = "registry")]
     pub(crate) fn heap_bytes(config: &Config) -> usize {
@@ -187,9 +187,8 @@ impl CircuitBreaker {
             .next_multiple_of(align)
             + align
             + HEADER;
-        let handle = Striped::<Shared>::unstriped_bytes() + HEADER;
         let window = RollingWindow::storage_bytes(config.window, config.track_latency);
-        shared + handle + window + 3 * HEADER
+        shared + window + 3 * HEADER
     }
 
     /// A breaker named `name`, on settings that breakers of one registry

@@ -38,13 +38,13 @@ use crate::error::ConfigError;
 ///
 /// | window | worst case per key |
 /// |---|---|
-/// | time, 10 buckets (the default) | 2.8 KiB |
+/// | time, 10 buckets (the default) | 2.7 KiB |
 /// | time, 10 buckets, with latency | 41 KiB |
 /// | time, 60 buckets | 10 KiB |
-/// | count, 100 calls | 2.2 KiB |
+/// | count, 100 calls | 2.1 KiB |
 /// | count, 1,000,000 calls, with latency | 4.3 MiB |
 ///
-/// With the defaults (10,000 keys) that is under 27 MiB. A window's
+/// With the defaults (10,000 keys) that is under 26 MiB. A window's
 /// storage is made when it first needs it, for a time window when a bucket
 /// that saw calls ends: keys that were only looked up, or only called
 /// within one bucket (one second of the default window), take under a
