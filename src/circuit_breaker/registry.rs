@@ -47,8 +47,8 @@ use crate::error::ConfigError;
 /// With the defaults (10,000 keys) that is under 26 MiB. A window's
 /// storage is made when it first needs it, for a time window when a bucket
 /// that saw calls ends: keys that were only looked up, or only called
-/// within one bucket (one second of the default window), take under a
-/// kilobyte.
+/// within one bucket (one second of the default window), take about half
+/// a kilobyte.
 ///
 /// ```
 /// use seawall::circuit_breaker::{CircuitBreaker, CircuitBreakerLayer, Registry};

@@ -96,8 +96,9 @@ pub(crate) struct TimeWindow {
     /// A striped window's hot outcome counters, one copy per stripe, made
     /// with the window; none for an unstriped window.
     stripes: Box<[Hot]>,
-    /// Made by the first call that needs it: a registry may hold a million
-    /// windows that never see a call.
+    /// Made when first needed (a bucket that saw calls ends, a call is
+    /// timed): a registry may hold a million windows, most of which never
+    /// need it.
     storage: OnceLock<Storage>,
 }
 
@@ -141,10 +142,10 @@ impl TimeWindow {
             hot_start: AtomicU64::new(0),
             floor: AtomicU64::new(0),
             inline: std::array::from_fn(|_| AtomicU64::new(0)),
-            stripes: (0..STRIPES)
-                .filter(|_| striped)
-                .map(|_| Hot::default())
-                .collect(),
+            stripes: match striped {
+                true => (0..STRIPES).map(|_| Hot::default()).collect(),
+                false => Box::default(),
+            },
             storage: OnceLock::new(),
         };
         // loom cannot see the synchronization of std's `OnceLock`: under its
