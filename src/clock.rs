@@ -126,6 +126,15 @@ fn precise_now() -> u64 {
     nanos(tsc().now().saturating_duration_since(epoch()))
 }
 
+/// Nanoseconds since `origin` by tokio's clock. Out of line: inlined, its
+/// reading of the runtime's clock made every caller of [`Clock::now`] (a
+/// breaker's verdict, say) keep more registers, though only tests and
+/// paused runtimes use it.
+#[inline(never)]
+fn tokio_nanos_since(origin: tokio::time::Instant) -> u64 {
+    nanos(tokio::time::Instant::now().saturating_duration_since(origin))
+}
+
 /// The coarse time, or the precise one while no keeper keeps it.
 #[inline]
 fn coarse_now() -> u64 {
@@ -316,9 +325,7 @@ impl Clock {
     pub(crate) fn now(&self) -> u64 {
         match &self.source {
             Source::Coarse { origin } => coarse_now().saturating_sub(*origin),
-            Source::Tokio { origin } => {
-                nanos(tokio::time::Instant::now().saturating_duration_since(*origin))
-            }
+            Source::Tokio { origin } => tokio_nanos_since(*origin),
             #[cfg(all(test, seawall_loom))]
             Source::Manual { now } => now.load(Relaxed),
         }
@@ -343,9 +350,7 @@ impl Clock {
     pub(crate) fn start(&self) -> u64 {
         match &self.source {
             Source::Coarse { .. } => tsc().raw(),
-            Source::Tokio { origin } => {
-                nanos(tokio::time::Instant::now().saturating_duration_since(*origin))
-            }
+            Source::Tokio { origin } => tokio_nanos_since(*origin),
             #[cfg(all(test, seawall_loom))]
             Source::Manual { now } => now.load(Relaxed),
         }

@@ -489,7 +489,7 @@ impl Shared {
     #[inline]
     fn short_circuit(&self, state: State, retry_after: Option<Duration>, now: u64) -> CircuitOpen {
         self.window
-            .record_nanos(Outcome::ShortCircuited, None, false);
+            .record_nanos_at(now, Outcome::ShortCircuited, None, false);
         self.tell(Outcome::ShortCircuited, None, false, false);
         let logged_at = self.refusals_logged_at.load(Relaxed);
         if logged_at == NEVER || now.saturating_sub(logged_at) >= REFUSALS_LOGGED_EVERY {
@@ -558,11 +558,7 @@ impl Shared {
         let slow = latency.is_some_and(|nanos| nanos > self.slow_nanos);
         let word = self.state.load(Acquire);
         if generation(word) != generation_admitted {
-            // Admitted before the breaker last changed its mind: its verdict
-            // is about a state gone by.
-            self.window.record_lifetime_only(outcome, latency, slow);
-            self.tell(outcome, latency, slow, true);
-            return;
+            return self.book_late(outcome, latency, slow);
         }
         self.window.record_nanos(outcome, latency, slow);
         // A listener makes every call timed: an untimed call has none to
@@ -581,6 +577,17 @@ impl Shared {
             HALF_OPEN if probe => self.judge_probe(generation_admitted, outcome.is_error() || slow),
             _ => {}
         }
+    }
+
+    /// Books the verdict of a call admitted before the breaker last changed
+    /// its mind: it is about a state gone by. Out of line, like every path
+    /// but a closed breaker's verdict, so that the healthy call's code
+    /// stays small.
+    #[cold]
+    #[inline(never)]
+    fn book_late(&self, outcome: Outcome, latency: Option<u64>, slow: bool) {
+        self.window.record_lifetime_only(outcome, latency, slow);
+        self.tell(outcome, latency, slow, true);
     }
 
     #[inline]
@@ -605,6 +612,7 @@ impl Shared {
     }
 
     /// Whether the window's percentages say trip, and which.
+    #[inline(never)]
     fn rate_exceeded(&self) -> Option<Reason> {
         let counts = self.window.counts();
         if counts.calls() < self.config.minimum_calls {
@@ -618,6 +626,8 @@ impl Shared {
         over(slow_threshold, counts.slow_percentage()).then_some(Reason::SlowCallRate)
     }
 
+    #[cold]
+    #[inline(never)]
     fn judge_probe(&self, generation_admitted: u64, failed: bool) {
         let step = 1
             << if failed {
@@ -657,6 +667,8 @@ impl Shared {
     }
 
     /// Gives back the probe slot of a probe that reached no verdict.
+    #[cold]
+    #[inline(never)]
     fn release_probe(&self, generation_admitted: u64) {
         let mut word = self.state.load(Acquire);
         loop {
