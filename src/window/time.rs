@@ -284,7 +284,8 @@ impl TimeWindow {
             self.add_hot(SLOW);
         }
         if let Some(bucket) = latency_bucket.filter(|_| self.track_latency) {
-            let counter = &self.storage().hot_latency[bucket];
+            // The histogram's one copy is the first stripe's.
+            let counter = self.hot_counter(0, SLOTS + bucket);
             if counter.fetch_add(1, Relaxed) & self.full != 0 {
                 self.take_back(counter, SLOTS + bucket);
             }
