@@ -38,6 +38,15 @@
 //! the span: O(buckets), never O(calls). Ring first: a count being moved is
 //! then missed for an instant, never counted twice.
 //!
+//! The lifetime totals must never go down between two readings (they are
+//! exported as counters), so they miss nothing either. Every step that
+//! takes counts out of one place before putting them into another (a move
+//! on, a ring slot taken over, a full counter's call taken back, a reset)
+//! is a *transfer*, counted in and out on one word; a reading of the totals
+//! is taken again if a transfer was in flight when it began or began while
+//! it read. Transfers are on the cold paths only: a call of the hot bucket
+//! takes nothing out.
+//!
 //! `count_bits` is `log2(bucket in ns)`, so the epoch bits hold any epoch of
 //! a 64-bit nanosecond clock, and a bucket's counter holds a quarter of a
 //! call per nanosecond of it (262,144 calls of one outcome in a 1 ms bucket),
@@ -60,6 +69,13 @@ pub(crate) const MAX_BUCKETS: u32 = 1000;
 /// the bucket that would start there (but for the first bucket's calls,
 /// which belong to the hot bucket being moved, and may count in it).
 const MOVING: u64 = u64::MAX;
+
+/// The low half of [`TimeWindow::transfers`]: the transfers in flight.
+const IN_FLIGHT: u64 = u32::MAX as u64;
+
+/// What a transfer's end adds to [`TimeWindow::transfers`]: one more done
+/// (the high half), one fewer in flight (the low half).
+const TRANSFER_DONE: u64 = (1 << 32) - 1;
 
 /// One stripe of a striped window's hot counters, on cache lines of its
 /// own: calls on several cores write them, and the breaker's state word
@@ -88,6 +104,10 @@ pub(crate) struct TimeWindow {
     hot_start: AtomicU64,
     /// Calls of epochs before this one are forgotten (a reset).
     floor: AtomicU64,
+    /// Transfers of counts from one place to another (see
+    /// [`TimeWindow::transferring`]): how many are in flight in the low
+    /// half, how many are done in the high half. Only ever grows.
+    transfers: AtomicU64,
     /// An unstriped window's hot outcome counters (a registry's). Inline,
     /// on the lines of the breaker's state: a key is rarely called from two
     /// cores at once, and aligning them would cost each of a registry's
@@ -141,6 +161,7 @@ impl TimeWindow {
             track_latency,
             hot_start: AtomicU64::new(0),
             floor: AtomicU64::new(0),
+            transfers: AtomicU64::new(0),
             inline: std::array::from_fn(|_| AtomicU64::new(0)),
             stripes: match striped {
                 true => (0..STRIPES).map(|_| Hot::default()).collect(),
@@ -355,71 +376,96 @@ impl TimeWindow {
         0
     }
 
+    /// Runs `transfer`, which takes counts out of one place (with a
+    /// `Release` write) before it puts them into another, announced to the
+    /// readers of the totals: a reading that misses the counts on their way
+    /// sees the transfer begun or in flight, and reads again.
+    fn transferring<R>(&self, transfer: impl FnOnce() -> R) -> R {
+        // Relaxed: a reader that misses the counts has read the `Release`
+        // write that took them out, which comes after this.
+        self.transfers.fetch_add(1, Relaxed);
+        let done = transfer();
+        // Release: a reader that sees the transfer done sees where the
+        // counts went.
+        self.transfers.fetch_add(TRANSFER_DONE, Release);
+        done
+    }
+
     /// Moves each hot counter's count into the ring and the counter on to
     /// `epoch`'s zero. Only the call that claimed the move runs it.
     fn move_hot_on(&self, epoch: u64) {
         let zero = epoch << self.count_bits;
-        for i in 0..self.counters() {
-            for stripe in self.hot_stripes(i) {
-                let counter = self.hot_counter(stripe, i);
-                let mut word = counter.load(Acquire);
-                model_point();
-                loop {
-                    match counter.compare_exchange_weak(word, zero, AcqRel, Acquire) {
-                        Ok(_) => break,
-                        Err(actual) => word = actual,
+        self.transferring(|| {
+            for i in 0..self.counters() {
+                for stripe in self.hot_stripes(i) {
+                    let counter = self.hot_counter(stripe, i);
+                    let mut word = counter.load(Acquire);
+                    model_point();
+                    loop {
+                        match counter.compare_exchange_weak(word, zero, AcqRel, Acquire) {
+                            Ok(_) => break,
+                            Err(actual) => word = actual,
+                        }
+                    }
+                    let (from, count) = (self.epoch_of(word), self.count_of(word));
+                    if count > 0 {
+                        let slot = (from % u64::from(self.buckets)) as usize;
+                        self.add_to_ring(self.storage(), slot, from, i, count);
                     }
                 }
-                let (from, count) = (self.epoch_of(word), self.count_of(word));
-                if count > 0 {
-                    let slot = (from % u64::from(self.buckets)) as usize;
-                    self.add_to_ring(self.storage(), slot, from, i, count);
-                }
             }
-        }
+        });
     }
 
-    /// Adds `n` calls of `epoch` to counter `i` of ring slot `slot`.
+    /// Adds `n` calls of `epoch` to counter `i` of ring slot `slot`, a
+    /// transfer: an older epoch's count it takes the slot over from goes to
+    /// the retired totals.
     fn add_to_ring(&self, storage: &Storage, slot: usize, epoch: u64, i: usize, n: u64) {
         let counter = self.counter(storage, At::Ring(slot), i);
         let room = |word: u64| self.full - self.count_of(word).min(self.full);
-        let mut word = counter.load(Acquire);
-        model_point();
-        loop {
-            let held = self.epoch_of(word);
-            let (next, left) = if held > epoch {
-                // The slot holds a later lap: this epoch left the window.
-                return self.retire(storage, i, n);
-            } else if held == epoch {
-                let added = n.min(room(word));
-                (word + added, n - added)
-            } else {
-                let added = n.min(self.full);
-                ((epoch << self.count_bits) | added, n - added)
-            };
-            match counter.compare_exchange_weak(word, next, AcqRel, Acquire) {
-                Ok(_) => {
-                    if held < epoch {
-                        self.retire(storage, i, self.count_of(word));
+        self.transferring(|| {
+            let mut word = counter.load(Acquire);
+            model_point();
+            loop {
+                let held = self.epoch_of(word);
+                let (next, left) = if held > epoch {
+                    // The slot holds a later lap: this epoch left the window.
+                    return self.retire(storage, i, n);
+                } else if held == epoch {
+                    let added = n.min(room(word));
+                    (word + added, n - added)
+                } else {
+                    let added = n.min(self.full);
+                    ((epoch << self.count_bits) | added, n - added)
+                };
+                match counter.compare_exchange_weak(word, next, AcqRel, Acquire) {
+                    Ok(_) => {
+                        if held < epoch {
+                            model_point();
+                            self.retire(storage, i, self.count_of(word));
+                        }
+                        return self.retire(storage, i, left);
                     }
-                    return self.retire(storage, i, left);
+                    Err(actual) => word = actual,
                 }
-                Err(actual) => word = actual,
             }
-        }
+        })
     }
 
-    /// Takes a call back out of a hot counter that is full, into the totals;
-    /// unless the count was moved on meanwhile, taking it along.
+    /// Takes a call back out of a hot counter that is full, into the totals
+    /// (a transfer); unless the count was moved on meanwhile, taking it
+    /// along.
     #[cold]
     fn take_back(&self, counter: &AtomicU64, i: usize) {
-        let mut word = counter.load(Relaxed);
-        while word & self.full != 0 {
-            match counter.compare_exchange_weak(word, word - 1, Relaxed, Relaxed) {
-                Ok(_) => return self.retire(self.storage(), i, 1),
-                Err(actual) => word = actual,
+        self.transferring(|| {
+            let mut word = counter.load(Relaxed);
+            while word & self.full != 0 {
+                match counter.compare_exchange_weak(word, word - 1, Release, Relaxed) {
+                    Ok(_) => return self.retire(self.storage(), i, 1),
+                    Err(actual) => word = actual,
+                }
             }
-        }
+        })
     }
 
     /// Keeps `n` calls of counter `i` in the lifetime totals only.
@@ -498,33 +544,68 @@ impl TimeWindow {
 
     /// Every call ever recorded, by outcome: never reset.
     pub(crate) fn totals(&self) -> ([u64; SLOTS], Option<Vec<u64>>) {
-        let latency = self
-            .track_latency
-            .then(|| (SLOTS..self.counters()).map(|i| self.total(i)).collect());
+        let latency = self.track_latency.then(|| {
+            let mut latency = vec![0; latency::BUCKETS];
+            self.total(SLOTS, &mut latency);
+            latency
+        });
         (self.total_counts(), latency)
     }
 
     /// The outcome totals alone: read without allocating.
     pub(crate) fn total_counts(&self) -> [u64; SLOTS] {
-        std::array::from_fn(|i| self.total(i))
+        let mut counts = [0; SLOTS];
+        self.total(0, &mut counts);
+        counts
     }
 
-    /// Counter `i`'s total: retired, then the ring, then the hot bucket.
-    fn total(&self, i: usize) -> u64 {
+    /// Totals of counters `first..first + sums.len()`: retired, then the
+    /// ring, then the hot bucket, so that a count on its way is missed,
+    /// never counted twice; read again until no transfer began or was in
+    /// flight while reading, so that it is not missed either, and a reading
+    /// is never below the one before.
+    fn total(&self, first: usize, sums: &mut [u64]) {
+        loop {
+            // Acquire: the transfers done before are seen where they put
+            // their counts.
+            let before = self.transfers.load(Acquire);
+            if before & IN_FLIGHT == 0 {
+                self.read_totals(first, sums);
+                // The reads above are `Acquire`: this one comes after them.
+                if self.transfers.load(Acquire) == before {
+                    return;
+                }
+            }
+            // The transfer is a few atomic operations; its thread may
+            // have been preempted.
+            model_point();
+            std::thread::yield_now();
+        }
+    }
+
+    fn read_totals(&self, first: usize, sums: &mut [u64]) {
+        sums.fill(0);
         let storage = self.storage.get();
-        let mut sum = 0;
         if let Some(storage) = storage {
-            sum += storage.retired[i].load(Acquire);
+            for (i, sum) in sums.iter_mut().enumerate() {
+                *sum += storage.retired[first + i].load(Acquire);
+            }
+            model_point();
             for slot in 0..self.buckets as usize {
-                let word = self.counter(storage, At::Ring(slot), i).load(Acquire);
-                sum += self.count_of(word);
+                for (i, sum) in sums.iter_mut().enumerate() {
+                    let word = self.counter(storage, At::Ring(slot), first + i);
+                    *sum += self.count_of(word.load(Acquire));
+                }
+                model_point();
             }
         }
-        sum + self
-            .hot_stripes(i)
-            .filter_map(|stripe| self.made_hot_counter(storage, stripe, i))
-            .map(|counter| self.count_of(counter.load(Acquire)))
-            .sum::<u64>()
+        for (i, sum) in sums.iter_mut().enumerate() {
+            *sum += self
+                .hot_stripes(first + i)
+                .filter_map(|stripe| self.made_hot_counter(storage, stripe, first + i))
+                .map(|counter| self.count_of(counter.load(Acquire)))
+                .sum::<u64>();
+        }
     }
 
     /// Forgets the calls recorded before `now`: the older buckets by the
@@ -535,21 +616,24 @@ impl TimeWindow {
         let storage = self.storage();
         let slot = (current % u64::from(self.buckets)) as usize;
         let zero = current << self.count_bits;
-        for i in 0..self.counters() {
-            for at in std::iter::once(At::Ring(slot)).chain(self.hot_stripes(i).map(At::Hot)) {
-                let counter = self.counter(storage, at, i);
-                let mut word = counter.load(Acquire);
-                while self.epoch_of(word) == current && word != zero {
-                    match counter.compare_exchange_weak(word, zero, AcqRel, Acquire) {
-                        Ok(_) => {
-                            self.retire(storage, i, self.count_of(word));
-                            break;
+        // A transfer: the counts zeroed go to the retired totals.
+        self.transferring(|| {
+            for i in 0..self.counters() {
+                for at in std::iter::once(At::Ring(slot)).chain(self.hot_stripes(i).map(At::Hot)) {
+                    let counter = self.counter(storage, at, i);
+                    let mut word = counter.load(Acquire);
+                    while self.epoch_of(word) == current && word != zero {
+                        match counter.compare_exchange_weak(word, zero, AcqRel, Acquire) {
+                            Ok(_) => {
+                                self.retire(storage, i, self.count_of(word));
+                                break;
+                            }
+                            Err(actual) => word = actual,
                         }
-                        Err(actual) => word = actual,
                     }
                 }
             }
-        }
+        });
     }
 }
 
@@ -770,6 +854,40 @@ mod tests {
         }
     }
 
+    /// The lifetime totals, read over and over while threads count, move
+    /// buckets on and take ring slots over, never go down: a count on its
+    /// way from one place to another is never missed by a reading.
+    #[test]
+    fn lifetime_totals_never_go_down_under_concurrent_calls() {
+        use std::sync::atomic::AtomicBool;
+        for round in 0..40 {
+            let w = Arc::new(window([1u32, 2][round % 2]));
+            let done = Arc::new(AtomicBool::new(false));
+            let reader = {
+                let (w, done) = (w.clone(), done.clone());
+                std::thread::spawn(move || {
+                    let mut last = [0; SLOTS];
+                    while !done.load(Acquire) {
+                        let totals = w.total_counts();
+                        for (i, (now, before)) in totals.iter().zip(last).enumerate() {
+                            assert!(*now >= before, "counter {i}: {before} then {now}");
+                        }
+                        last = totals;
+                    }
+                })
+            };
+            let (calls, _) = concurrent_calls(&w, 50);
+            done.store(true, Release);
+            if reader.join().is_err() {
+                panic!("round {round}: the totals went down");
+            }
+            assert_eq!(
+                count(w.total_counts(), Outcome::Success),
+                calls_of(&calls, Outcome::Success, u64::MAX)
+            );
+        }
+    }
+
     #[test]
     fn reset_forgets_the_current_bucket_but_keeps_the_totals() {
         let w = window(10);
@@ -814,7 +932,6 @@ mod tests {
 #[cfg(all(test, seawall_loom))]
 mod loom_models {
     use loom::sync::Arc;
-    use loom::thread;
 
     use super::*;
     use crate::stripe::on_stripe;
@@ -992,6 +1109,59 @@ mod loom_models {
             let totals = w.totals().0;
             assert_eq!(totals[Outcome::Success as usize], 1);
             assert_eq!(totals[Outcome::Failure as usize], 2);
+        });
+    }
+
+    /// The lifetime totals read while a call moves the hot bucket on into
+    /// the one-bucket ring, whose slot it takes over: the reading is never
+    /// below the one before, though the counts it reads may be on their
+    /// way to the ring or to the retired totals.
+    #[test]
+    fn lifetime_totals_never_go_down() {
+        loom::model(|| {
+            let w = Arc::new(window(1));
+            w.record(0, Outcome::Failure, false, None);
+            w.record(MS, Outcome::Failure, false, None);
+            let before = w.total_counts();
+            assert_eq!(before[Outcome::Failure as usize], 2);
+            let mover = {
+                let w = w.clone();
+                on_stripe(1, move || w.record(2 * MS, Outcome::Success, false, None))
+            };
+            let read = w.total_counts();
+            assert!(
+                read[Outcome::Failure as usize] >= 2,
+                "{before:?} then {read:?}"
+            );
+            mover.join().unwrap();
+            assert_eq!(w.total_counts()[Outcome::Success as usize], 1);
+        });
+    }
+
+    /// The lifetime totals read while a late call takes a ring slot over
+    /// from an older bucket: the reading is never below the one before,
+    /// though the older bucket's counts may be on their way to the retired
+    /// totals.
+    #[test]
+    fn lifetime_totals_never_go_down_under_a_late_call() {
+        loom::model(|| {
+            let w = Arc::new(window(1));
+            w.record(0, Outcome::Failure, false, None);
+            w.record(0, Outcome::Failure, false, None);
+            w.record(2 * MS, Outcome::Success, false, None);
+            let before = w.total_counts();
+            assert_eq!(before[Outcome::Failure as usize], 2);
+            let late = {
+                let w = w.clone();
+                on_stripe(1, move || w.record(MS, Outcome::Failure, false, None))
+            };
+            let read = w.total_counts();
+            assert!(
+                read[Outcome::Failure as usize] >= 2,
+                "{before:?} then {read:?}"
+            );
+            late.join().unwrap();
+            assert_eq!(w.total_counts()[Outcome::Failure as usize], 3);
         });
     }
 
