@@ -220,6 +220,7 @@ impl TimeWindow {
 
     /// Counter `i` (an outcome, the slow calls, then the latency buckets) of
     /// the hot bucket or of a ring slot.
+    #[inline(always)]
     fn counter<'a>(&'a self, storage: &'a Storage, at: At, i: usize) -> &'a AtomicU64 {
         match (at, i.checked_sub(SLOTS)) {
             (At::Hot(stripe), None) => self.outcome_counter(stripe, i),
