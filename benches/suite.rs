@@ -20,8 +20,9 @@
 //! (`allocations per call, <group>/<variant>: <n>`) and the registry's
 //! resident memory per key; `scripts/bench-table` turns the run into tables.
 //!
-//! With `SEAWALL_BENCH_CALLS_OF=<variant>` it measures nothing and only
-//! drives that variant, for callgrind:
+//! With `SEAWALL_BENCH_CALLS_OF=<group>/<variant>` it measures nothing and
+//! only drives that variant, for callgrind (group `awaited`: the calls
+//! awaited, as the `awaited` group measures them):
 //!
 //! ```text
 //! SEAWALL_BENCH_CALLS_OF=single/seawall_breaker valgrind --tool=callgrind \
@@ -254,14 +255,16 @@ impl Visit for MeasureAwaited<'_, '_> {
 }
 
 /// Instead of measuring, drives the one-thread variant named by
-/// `SEAWALL_BENCH_CALLS_OF` (`<group>/<variant>`) through [`calls`],
-/// `SEAWALL_BENCH_CALLS` times (default 100,000): for instruction counts
-/// under callgrind, which the load of a shared machine does not move (see
-/// BENCHMARKS.md and `scripts/bench-instructions`).
+/// `SEAWALL_BENCH_CALLS_OF` (`<group>/<variant>`) through [`calls`] (or
+/// [`calls_awaited`], for the group `awaited`), `SEAWALL_BENCH_CALLS` times
+/// (default 100,000): for instruction counts under callgrind, which the
+/// load of a shared machine does not move (see BENCHMARKS.md and
+/// `scripts/bench-instructions`).
 struct Drive {
     group: String,
     name: String,
     calls: u64,
+    timers: Runtime,
 }
 
 impl Drive {
@@ -276,6 +279,7 @@ impl Drive {
             group: group.to_owned(),
             name: name.to_owned(),
             calls,
+            timers: timer_runtime(),
         })
     }
 }
@@ -287,11 +291,17 @@ impl Visit for Drive {
         expect: Expect,
         mut service: S,
     ) {
-        if name == self.name {
+        if name != self.name {
+            return;
+        }
+        if self.group == "awaited" {
+            self.timers
+                .block_on(calls_awaited(&mut service, self.calls));
+        } else {
             check(name, expect, &mut service);
             calls(&mut service, self.calls);
-            println!("{name}: {} calls driven", self.calls);
         }
+        println!("{name}: {} calls driven", self.calls);
     }
 }
 
@@ -302,6 +312,29 @@ fn calls<S: Service<u64, Response = u64>>(service: &mut S, n: u64) {
     for i in 0..n {
         black_box(settle(drive(service, black_box(i))));
     }
+}
+
+/// `n` whole calls awaited as applications make them (see
+/// `support::awaited`), each poll by the runtime's `block_on` through
+/// [`calls_polled`], where callgrind counts.
+async fn calls_awaited<S: Service<u64, Response = u64>>(service: &mut S, n: u64) {
+    let mut calls = std::pin::pin!(async {
+        for i in 0..n {
+            black_box(awaited_call(service, black_box(i)).await);
+        }
+    });
+    std::future::poll_fn(|cx| calls_polled(calls.as_mut(), cx)).await
+}
+
+/// A poll of [`calls_awaited`]'s calls, out of line: what callgrind's
+/// `--toggle-collect` sees (the `async fn`'s own poll is inlined into the
+/// runtime's).
+#[inline(never)]
+fn calls_polled<F: std::future::Future>(
+    calls: std::pin::Pin<&mut F>,
+    cx: &mut Context<'_>,
+) -> Poll<F::Output> {
+    calls.poll(cx)
 }
 
 /// A listener that does nothing: what a registered listener costs beside
@@ -1078,6 +1111,11 @@ fn suite(c: &mut Criterion) {
                 observe_traced(&mut drive);
             }
             "retry" => retry(&mut drive, &timer_runtime()),
+            "awaited" => {
+                let timers = timer_runtime();
+                single(&mut drive, &timers);
+                pending_inner_variants(&mut drive, &timers);
+            }
             _ => single(&mut drive, &timer_runtime()),
         }
         return;

@@ -172,7 +172,7 @@ impl<Req, B: BreakerFor<Req>, C, F, D, R> Held<Req, B, C, F, D, R> {
     /// Tells an adaptive bulkhead how the call that held its slot ended:
     /// timeouts and refusals below are drops, successes and failures are
     /// latencies; what says nothing of the dependency is not sampled.
-    #[inline]
+    #[inline(always)]
     fn sample(&mut self, verdict: Verdict) {
         // Taken: an attempt is sampled once.
         let started = std::mem::take(&mut self.started);
