@@ -377,9 +377,9 @@ impl TimeWindow {
     }
 
     /// Runs `transfer`, which takes counts out of one place (with a
-    /// `Release` write) before it puts them into another, announced to the
-    /// readers of the totals: a reading that misses the counts on their way
-    /// sees the transfer begun or in flight, and reads again.
+    /// `Release` write) before it puts them into another, announced to
+    /// readers: a reading that misses the counts on their way sees the
+    /// transfer begun or in flight, and is taken again.
     fn transferring<R>(&self, transfer: impl FnOnce() -> R) -> R {
         // Relaxed: a reader that misses the counts has read the `Release`
         // write that took them out, which comes after this.
