@@ -264,7 +264,8 @@ struct Drive {
     group: String,
     name: String,
     calls: u64,
-    timers: Runtime,
+    /// The runtime the variants are built under, and awaited calls run on.
+    timers: std::rc::Rc<Runtime>,
 }
 
 impl Drive {
@@ -279,7 +280,7 @@ impl Drive {
             group: group.to_owned(),
             name: name.to_owned(),
             calls,
-            timers: timer_runtime(),
+            timers: std::rc::Rc::new(timer_runtime()),
         })
     }
 }
@@ -1103,6 +1104,7 @@ fn suite(c: &mut Criterion) {
         return;
     }
     if let Some(mut drive) = Drive::from_env() {
+        let timers = drive.timers.clone();
         match drive.group.as_str() {
             "window_population" => window_population(&mut drive),
             "observe" => {
@@ -1110,13 +1112,12 @@ fn suite(c: &mut Criterion) {
                 observe_budgeted(&mut drive);
                 observe_traced(&mut drive);
             }
-            "retry" => retry(&mut drive, &timer_runtime()),
+            "retry" => retry(&mut drive, &timers),
             "awaited" => {
-                let timers = timer_runtime();
                 single(&mut drive, &timers);
                 pending_inner_variants(&mut drive, &timers);
             }
-            _ => single(&mut drive, &timer_runtime()),
+            _ => single(&mut drive, &timers),
         }
         return;
     }

@@ -1172,55 +1172,48 @@ mod loom_models {
         });
     }
 
+    /// Records `before`, then reads the lifetime failures while another
+    /// thread records `call`: the reading is never below the one before,
+    /// though the counts it reads may be on their way to the ring or to the
+    /// retired totals.
+    fn failures_read_during(before: &[(u64, Outcome)], call: (u64, Outcome)) -> Arc<TimeWindow> {
+        let w = Arc::new(window(1));
+        for &(at, outcome) in before {
+            w.record(at, outcome, false, None);
+        }
+        let failures = w.total_counts()[Outcome::Failure as usize];
+        let other = {
+            let w = w.clone();
+            on_stripe(1, move || w.record(call.0, call.1, false, None))
+        };
+        let read = w.total_counts()[Outcome::Failure as usize];
+        assert!(read >= failures, "{failures} then {read}");
+        other.join().unwrap();
+        w
+    }
+
     /// The lifetime totals read while a call moves the hot bucket on into
-    /// the one-bucket ring, whose slot it takes over: the reading is never
-    /// below the one before, though the counts it reads may be on their
-    /// way to the ring or to the retired totals.
+    /// the one-bucket ring, whose slot it takes over.
     #[test]
     fn lifetime_totals_never_go_down() {
         loom::model(|| {
-            let w = Arc::new(window(1));
-            w.record(0, Outcome::Failure, false, None);
-            w.record(MS, Outcome::Failure, false, None);
-            let before = w.total_counts();
-            assert_eq!(before[Outcome::Failure as usize], 2);
-            let mover = {
-                let w = w.clone();
-                on_stripe(1, move || w.record(2 * MS, Outcome::Success, false, None))
-            };
-            let read = w.total_counts();
-            assert!(
-                read[Outcome::Failure as usize] >= 2,
-                "{before:?} then {read:?}"
-            );
-            mover.join().unwrap();
+            let failures = [(0, Outcome::Failure), (MS, Outcome::Failure)];
+            let w = failures_read_during(&failures, (2 * MS, Outcome::Success));
             assert_eq!(w.total_counts()[Outcome::Success as usize], 1);
         });
     }
 
     /// The lifetime totals read while a late call takes a ring slot over
-    /// from an older bucket: the reading is never below the one before,
-    /// though the older bucket's counts may be on their way to the retired
-    /// totals.
+    /// from an older bucket.
     #[test]
     fn lifetime_totals_never_go_down_under_a_late_call() {
         loom::model(|| {
-            let w = Arc::new(window(1));
-            w.record(0, Outcome::Failure, false, None);
-            w.record(0, Outcome::Failure, false, None);
-            w.record(2 * MS, Outcome::Success, false, None);
-            let before = w.total_counts();
-            assert_eq!(before[Outcome::Failure as usize], 2);
-            let late = {
-                let w = w.clone();
-                on_stripe(1, move || w.record(MS, Outcome::Failure, false, None))
-            };
-            let read = w.total_counts();
-            assert!(
-                read[Outcome::Failure as usize] >= 2,
-                "{before:?} then {read:?}"
-            );
-            late.join().unwrap();
+            let calls = [
+                (0, Outcome::Failure),
+                (0, Outcome::Failure),
+                (2 * MS, Outcome::Success),
+            ];
+            let w = failures_read_during(&calls, (MS, Outcome::Failure));
             assert_eq!(w.total_counts()[Outcome::Failure as usize], 3);
         });
     }
