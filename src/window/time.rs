@@ -881,36 +881,46 @@ mod tests {
         }
     }
 
+    /// Concurrent calls on `w` (see [`concurrent_calls`]) while a thread
+    /// reads `read` over and over and checks that no count goes down;
+    /// returns the calls.
+    fn read_during_concurrent_calls(
+        w: &Arc<TimeWindow>,
+        read: fn(&TimeWindow) -> [u64; SLOTS],
+    ) -> Vec<(u64, Outcome)> {
+        use std::sync::atomic::AtomicBool;
+        let done = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (w, done) = (w.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut last = [0; SLOTS];
+                while !done.load(Acquire) {
+                    let counts = read(&w);
+                    for (i, (now, before)) in counts.iter().zip(last).enumerate() {
+                        assert!(*now >= before, "counter {i}: {before} then {now}");
+                    }
+                    last = counts;
+                }
+            })
+        };
+        let (calls, _) = concurrent_calls(w, 50);
+        done.store(true, Release);
+        assert!(reader.join().is_ok(), "a reading went down");
+        calls
+    }
+
     /// The lifetime totals, read over and over while threads count, move
     /// buckets on and take ring slots over, never go down: a count on its
     /// way from one place to another is never missed by a reading.
     #[test]
     fn lifetime_totals_never_go_down_under_concurrent_calls() {
-        use std::sync::atomic::AtomicBool;
         for round in 0..40 {
             let w = Arc::new(window([1u32, 2][round % 2]));
-            let done = Arc::new(AtomicBool::new(false));
-            let reader = {
-                let (w, done) = (w.clone(), done.clone());
-                std::thread::spawn(move || {
-                    let mut last = [0; SLOTS];
-                    while !done.load(Acquire) {
-                        let totals = w.total_counts();
-                        for (i, (now, before)) in totals.iter().zip(last).enumerate() {
-                            assert!(*now >= before, "counter {i}: {before} then {now}");
-                        }
-                        last = totals;
-                    }
-                })
-            };
-            let (calls, _) = concurrent_calls(&w, 50);
-            done.store(true, Release);
-            if reader.join().is_err() {
-                panic!("round {round}: the totals went down");
-            }
+            let calls = read_during_concurrent_calls(&w, TimeWindow::total_counts);
             assert_eq!(
                 count(w.total_counts(), Outcome::Success),
-                calls_of(&calls, Outcome::Success, u64::MAX)
+                calls_of(&calls, Outcome::Success, u64::MAX),
+                "round {round}"
             );
         }
     }
@@ -921,31 +931,13 @@ mod tests {
     /// could make a breaker see a failure rate its calls never had.
     #[test]
     fn window_counts_never_miss_a_moving_count() {
-        use std::sync::atomic::AtomicBool;
         for round in 0..40 {
             let w = Arc::new(window(1000));
-            let done = Arc::new(AtomicBool::new(false));
-            let reader = {
-                let (w, done) = (w.clone(), done.clone());
-                std::thread::spawn(move || {
-                    let mut last = [0; SLOTS];
-                    while !done.load(Acquire) {
-                        let counts = w.counts(999 * MS);
-                        for (i, (now, before)) in counts.iter().zip(last).enumerate() {
-                            assert!(*now >= before, "counter {i}: {before} then {now}");
-                        }
-                        last = counts;
-                    }
-                })
-            };
-            let (calls, _) = concurrent_calls(&w, 50);
-            done.store(true, Release);
-            if reader.join().is_err() {
-                panic!("round {round}: a reading missed counts");
-            }
+            let calls = read_during_concurrent_calls(&w, |w| w.counts(999 * MS));
             assert_eq!(
                 count(w.counts(999 * MS), Outcome::Failure),
-                calls_of(&calls, Outcome::Failure, u64::MAX)
+                calls_of(&calls, Outcome::Failure, u64::MAX),
+                "round {round}"
             );
         }
     }
