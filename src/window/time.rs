@@ -541,17 +541,29 @@ impl TimeWindow {
         let oldest = (current + 1)
             .saturating_sub(u64::from(self.buckets))
             .max(self.floor.load(Acquire));
-        let add = |counter: &AtomicU64, sum: &mut u64| {
-            let word = counter.load(Acquire);
-            if (oldest..=current).contains(&self.epoch_of(word)) {
-                *sum += self.count_of(word);
-            }
+        let in_window = |word: u64| match (oldest..=current).contains(&self.epoch_of(word)) {
+            true => self.count_of(word),
+            false => 0,
         };
-        let storage = self.storage.get();
+        self.add_counts(self.storage.get(), first, sums, in_window);
+    }
+
+    /// Adds `count` of each ring and hot counter `first..first + sums.len()`
+    /// to `sums`: what a reading of the window and of the totals share.
+    fn add_counts(
+        &self,
+        storage: Option<&Storage>,
+        first: usize,
+        sums: &mut [u64],
+        count: impl Fn(u64) -> u64,
+    ) {
         if let Some(storage) = storage {
             for slot in 0..self.buckets as usize {
                 for (i, sum) in sums.iter_mut().enumerate() {
-                    add(self.counter(storage, At::Ring(slot), first + i), sum);
+                    *sum += count(
+                        self.counter(storage, At::Ring(slot), first + i)
+                            .load(Acquire),
+                    );
                 }
                 model_point();
             }
@@ -561,7 +573,7 @@ impl TimeWindow {
             for (i, sum) in sums.iter_mut().enumerate() {
                 if self.hot_stripes(first + i).contains(&stripe) {
                     if let Some(counter) = self.made_hot_counter(storage, stripe, first + i) {
-                        add(counter, sum);
+                        *sum += count(counter.load(Acquire));
                     }
                 }
             }
@@ -618,21 +630,8 @@ impl TimeWindow {
                 *sum += storage.retired[first + i].load(Acquire);
             }
             model_point();
-            for slot in 0..self.buckets as usize {
-                for (i, sum) in sums.iter_mut().enumerate() {
-                    let word = self.counter(storage, At::Ring(slot), first + i);
-                    *sum += self.count_of(word.load(Acquire));
-                }
-                model_point();
-            }
         }
-        for (i, sum) in sums.iter_mut().enumerate() {
-            *sum += self
-                .hot_stripes(first + i)
-                .filter_map(|stripe| self.made_hot_counter(storage, stripe, first + i))
-                .map(|counter| self.count_of(counter.load(Acquire)))
-                .sum::<u64>();
-        }
+        self.add_counts(storage, first, sums, |word| self.count_of(word));
     }
 
     /// Forgets the calls recorded before `now`: the older buckets by the
