@@ -653,6 +653,19 @@ fn single(v: &mut impl Visit, timers: &Runtime) {
         Answers,
         timeout_only.layer(inner()),
     );
+    // The same without statistics: what is left is the timeout layer.
+    let timeout_only_uncounted = Policy::builder()
+        .name("bench")
+        .clock(Clock::coarse())
+        .timeout(SECOND)
+        .without_statistics()
+        .build()
+        .unwrap();
+    v.visit(
+        "seawall_policy_timeout_only_uncounted",
+        Answers,
+        timeout_only_uncounted.layer(inner()),
+    );
 }
 
 /// Inner futures pending on their first poll, as every real I/O call is:

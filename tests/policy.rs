@@ -707,3 +707,113 @@ fn a_cache_time_to_live_that_would_overflow_is_refused() {
         .unwrap();
     assert_eq!(err.field(), "time_to_live");
 }
+
+/// Without statistics, every other stage still runs: the bulkhead refuses,
+/// the timeout cuts, the fallback answers for both, the retry tries again;
+/// and nothing is counted or catalogued.
+#[tokio::test(start_paused = true)]
+async fn a_policy_without_statistics_runs_every_stage_it_was_given() {
+    let upstream = Upstream::default();
+    let policy = Policy::builder()
+        .name("catalog")
+        .bulkhead(Bulkhead::builder().max_concurrent(1))
+        .timeout(ms(100))
+        .fallback(Fallback::builder().value("fallback".to_owned()))
+        .without_statistics()
+        .build()
+        .unwrap();
+    let service = policy.layer(upstream.service());
+    let busy = tokio::spawn(service.clone().oneshot(req("a", 1, Act::Take(1_000))));
+    tokio::task::yield_now().await;
+    let refused = service.clone().oneshot(req("a", 2, Act::Answer)).await;
+    assert_eq!(refused.unwrap(), "fallback", "refused by the bulkhead");
+    assert_eq!(policy.bulkhead().unwrap().rejected, 1);
+    let start = Instant::now();
+    assert_eq!(busy.await.unwrap().unwrap(), "fallback", "timed out");
+    assert_eq!(start.elapsed(), ms(100));
+    assert_eq!(
+        service.oneshot(req("a", 3, Act::Answer)).await.unwrap(),
+        "a/3@1"
+    );
+    let catalogue = seawall::observe::Catalogue::new();
+    catalogue.add(&policy);
+    let report = catalogue.report();
+    assert!(report.breakers.is_empty(), "{:?}", report.breakers);
+    assert_eq!(report.bulkheads[0].policy.as_deref(), Some("catalog"));
+
+    let only_bulkhead = Policy::builder()
+        .bulkhead(Bulkhead::builder().max_concurrent(1))
+        .without_statistics()
+        .build()
+        .unwrap()
+        .layer(upstream.service());
+    let busy = tokio::spawn(only_bulkhead.clone().oneshot(req("a", 1, Act::Take(10))));
+    tokio::task::yield_now().await;
+    let refused = only_bulkhead.oneshot(req("a", 2, Act::Answer)).await;
+    assert!(refused.unwrap_err().is_bulkhead_full());
+    assert!(busy.await.unwrap().is_ok());
+
+    let retry = seawall::retry::Retry::builder()
+        .max_attempts(3)
+        .build()
+        .unwrap();
+    let retrying = Policy::builder()
+        .retry(retry.clone())
+        .without_statistics()
+        .build()
+        .unwrap();
+    let failing = Upstream::default();
+    let result = retrying
+        .layer(failing.service())
+        .oneshot(req("a", 1, Act::Fail))
+        .await;
+    assert!(result.unwrap_err().inner().is_some());
+    assert_eq!((failing.calls(), retry.figures().retries), (3, 2));
+}
+
+/// With nothing but a timeout and no statistics, a Policy answers as the
+/// timeout layer does, call for call: an answer, a timeout, the caller's
+/// shorter deadline, and no call at all once the caller's budget is spent.
+#[tokio::test(start_paused = true)]
+async fn a_policy_with_only_a_timeout_and_no_statistics_is_the_timeout_layer() {
+    use seawall::timeout::TimeoutLayer;
+    let own = |r: &Request| (r.item < 10).then(|| ms(u64::from(r.item) * 10));
+    let policy = Policy::builder()
+        .timeout(ms(100))
+        .per_request_deadline(own)
+        .without_statistics()
+        .build()
+        .unwrap();
+    let timeout = TimeoutLayer::new(ms(100)).per_request_deadline(own);
+    let requests = [
+        req("a", 20, Act::Answer),
+        req("a", 20, Act::Fail),
+        req("a", 20, Act::Take(1_000)),
+        req("a", 3, Act::Take(1_000)),
+        req("a", 0, Act::Answer),
+    ];
+    for request in requests {
+        let by_policy = Upstream::default();
+        let start = Instant::now();
+        let policy_said = format!(
+            "{:?}",
+            policy
+                .layer(by_policy.service())
+                .oneshot(request.clone())
+                .await
+        );
+        let policy_took = start.elapsed();
+        let by_timeout = Upstream::default();
+        let start = Instant::now();
+        let timeout_said = format!(
+            "{:?}",
+            timeout
+                .layer(by_timeout.service())
+                .oneshot(request.clone())
+                .await
+        );
+        assert_eq!(policy_said, timeout_said, "{request:?}");
+        assert_eq!(policy_took, start.elapsed(), "{request:?}");
+        assert_eq!(by_policy.calls(), by_timeout.calls(), "{request:?}");
+    }
+}

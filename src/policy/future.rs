@@ -13,10 +13,10 @@ use tokio::time::Sleep;
 use tower_service::Service;
 
 use super::stage::Limits;
-use super::stage::{AnswersFor, PolicyBulkhead, RetryStage};
+use super::stage::{Admits, AnswersFor, PolicyBulkhead, RetryStage};
 use super::Shared;
 use crate::bulkhead::{Acquire, Permit, Slot};
-use crate::circuit_breaker::{BreakerFor, CircuitBreaker, Ticket};
+use crate::circuit_breaker::{CircuitBreaker, Ticket};
 use crate::classify::{Classify, Verdict};
 use crate::error::{Error, IntoError};
 use crate::fallback::after::{After, Running};
@@ -25,6 +25,9 @@ use crate::timeout::DeadlineOf;
 
 /// The error type at the bottom of the stack under the policy.
 pub(super) type Inner<S, Req> = <<S as Service<Req>>::Error as IntoError>::Inner;
+
+/// What a call through the policy ends with.
+type Outcome<S, Req> = Result<<S as Service<Req>>::Response, Error<Inner<S, Req>>>;
 
 pin_project! {
     /// The future of a [`PolicyService`](super::PolicyService) call: every
@@ -37,7 +40,45 @@ pin_project! {
     where
         S: Service<Req>,
         S::Error: IntoError,
-        B: BreakerFor<Req>,
+        B: Admits<Req>,
+        F: AnswersFor<Req, S::Response, Inner<S, Req>>,
+        R: RetryStage<S, Req>,
+    {
+        #[pin]
+        kind: Kind<S, Req, B, C, F, D, R>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<S, Req, B, C, F, D, R>
+    where
+        S: Service<Req>,
+        S::Error: IntoError,
+        B: Admits<Req>,
+        F: AnswersFor<Req, S::Response, Inner<S, Req>>,
+        R: RetryStage<S, Req>,
+    {
+        // A policy with nothing to run but its deadline: the timeout
+        // layer's own future.
+        Timed {
+            #[pin]
+            call: crate::timeout::ResponseFuture<S::Future>,
+        },
+        Staged {
+            #[pin]
+            staged: Staged<S, Req, B, C, F, D, R>,
+        },
+    }
+}
+
+pin_project! {
+    /// A call through the policy's stages.
+    struct Staged<S, Req, B, C, F, D, R>
+    where
+        S: Service<Req>,
+        S::Error: IntoError,
+        B: Admits<Req>,
         F: AnswersFor<Req, S::Response, Inner<S, Req>>,
         R: RetryStage<S, Req>,
     {
@@ -48,25 +89,42 @@ pin_project! {
         kept: R::Kept,
     }
 
-    impl<S, Req, B, C, F, D, R> PinnedDrop for ResponseFuture<S, Req, B, C, F, D, R>
+    impl<S, Req, B, C, F, D, R> PinnedDrop for Staged<S, Req, B, C, F, D, R>
     where
         S: Service<Req>,
         S::Error: IntoError,
-        B: BreakerFor<Req>,
+        B: Admits<Req>,
         F: AnswersFor<Req, S::Response, Inner<S, Req>>,
         R: RetryStage<S, Req>,
     {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            // A finished call has no ticket left: nothing more to look at.
-            if this.held.ticket.is_none() {
-                return;
+            // A finished (or uncounted) call has no ticket left: nothing
+            // more to look at.
+            if this.held.ticket.is_some() {
+                dropped_unfinished(this.state, this.held);
             }
-            if let StateProj::Calling { deadline, .. } = this.state.project() {
-                if deadline.as_ref().get_ref().callers_passed().is_some() {
-                    this.held.settle(Verdict::CallerDeadline);
-                }
-            }
+        }
+    }
+}
+
+/// A call dropped before its outcome: the caller's deadline if it has
+/// passed (the rest is given back as the call's holdings drop). Out of
+/// line: rare, and inlined it would make every finished call's drop
+/// longer.
+#[cold]
+#[inline(never)]
+fn dropped_unfinished<S, Req, B, C, F, D, R>(
+    state: Pin<&mut State<S, Req>>,
+    held: &mut Held<Req, B, C, F, D, R>,
+) where
+    S: Service<Req>,
+    S::Error: IntoError,
+    B: Admits<Req>,
+{
+    if let StateProj::Calling { deadline, .. } = state.project() {
+        if deadline.as_ref().get_ref().callers_passed().is_some() {
+            held.settle(Verdict::CallerDeadline);
         }
     }
 }
@@ -124,7 +182,7 @@ pin_project! {
 
 /// What a call holds of the policy, given back when dropped: the breaker's
 /// ticket, and the bulkhead's slot (or the permit a wait in line got).
-pub(crate) struct Held<Req, B: BreakerFor<Req>, C, F, D, R> {
+pub(crate) struct Held<Req, B: Admits<Req>, C, F, D, R> {
     policy: Arc<Shared<B, C, F, D, R>>,
     /// The call's `TRACE` span (disabled, and nearly free, unless a
     /// subscriber wants it).
@@ -145,7 +203,7 @@ enum Hold {
     Permit(#[allow(dead_code)] Permit),
 }
 
-impl<Req, B: BreakerFor<Req>, C, F, D, R> Held<Req, B, C, F, D, R> {
+impl<Req, B: Admits<Req>, C, F, D, R> Held<Req, B, C, F, D, R> {
     pub(crate) fn new(
         policy: Arc<Shared<B, C, F, D, R>>,
         span: tracing::Span,
@@ -187,16 +245,17 @@ impl<Req, B: BreakerFor<Req>, C, F, D, R> Held<Req, B, C, F, D, R> {
         }
     }
 
-    /// The breaker that admitted the call: where its outcomes count.
+    /// The breaker that admitted the call, where its outcomes count (none
+    /// without statistics).
     #[inline]
-    fn stats(&self) -> &CircuitBreaker {
-        self.policy.breakers.breaker(&self.breaker)
+    fn stats(&self) -> Option<&CircuitBreaker> {
+        self.policy.breakers.stats(&self.breaker)
     }
 
     #[inline]
     fn settle(&mut self, verdict: Verdict) {
-        if let Some(ticket) = self.ticket.take() {
-            self.stats().settle(ticket, verdict);
+        if let (Some(ticket), Some(stats)) = (self.ticket.take(), self.stats()) {
+            stats.settle(ticket, verdict);
         }
     }
 
@@ -219,12 +278,12 @@ impl<Req, B: BreakerFor<Req>, C, F, D, R> Held<Req, B, C, F, D, R> {
     }
 }
 
-impl<Req, B: BreakerFor<Req>, C, F, D, R> Drop for Held<Req, B, C, F, D, R> {
+impl<Req, B: Admits<Req>, C, F, D, R> Drop for Held<Req, B, C, F, D, R> {
     #[inline]
     fn drop(&mut self) {
         self.release_bulkhead();
-        if let Some(ticket) = self.ticket.take() {
-            self.stats().abandon(ticket);
+        if let (Some(ticket), Some(stats)) = (self.ticket.take(), self.stats()) {
+            stats.abandon(ticket);
         }
     }
 }
@@ -233,7 +292,7 @@ impl<S, Req, B, C, F, D, R> ResponseFuture<S, Req, B, C, F, D, R>
 where
     S: Service<Req> + Clone,
     S::Error: IntoError,
-    B: BreakerFor<Req>,
+    B: Admits<Req>,
     F: AnswersFor<Req, S::Response, Inner<S, Req>>,
     R: RetryStage<S, Req>,
 {
@@ -250,12 +309,26 @@ where
     ) -> Self {
         attempt(policy, span, service, request, limits, |held, state| {
             ResponseFuture {
-                state,
-                held,
-                key: Some(key),
-                kept,
+                kind: Kind::Staged {
+                    staged: Staged {
+                        state,
+                        held,
+                        key: Some(key),
+                        kept,
+                    },
+                },
             }
         })
+    }
+
+    /// A call with nothing to run but its deadline.
+    #[inline(always)]
+    pub(crate) fn timed(service: &mut S, request: Req, deadline: Deadline) -> Self {
+        ResponseFuture {
+            kind: Kind::Timed {
+                call: crate::timeout::ResponseFuture::call(service, request, deadline),
+            },
+        }
     }
 }
 
@@ -273,7 +346,7 @@ fn attempt<S, Req, B, C, F, D, R, T>(
 where
     S: Service<Req> + Clone,
     S::Error: IntoError,
-    B: BreakerFor<Req>,
+    B: Admits<Req>,
 {
     let (breaker, admitted) = policy.breakers.admit(&request);
     let ticket = match admitted {
@@ -283,7 +356,7 @@ where
             return then(held, State::refused(Error::CircuitOpen(open)));
         }
     };
-    let mut held = Held::new(Arc::clone(policy), span, breaker, Some(ticket));
+    let mut held = Held::new(Arc::clone(policy), span, breaker, ticket);
     if let Some(bulkhead) = &policy.bulkhead {
         match bulkhead.try_take() {
             Some(slot) => held.took(slot, bulkhead),
@@ -340,16 +413,38 @@ where
     S: Service<Req> + Clone,
     S::Error: IntoError,
     S::Response: Send + 'static,
-    B: BreakerFor<Req>,
+    B: Admits<Req>,
     C: Classify<S::Response, Inner<S, Req>>,
     F: AnswersFor<Req, S::Response, Inner<S, Req>>,
     D: DeadlineOf<Req>,
     R: RetryStage<S, Req>,
 {
-    type Output = Result<S::Response, Error<Inner<S, Req>>>;
+    type Output = Outcome<S, Req>;
 
-    #[inline]
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    #[inline(always)]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Timed { call } => call.poll(cx),
+            KindProj::Staged { staged } => staged.poll(cx),
+        }
+    }
+}
+
+impl<S, Req, B, C, F, D, R> Staged<S, Req, B, C, F, D, R>
+where
+    S: Service<Req> + Clone,
+    S::Error: IntoError,
+    S::Response: Send + 'static,
+    B: Admits<Req>,
+    C: Classify<S::Response, Inner<S, Req>>,
+    F: AnswersFor<Req, S::Response, Inner<S, Req>>,
+    D: DeadlineOf<Req>,
+    R: RetryStage<S, Req>,
+{
+    // Out of line: inlined, the stages' whole flow would land in every
+    // caller of a timed call too.
+    #[inline(never)]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome<S, Req>> {
         let span = (!self.held.span.is_disabled()).then(|| self.held.span.clone());
         let _entered = span.as_ref().map(tracing::Span::enter);
         loop {
@@ -483,14 +578,16 @@ impl<S, Req, B, C, F, D, R> std::fmt::Debug for ResponseFuture<S, Req, B, C, F, 
 where
     S: Service<Req>,
     S::Error: IntoError,
-    B: BreakerFor<Req>,
+    B: Admits<Req>,
     F: AnswersFor<Req, S::Response, Inner<S, Req>>,
     R: RetryStage<S, Req>,
 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseFuture")
-            .field("policy", &self.held.policy.name)
-            .finish_non_exhaustive()
+        let mut f = f.debug_struct("ResponseFuture");
+        if let Kind::Staged { staged } = &self.kind {
+            f.field("policy", &staged.held.policy.name);
+        }
+        f.finish_non_exhaustive()
     }
 }
 
@@ -500,5 +597,42 @@ impl PolicyBulkhead {
             PolicyBulkhead::Reject(bulkhead) => bulkhead.figures(),
             PolicyBulkhead::Queue(bulkhead) => bulkhead.figures(),
         }
+    }
+}
+
+#[cfg(all(test, not(seawall_loom)))]
+mod tests {
+    use std::time::Duration;
+
+    use tower::{service_fn, Layer, Service};
+
+    use super::Kind;
+    use crate::bulkhead::Bulkhead;
+    use crate::policy::{Policy, PolicyBuilder};
+
+    /// Whether a call through `policy`, given a timeout, runs the timeout
+    /// layer's own future.
+    macro_rules! runs_timed {
+        ($policy:expr) => {{
+            let policy = $policy.timeout(Duration::from_secs(1)).build().unwrap();
+            let mut service =
+                policy.layer(service_fn(
+                    |n: u32| async move { Ok::<_, std::io::Error>(n) },
+                ));
+            matches!(service.call(7).kind, Kind::Timed { .. })
+        }};
+    }
+
+    fn named() -> PolicyBuilder {
+        Policy::builder().name("timed")
+    }
+
+    #[tokio::test]
+    async fn only_a_policy_with_nothing_but_a_deadline_runs_the_timeouts_future() {
+        assert!(runs_timed!(named().without_statistics()));
+        assert!(!runs_timed!(named()), "statistics kept");
+        let bulkhead = Bulkhead::builder().max_concurrent(1);
+        let held = named().bulkhead(bulkhead).without_statistics();
+        assert!(!runs_timed!(held), "a bulkhead to hold");
     }
 }

@@ -135,11 +135,11 @@ use tower_service::Service;
 
 pub use future::ResponseFuture;
 pub use stage::{
-    AnswersFor, BreakerStage, BulkheadStage, FallbackStage, FaultStage, NoFallback, NoFaults,
-    NoRetry, RetryStage, StatisticsOnly,
+    Admits, AnswersFor, BreakerStage, BulkheadStage, FallbackStage, FaultStage, NoFallback,
+    NoFaults, NoRetry, NoStatistics, RetryStage, StatisticsOnly,
 };
 
-use crate::circuit_breaker::{BreakerFor, CircuitBreaker};
+use crate::circuit_breaker::CircuitBreaker;
 use crate::classify::{ByKind, Classify};
 use crate::clock::Clock;
 use crate::error::{ConfigError, Error, IntoError};
@@ -360,7 +360,8 @@ impl<Br, C, Fs, D, R, X> PolicyBuilder<Br, C, Fs, D, R, X> {
     /// The circuit breaker: a builder, a built breaker (shared, keeping its
     /// name and clock), or a registry's [`keyed`](crate::circuit_breaker::Registry::keyed)
     /// selection for one breaker per key (see [`BreakerStage`]). Without
-    /// one, the policy keeps statistics but never trips.
+    /// one, the policy keeps statistics but never trips (unless it keeps
+    /// [none](Self::without_statistics)).
     pub fn circuit_breaker<Br2: BreakerStage>(
         self,
         breakers: Br2,
@@ -378,6 +379,38 @@ impl<Br, C, Fs, D, R, X> PolicyBuilder<Br, C, Fs, D, R, X> {
             faults: self.faults,
             clock: self.clock,
         }
+    }
+
+    /// Keeps no statistics: every call is admitted and none is counted (no
+    /// window, no events, no `tracing` span, no breaker in the
+    /// [catalogue](crate::observe)), and what is left costs only what was
+    /// configured. With nothing else but a timeout or a per-request
+    /// deadline, a call is exactly the [`Timeout`](crate::timeout::Timeout)
+    /// layer's. A [`circuit_breaker`](Self::circuit_breaker) given after
+    /// this brings statistics back.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use seawall::policy::Policy;
+    /// use tower::{service_fn, Layer, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let policy = Policy::builder()
+    ///     .name("lookup")
+    ///     .timeout(Duration::from_millis(100))
+    ///     .without_statistics()
+    ///     .build()?;
+    /// let lookup = policy.layer(service_fn(|_: u32| async {
+    ///     tokio::time::sleep(Duration::from_secs(1)).await;
+    ///     Ok::<_, std::io::Error>("found")
+    /// }));
+    /// assert!(lookup.oneshot(7).await.unwrap_err().is_timeout());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn without_statistics(self) -> PolicyBuilder<NoStatistics, C, Fs, D, R, X> {
+        self.circuit_breaker(NoStatistics)
     }
 
     /// A bulkhead that refuses or queues when full, built or as a builder
@@ -611,7 +644,7 @@ where
     S: Service<Req> + Clone,
     S::Error: IntoError,
     S::Response: Send + 'static,
-    B: BreakerFor<Req>,
+    B: Admits<Req>,
     C: Classify<S::Response, Inner<S, Req>>,
     F: AnswersFor<Req, S::Response, Inner<S, Req>>,
     D: DeadlineOf<Req>,
@@ -626,15 +659,43 @@ where
         self.inner.poll_ready(cx).map_err(IntoError::into_error)
     }
 
-    #[inline]
+    #[inline(always)]
     fn call(&mut self, request: Req) -> Self::Future {
+        // Nothing to count, answer, retry or hold: only the deadline is
+        // left, and the timeout layer's own future runs it.
+        if !B::COUNTS && !F::ANSWERS && !R::RETRIES && self.shared.bulkhead.is_none() {
+            let own = self.shared.deadline_of.deadline_of(&request);
+            let deadline = self.shared.deadline(Limits { own, total: None });
+            return ResponseFuture::timed(&mut self.inner, request, deadline);
+        }
+        self.call_staged(request)
+    }
+}
+
+impl<S, B, C, F, D, R> PolicyService<S, B, C, F, D, R> {
+    /// A call through the stages. Out of line: inlined, the stages would
+    /// land in every caller of a timed call too.
+    #[inline(never)]
+    fn call_staged<Req>(&mut self, request: Req) -> ResponseFuture<S, Req, B, C, F, D, R>
+    where
+        S: Service<Req> + Clone,
+        S::Error: IntoError,
+        B: Admits<Req>,
+        D: DeadlineOf<Req>,
+        F: AnswersFor<Req, S::Response, Inner<S, Req>>,
+        R: RetryStage<S, Req>,
+    {
         let shared = &self.shared;
-        let span = tracing::trace_span!(
-            target: "seawall::policy",
-            "seawall.call",
-            policy = %shared.name,
-            outcome = tracing::field::Empty,
-        );
+        let span = if B::COUNTS {
+            tracing::trace_span!(
+                target: "seawall::policy",
+                "seawall.call",
+                policy = %shared.name,
+                outcome = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
         let key = shared.fallback.key(&request);
         let own = shared.deadline_of.deadline_of(&request);
         let (kept, total) = shared.retry.keep(&self.inner, &request, own);

@@ -8,7 +8,9 @@ use std::time::Duration;
 use tower_service::Service;
 
 use crate::bulkhead::{Bulkhead, BulkheadBuilder, BulkheadFull, Queue, Reject, Slot};
-use crate::circuit_breaker::{CircuitBreaker, CircuitBreakerBuilder};
+use crate::circuit_breaker::{
+    BreakerFor, CircuitBreaker, CircuitBreakerBuilder, CircuitOpen, Ticket,
+};
 use crate::classify::Verdict;
 use crate::clock::Clock;
 use crate::error::{ConfigError, Error, IntoError, Leaf};
@@ -53,6 +55,99 @@ impl BreakerStage for StatisticsOnly {
             .defaults(name, clock)
             .statistics_only()
             .build()
+    }
+}
+
+/// No statistics: the policy admits every call and counts none (no
+/// window, no events, no `tracing` span). What it has left to run is only
+/// what was configured; with nothing but a timeout (or a per-request
+/// deadline) it is the [`Timeout`](crate::timeout::Timeout) layer's own
+/// future. Given by [`PolicyBuilder::without_statistics`](super::PolicyBuilder::without_statistics).
+#[derive(Clone, Copy, Debug, Default)]
+#[non_exhaustive]
+pub struct NoStatistics;
+
+impl Sealed for NoStatistics {}
+
+impl BreakerStage for NoStatistics {
+    type Breakers = NoStatistics;
+
+    fn into_breakers(self, _: &Arc<str>, _: Clock) -> Result<NoStatistics, ConfigError> {
+        Ok(NoStatistics)
+    }
+}
+
+/// A policy without statistics reports no breaker.
+impl crate::observe::Catalogued for NoStatistics {
+    fn report_into(&self, _: &mut crate::observe::Report, _: usize) {}
+}
+
+/// A built policy's breaker selection for requests of type `Req`: one
+/// [`CircuitBreaker`], a registry's per-key selection, or
+/// [`NoStatistics`].
+pub trait Admits<Req>: Sealed {
+    /// Whether calls are counted (and spanned).
+    #[doc(hidden)]
+    const COUNTS: bool;
+
+    /// What a call keeps of the breaker that admitted it.
+    #[doc(hidden)]
+    type Held;
+
+    /// Leave to call, with the ticket to settle if the call is counted.
+    #[doc(hidden)]
+    fn admit(&self, request: &Req) -> (Self::Held, Result<Option<Ticket>, CircuitOpen>);
+
+    /// The breaker that counts the call, if one does.
+    #[doc(hidden)]
+    fn stats<'a>(&'a self, held: &'a Self::Held) -> Option<&'a CircuitBreaker>;
+}
+
+/// Admits through the breaker its [`BreakerFor`] names, and counts there.
+macro_rules! admits_through_breakers {
+    ($(impl<$($param:ident),*> for $selection:ty;)*) => {$(
+        impl<Req, $($param),*> Admits<Req> for $selection
+        where
+            $selection: BreakerFor<Req>,
+        {
+            const COUNTS: bool = true;
+            type Held = <$selection as BreakerFor<Req>>::Held;
+
+            #[inline(always)]
+            fn admit(&self, request: &Req) -> (Self::Held, Result<Option<Ticket>, CircuitOpen>) {
+                let (held, admitted) = BreakerFor::admit(self, request);
+                (held, admitted.map(Some))
+            }
+
+            #[inline(always)]
+            fn stats<'a>(&'a self, held: &'a Self::Held) -> Option<&'a CircuitBreaker> {
+                Some(self.breaker(held))
+            }
+        }
+    )*};
+}
+
+admits_through_breakers! {
+    impl<> for CircuitBreaker;
+}
+
+#[cfg(feature = "registry")]
+admits_through_breakers! {
+    impl<K, F> for crate::circuit_breaker::Keyed<K, F>;
+}
+
+impl<Req> Admits<Req> for NoStatistics {
+    const COUNTS: bool = false;
+    type Held = ();
+
+    #[inline(always)]
+    fn admit(&self, _: &Req) -> ((), Result<Option<Ticket>, CircuitOpen>) {
+        ((), Ok(None))
+    }
+
+    #[inline(always)]
+    fn stats(&self, _: &()) -> Option<&CircuitBreaker> {
+        None
     }
 }
 
@@ -248,6 +343,10 @@ impl FallbackStage for NoFallback {
 /// A built policy's fallback for requests of type `Req`: [`NoFallback`], or
 /// a [`Fallback`] of that request, response and error type.
 pub trait AnswersFor<Req, Res, E>: Sealed {
+    /// Whether it may answer for a failed call.
+    #[doc(hidden)]
+    const ANSWERS: bool;
+
     /// The key a call keeps for its fallback.
     type Key;
 
@@ -263,7 +362,7 @@ pub trait AnswersFor<Req, Res, E>: Sealed {
         key: Self::Key,
         error: &Error<E>,
         verdict: Verdict,
-        stats: &CircuitBreaker,
+        stats: Option<&CircuitBreaker>,
     ) -> After<Res>;
 
     #[doc(hidden)]
@@ -271,11 +370,12 @@ pub trait AnswersFor<Req, Res, E>: Sealed {
         &self,
         answer: Result<Res, BoxError>,
         error: Error<E>,
-        stats: &CircuitBreaker,
+        stats: Option<&CircuitBreaker>,
     ) -> Result<Res, Error<E>>;
 }
 
 impl<Req, Res, E> AnswersFor<Req, Res, E> for NoFallback {
+    const ANSWERS: bool = false;
     type Key = ();
 
     #[inline]
@@ -285,7 +385,7 @@ impl<Req, Res, E> AnswersFor<Req, Res, E> for NoFallback {
     fn keep(&self, _: (), _: &Res, _: Verdict) {}
 
     #[inline]
-    fn recover(&self, _: (), _: &Error<E>, _: Verdict, _: &CircuitBreaker) -> After<Res> {
+    fn recover(&self, _: (), _: &Error<E>, _: Verdict, _: Option<&CircuitBreaker>) -> After<Res> {
         After::Unanswered
     }
 
@@ -293,7 +393,7 @@ impl<Req, Res, E> AnswersFor<Req, Res, E> for NoFallback {
         &self,
         _: Result<Res, BoxError>,
         error: Error<E>,
-        _: &CircuitBreaker,
+        _: Option<&CircuitBreaker>,
     ) -> Result<Res, Error<E>> {
         Err(error)
     }
@@ -304,6 +404,7 @@ where
     Res: Send + 'static,
     E: Leaf,
 {
+    const ANSWERS: bool = true;
     type Key = K;
 
     #[inline]
@@ -322,18 +423,18 @@ where
         key: K,
         error: &Error<E>,
         verdict: Verdict,
-        stats: &CircuitBreaker,
+        stats: Option<&CircuitBreaker>,
     ) -> After<Res> {
-        Fallback::recover(self, key, error, verdict, Some(stats))
+        Fallback::recover(self, key, error, verdict, stats)
     }
 
     fn finish(
         &self,
         answer: Result<Res, BoxError>,
         error: Error<E>,
-        stats: &CircuitBreaker,
+        stats: Option<&CircuitBreaker>,
     ) -> Result<Res, Error<E>> {
-        Fallback::finish(self, answer, error, Some(stats))
+        Fallback::finish(self, answer, error, stats)
     }
 }
 
@@ -353,6 +454,10 @@ impl<P> Sealed for Retry<P> {}
 /// A built policy's retry stage for calls to `S` with requests of type
 /// `Req`: [`NoRetry`], or a [`Retry`] rule (which needs `Req: Clone`).
 pub trait RetryStage<S, Req>: Sealed {
+    /// Whether a call may be attempted more than once.
+    #[doc(hidden)]
+    const RETRIES: bool;
+
     /// What a call keeps for its next attempt.
     type Kept;
 
@@ -372,7 +477,7 @@ pub trait RetryStage<S, Req>: Sealed {
         &self,
         kept: &mut Self::Kept,
         verdict: Verdict,
-        breaker: &CircuitBreaker,
+        breaker: Option<&CircuitBreaker>,
     ) -> Option<Duration>;
 
     /// Readies the service for the next attempt.
@@ -392,6 +497,7 @@ pub trait RetryStage<S, Req>: Sealed {
 }
 
 impl<S, Req> RetryStage<S, Req> for NoRetry {
+    const RETRIES: bool = false;
     type Kept = ();
 
     #[inline]
@@ -400,7 +506,7 @@ impl<S, Req> RetryStage<S, Req> for NoRetry {
     }
 
     #[inline]
-    fn again(&self, _: &mut (), _: Verdict, _: &CircuitBreaker) -> Option<Duration> {
+    fn again(&self, _: &mut (), _: Verdict, _: Option<&CircuitBreaker>) -> Option<Duration> {
         None
     }
 
@@ -435,6 +541,7 @@ where
     Req: Clone,
     P: Selects<Req>,
 {
+    const RETRIES: bool = true;
     type Kept = Option<Kept<S, Req>>;
 
     #[inline]
@@ -460,10 +567,10 @@ where
         &self,
         kept: &mut Self::Kept,
         verdict: Verdict,
-        breaker: &CircuitBreaker,
+        breaker: Option<&CircuitBreaker>,
     ) -> Option<Duration> {
         let kept = kept.as_mut()?;
-        Retry::again(self, &mut kept.attempts, verdict, Some(breaker))
+        Retry::again(self, &mut kept.attempts, verdict, breaker)
     }
 
     fn poll_ready(

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
+use tower_service::Service;
 
 use super::Elapsed;
 use crate::budget::TIMER_RESOLUTION;
@@ -37,19 +38,21 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(future: F, deadline: Deadline) -> Self {
-        ResponseFuture {
-            call: Call::Made { future },
-            deadline,
-        }
-    }
-
-    /// A call not made: its caller's deadline was spent.
-    pub(crate) fn spent(deadline: Deadline) -> Self {
-        ResponseFuture {
-            call: Call::NotMade,
-            deadline,
-        }
+    /// Calls `service` under `deadline`; makes no call when the caller's
+    /// deadline was spent before it (nobody would wait for the answer).
+    #[inline(always)]
+    pub(crate) fn call<S, Req>(service: &mut S, request: Req, deadline: Deadline) -> Self
+    where
+        S: Service<Req, Future = F>,
+    {
+        let call = if deadline.is_spent() {
+            Call::NotMade
+        } else {
+            Call::Made {
+                future: service.call(request),
+            }
+        };
+        ResponseFuture { call, deadline }
     }
 }
 

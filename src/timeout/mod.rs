@@ -157,9 +157,6 @@ where
             self.budget_margin,
             self.clock,
         );
-        if deadline.is_spent() {
-            return ResponseFuture::spent(deadline);
-        }
-        ResponseFuture::new(self.inner.call(request), deadline)
+        ResponseFuture::call(&mut self.inner, request, deadline)
     }
 }
