@@ -104,6 +104,25 @@ async fn a_policy_call_is_a_span_with_its_outcome() {
     let _turn = TRACING.lock().await;
     let _subscriber = tracing::subscriber::set_default(subscriber);
     let policy = Policy::builder().name("checkout").build().unwrap();
+    // Without statistics there is no outcome to record, and no span; with
+    // a bulkhead its calls still go through the stages.
+    let uncounted = Policy::builder()
+        .name("uncounted")
+        .bulkhead(seawall::bulkhead::Bulkhead::builder().max_concurrent(8))
+        .without_statistics()
+        .build()
+        .unwrap();
+    uncounted
+        .layer(service_fn(|()| async {
+            tracing::info!("uncounted inside");
+            Ok::<_, std::io::Error>(())
+        }))
+        .oneshot(())
+        .await
+        .unwrap();
+    let inside = lines.matching("uncounted inside");
+    assert_eq!(inside.len(), 1);
+    assert!(!inside[0].contains("seawall.call"), "{}", inside[0]);
     let service = policy.layer(service_fn(|fail: bool| async move {
         tracing::info!("inside");
         if fail {
@@ -114,8 +133,9 @@ async fn a_policy_call_is_a_span_with_its_outcome() {
     }));
     service.clone().oneshot(false).await.unwrap();
     service.oneshot(true).await.unwrap_err();
-    let inside = lines.matching("inside");
-    assert_eq!(inside.len(), 2);
+    let inside = lines.matching(" inside");
+    assert_eq!(inside.len(), 3);
+    let inside = &inside[1..];
     assert!(
         inside[0].contains("seawall.call{policy=checkout"),
         "{}",

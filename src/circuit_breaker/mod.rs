@@ -148,7 +148,7 @@ pub trait BreakerFor<Req> {
 impl<Req> BreakerFor<Req> for CircuitBreaker {
     type Held = ();
 
-    #[inline(always)]
+    #[inline]
     fn admit(&self, _: &Req) -> ((), Result<Ticket, CircuitOpen>) {
         ((), CircuitBreaker::admit(self))
     }

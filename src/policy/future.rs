@@ -60,10 +60,10 @@ pin_project! {
         R: RetryStage<S, Req>,
     {
         // A policy with nothing to run but its deadline: the timeout
-        // layer's own future.
+        // layer's own future (no room at all in a counting policy's).
         Timed {
             #[pin]
-            call: crate::timeout::ResponseFuture<S::Future>,
+            call: B::Timed<S::Future>,
         },
         Staged {
             #[pin]
@@ -326,7 +326,9 @@ where
     pub(crate) fn timed(service: &mut S, request: Req, deadline: Deadline) -> Self {
         ResponseFuture {
             kind: Kind::Timed {
-                call: crate::timeout::ResponseFuture::call(service, request, deadline),
+                call: B::timed(crate::timeout::ResponseFuture::call(
+                    service, request, deadline,
+                )),
             },
         }
     }
@@ -424,7 +426,7 @@ where
     #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Timed { call } => call.poll(cx),
+            KindProj::Timed { call } => B::poll_timed(call, cx),
             KindProj::Staged { staged } => staged.poll(cx),
         }
     }
@@ -441,9 +443,7 @@ where
     D: DeadlineOf<Req>,
     R: RetryStage<S, Req>,
 {
-    // Out of line: inlined, the stages' whole flow would land in every
-    // caller of a timed call too.
-    #[inline(never)]
+    #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome<S, Req>> {
         let span = (!self.held.span.is_disabled()).then(|| self.held.span.clone());
         let _entered = span.as_ref().map(tracing::Span::enter);

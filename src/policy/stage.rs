@@ -1,6 +1,8 @@
 //! What a Policy takes for each stage: built handles or their builders,
 //! turned into the stage when the Policy is built.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -8,9 +10,7 @@ use std::time::Duration;
 use tower_service::Service;
 
 use crate::bulkhead::{Bulkhead, BulkheadBuilder, BulkheadFull, Queue, Reject, Slot};
-use crate::circuit_breaker::{
-    BreakerFor, CircuitBreaker, CircuitBreakerBuilder, CircuitOpen, Ticket,
-};
+use crate::circuit_breaker::{CircuitBreaker, CircuitBreakerBuilder, CircuitOpen, Ticket};
 use crate::classify::Verdict;
 use crate::clock::Clock;
 use crate::error::{ConfigError, Error, IntoError, Leaf};
@@ -101,39 +101,99 @@ pub trait Admits<Req>: Sealed {
     /// The breaker that counts the call, if one does.
     #[doc(hidden)]
     fn stats<'a>(&'a self, held: &'a Self::Held) -> Option<&'a CircuitBreaker>;
+
+    /// A call run by its deadline alone, as the timeout layer runs it;
+    /// [`Uncounted`] for a selection that counts, so that its policy's
+    /// future has no room for one.
+    #[doc(hidden)]
+    type Timed<Fut>;
+
+    /// Runs a call by its deadline alone. Called only when not
+    /// [`COUNTS`](Self::COUNTS).
+    #[doc(hidden)]
+    fn timed<Fut>(call: crate::timeout::ResponseFuture<Fut>) -> Self::Timed<Fut>;
+
+    #[doc(hidden)]
+    fn poll_timed<Fut, T, E>(
+        call: Pin<&mut Self::Timed<Fut>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<T, Error<E::Inner>>>
+    where
+        Fut: Future<Output = Result<T, E>>,
+        E: IntoError;
 }
 
-/// Admits through the breaker its [`BreakerFor`] names, and counts there.
-macro_rules! admits_through_breakers {
-    ($(impl<$($param:ident),*> for $selection:ty;)*) => {$(
-        impl<Req, $($param),*> Admits<Req> for $selection
+/// No call: a counting policy never runs one by its deadline alone, and
+/// an uninhabited type takes no room in its future.
+#[doc(hidden)]
+pub enum Uncounted<Fut> {
+    #[doc(hidden)]
+    Never(std::convert::Infallible, std::marker::PhantomData<Fut>),
+}
+
+/// A counting selection's timed calls: none (see [`Uncounted`]).
+macro_rules! never_timed {
+    () => {
+        type Timed<Fut> = Uncounted<Fut>;
+
+        fn timed<Fut>(_: crate::timeout::ResponseFuture<Fut>) -> Uncounted<Fut> {
+            unreachable!("a policy that counts runs every call through its stages")
+        }
+
+        fn poll_timed<Fut, T, E>(
+            call: Pin<&mut Uncounted<Fut>>,
+            _: &mut Context<'_>,
+        ) -> Poll<Result<T, Error<E::Inner>>>
         where
-            $selection: BreakerFor<Req>,
+            Fut: Future<Output = Result<T, E>>,
+            E: IntoError,
         {
-            const COUNTS: bool = true;
-            type Held = <$selection as BreakerFor<Req>>::Held;
-
-            #[inline(always)]
-            fn admit(&self, request: &Req) -> (Self::Held, Result<Option<Ticket>, CircuitOpen>) {
-                let (held, admitted) = BreakerFor::admit(self, request);
-                (held, admitted.map(Some))
-            }
-
-            #[inline(always)]
-            fn stats<'a>(&'a self, held: &'a Self::Held) -> Option<&'a CircuitBreaker> {
-                Some(self.breaker(held))
+            match *call.as_ref().get_ref() {
+                Uncounted::Never(never, _) => match never {},
             }
         }
-    )*};
+    };
 }
 
-admits_through_breakers! {
-    impl<> for CircuitBreaker;
+impl<Req> Admits<Req> for CircuitBreaker {
+    const COUNTS: bool = true;
+    type Held = ();
+
+    // The inherent `admit`: inlining the `BreakerFor` one everywhere made
+    // the breaker layer's own calls longer.
+    #[inline(always)]
+    fn admit(&self, _: &Req) -> ((), Result<Option<Ticket>, CircuitOpen>) {
+        ((), CircuitBreaker::admit(self).map(Some))
+    }
+
+    #[inline(always)]
+    fn stats(&self, _: &()) -> Option<&CircuitBreaker> {
+        Some(self)
+    }
+
+    never_timed!();
 }
 
 #[cfg(feature = "registry")]
-admits_through_breakers! {
-    impl<K, F> for crate::circuit_breaker::Keyed<K, F>;
+impl<Req, K, F> Admits<Req> for crate::circuit_breaker::Keyed<K, F>
+where
+    Self: crate::circuit_breaker::BreakerFor<Req, Held = CircuitBreaker>,
+{
+    const COUNTS: bool = true;
+    type Held = CircuitBreaker;
+
+    #[inline(always)]
+    fn admit(&self, request: &Req) -> (CircuitBreaker, Result<Option<Ticket>, CircuitOpen>) {
+        let (breaker, admitted) = crate::circuit_breaker::BreakerFor::admit(self, request);
+        (breaker, admitted.map(Some))
+    }
+
+    #[inline(always)]
+    fn stats<'a>(&'a self, breaker: &'a CircuitBreaker) -> Option<&'a CircuitBreaker> {
+        Some(breaker)
+    }
+
+    never_timed!();
 }
 
 impl<Req> Admits<Req> for NoStatistics {
@@ -148,6 +208,25 @@ impl<Req> Admits<Req> for NoStatistics {
     #[inline(always)]
     fn stats(&self, _: &()) -> Option<&CircuitBreaker> {
         None
+    }
+
+    type Timed<Fut> = crate::timeout::ResponseFuture<Fut>;
+
+    #[inline(always)]
+    fn timed<Fut>(call: crate::timeout::ResponseFuture<Fut>) -> Self::Timed<Fut> {
+        call
+    }
+
+    #[inline(always)]
+    fn poll_timed<Fut, T, E>(
+        call: Pin<&mut Self::Timed<Fut>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<T, Error<E::Inner>>>
+    where
+        Fut: Future<Output = Result<T, E>>,
+        E: IntoError,
+    {
+        call.poll(cx)
     }
 }
 
