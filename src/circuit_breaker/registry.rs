@@ -41,7 +41,7 @@ use crate::error::ConfigError;
 /// | time, 10 buckets (the default) | 2.7 KiB |
 /// | time, 10 buckets, with latency | 41 KiB |
 /// | time, 60 buckets | 10 KiB |
-/// | count, 100 calls | 2.1 KiB |
+/// | count, 100 calls | 1.8 KiB |
 /// | count, 1,000,000 calls, with latency | 4.3 MiB |
 ///
 /// With the defaults (10,000 keys) that is under 26 MiB. A window's

@@ -34,6 +34,11 @@
 //!   short-circuits, and the fallback's outcomes. Without a breaker
 //!   configured, the policy keeps its statistics in a breaker that is forced
 //!   closed: it records, never trips.
+//! - **Paying only for what is configured.** Statistics are a stage too:
+//!   [`without_statistics`](PolicyBuilder::without_statistics) keeps none
+//!   (no window, events or span), and a policy left with nothing but a
+//!   timeout then runs each call as the [`Timeout`](crate::timeout::Timeout)
+//!   layer does, in the timeout layer's own future.
 //! - **A name.** The Hystrix command key: the name of the breaker and
 //!   bulkhead it builds, in events, in `tracing` (target `seawall::policy`)
 //!   and in figures. Handles given built keep their own names and clocks.

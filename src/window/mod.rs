@@ -399,9 +399,37 @@ impl std::fmt::Debug for RollingWindow {
 )]
 enum Kind {
     Time(time::TimeWindow),
-    /// Boxed: its tallies are aligned to cache lines of their own, which
-    /// inline would make every window, of either kind, that large.
-    Count(Box<count::CountWindow>),
+    Count(CountBox),
+}
+
+/// A count window, boxed: inline, its tallies and ring would make every
+/// window, of either kind, that large.
+#[derive(Debug)]
+enum CountBox {
+    /// On cache lines of its own (a breaker of its own): every call writes
+    /// its cursor and tallies, and the breaker's state beside it is read by
+    /// every call.
+    Padded(Box<Padded<count::CountWindow>>),
+    /// Packed (a registry's): a key is rarely called from two cores at
+    /// once, and padding would cost each of a registry's breakers a few
+    /// hundred bytes.
+    Packed(Box<count::CountWindow>),
+}
+
+#[derive(Debug)]
+#[repr(align(128))]
+struct Padded<T>(T);
+
+impl std::ops::Deref for CountBox {
+    type Target = count::CountWindow;
+
+    #[inline(always)]
+    fn deref(&self) -> &count::CountWindow {
+        match self {
+            CountBox::Padded(padded) => &padded.0,
+            CountBox::Packed(packed) => packed,
+        }
+    }
 }
 
 /// Every this many calls of one outcome (and at the first of each time
@@ -437,7 +465,12 @@ impl RollingWindow {
                 Kind::Time(time::TimeWindow::new(span, buckets, track_latency, striped))
             }
             Window::Count { calls } => {
-                Kind::Count(Box::new(count::CountWindow::new(calls, track_latency)))
+                let window = count::CountWindow::new(calls, track_latency);
+                Kind::Count(if striped {
+                    CountBox::Padded(Box::new(Padded(window)))
+                } else {
+                    CountBox::Packed(Box::new(window))
+                })
             }
         };
         RollingWindow { kind, clock }
@@ -450,9 +483,8 @@ impl RollingWindow {
         match window {
             Window::Time { buckets, .. } => time::TimeWindow::storage_bytes(buckets, track_latency),
             Window::Count { calls } => {
-                // Boxed, and aligned to its cache lines.
+                // Boxed, packed (a registry's).
                 std::mem::size_of::<count::CountWindow>()
-                    + std::mem::align_of::<count::CountWindow>()
                     + count::CountWindow::storage_bytes(calls, track_latency)
             }
         }

@@ -12,9 +12,7 @@ pub(crate) struct Tally {
     latency: Option<Box<[AtomicU64]>>,
 }
 
-/// The count window's tallies that every call writes, on cache lines of
-/// their own, away from the breaker's state.
-#[repr(align(128))]
+/// The count window's tallies that every call writes.
 pub(crate) struct Hot {
     /// The calls in the ring.
     pub(crate) in_ring: Tally,
