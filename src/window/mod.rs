@@ -407,8 +407,8 @@ enum Kind {
 #[derive(Debug)]
 enum CountBox {
     /// On cache lines of its own (a breaker of its own): every call writes
-    /// its cursor and tallies, and the breaker's state beside it is read by
-    /// every call.
+    /// its cursor and tallies, and the padding keeps other allocations (the
+    /// breaker's state, which every call reads, among them) off them.
     Padded(Box<Padded<count::CountWindow>>),
     /// Packed (a registry's): a key is rarely called from two cores at
     /// once, and padding would cost each of a registry's breakers a few
