@@ -361,7 +361,11 @@ impl Clock {
     #[inline]
     pub(crate) fn nanos_since(&self, start: u64) -> u64 {
         match &self.source {
-            Source::Coarse { .. } => tsc().delta_as_nanos(start, tsc().raw()),
+            Source::Coarse { .. } => {
+                // One look at the once-cell: each is an acquire load.
+                let tsc = tsc();
+                tsc.delta_as_nanos(start, tsc.raw())
+            }
             Source::Tokio { .. } => self.now().saturating_sub(start),
             #[cfg(all(test, seawall_loom))]
             Source::Manual { .. } => self.now().saturating_sub(start),
