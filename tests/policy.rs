@@ -793,27 +793,24 @@ async fn a_policy_with_only_a_timeout_and_no_statistics_is_the_timeout_layer() {
         req("a", 0, Act::Answer),
     ];
     for request in requests {
-        let by_policy = Upstream::default();
-        let start = Instant::now();
-        let policy_said = format!(
-            "{:?}",
-            policy
-                .layer(by_policy.service())
-                .oneshot(request.clone())
-                .await
-        );
-        let policy_took = start.elapsed();
-        let by_timeout = Upstream::default();
-        let start = Instant::now();
-        let timeout_said = format!(
-            "{:?}",
-            timeout
-                .layer(by_timeout.service())
-                .oneshot(request.clone())
-                .await
-        );
-        assert_eq!(policy_said, timeout_said, "{request:?}");
-        assert_eq!(policy_took, start.elapsed(), "{request:?}");
-        assert_eq!(by_policy.calls(), by_timeout.calls(), "{request:?}");
+        let by_policy =
+            answered(|upstream| policy.layer(upstream.service()).oneshot(request.clone()));
+        let by_timeout =
+            answered(|upstream| timeout.layer(upstream.service()).oneshot(request.clone()));
+        assert_eq!(by_policy.await, by_timeout.await, "{request:?}");
     }
+}
+
+/// What a call made on a fresh upstream said, how long it took, and how
+/// many calls reached the upstream.
+async fn answered<Fut: std::future::Future>(
+    call: impl FnOnce(&Upstream) -> Fut,
+) -> (String, Duration, usize)
+where
+    Fut::Output: std::fmt::Debug,
+{
+    let upstream = Upstream::default();
+    let start = Instant::now();
+    let said = format!("{:?}", call(&upstream).await);
+    (said, start.elapsed(), upstream.calls())
 }
