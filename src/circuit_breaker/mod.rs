@@ -125,9 +125,10 @@ use crate::error::{Error, IntoError};
 /// Which breaker guards a request: one [`CircuitBreaker`] for every
 /// request, or one per key through a [`Registry`] (feature `registry`).
 ///
-/// The [`CircuitBreakerLayer`] and the [`Policy`](crate::policy::Policy)
-/// both admit calls through it, then settle each call's [`Ticket`] on the
-/// breaker that admitted it.
+/// The [`CircuitBreakerLayer`] admits calls through it, and the
+/// [`Policy`](crate::policy::Policy) finds through it the breaker that
+/// admitted a call (see [`Admits`](crate::policy::Admits)); each call's
+/// [`Ticket`] is settled on that breaker.
 pub trait BreakerFor<Req> {
     /// What a call keeps of the breaker that admitted it, beside its
     /// ticket: nothing for one breaker (its guard holds that already), the

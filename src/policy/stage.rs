@@ -10,7 +10,9 @@ use std::time::Duration;
 use tower_service::Service;
 
 use crate::bulkhead::{Bulkhead, BulkheadBuilder, BulkheadFull, Queue, Reject, Slot};
-use crate::circuit_breaker::{CircuitBreaker, CircuitBreakerBuilder, CircuitOpen, Ticket};
+use crate::circuit_breaker::{
+    BreakerFor, CircuitBreaker, CircuitBreakerBuilder, CircuitOpen, Ticket,
+};
 use crate::classify::Verdict;
 use crate::clock::Clock;
 use crate::error::{ConfigError, Error, IntoError, Leaf};
@@ -167,8 +169,8 @@ impl<Req> Admits<Req> for CircuitBreaker {
     }
 
     #[inline(always)]
-    fn stats(&self, _: &()) -> Option<&CircuitBreaker> {
-        Some(self)
+    fn stats<'a>(&'a self, held: &'a ()) -> Option<&'a CircuitBreaker> {
+        Some(BreakerFor::<Req>::breaker(self, held))
     }
 
     never_timed!();
@@ -177,20 +179,20 @@ impl<Req> Admits<Req> for CircuitBreaker {
 #[cfg(feature = "registry")]
 impl<Req, K, F> Admits<Req> for crate::circuit_breaker::Keyed<K, F>
 where
-    Self: crate::circuit_breaker::BreakerFor<Req, Held = CircuitBreaker>,
+    Self: BreakerFor<Req, Held = CircuitBreaker>,
 {
     const COUNTS: bool = true;
     type Held = CircuitBreaker;
 
     #[inline(always)]
     fn admit(&self, request: &Req) -> (CircuitBreaker, Result<Option<Ticket>, CircuitOpen>) {
-        let (breaker, admitted) = crate::circuit_breaker::BreakerFor::admit(self, request);
+        let (breaker, admitted) = BreakerFor::admit(self, request);
         (breaker, admitted.map(Some))
     }
 
     #[inline(always)]
-    fn stats<'a>(&'a self, breaker: &'a CircuitBreaker) -> Option<&'a CircuitBreaker> {
-        Some(breaker)
+    fn stats<'a>(&'a self, held: &'a CircuitBreaker) -> Option<&'a CircuitBreaker> {
+        Some(BreakerFor::breaker(self, held))
     }
 
     never_timed!();
