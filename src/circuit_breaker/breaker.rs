@@ -323,8 +323,19 @@ impl CircuitBreaker {
     /// future that holds the breaker already.
     #[inline]
     pub(crate) fn admit(&self) -> Result<Ticket, CircuitOpen> {
+        let word = self.shared.state.load(Acquire);
+        if matches!(code(word), CLOSED | FORCED_CLOSED) {
+            return Ok(self.ticket(word, false));
+        }
+        self.admit_unless_closed(word)
+    }
+
+    /// [`admit`](Self::admit) for a breaker that was not closed at the
+    /// first look. Out of line: the healthy call's code stays a load and
+    /// a test.
+    #[inline(never)]
+    fn admit_unless_closed(&self, mut word: u64) -> Result<Ticket, CircuitOpen> {
         let shared = &*self.shared;
-        let mut word = shared.state.load(Acquire);
         loop {
             match code(word) {
                 CLOSED | FORCED_CLOSED => return Ok(self.ticket(word, false)),
@@ -539,7 +550,10 @@ impl Shared {
     }
 
     /// Books a call's verdict (`None`: dropped unjudged, and not counted).
-    #[inline]
+    /// Always inlined (into `settle` and `abandon`): left to LLVM it stayed
+    /// out of line, and its prologue cost the healthy call more than what
+    /// it saves in code.
+    #[inline(always)]
     fn on_result(&self, ticket: Ticket, outcome: Option<Outcome>) {
         let Ticket {
             generation: generation_admitted,
@@ -845,6 +859,7 @@ impl Permit {
 }
 
 impl Drop for Permit {
+    #[inline]
     fn drop(&mut self) {
         if !self.settled {
             self.breaker.abandon(self.ticket);
