@@ -384,8 +384,7 @@ impl CircuitBreaker {
             0
         };
         Ticket {
-            generation: generation(word),
-            probe,
+            admitted: generation(word) << 1 | u64::from(probe),
             started,
         }
     }
@@ -555,11 +554,8 @@ impl Shared {
     /// it saves in code.
     #[inline(always)]
     fn on_result(&self, ticket: Ticket, outcome: Option<Outcome>) {
-        let Ticket {
-            generation: generation_admitted,
-            probe,
-            started,
-        } = ticket;
+        let (generation_admitted, probe) = (ticket.generation(), ticket.probe());
+        let started = ticket.started;
         let Some(outcome) = outcome else {
             if probe {
                 self.release_probe(generation_admitted);
@@ -822,11 +818,23 @@ impl Transitions {
 /// and the [`Policy`](crate::policy::Policy) do that).
 #[derive(Clone, Copy, Debug)]
 pub struct Ticket {
-    generation: u64,
-    probe: bool,
+    /// The breaker's generation when it admitted the call, shifted left by
+    /// one, and bit 0 set for a half-open probe: a ticket is two words,
+    /// which a future copies as one 16-byte move.
+    admitted: u64,
     /// When the call started, by [`Clock::start`](crate::Clock), if calls
     /// are timed.
     started: u64,
+}
+
+impl Ticket {
+    fn generation(&self) -> u64 {
+        self.admitted >> 1
+    }
+
+    fn probe(&self) -> bool {
+        self.admitted & 1 == 1
+    }
 }
 
 impl Permit {
@@ -854,7 +862,7 @@ impl Permit {
 
     /// Whether this call is a half-open probe.
     pub fn is_probe(&self) -> bool {
-        self.ticket.probe
+        self.ticket.probe()
     }
 }
 
@@ -871,7 +879,7 @@ impl fmt::Debug for Permit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Permit")
             .field("breaker", &&*self.breaker.name)
-            .field("probe", &self.ticket.probe)
+            .field("probe", &self.ticket.probe())
             .finish_non_exhaustive()
     }
 }
