@@ -383,10 +383,7 @@ impl CircuitBreaker {
         } else {
             0
         };
-        Ticket {
-            admitted: generation(word) << 1 | u64::from(probe),
-            started,
-        }
+        Ticket::new(generation(word), probe, started)
     }
 
     /// Records how an admitted call went.
@@ -816,11 +813,13 @@ impl Transitions {
 /// Leave to make one call, as a breaker's [`admit`](super::BreakerFor::admit)
 /// gives it: settled by the breaker that admitted it (the layer's future
 /// and the [`Policy`](crate::policy::Policy) do that).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct Ticket {
     /// The breaker's generation when it admitted the call, shifted left by
-    /// one, and bit 0 set for a half-open probe: a ticket is two words,
-    /// which a future copies as one 16-byte move.
+    /// one, with bit 0 set for a half-open probe. Two words stay in
+    /// registers until stored in the future; three fields were stored
+    /// apart and read back as one wide load, which the CPU cannot forward
+    /// from pending stores: a stall on every call.
     admitted: u64,
     /// When the call started, by [`Clock::start`](crate::Clock), if calls
     /// are timed.
@@ -828,12 +827,28 @@ pub struct Ticket {
 }
 
 impl Ticket {
+    fn new(generation: u64, probe: bool, started: u64) -> Ticket {
+        Ticket {
+            admitted: generation << 1 | u64::from(probe),
+            started,
+        }
+    }
+
     fn generation(&self) -> u64 {
         self.admitted >> 1
     }
 
     fn probe(&self) -> bool {
         self.admitted & 1 == 1
+    }
+}
+
+impl fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ticket")
+            .field("generation", &self.generation())
+            .field("probe", &self.probe())
+            .finish_non_exhaustive()
     }
 }
 
@@ -898,6 +913,20 @@ mod tests {
             State::ForcedClosed,
         ] {
             assert_eq!(state_of(code_of(state) | (7 << GEN_SHIFT)), state);
+        }
+    }
+
+    #[test]
+    fn a_ticket_keeps_its_generation_probe_and_start() {
+        let newest = u64::MAX >> GEN_SHIFT;
+        for generation in [0, 1, 2, newest - 1, newest] {
+            for probe in [false, true] {
+                let ticket = Ticket::new(generation, probe, 7);
+                assert_eq!(
+                    (ticket.generation(), ticket.probe(), ticket.started),
+                    (generation, probe, 7)
+                );
+            }
         }
     }
 
