@@ -20,7 +20,7 @@ use crate::circuit_breaker::{CircuitBreaker, Ticket};
 use crate::classify::{Classify, Verdict};
 use crate::error::{Error, IntoError};
 use crate::fallback::after::{After, Running};
-use crate::timeout::future::Deadline;
+use crate::timeout::future::{Deadline, Due};
 use crate::timeout::DeadlineOf;
 
 /// The error type at the bottom of the stack under the policy.
@@ -323,12 +323,10 @@ where
 
     /// A call with nothing to run but its deadline.
     #[inline(always)]
-    pub(crate) fn timed(service: &mut S, request: Req, deadline: Deadline) -> Self {
+    pub(crate) fn timed(service: &mut S, request: Req, due: Due) -> Self {
         ResponseFuture {
             kind: Kind::Timed {
-                call: B::timed(crate::timeout::ResponseFuture::call(
-                    service, request, deadline,
-                )),
+                call: B::timed(crate::timeout::ResponseFuture::call(service, request, due)),
             },
         }
     }
@@ -365,9 +363,9 @@ where
             None => {
                 if let PolicyBulkhead::Queue(queue) = bulkhead {
                     // No time left: not worth a place in line.
-                    let deadline = policy.deadline(limits);
-                    if deadline.is_spent() {
-                        return then(held, State::refused(Error::Timeout(deadline.elapsed())));
+                    let due = policy.due(limits);
+                    if due.is_spent() {
+                        return then(held, State::refused(Error::Timeout(due.elapsed())));
                     }
                     let state = match queue.join_line(service) {
                         Ok((acquire, ready)) => State::Queued {
@@ -387,14 +385,15 @@ where
             }
         }
     }
-    let deadline = policy.deadline(limits);
-    if deadline.is_spent() {
+    let due = policy.due(limits);
+    if due.is_spent() {
         // The caller has no time left: calling would only load the
         // dependency with work nobody waits for. (The bulkhead slot goes
         // back as the refusal is answered.)
-        return then(held, State::refused(Error::Timeout(deadline.elapsed())));
+        return then(held, State::refused(Error::Timeout(due.elapsed())));
     }
     let future = service.call(request);
+    let deadline = due.deadline();
     then(held, State::Calling { future, deadline })
 }
 
@@ -472,12 +471,12 @@ where
                             let (mut service, request) = call.take().expect(COMPLETED);
                             let policy = &this.held.policy;
                             let waited = policy.clock.now().saturating_sub(*queued_at);
-                            let deadline =
-                                policy.deadline(limits.less(Duration::from_nanos(waited)));
-                            if deadline.is_spent() {
-                                Err(Error::Timeout(deadline.elapsed()))
+                            let due = policy.due(limits.less(Duration::from_nanos(waited)));
+                            if due.is_spent() {
+                                Err(Error::Timeout(due.elapsed()))
                             } else {
                                 let future = service.call(request);
+                                let deadline = due.deadline();
                                 this.state.set(State::Calling { future, deadline });
                                 continue;
                             }

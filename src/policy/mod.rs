@@ -148,7 +148,7 @@ use crate::circuit_breaker::CircuitBreaker;
 use crate::classify::{ByKind, Classify};
 use crate::clock::Clock;
 use crate::error::{ConfigError, Error, IntoError};
-use crate::timeout::future::Deadline;
+use crate::timeout::future::Due;
 use crate::timeout::{DeadlineOf, NoDeadline};
 use future::Inner;
 use stage::{Limits, PolicyBulkhead};
@@ -210,12 +210,12 @@ impl<B, C, F, D, R> Shared<B, C, F, D, R> {
     /// the timeout, it cuts the attempt short, which, like the caller's
     /// deadline, is not blamed on the dependency.
     #[inline(always)]
-    pub(crate) fn deadline(&self, limits: Limits) -> Deadline {
+    pub(crate) fn due(&self, limits: Limits) -> Due {
         let own = match (limits.own, limits.total) {
             (Some(own), Some(total)) => Some(own.min(total)),
             (own, total) => own.or(total),
         };
-        Deadline::for_call(
+        Due::for_call(
             self.timeout.or(limits.total),
             own,
             self.budget_margin,
@@ -670,8 +670,8 @@ where
         // left, and the timeout layer's own future runs it.
         if !B::COUNTS && !F::ANSWERS && !R::RETRIES && self.shared.bulkhead.is_none() {
             let own = self.shared.deadline_of.deadline_of(&request);
-            let deadline = self.shared.deadline(Limits { own, total: None });
-            return ResponseFuture::timed(&mut self.inner, request, deadline);
+            let due = self.shared.due(Limits { own, total: None });
+            return ResponseFuture::timed(&mut self.inner, request, due);
         }
         self.call_staged(request)
     }

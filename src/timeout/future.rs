@@ -38,21 +38,24 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    /// Calls `service` under `deadline`; makes no call when the caller's
+    /// Calls `service` under `due`; makes no call when the caller's
     /// deadline was spent before it (nobody would wait for the answer).
     #[inline(always)]
-    pub(crate) fn call<S, Req>(service: &mut S, request: Req, deadline: Deadline) -> Self
+    pub(crate) fn call<S, Req>(service: &mut S, request: Req, due: Due) -> Self
     where
         S: Service<Req, Future = F>,
     {
-        let call = if deadline.is_spent() {
+        let call = if due.is_spent() {
             Call::NotMade
         } else {
             Call::Made {
                 future: service.call(request),
             }
         };
-        ResponseFuture { call, deadline }
+        ResponseFuture {
+            call,
+            deadline: due.deadline(),
+        }
     }
 }
 
@@ -88,9 +91,10 @@ impl<F> std::fmt::Debug for ResponseFuture<F> {
 }
 
 pin_project! {
-    /// A call's deadline, counted from its creation (at `call`). No timer
-    /// until the call has been pending once: most answers that are ready at
-    /// once (a cache hit, a refusal) then never touch tokio's timer wheel.
+    /// A call's deadline in its future, counted from its [`Due`]'s start
+    /// (before the call). No timer until the call has been pending once:
+    /// most answers that are ready at once (a cache hit, a refusal) then
+    /// never touch tokio's timer wheel.
     pub(crate) struct Deadline {
         #[pin]
         timer: Timer,
@@ -115,26 +119,56 @@ pin_project! {
     }
 }
 
-impl Deadline {
+/// A call's deadline as decided before the call: how long, whose, and when
+/// it started. Small and `Copy`, so it stays in registers across the inner
+/// call and the call's future then writes its [`Deadline`] where it lives:
+/// a `Deadline` made before the call was built aside and copied into the
+/// future (136 bytes, most of them the room for a timer), a wide read of
+/// stores just made.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Due {
+    timeout: Duration,
+    // Whether `timeout` is the caller's own deadline.
+    callers: bool,
+    // The clock and its reading at the start; none for no deadline.
+    started: Option<(Clock, u64)>,
+}
+
+impl Due {
     /// A call's deadline, by the one rule every seawall stage follows: the
     /// stage's `timeout`, or the caller's when that is shorter (then
     /// flagged as the caller's, which the default classifier does not
     /// blame on the dependency); none when neither is set. The caller's is
     /// the request's `own` deadline or what is left of the current
     /// [budget](crate::budget) less `margin`, whichever is shorter.
+    ///
+    /// The start is read from the precise clock: a coarse read can lag by
+    /// more than a millisecond when the machine is busy, and a lagging start
+    /// would make the deadline fire early.
     #[inline]
     pub(crate) fn for_call(
         timeout: Option<Duration>,
         own: Option<Duration>,
         margin: Duration,
         clock: Clock,
-    ) -> Deadline {
+    ) -> Due {
         let own = crate::budget::cap(own, margin);
-        match (timeout, own) {
-            (Some(timeout), Some(own)) if own < timeout => Deadline::new(own, clock, true),
-            (Some(timeout), _) => Deadline::new(timeout, clock, false),
-            (None, Some(own)) => Deadline::new(own, clock, true),
-            (None, None) => Deadline::never(),
+        let (timeout, callers) = match (timeout, own) {
+            (Some(timeout), Some(own)) if own < timeout => (own, true),
+            (Some(timeout), _) => (timeout, false),
+            (None, Some(own)) => (own, true),
+            (None, None) => {
+                return Due {
+                    timeout: Duration::MAX,
+                    callers: false,
+                    started: None,
+                }
+            }
+        };
+        Due {
+            timeout,
+            callers,
+            started: Some((clock, clock.start())),
         }
     }
 
@@ -145,31 +179,28 @@ impl Deadline {
         self.callers && self.timeout.is_zero()
     }
 
-    /// No deadline: never elapses, never arms a timer.
-    pub(crate) fn never() -> Deadline {
-        Deadline {
-            timer: Timer::Never,
-            timeout: Duration::MAX,
-            callers: false,
-        }
+    /// The error of a call this deadline ended.
+    pub(crate) fn elapsed(&self) -> Elapsed {
+        Elapsed::new(self.timeout, self.callers)
     }
 
-    /// A deadline `timeout` from now; `callers` if it is the caller's own.
-    ///
-    /// The start is read from the precise clock: a coarse read can lag by
-    /// more than a millisecond when the machine is busy, and a lagging start
-    /// would make the deadline fire early.
-    pub(crate) fn new(timeout: Duration, clock: Clock, callers: bool) -> Deadline {
+    /// The deadline a call's future keeps. No timer until the call has
+    /// been pending once.
+    #[inline(always)]
+    pub(crate) fn deadline(self) -> Deadline {
+        let timer = match self.started {
+            Some((clock, called_at)) => Timer::Unarmed { clock, called_at },
+            None => Timer::Never,
+        };
         Deadline {
-            timer: Timer::Unarmed {
-                clock,
-                called_at: clock.start(),
-            },
-            timeout,
-            callers,
+            timer,
+            timeout: self.timeout,
+            callers: self.callers,
         }
     }
+}
 
+impl Deadline {
     /// The error of a call this deadline ended.
     pub(crate) fn elapsed(&self) -> Elapsed {
         Elapsed::new(self.timeout, self.callers)

@@ -56,7 +56,7 @@ use tower_service::Service;
 pub use crate::error::Elapsed;
 pub use future::ResponseFuture;
 
-use future::Deadline;
+use future::Due;
 pub use layer::TimeoutLayer;
 
 use crate::clock::Clock;
@@ -151,12 +151,12 @@ where
 
     #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
-        let deadline = Deadline::for_call(
+        let due = Due::for_call(
             Some(self.timeout),
             self.deadline.deadline_of(&request),
             self.budget_margin,
             self.clock,
         );
-        ResponseFuture::call(&mut self.inner, request, deadline)
+        ResponseFuture::call(&mut self.inner, request, due)
     }
 }
