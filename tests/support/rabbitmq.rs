@@ -68,6 +68,9 @@ impl RabbitMq {
                 .env("RABBITMQ_LOG_BASE", at("log"))
                 .env("RABBITMQ_ENABLED_PLUGINS_FILE", at("enabled_plugins"))
                 .env("RABBITMQ_CONFIG_FILE", at("none"))
+                // A node that fails to start dumps its state; in its own
+                // directory, not the working one (the repository).
+                .env("ERL_CRASH_DUMP", at("erl_crash.dump"))
                 // The script then execs the Erlang VM, so the child's PID is
                 // the broker's own; the VM's shell reads the pipe held open
                 // by the child handle.
