@@ -5,11 +5,11 @@
 #![allow(dead_code)] // each user takes what it needs
 
 use std::ops::{Deref, DerefMut};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::server::{free_port, unavailable, Process, Server};
+use super::server::{free_port, unavailable, Process, Server, ATTEMPTS};
 
 const SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
 /// Booting takes 3 to 8 s here; more on a busy machine.
@@ -23,34 +23,46 @@ pub struct RabbitMq {
 }
 
 impl RabbitMq {
-    /// Starts a node on free ports; `None` if RabbitMQ is missing, after
-    /// saying so (and failing, in CI).
+    /// Starts a node on free ports, on fresh ones up to [`ATTEMPTS`]
+    /// times; `None` if RabbitMQ is missing or will not start, after saying
+    /// so (and failing, in CI).
     pub fn start() -> Option<RabbitMq> {
         if !std::path::Path::new(SERVER).exists() {
             return unavailable(&format!("{SERVER} is missing"), "rabbitmq-server");
         }
+        let mut failures = Vec::new();
+        for _ in 0..ATTEMPTS {
+            match RabbitMq::try_start() {
+                Ok(node) => return Some(node),
+                Err(reason) => failures.push(reason),
+            }
+        }
+        unavailable(&failures.join("; then "), "rabbitmq-server")
+    }
+
+    fn try_start() -> Result<RabbitMq, String> {
         let (epmd_port, dist_port) = (free_port(), free_port());
         let dir = std::env::temp_dir().join(format!("seawall-rabbitmq-{epmd_port}"));
         let _ = std::fs::remove_dir_all(&dir);
-        let prepared = std::fs::create_dir_all(dir.join("home"))
-            .and_then(|()| std::fs::write(dir.join("enabled_plugins"), "[]."));
-        if let Err(error) = prepared {
-            return unavailable(
-                &format!("cannot prepare {}: {error}", dir.display()),
-                "rabbitmq-server",
-            );
+        let started = RabbitMq::start_in(&dir, epmd_port, dist_port);
+        if started.is_err() {
+            let _ = std::fs::remove_dir_all(&dir);
         }
+        started
+    }
+
+    fn start_in(dir: &Path, epmd_port: u16, dist_port: u16) -> Result<RabbitMq, String> {
+        std::fs::create_dir_all(dir.join("home"))
+            .and_then(|()| std::fs::write(dir.join("enabled_plugins"), "[]."))
+            .map_err(|error| format!("cannot prepare {}: {error}", dir.display()))?;
         // epmd of our own, in the foreground, so it stops by PID too.
         let mut epmd = Command::new("epmd");
         epmd.args(["-port", &epmd_port.to_string(), "-address", "127.0.0.1"])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let epmd = match Process::spawn(epmd, epmd_port, Duration::from_secs(10)) {
-            Ok(epmd) => epmd,
-            Err(reason) => return unavailable(&reason, "rabbitmq-server"),
-        };
-        let data = dir.clone();
-        let broker = Server::start("rabbitmq-server", STARTUP, move |port| {
+        let epmd = Process::spawn(epmd, epmd_port, Duration::from_secs(10))?;
+        let data = dir.to_path_buf();
+        let broker = Server::try_start(STARTUP, move |port| {
             let at = |name: &str| data.join(name);
             let mut command = Command::new(SERVER);
             command
@@ -78,7 +90,8 @@ impl RabbitMq {
                 .stdin(Stdio::piped());
             command
         })?;
-        Some(RabbitMq { broker, epmd, dir })
+        let dir = dir.to_path_buf();
+        Ok(RabbitMq { broker, epmd, dir })
     }
 
     /// The broker's URI.

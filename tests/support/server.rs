@@ -8,15 +8,43 @@
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// A port nothing listens on now.
+/// A loopback port nothing listens on now, for a server to be started on.
+///
+/// Taken below the kernel's ephemeral range, which it hands out for
+/// outgoing connections and `bind(…:0)`: a port from that range, released
+/// for a server to bind, can be taken in the meantime by any connection any
+/// process opens (it happened: a RabbitMQ node found its distribution port
+/// taken), and again between a server's stop and its restart on the same
+/// port. Below the range only explicit binders compete; each process starts
+/// its walk at its own offset and no port is handed out twice in one.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("the loopback interface has a free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static HANDED_OUT: AtomicU32 = AtomicU32::new(0);
+    const LOWEST: u32 = 10_000;
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let span = ephemeral.saturating_sub(LOWEST).max(1);
+    let offset = std::process::id().wrapping_mul(7_919);
+    for _ in 0..span {
+        let next = HANDED_OUT.fetch_add(1, Ordering::Relaxed);
+        let port = LOWEST + offset.wrapping_add(next) % span;
+        let port = u16::try_from(port).expect("below the ephemeral range");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port below the ephemeral range ({ephemeral})")
 }
+
+/// How many times a server is started on fresh ports before a test gives
+/// up on it: a port can still be taken between its check and the server's
+/// bind.
+pub const ATTEMPTS: usize = 3;
 
 /// Says why a broker test cannot run: a skip with the reason outside CI, a
 /// failure in CI.
@@ -44,23 +72,40 @@ pub struct Server {
 
 impl Server {
     /// Starts `command(port)` on a free port and waits until it accepts
-    /// connections; `None` if it cannot, after saying why (and failing, in
-    /// CI) with the Debian `package` that provides it.
+    /// connections, on fresh ports up to [`ATTEMPTS`] times; `None` if it
+    /// cannot, after saying why (and failing, in CI) with the Debian
+    /// `package` that provides it.
     pub fn start(
         package: &str,
         startup: Duration,
         command: impl Fn(u16) -> Command + 'static,
     ) -> Option<Server> {
+        let command: Rc<dyn Fn(u16) -> Command> = Rc::new(command);
+        let mut failures = Vec::new();
+        for _ in 0..ATTEMPTS {
+            let command = Rc::clone(&command);
+            match Server::try_start(startup, move |port| command(port)) {
+                Ok(server) => return Some(server),
+                Err(reason) => failures.push(reason),
+            }
+        }
+        unavailable(&failures.join("; then "), package)
+    }
+
+    /// Starts `command(port)` on a free port and waits until it accepts
+    /// connections, once.
+    pub fn try_start(
+        startup: Duration,
+        command: impl Fn(u16) -> Command + 'static,
+    ) -> Result<Server, String> {
         let mut server = Server {
             process: None,
             port: free_port(),
             startup,
             command: Box::new(command),
         };
-        match server.restart() {
-            Ok(()) => Some(server),
-            Err(reason) => unavailable(&reason, package),
-        }
+        server.restart()?;
+        Ok(server)
     }
 
     /// The port it listens on.
@@ -97,7 +142,8 @@ pub struct Process(Option<Child>);
 
 impl Process {
     /// Runs `command` and waits until something accepts connections on
-    /// `port`, for at most `startup`.
+    /// `port`, for at most `startup`; fails as soon as it exits (a server
+    /// whose port was taken exits).
     pub fn spawn(mut command: Command, port: u16, startup: Duration) -> Result<Process, String> {
         let program = command.get_program().to_string_lossy().into_owned();
         let child = command
@@ -106,6 +152,14 @@ impl Process {
         let mut process = Process(Some(child));
         let started = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(child) = &mut process.0 {
+                if let Ok(Some(status)) = child.try_wait() {
+                    process.0 = None;
+                    return Err(format!(
+                        "{program} exited ({status}) before listening on port {port}"
+                    ));
+                }
+            }
             if started.elapsed() > startup {
                 process.stop();
                 return Err(format!(
