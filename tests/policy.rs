@@ -420,6 +420,27 @@ async fn a_bulkhead_refusal_is_not_also_a_timeout() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_policy_call_that_waited_in_line_gives_its_permit_back() {
+    let upstream = Upstream::default();
+    let policy = Policy::builder()
+        .name("catalog")
+        .bulkhead(Bulkhead::builder().max_concurrent(1).queue(5, ms(300)))
+        .build()
+        .unwrap();
+    let service = policy.layer(upstream.service());
+    let busy = tokio::spawn(service.clone().oneshot(req("a", 1, Act::Take(100))));
+    tokio::task::yield_now().await;
+    let waited = service.clone().oneshot(req("a", 2, Act::Answer)).await;
+    assert_eq!(waited.unwrap(), "a/2@1");
+    busy.await.unwrap().unwrap();
+    let f = policy.bulkhead().unwrap();
+    assert_eq!((f.in_flight, f.queued), (0, 0));
+    // And the slot it gave back is taken again (the upstream's third call).
+    let again = service.clone().oneshot(req("a", 3, Act::Answer)).await;
+    assert_eq!(again.unwrap(), "a/3@2");
+}
+
+#[tokio::test(start_paused = true)]
 async fn queued_policy_calls_time_out_only_once_they_run() {
     let upstream = Upstream::default();
     let policy = Policy::builder()

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -182,7 +183,7 @@ pin_project! {
 
 /// What a call holds of the policy, given back when dropped: the breaker's
 /// ticket, and the bulkhead's slot (or the permit a wait in line got).
-pub(crate) struct Held<Req, B: Admits<Req>, C, F, D, R> {
+struct Held<Req, B: Admits<Req>, C, F, D, R> {
     policy: Arc<Shared<B, C, F, D, R>>,
     /// The call's `TRACE` span (disabled, and nearly free, unless a
     /// subscriber wants it).
@@ -196,35 +197,35 @@ pub(crate) struct Held<Req, B: Admits<Req>, C, F, D, R> {
     request: PhantomData<fn(Req)>,
 }
 
+/// The bulkhead's part of a call. It has no drop glue: a permit in it goes
+/// back through [`Held::release_bulkhead`], which `Held`'s drop runs, so a
+/// call that holds a slot or nothing makes no out-of-line call to write or
+/// drop its `Hold`.
 enum Hold {
     Nothing,
     Slot(Slot),
-    /// Granted after waiting in line; given back when dropped.
-    Permit(#[allow(dead_code)] Permit),
+    /// Granted after waiting in line.
+    Permit(ManuallyDrop<Permit>),
 }
 
 impl<Req, B: Admits<Req>, C, F, D, R> Held<Req, B, C, F, D, R> {
-    pub(crate) fn new(
+    fn new(
         policy: Arc<Shared<B, C, F, D, R>>,
         span: tracing::Span,
         breaker: B::Held,
         ticket: Option<Ticket>,
+        bulkhead: Hold,
+        started: u64,
     ) -> Self {
         Held {
             policy,
             span,
             breaker,
             ticket,
-            bulkhead: Hold::Nothing,
-            started: 0,
+            bulkhead,
+            started,
             request: PhantomData,
         }
-    }
-
-    #[inline]
-    pub(crate) fn took(&mut self, slot: Slot, bulkhead: &PolicyBulkhead) {
-        self.bulkhead = Hold::Slot(slot);
-        self.started = bulkhead.start();
     }
 
     /// Tells an adaptive bulkhead how the call that held its slot ended:
@@ -272,7 +273,7 @@ impl<Req, B: Admits<Req>, C, F, D, R> Held<Req, B, C, F, D, R> {
                     bulkhead.give_back(slot);
                 }
             }
-            Hold::Permit(permit) => drop(permit),
+            Hold::Permit(permit) => drop(ManuallyDrop::into_inner(permit)),
             Hold::Nothing => {}
         }
     }
@@ -352,15 +353,16 @@ where
     let ticket = match admitted {
         Ok(ticket) => ticket,
         Err(open) => {
-            let held = Held::new(Arc::clone(policy), span, breaker, None);
+            let held = Held::new(Arc::clone(policy), span, breaker, None, Hold::Nothing, 0);
             return then(held, State::refused(Error::CircuitOpen(open)));
         }
     };
-    let mut held = Held::new(Arc::clone(policy), span, breaker, ticket);
-    if let Some(bulkhead) = &policy.bulkhead {
-        match bulkhead.try_take() {
-            Some(slot) => held.took(slot, bulkhead),
+    let (bulkhead, started) = match &policy.bulkhead {
+        None => (Hold::Nothing, 0),
+        Some(bulkhead) => match bulkhead.try_take() {
+            Some(slot) => (Hold::Slot(slot), bulkhead.start()),
             None => {
+                let held = Held::new(Arc::clone(policy), span, breaker, ticket, Hold::Nothing, 0);
                 if let PolicyBulkhead::Queue(queue) = bulkhead {
                     // No time left: not worth a place in line.
                     let due = policy.due(limits);
@@ -383,8 +385,9 @@ where
                 let full = bulkhead.refuse(None);
                 return then(held, State::refused(Error::BulkheadFull(full)));
             }
-        }
-    }
+        },
+    };
+    let held = Held::new(Arc::clone(policy), span, breaker, ticket, bulkhead, started);
     let due = policy.due(limits);
     if due.is_spent() {
         // The caller has no time left: calling would only load the
@@ -467,7 +470,10 @@ where
                     match ready!(acquire.poll(cx)) {
                         Ok(permit) => {
                             this.held.started = permit.start();
-                            this.held.bulkhead = Hold::Permit(permit);
+                            // A call in line holds nothing yet: nothing is
+                            // overwritten (a `Hold` is not dropped).
+                            debug_assert!(matches!(this.held.bulkhead, Hold::Nothing));
+                            this.held.bulkhead = Hold::Permit(ManuallyDrop::new(permit));
                             let (mut service, request) = call.take().expect(COMPLETED);
                             let policy = &this.held.policy;
                             let waited = policy.clock.now().saturating_sub(*queued_at);
