@@ -11,6 +11,7 @@
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
+use std::num::NonZeroU64;
 use std::sync::atomic::Ordering::*;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -816,11 +817,12 @@ impl Transitions {
 #[derive(Clone, Copy)]
 pub struct Ticket {
     /// The breaker's generation when it admitted the call, shifted left by
-    /// one, with bit 0 set for a half-open probe. Two words stay in
+    /// two, with bit 1 set for a half-open probe and bit 0 always set, so
+    /// that an `Option<Ticket>` needs no word of its own. Two words stay in
     /// registers until stored in the future; three fields were stored
     /// apart and read back as one wide load, which the CPU cannot forward
     /// from pending stores: a stall on every call.
-    admitted: u64,
+    admitted: NonZeroU64,
     /// When the call started, by [`Clock::start`](crate::Clock), if calls
     /// are timed.
     started: u64,
@@ -829,17 +831,17 @@ pub struct Ticket {
 impl Ticket {
     fn new(generation: u64, probe: bool, started: u64) -> Ticket {
         Ticket {
-            admitted: generation << 1 | u64::from(probe),
+            admitted: NonZeroU64::MIN | (generation << 2 | u64::from(probe) << 1),
             started,
         }
     }
 
     fn generation(&self) -> u64 {
-        self.admitted >> 1
+        self.admitted.get() >> 2
     }
 
     fn probe(&self) -> bool {
-        self.admitted & 1 == 1
+        self.admitted.get() & 2 != 0
     }
 }
 
@@ -928,6 +930,9 @@ mod tests {
                 );
             }
         }
+        // A call's future keeps an `Option<Ticket>` (the Policy's): it
+        // takes no word beside the ticket's two.
+        assert_eq!(std::mem::size_of::<Option<Ticket>>(), 16);
     }
 
     #[test]
