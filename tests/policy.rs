@@ -441,6 +441,42 @@ async fn a_policy_call_that_waited_in_line_gives_its_permit_back() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_call_dropped_in_flight_gives_its_slot_back_with_or_without_statistics() {
+    let upstream = Upstream::default();
+    let counting = Policy::builder()
+        .name("catalog")
+        .bulkhead(Bulkhead::builder().max_concurrent(1))
+        .build()
+        .unwrap();
+    let mut service = counting.layer(upstream.service());
+    let call = service
+        .ready()
+        .await
+        .unwrap()
+        .call(req("a", 1, Act::Take(1_000)));
+    assert_eq!(counting.bulkhead().unwrap().in_flight, 1);
+    drop(call);
+    assert_eq!(counting.bulkhead().unwrap().in_flight, 0);
+
+    // Without statistics a call holds no breaker ticket: the slot alone.
+    let uncounted = Policy::builder()
+        .name("catalog")
+        .bulkhead(Bulkhead::builder().max_concurrent(1))
+        .without_statistics()
+        .build()
+        .unwrap();
+    let mut service = uncounted.layer(upstream.service());
+    let call = service
+        .ready()
+        .await
+        .unwrap()
+        .call(req("a", 1, Act::Take(1_000)));
+    assert_eq!(uncounted.bulkhead().unwrap().in_flight, 1);
+    drop(call);
+    assert_eq!(uncounted.bulkhead().unwrap().in_flight, 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn queued_policy_calls_time_out_only_once_they_run() {
     let upstream = Upstream::default();
     let policy = Policy::builder()

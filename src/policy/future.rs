@@ -282,6 +282,19 @@ impl<Req, B: Admits<Req>, C, F, D, R> Held<Req, B, C, F, D, R> {
 impl<Req, B: Admits<Req>, C, F, D, R> Drop for Held<Req, B, C, F, D, R> {
     #[inline]
     fn drop(&mut self) {
+        // A call that ended gave both back as it did.
+        if self.ticket.is_some() || !matches!(self.bulkhead, Hold::Nothing) {
+            self.give_back_unfinished();
+        }
+    }
+}
+
+impl<Req, B: Admits<Req>, C, F, D, R> Held<Req, B, C, F, D, R> {
+    /// What a call dropped before its end still holds. Out of line, so that
+    /// a finished call's drop is short enough to inline.
+    #[cold]
+    #[inline(never)]
+    fn give_back_unfinished(&mut self) {
         self.release_bulkhead();
         if let (Some(ticket), Some(stats)) = (self.ticket.take(), self.stats()) {
             stats.abandon(ticket);
