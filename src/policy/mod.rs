@@ -691,6 +691,10 @@ impl<S, B, C, F, D, R> PolicyService<S, B, C, F, D, R> {
         R: RetryStage<S, Req>,
     {
         let shared = &self.shared;
+        let key = shared.fallback.key(&request);
+        let own = shared.deadline_of.deadline_of(&request);
+        let (kept, total) = shared.retry.keep(&self.inner, &request, own);
+        let limits = Limits { own, total };
         let span = if B::COUNTS {
             tracing::trace_span!(
                 target: "seawall::policy",
@@ -701,10 +705,6 @@ impl<S, B, C, F, D, R> PolicyService<S, B, C, F, D, R> {
         } else {
             tracing::Span::none()
         };
-        let key = shared.fallback.key(&request);
-        let own = shared.deadline_of.deadline_of(&request);
-        let (kept, total) = shared.retry.keep(&self.inner, &request, own);
-        let limits = Limits { own, total };
         ResponseFuture::start(shared, span, &mut self.inner, request, limits, key, kept)
     }
 }
