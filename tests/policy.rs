@@ -407,6 +407,9 @@ async fn a_bulkhead_refusal_is_not_also_a_timeout() {
     assert_eq!(waited.unwrap(), "a/2@1");
     assert_eq!(start.elapsed(), ms(100));
     assert!(busy.await.unwrap().unwrap_err().is_timeout());
+    // Both calls over, the one that waited in line gave its permit back.
+    let f = policy.bulkhead().unwrap();
+    assert_eq!((f.in_flight, f.queued), (0, 0));
 
     // Now a refusal after waiting: the queue's max wait, not the timeout.
     let busy = tokio::spawn(service.clone().oneshot(req("a", 1, Act::Take(90))));
@@ -420,60 +423,29 @@ async fn a_bulkhead_refusal_is_not_also_a_timeout() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_policy_call_that_waited_in_line_gives_its_permit_back() {
-    let upstream = Upstream::default();
-    let policy = Policy::builder()
-        .name("catalog")
-        .bulkhead(Bulkhead::builder().max_concurrent(1).queue(5, ms(300)))
-        .build()
-        .unwrap();
-    let service = policy.layer(upstream.service());
-    let busy = tokio::spawn(service.clone().oneshot(req("a", 1, Act::Take(100))));
-    tokio::task::yield_now().await;
-    let waited = service.clone().oneshot(req("a", 2, Act::Answer)).await;
-    assert_eq!(waited.unwrap(), "a/2@1");
-    busy.await.unwrap().unwrap();
-    let f = policy.bulkhead().unwrap();
-    assert_eq!((f.in_flight, f.queued), (0, 0));
-    // And the slot it gave back is taken again (the upstream's third call).
-    let again = service.clone().oneshot(req("a", 3, Act::Answer)).await;
-    assert_eq!(again.unwrap(), "a/3@2");
-}
-
-#[tokio::test(start_paused = true)]
 async fn a_call_dropped_in_flight_gives_its_slot_back_with_or_without_statistics() {
     let upstream = Upstream::default();
-    let counting = Policy::builder()
-        .name("catalog")
-        .bulkhead(Bulkhead::builder().max_concurrent(1))
-        .build()
-        .unwrap();
-    let mut service = counting.layer(upstream.service());
-    let call = service
-        .ready()
-        .await
-        .unwrap()
-        .call(req("a", 1, Act::Take(1_000)));
-    assert_eq!(counting.bulkhead().unwrap().in_flight, 1);
-    drop(call);
-    assert_eq!(counting.bulkhead().unwrap().in_flight, 0);
-
+    // The builders' types differ (without statistics is a stage).
+    macro_rules! drop_in_flight {
+        ($builder:expr) => {{
+            let policy = $builder
+                .bulkhead(Bulkhead::builder().max_concurrent(1))
+                .build()
+                .unwrap();
+            let mut service = policy.layer(upstream.service());
+            let call = service
+                .ready()
+                .await
+                .unwrap()
+                .call(req("a", 1, Act::Take(1_000)));
+            assert_eq!(policy.bulkhead().unwrap().in_flight, 1);
+            drop(call);
+            assert_eq!(policy.bulkhead().unwrap().in_flight, 0);
+        }};
+    }
+    drop_in_flight!(Policy::builder().name("catalog"));
     // Without statistics a call holds no breaker ticket: the slot alone.
-    let uncounted = Policy::builder()
-        .name("catalog")
-        .bulkhead(Bulkhead::builder().max_concurrent(1))
-        .without_statistics()
-        .build()
-        .unwrap();
-    let mut service = uncounted.layer(upstream.service());
-    let call = service
-        .ready()
-        .await
-        .unwrap()
-        .call(req("a", 1, Act::Take(1_000)));
-    assert_eq!(uncounted.bulkhead().unwrap().in_flight, 1);
-    drop(call);
-    assert_eq!(uncounted.bulkhead().unwrap().in_flight, 0);
+    drop_in_flight!(Policy::builder().name("catalog").without_statistics());
 }
 
 #[tokio::test(start_paused = true)]

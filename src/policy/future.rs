@@ -290,8 +290,8 @@ impl<Req, B: Admits<Req>, C, F, D, R> Drop for Held<Req, B, C, F, D, R> {
 }
 
 impl<Req, B: Admits<Req>, C, F, D, R> Held<Req, B, C, F, D, R> {
-    /// What a call dropped before its end still holds. Out of line, so that
-    /// a finished call's drop is short enough to inline.
+    /// What a call dropped before its end still holds. Out of line and
+    /// cold: a finished call's drop is then two checks.
     #[cold]
     #[inline(never)]
     fn give_back_unfinished(&mut self) {
@@ -483,8 +483,9 @@ where
                     match ready!(acquire.poll(cx)) {
                         Ok(permit) => {
                             this.held.started = permit.start();
-                            // A call in line holds nothing yet: nothing is
-                            // overwritten (a `Hold` is not dropped).
+                            // A call in line holds no slot yet. Nothing may
+                            // be overwritten here: a `Hold` has no drop glue,
+                            // so an overwritten permit would be leaked.
                             debug_assert!(matches!(this.held.bulkhead, Hold::Nothing));
                             this.held.bulkhead = Hold::Permit(ManuallyDrop::new(permit));
                             let (mut service, request) = call.take().expect(COMPLETED);
