@@ -16,9 +16,8 @@ use std::time::{Duration, Instant};
 /// Taken below the kernel's ephemeral range, which it hands out for
 /// outgoing connections and `bind(…:0)`: a port from that range, released
 /// for a server to bind, can be taken in the meantime by any connection any
-/// process opens (it happened: a RabbitMQ node found its distribution port
-/// taken), and again between a server's stop and its restart on the same
-/// port. Below the range only explicit binders compete; each process starts
+/// process opens, and again between a server's stop and its restart on the
+/// same port. Below the range only explicit binders compete; each process starts
 /// its walk at its own offset and no port is handed out twice in one.
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
