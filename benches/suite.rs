@@ -318,13 +318,31 @@ fn calls<S: Service<u64, Response = u64>>(service: &mut S, n: u64) {
 /// `n` whole calls awaited as applications make them (see
 /// `support::awaited`), each poll by the runtime's `block_on` through
 /// [`calls_polled`], where callgrind counts.
+///
+/// With `SEAWALL_BENCH_GIVE_WAY` set (as `scripts/bench-instructions` does),
+/// the thread gives way to the process's other threads between every
+/// eighth poll, outside what callgrind counts: valgrind runs one thread at
+/// a time, and seawall's clock thread, which a real machine runs beside the
+/// caller on another core, would otherwise sweep the alarms of pending
+/// calls too seldom for them to be set (see `src/alarm.rs`), and their
+/// count would measure the fallback to tokio's timer, as often as
+/// valgrind's scheduling happened to allow.
 async fn calls_awaited<S: Service<u64, Response = u64>>(service: &mut S, n: u64) {
+    let give_way = std::env::var_os("SEAWALL_BENCH_GIVE_WAY").is_some();
+    let mut polls = 0u32;
     let mut calls = std::pin::pin!(async {
         for i in 0..n {
             black_box(awaited_call(service, black_box(i)).await);
         }
     });
-    std::future::poll_fn(|cx| calls_polled(calls.as_mut(), cx)).await
+    std::future::poll_fn(|cx| {
+        polls = polls.wrapping_add(1);
+        if give_way && polls.is_multiple_of(8) {
+            std::thread::yield_now();
+        }
+        calls_polled(calls.as_mut(), cx)
+    })
+    .await
 }
 
 /// A poll of [`calls_awaited`]'s calls, out of line: what callgrind's

@@ -39,6 +39,17 @@ use std::time::Duration;
 ///   precise time and a new thread is started. A frozen time therefore never
 ///   keeps a breaker open, or a window from rolling, for more than about
 ///   64 calls.
+/// - It also wakes the calls whose deadline passed: a call still pending
+///   after its first poll, under a timeout with this clock, leaves its
+///   waker with the thread instead of arming a tokio timer (see
+///   [`timeout`](crate::timeout)). The thread does not park while any such
+///   call waits, and a call made while it is parked, starting or not
+///   sweeping (for 5 ms: starved, or gone) arms a tokio timer instead.
+///   A child process made by `fork` (without `exec`) within those 5 ms of
+///   the parent's last sweep could still leave its waker with the thread
+///   the child does not have; POSIX allows a forked child of a threaded
+///   process little beyond `exec` anyway, and a breaker's time is safe (the
+///   point above).
 ///
 /// ```
 /// use seawall::Clock;
@@ -106,9 +117,11 @@ static WOKEN_AT: AtomicU64 = AtomicU64::new(0);
 /// The keeper's handle, to unpark it; the lock also serializes starts.
 static KEEPER: Mutex<Option<std::thread::Thread>> = Mutex::new(None);
 
-fn epoch() -> quanta::Instant {
-    static EPOCH: OnceLock<quanta::Instant> = OnceLock::new();
-    *EPOCH.get_or_init(|| tsc().now())
+/// The TSC's reading at the process's first look at the time: the times
+/// seawall keeps (the coarse time, alarms' due times) count from it.
+fn epoch() -> u64 {
+    static EPOCH: OnceLock<u64> = OnceLock::new();
+    *EPOCH.get_or_init(|| tsc().raw())
 }
 
 /// The TSC (or the OS's monotonic clock where it has none), calibrated once
@@ -123,7 +136,26 @@ fn tsc() -> &'static quanta::Clock {
 
 /// Nanoseconds since [`epoch`], by the TSC.
 fn precise_now() -> u64 {
-    nanos(tsc().now().saturating_duration_since(epoch()))
+    since_epoch(tsc().raw())
+}
+
+/// Nanoseconds from [`epoch`] to a raw TSC reading.
+#[inline]
+fn since_epoch(raw: u64) -> u64 {
+    tsc().delta_as_nanos(epoch(), raw)
+}
+
+/// The time alarms are set and swept in (see `crate::alarm`): nanoseconds
+/// since [`epoch`], by the TSC.
+pub(crate) fn alarm_now() -> u64 {
+    precise_now()
+}
+
+/// Has the keeper run, or replaced if its time stopped moving: a call
+/// whose alarm could not be set (the keeper has not swept lately) wants it.
+pub(crate) fn want_keeper() {
+    check_coarse_moving();
+    coarse_now();
 }
 
 /// Nanoseconds since `origin` by tokio's clock. Out of line: inlined, its
@@ -243,12 +275,20 @@ fn keep(generation: u64) {
     let current = || GENERATION.load(Acquire) == generation;
     let _ = KEEPER_STATE.compare_exchange(STARTING, RUNNING, AcqRel, Acquire);
     let mut idle_ticks = 0;
+    let mut woken = Vec::new();
     while current() {
-        let previous = COARSE.swap(precise_now().max(2) & !READ, Release);
-        if previous & READ != 0 || previous == 0 {
+        let now = precise_now();
+        let previous = COARSE.swap(now.max(2) & !READ, Release);
+        let alarms_set = sweep_alarms(now, &mut woken);
+        if previous & READ != 0 || previous == 0 || alarms_set {
             idle_ticks = 0;
         } else {
             idle_ticks += 1;
+        }
+        // An alarm set meanwhile keeps the keeper; a call that comes after
+        // the close arms tokio's timer and wakes it.
+        if idle_ticks >= IDLE_TICKS && !close_alarms() {
+            idle_ticks = 0;
         }
         if idle_ticks >= IDLE_TICKS {
             KEEPER_STATE.store(PARKED, SeqCst);
@@ -261,6 +301,29 @@ fn keep(generation: u64) {
         }
         std::thread::sleep(TICK);
     }
+}
+
+/// Wakes the alarms due by `now`; says whether any is still set.
+#[cfg(not(seawall_loom))]
+fn sweep_alarms(now: u64, woken: &mut Vec<std::task::Waker>) -> bool {
+    crate::alarm::alarms().sweep(now, woken)
+}
+
+/// Whether no alarm is set, and none will be until the keeper sweeps again.
+#[cfg(not(seawall_loom))]
+fn close_alarms() -> bool {
+    crate::alarm::alarms().close()
+}
+
+// The models make alarms of their own; the process's keeper has none.
+#[cfg(seawall_loom)]
+fn sweep_alarms(_: u64, _: &mut Vec<std::task::Waker>) -> bool {
+    false
+}
+
+#[cfg(seawall_loom)]
+fn close_alarms() -> bool {
+    true
 }
 
 /// Has a keeper whose time stopped moving replaced.
@@ -356,6 +419,18 @@ impl Clock {
         }
     }
 
+    /// When a call started at `start` (a reading of [`start`](Clock::start))
+    /// reaches `timeout`, in alarm time (see [`alarm_now`]); none with the
+    /// tokio clock, whose deadlines are tokio's timers (they follow paused
+    /// time).
+    #[inline]
+    pub(crate) fn alarm_due(&self, start: u64, timeout: Duration) -> Option<u64> {
+        match &self.source {
+            Source::Coarse { .. } => Some(since_epoch(start).saturating_add(nanos(timeout))),
+            _ => None,
+        }
+    }
+
     /// Nanoseconds since `start` (a reading of [`start`](Clock::start)), by
     /// the precise clock; zero if the clock went backwards.
     #[inline]
@@ -393,7 +468,7 @@ fn tokio_time_is_paused() -> bool {
 }
 
 #[inline]
-fn nanos(d: Duration) -> u64 {
+pub(crate) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 

@@ -423,10 +423,13 @@
 //!
 //! # What the runtime must provide
 //!
-//! - **tokio, with its timer.** Timeouts, queueing bulkheads, fallback time
-//!   limits and the messaging services sleep on tokio's timer: run them in
-//!   a tokio runtime built with time enabled (`#[tokio::main]` does;
-//!   `Builder::enable_time` or `enable_all` for a runtime built by hand).
+//! - **tokio, with its timer.** Queueing bulkheads, fallback time limits
+//!   and the messaging services sleep on tokio's timer, and so do
+//!   timeouts whenever seawall's own alarms cannot keep their deadline
+//!   (with the tokio clock, or while the coarse clock's thread is waking;
+//!   see [`timeout`]): run them in a tokio runtime built with time enabled
+//!   (`#[tokio::main]` does; `Builder::enable_time` or `enable_all` for a
+//!   runtime built by hand).
 //!   A breaker, a bulkhead that refuses and a blocking pool need no timer.
 //! - **Paused time in tests.** Under `tokio::time::pause()` or
 //!   `#[tokio::test(start_paused = true)]` (tokio's `test-util` feature)
@@ -514,6 +517,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod alarm;
 pub mod blocking;
 pub mod budget;
 pub mod bulkhead;

@@ -124,7 +124,7 @@ fn dropped_unfinished<S, Req, B, C, F, D, R>(
     B: Admits<Req>,
 {
     if let StateProj::Calling { deadline, .. } = state.project() {
-        if deadline.as_ref().get_ref().callers_passed().is_some() {
+        if deadline.callers_passed().is_some() {
             held.settle(Verdict::CallerDeadline);
         }
     }
@@ -160,7 +160,6 @@ pin_project! {
         Calling {
             #[pin]
             future: S::Future,
-            #[pin]
             deadline: Deadline,
         },
         // Refused before the call: judged and answered through the fallback
@@ -468,7 +467,7 @@ where
             let result = match this.state.as_mut().project() {
                 StateProj::Calling { future, deadline } => match future.poll(cx) {
                     Poll::Ready(result) => {
-                        let deadline = deadline.as_ref().get_ref();
+                        let deadline = &*deadline;
                         result.map_err(|error| deadline.attribute(error))
                     }
                     Poll::Pending => Err(Error::Timeout(ready!(deadline.poll_elapsed(cx)))),

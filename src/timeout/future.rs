@@ -11,8 +11,9 @@ use tokio::time::Sleep;
 use tower_service::Service;
 
 use super::Elapsed;
+use crate::alarm::{alarms, Alarm};
 use crate::budget::TIMER_RESOLUTION;
-use crate::clock::Clock;
+use crate::clock::{alarm_now, nanos, want_keeper, Clock};
 use crate::error::{Error, IntoError};
 
 pin_project! {
@@ -20,7 +21,6 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         call: Call<F>,
-        #[pin]
         deadline: Deadline,
     }
 }
@@ -73,7 +73,7 @@ where
             return Poll::Ready(Err(Error::Timeout(this.deadline.elapsed())));
         };
         if let Poll::Ready(result) = future.poll(cx) {
-            let deadline = this.deadline.as_ref().get_ref();
+            let deadline = &*this.deadline;
             return Poll::Ready(result.map_err(|error| deadline.attribute(error)));
         }
         this.deadline
@@ -90,41 +90,33 @@ impl<F> std::fmt::Debug for ResponseFuture<F> {
     }
 }
 
-pin_project! {
-    /// A call's deadline in its future, counted from its [`Due`]'s start
-    /// (before the call). No timer until the call has been pending once:
-    /// most answers that are ready at once (a cache hit, a refusal) then
-    /// never touch tokio's timer wheel.
-    pub(crate) struct Deadline {
-        #[pin]
-        timer: Timer,
-        timeout: Duration,
-        // Whether `timeout` is the caller's own deadline.
-        callers: bool,
-    }
+/// A call's deadline in its future, counted from its [`Due`]'s start
+/// (before the call). No timer until the call has been pending once: most
+/// answers that are ready at once (a cache hit, a refusal) then never set
+/// one.
+pub(crate) struct Deadline {
+    timer: Timer,
+    timeout: Duration,
+    // Whether `timeout` is the caller's own deadline.
+    callers: bool,
 }
 
-pin_project! {
-    #[project = TimerProj]
-    enum Timer {
-        Unarmed {
-            clock: Clock,
-            called_at: u64,
-        },
-        Armed {
-            #[pin]
-            sleep: Sleep,
-        },
-        Never,
-    }
+enum Timer {
+    Unarmed { clock: Clock, called_at: u64 },
+    // The coarse clock's deadline, kept by seawall's own alarms.
+    Alarm { alarm: Alarm, due: u64 },
+    // The tokio clock's (it follows paused time), or the coarse clock's
+    // when no alarm could be set. Boxed: tokio's timer is 112 bytes, which
+    // every call's future would carry, and copy, for the few that arm one.
+    Armed { sleep: Pin<Box<Sleep>> },
+    Never,
 }
 
 /// A call's deadline as decided before the call: how long, whose, and when
 /// it started. Small and `Copy`, so it stays in registers across the inner
-/// call and the call's future then writes its [`Deadline`] where it lives:
-/// a `Deadline` made before the call was built aside and copied into the
-/// future (136 bytes, most of them the room for a timer), a wide read of
-/// stores just made.
+/// call and the call's future then writes its [`Deadline`] where it lives,
+/// rather than one built aside before the call and copied in (a wide read
+/// of stores just made).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Due {
     timeout: Duration,
@@ -208,21 +200,40 @@ impl Deadline {
 
     /// Call once the guarded future is pending: ready with the error once
     /// the deadline has passed.
-    pub(crate) fn poll_elapsed(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Elapsed> {
+    pub(crate) fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> Poll<Elapsed> {
         let elapsed = self.elapsed();
-        let mut this = self.project();
-        if let TimerProj::Unarmed { clock, called_at } = this.timer.as_mut().project() {
-            let spent = Duration::from_nanos(clock.nanos_since(*called_at));
-            let Some(remaining) = this.timeout.checked_sub(spent).filter(|r| !r.is_zero()) else {
-                return Poll::Ready(elapsed);
-            };
-            this.timer.set(Timer::Armed {
-                sleep: tokio::time::sleep(remaining),
-            });
-        }
-        match this.timer.project() {
-            TimerProj::Armed { sleep } => sleep.poll(cx).map(|()| elapsed),
-            TimerProj::Unarmed { .. } | TimerProj::Never => Poll::Pending,
+        match &mut self.timer {
+            Timer::Unarmed { clock, called_at } => {
+                if let Some(due) = clock.alarm_due(*called_at, self.timeout) {
+                    let now = alarm_now();
+                    if now >= due {
+                        return Poll::Ready(elapsed);
+                    }
+                    if let Some(alarm) = alarms().set(due, now, cx.waker()) {
+                        self.timer = Timer::Alarm { alarm, due };
+                        return Poll::Pending;
+                    }
+                    want_keeper();
+                }
+                let spent = Duration::from_nanos(clock.nanos_since(*called_at));
+                let Some(remaining) = self.timeout.checked_sub(spent).filter(|r| !r.is_zero())
+                else {
+                    return Poll::Ready(elapsed);
+                };
+                let mut sleep = Box::pin(tokio::time::sleep(remaining));
+                let fired = sleep.as_mut().poll(cx).map(|()| elapsed);
+                self.timer = Timer::Armed { sleep };
+                fired
+            }
+            Timer::Alarm { alarm, due } => {
+                if alarm_now() >= *due {
+                    return Poll::Ready(elapsed);
+                }
+                alarm.rewake(cx.waker());
+                Poll::Pending
+            }
+            Timer::Armed { sleep } => sleep.as_mut().poll(cx).map(|()| elapsed),
+            Timer::Never => Poll::Pending,
         }
     }
 
@@ -242,6 +253,7 @@ impl Deadline {
                 Duration::from_nanos(clock.nanos_since(*called_at)) + TIMER_RESOLUTION
                     >= self.timeout
             }
+            Timer::Alarm { due, .. } => alarm_now().saturating_add(nanos(TIMER_RESOLUTION)) >= *due,
             Timer::Armed { sleep } => {
                 tokio::time::Instant::now() + TIMER_RESOLUTION >= sleep.deadline()
             }
@@ -258,5 +270,65 @@ impl Deadline {
             Some(elapsed) => Error::Timeout(elapsed),
             None => error.into_error(),
         }
+    }
+}
+
+#[cfg(all(test, not(seawall_loom)))]
+mod tests {
+    use std::convert::Infallible;
+    use std::future::{pending, poll_fn};
+    use std::pin::pin;
+    use std::task::Waker;
+
+    use tower::{service_fn, Layer};
+
+    use super::*;
+    use crate::timeout::TimeoutLayer;
+
+    /// Waits (20 s at most) until the keeper sweeps this thread's stripe.
+    fn keeper_sweeps() {
+        let give_up = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            want_keeper();
+            if alarms().set(u64::MAX, alarm_now(), Waker::noop()).is_some() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < give_up,
+                "the keeper never swept"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_call_pending_under_the_coarse_clock_is_timed_out_by_an_alarm() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut service = TimeoutLayer::new(Duration::from_millis(30))
+                .clock(Clock::coarse())
+                .layer(service_fn(|()| pending::<Result<(), Infallible>>()));
+            keeper_sweeps();
+            let mut call = pin!(service.call(()));
+            let first = poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
+            assert!(first.is_pending());
+            let timer = &call.deadline.timer;
+            assert!(
+                matches!(timer, Timer::Alarm { .. }),
+                "no alarm was set: a tokio timer was armed"
+            );
+            // Nothing but the alarm wakes the call: the guard, which ends
+            // a test whose alarm never fires, is looked at first, so its
+            // own wakeup finds it done rather than polling the call.
+            let ended = tokio::select! {
+                biased;
+                () = tokio::time::sleep(Duration::from_secs(20)) => panic!("the alarm never fired"),
+                ended = call => ended,
+            };
+            assert!(matches!(ended, Err(Error::Timeout(_))), "{ended:?}");
+        });
     }
 }
