@@ -62,20 +62,35 @@ pub(crate) struct Alarms {
 #[repr(align(128))]
 struct Padded(Mutex<Stripe>);
 
+/// Alarms are kept on a wheel of [`SPOKES`] spokes, one per unit of time
+/// (`UNIT_SHIFT`): an alarm is on the spoke of the unit it is due in, and a
+/// sweep looks only at the spokes of the units that ended since the last
+/// one, so its cost follows the alarms that come due, not all those set.
+/// An alarm due more than a turn of the wheel away is looked at once a
+/// turn. Taking an alarm back leaves its entry on the spoke, dropped by
+/// the sweep that finds it no longer there.
 struct Stripe {
     slots: Vec<Slot>,
     /// The slots no alarm holds.
     free: Vec<u32>,
-    /// No waker in this stripe is due before this.
-    earliest: u64,
+    /// Each spoke's entries: slots, by index. Made at the first alarm.
+    wheel: Vec<Vec<u32>>,
+    /// The first unit no sweep has looked at.
+    next_unit: u64,
     /// When the keeper last swept it (never zero); zero before its first
     /// sweep and once it parks.
     swept_at: u64,
 }
 
+/// How many spokes: a turn of the wheel is 256 units, about 268 ms.
+const SPOKES: u64 = 256;
+/// A unit of time is 2^20 ns, about 1.05 ms: one of the keeper's ticks.
+const UNIT_SHIFT: u32 = 20;
+
 /// A slot's waker is taken when it fires, or when its alarm is dropped.
 struct Slot {
-    due: u64,
+    /// The unit whose spoke holds the alarm's entry.
+    unit: u64,
     waker: Option<Waker>,
 }
 
@@ -85,6 +100,7 @@ pub(crate) struct Alarm {
     alarms: &'static Alarms,
     stripe: u32,
     slot: u32,
+    due: u64,
 }
 
 impl Alarms {
@@ -93,7 +109,8 @@ impl Alarms {
             Padded(Mutex::new(Stripe {
                 slots: Vec::new(),
                 free: Vec::new(),
-                earliest: u64::MAX,
+                wheel: Vec::new(),
+                next_unit: 0,
                 swept_at: 0,
             }))
         };
@@ -118,7 +135,7 @@ impl Alarms {
             return None;
         }
         let slot = Slot {
-            due,
+            unit: 0,
             waker: Some(waker.clone()),
         };
         let index = match kept.free.pop() {
@@ -133,11 +150,12 @@ impl Alarms {
                 index
             }
         };
-        kept.earliest = kept.earliest.min(due);
+        kept.place(index, due);
         Some(Alarm {
             alarms: self,
             stripe: stripe as u32,
             slot: index,
+            due,
         })
     }
 
@@ -148,25 +166,7 @@ impl Alarms {
     pub(crate) fn sweep(&self, now: u64, woken: &mut Vec<Waker>) -> bool {
         let mut any_set = false;
         for stripe in self.stripes.iter() {
-            {
-                let mut kept = lock(&stripe.0);
-                kept.swept_at = now.max(1);
-                if kept.earliest <= now {
-                    let mut earliest = u64::MAX;
-                    for slot in kept.slots.iter_mut() {
-                        if slot.waker.is_none() {
-                            continue;
-                        }
-                        if slot.due <= now {
-                            woken.extend(slot.waker.take());
-                        } else {
-                            earliest = earliest.min(slot.due);
-                        }
-                    }
-                    kept.earliest = earliest;
-                }
-                any_set |= kept.slots.len() > kept.free.len();
-            }
+            any_set |= lock(&stripe.0).sweep(now, woken);
             for waker in woken.drain(..) {
                 // A waker that panics must not take the keeper, and every
                 // alarm it would wake after, with it.
@@ -181,7 +181,7 @@ impl Alarms {
     /// false, and nothing changed, if one is.
     pub(crate) fn close(&self) -> bool {
         let mut kept: Vec<_> = self.stripes.iter().map(|stripe| lock(&stripe.0)).collect();
-        if kept.iter().any(|kept| kept.slots.len() > kept.free.len()) {
+        if kept.iter().any(|kept| kept.any_set()) {
             return false;
         }
         for kept in &mut kept {
@@ -191,19 +191,78 @@ impl Alarms {
     }
 }
 
+impl Stripe {
+    fn any_set(&self) -> bool {
+        self.slots.len() > self.free.len()
+    }
+
+    /// Puts slot `index`'s entry on the spoke of the unit `due` falls in,
+    /// or of the first unit not swept yet, if the sweeps are past it.
+    fn place(&mut self, index: u32, due: u64) {
+        if self.wheel.is_empty() {
+            self.wheel = (0..SPOKES).map(|_| Vec::new()).collect();
+        }
+        let unit = (due >> UNIT_SHIFT).max(self.next_unit);
+        self.slots[index as usize].unit = unit;
+        self.wheel[(unit % SPOKES) as usize].push(index);
+    }
+
+    /// Takes the wakers of the alarms on the spokes of the units that
+    /// ended by `now` (every alarm there is due), at most a turn of them;
+    /// says whether any alarm is still set.
+    fn sweep(&mut self, now: u64, woken: &mut Vec<Waker>) -> bool {
+        self.swept_at = now.max(1);
+        // The unit `now` is in has not ended: its alarms may not be due.
+        let current = now >> UNIT_SHIFT;
+        let first = self.next_unit.max(current.saturating_sub(SPOKES));
+        self.next_unit = self.next_unit.max(current);
+        if !self.any_set() {
+            if !self.slots.is_empty() {
+                // Entries left on the spokes name slots that are gone.
+                self.slots.clear();
+                self.free.clear();
+                self.wheel.iter_mut().for_each(Vec::clear);
+            }
+            return false;
+        }
+        let Stripe { slots, wheel, .. } = self;
+        for unit in first..current {
+            wheel[(unit % SPOKES) as usize].retain(|&index| {
+                let slot = &mut slots[index as usize];
+                if slot.waker.is_none() || slot.unit % SPOKES != unit % SPOKES {
+                    // Taken back, fired, or a former alarm's entry.
+                    return false;
+                }
+                if slot.unit > unit {
+                    return true; // a later turn's
+                }
+                woken.extend(slot.waker.take());
+                false
+            });
+        }
+        self.any_set()
+    }
+}
+
 impl Alarm {
     /// Makes the alarm wake `waker` (the task's latest), and wake it again
     /// if it already fired: whoever polls after a wakeup checks the time
     /// itself, so a second wakeup is harmless and a lost one is not.
     pub(crate) fn rewake(&self, waker: &Waker) {
-        let mut guard = lock(&self.alarms.stripes[self.stripe as usize].0);
-        let kept = &mut *guard;
+        let mut kept = lock(&self.alarms.stripes[self.stripe as usize].0);
         let slot = &mut kept.slots[self.slot as usize];
         match &mut slot.waker {
             Some(set) => set.clone_from(waker),
-            None => slot.waker = Some(waker.clone()),
+            None => {
+                slot.waker = Some(waker.clone());
+                kept.place(self.slot, self.due);
+            }
         }
-        kept.earliest = kept.earliest.min(slot.due);
+    }
+
+    /// When the alarm is due.
+    pub(crate) fn due(&self) -> u64 {
+        self.due
     }
 }
 
@@ -213,9 +272,7 @@ impl Drop for Alarm {
     #[inline(never)]
     fn drop(&mut self) {
         let mut kept = lock(&self.alarms.stripes[self.stripe as usize].0);
-        let slot = &mut kept.slots[self.slot as usize];
-        slot.waker = None;
-        slot.due = u64::MAX;
+        kept.slots[self.slot as usize].waker = None;
         kept.free.push(self.slot);
     }
 }
@@ -253,6 +310,10 @@ mod tests {
     use std::task::Wake;
 
     use super::*;
+    use crate::sync::MutexGuard;
+
+    /// A unit of the wheel, in nanoseconds.
+    const U: u64 = 1 << UNIT_SHIFT;
 
     /// A waker that counts its wakeups.
     struct Count(AtomicUsize);
@@ -268,6 +329,10 @@ mod tests {
         (count.clone(), Waker::from(count))
     }
 
+    fn woken(count: &Count) -> usize {
+        count.0.load(Relaxed)
+    }
+
     /// Alarms of the test's own, swept once at `swept`.
     fn swept_at(swept: u64) -> &'static Alarms {
         let alarms = Box::leak(Box::new(Alarms::new()));
@@ -275,46 +340,91 @@ mod tests {
         alarms
     }
 
-    fn slots_of(alarms: &Alarms) -> usize {
-        lock(&alarms.stripes[thread_stripe()].0).slots.len()
+    fn stripe_of(alarms: &Alarms) -> MutexGuard<'_, Stripe> {
+        lock(&alarms.stripes[thread_stripe()].0)
     }
 
     #[test]
-    fn an_alarm_wakes_its_task_once_when_due_and_no_sooner() {
-        let alarms = swept_at(1);
+    fn an_alarm_wakes_its_task_once_when_its_unit_ends_and_no_sooner() {
+        let alarms = swept_at(U);
         let (count, waker) = counting();
         let alarm = alarms
-            .set(10, 2, &waker)
+            .set(10 * U + 5, 2 * U, &waker)
             .expect("a swept stripe takes alarms");
-        let mut woken = Vec::new();
-        assert!(alarms.sweep(9, &mut woken), "the alarm is set");
-        assert_eq!(count.0.load(Relaxed), 0, "not due at 9");
-        alarms.sweep(10, &mut woken);
-        assert_eq!(count.0.load(Relaxed), 1, "due at 10");
+        let mut buffer = Vec::new();
+        assert!(alarms.sweep(10 * U + 6, &mut buffer), "the alarm is set");
+        assert_eq!(woken(&count), 0, "its unit has not ended");
+        alarms.sweep(11 * U, &mut buffer);
+        assert_eq!(woken(&count), 1, "due, and its unit ended");
         assert!(
-            alarms.sweep(11, &mut woken),
+            alarms.sweep(12 * U, &mut buffer),
             "fired but not dropped: still set"
         );
-        assert_eq!(count.0.load(Relaxed), 1, "woken once");
+        assert_eq!(woken(&count), 1, "woken once");
         drop(alarm);
-        assert!(!alarms.sweep(12, &mut woken), "dropped: none set");
-        assert!(woken.is_empty());
+        assert!(!alarms.sweep(13 * U, &mut buffer), "dropped: none set");
+        assert!(buffer.is_empty());
+    }
+
+    #[test]
+    fn an_alarm_a_turn_or_more_away_waits_for_its_turn() {
+        let alarms = swept_at(U);
+        let (count, waker) = counting();
+        let due = (2 + 3 * SPOKES) * U;
+        let _alarm = alarms.set(due, 2 * U, &waker).unwrap();
+        let mut buffer = Vec::new();
+        // Every tick of three turns, less one unit: the spoke comes round
+        // three times before the alarm's unit ends.
+        for unit in 2..=(2 + 3 * SPOKES) {
+            alarms.sweep(unit * U, &mut buffer);
+            assert_eq!(
+                woken(&count),
+                0,
+                "woken at unit {unit}, before its due time"
+            );
+        }
+        alarms.sweep(due + U, &mut buffer);
+        assert_eq!(woken(&count), 1);
+    }
+
+    #[test]
+    fn a_keeper_late_by_more_than_a_turn_still_wakes_every_due_alarm() {
+        let alarms = swept_at(U);
+        let (count, waker) = counting();
+        let _soon = alarms.set(3 * U, 2 * U, &waker).unwrap();
+        let _later = alarms.set(200 * U, 2 * U, &waker).unwrap();
+        alarms.sweep(1000 * U, &mut Vec::new());
+        assert_eq!(woken(&count), 2);
     }
 
     #[test]
     fn a_rewoken_alarm_wakes_the_latest_waker_even_after_firing() {
-        let alarms = swept_at(1);
+        let alarms = swept_at(U);
         let (first, waker) = counting();
-        let alarm = alarms.set(10, 2, &waker).unwrap();
+        let alarm = alarms.set(10 * U, 2 * U, &waker).unwrap();
         let (second, other) = counting();
         alarm.rewake(&other);
-        alarms.sweep(10, &mut Vec::new());
-        assert_eq!((first.0.load(Relaxed), second.0.load(Relaxed)), (0, 1));
+        alarms.sweep(11 * U, &mut Vec::new());
+        assert_eq!((woken(&first), woken(&second)), (0, 1));
         // Polled again after it fired (by a spurious wakeup, say): it fires
-        // again rather than never.
+        // again at the next unit's end rather than never.
         alarm.rewake(&other);
-        alarms.sweep(11, &mut Vec::new());
-        assert_eq!(second.0.load(Relaxed), 2);
+        alarms.sweep(12 * U, &mut Vec::new());
+        assert_eq!(woken(&second), 2);
+    }
+
+    #[test]
+    fn a_slot_taken_again_is_not_woken_by_its_former_alarms_entry() {
+        let alarms = swept_at(U);
+        let (first, waker) = counting();
+        drop(alarms.set(5 * U, 2 * U, &waker).unwrap());
+        let (second, other) = counting();
+        let _again = alarms.set(50 * U, 2 * U, &other).unwrap();
+        assert_eq!(stripe_of(alarms).slots.len(), 1, "the slot was taken again");
+        alarms.sweep(6 * U, &mut Vec::new());
+        assert_eq!((woken(&first), woken(&second)), (0, 0));
+        alarms.sweep(51 * U, &mut Vec::new());
+        assert_eq!(woken(&second), 1);
     }
 
     #[test]
@@ -331,32 +441,45 @@ mod tests {
 
     #[test]
     fn the_keeper_closes_only_with_no_alarm_set_and_none_is_set_after() {
-        let alarms = swept_at(1);
+        let alarms = swept_at(U);
         let (_, waker) = counting();
-        let alarm = alarms.set(10, 2, &waker).unwrap();
+        let alarm = alarms.set(10 * U, 2 * U, &waker).unwrap();
         assert!(!alarms.close(), "an alarm is set");
         assert!(
-            alarms.set(10, 2, &waker).is_some(),
+            alarms.set(10 * U, 2 * U, &waker).is_some(),
             "a refused close changed nothing"
         );
         drop(alarm);
         assert!(alarms.close());
-        assert!(alarms.set(10, 2, &waker).is_none(), "closed until swept");
-        alarms.sweep(3, &mut Vec::new());
-        assert!(alarms.set(10, 4, &waker).is_some(), "swept again");
+        assert!(
+            alarms.set(10 * U, 2 * U, &waker).is_none(),
+            "closed until swept"
+        );
+        alarms.sweep(3 * U, &mut Vec::new());
+        assert!(alarms.set(10 * U, 3 * U, &waker).is_some(), "swept again");
     }
 
     #[test]
-    fn a_dropped_alarms_slot_is_used_again() {
-        let alarms = swept_at(1);
+    fn a_stripe_with_no_alarm_left_lets_its_slots_and_entries_go() {
+        let alarms = swept_at(U);
         let (_, waker) = counting();
-        let first = alarms.set(10, 2, &waker).unwrap();
-        let second = alarms.set(10, 2, &waker).unwrap();
+        let first = alarms.set(10 * U, 2 * U, &waker).unwrap();
+        let second = alarms.set(10 * U, 2 * U, &waker).unwrap();
         drop(first);
-        let third = alarms.set(10, 2, &waker).unwrap();
-        assert_eq!(slots_of(alarms), 2);
+        let third = alarms.set(10 * U, 2 * U, &waker).unwrap();
+        assert_eq!(
+            stripe_of(alarms).slots.len(),
+            2,
+            "a dropped alarm's slot is used again"
+        );
         drop((second, third));
-        assert!(alarms.close(), "every slot given back");
+        alarms.sweep(3 * U, &mut Vec::new());
+        let stripe = stripe_of(alarms);
+        assert_eq!((stripe.slots.len(), stripe.free.len()), (0, 0));
+        assert!(
+            stripe.wheel.iter().all(Vec::is_empty),
+            "no entry names a slot that is gone"
+        );
     }
 }
 
@@ -369,6 +492,8 @@ mod loom_models {
     use loom::thread;
 
     use super::*;
+
+    const U: u64 = 1 << UNIT_SHIFT;
 
     struct Count(AtomicUsize);
 
@@ -385,12 +510,12 @@ mod loom_models {
     fn an_alarm_set_while_the_keeper_parks_is_kept_or_refused() {
         loom::model(|| {
             let alarms: &'static Alarms = Box::leak(Box::new(Alarms::new()));
-            alarms.sweep(1, &mut Vec::new());
+            alarms.sweep(U, &mut Vec::new());
             let caller = thread::spawn(move || {
                 let count = Arc::new(Count(AtomicUsize::new(0)));
-                alarms.set(5, 2, &Waker::from(count))
+                alarms.set(5 * U, 2 * U, &Waker::from(count))
             });
-            let set_seen = alarms.sweep(2, &mut Vec::new());
+            let set_seen = alarms.sweep(2 * U, &mut Vec::new());
             let parked = !set_seen && alarms.close();
             let alarm = caller.join().unwrap();
             assert!(
@@ -405,13 +530,13 @@ mod loom_models {
     fn a_due_alarm_is_woken_once_whatever_the_order() {
         loom::model(|| {
             let alarms: &'static Alarms = Box::leak(Box::new(Alarms::new()));
-            alarms.sweep(1, &mut Vec::new());
+            alarms.sweep(U, &mut Vec::new());
             let count = Arc::new(Count(AtomicUsize::new(0)));
             let waker = Waker::from(count.clone());
-            let caller = thread::spawn(move || alarms.set(5, 2, &waker));
-            alarms.sweep(5, &mut Vec::new());
+            let caller = thread::spawn(move || alarms.set(5 * U, 2 * U, &waker));
+            alarms.sweep(6 * U, &mut Vec::new());
             let alarm = caller.join().unwrap();
-            alarms.sweep(6, &mut Vec::new());
+            alarms.sweep(7 * U, &mut Vec::new());
             assert_eq!(count.0.load(SeqCst), usize::from(alarm.is_some()));
             drop(alarm);
         });

@@ -6,13 +6,16 @@
 //! round hands a fresh target to long-lived threads and releases them
 //! together; a round's threads never wait for anything but the barrier.
 
+use std::convert::Infallible;
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
 use seawall::circuit_breaker::{CircuitBreaker, Registry};
 use seawall::classify::Verdict;
+use seawall::timeout::TimeoutLayer;
 use seawall::window::{Outcome, RollingWindow, Window};
-use seawall::Clock;
+use seawall::{Clock, Error};
+use tower::{service_fn, Layer, ServiceExt};
 
 const THREADS: usize = 8;
 const CALLS: usize = 50;
@@ -199,4 +202,69 @@ fn new_registry_keys_count_every_call_of_a_burst() {
             );
         },
     );
+}
+
+/// Calls under a timeout with the coarse clock, whose deadlines seawall's
+/// own alarms keep, made by threads released together, half of them never
+/// answering: in every round each call ends as it should, timed out or
+/// answered, and none is left waiting (a lost wakeup would leave it for
+/// the 20 s guard).
+#[test]
+fn pending_calls_on_many_threads_each_end_as_they_should() {
+    const ALARM_ROUNDS: usize = 200;
+    let service = TimeoutLayer::new(Duration::from_millis(2))
+        .clock(Clock::coarse())
+        .layer(service_fn(|hang: bool| async move {
+            if hang {
+                std::future::pending::<()>().await;
+            }
+            tokio::task::yield_now().await;
+            Ok::<_, Infallible>(())
+        }));
+    let start = Arc::new(Barrier::new(THREADS));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|thread| {
+            let (service, start) = (service.clone(), start.clone());
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                    .unwrap();
+                for round in 0..ALARM_ROUNDS {
+                    start.wait();
+                    let ended = runtime.block_on(async {
+                        let mut calls = tokio::task::JoinSet::new();
+                        for call in 0..CALLS {
+                            let hang = (thread + call + round) % 2 == 0;
+                            let service = service.clone();
+                            calls.spawn(async move {
+                                let ended = tokio::select! {
+                                    biased;
+                                    () = tokio::time::sleep(Duration::from_secs(20)) => {
+                                        panic!("a call never ended")
+                                    }
+                                    ended = service.oneshot(hang) => ended,
+                                };
+                                match ended {
+                                    Ok(()) if !hang => (0, 1),
+                                    Err(Error::Timeout(_)) if hang => (1, 0),
+                                    other => panic!("hang {hang}: {other:?}"),
+                                }
+                            });
+                        }
+                        let mut ended = (0, 0);
+                        while let Some(call) = calls.join_next().await {
+                            let (timed_out, answered) = call.unwrap();
+                            ended = (ended.0 + timed_out, ended.1 + answered);
+                        }
+                        ended
+                    });
+                    assert_eq!(ended, (CALLS / 2, CALLS / 2), "round {round}");
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
 }

@@ -104,7 +104,7 @@ pub(crate) struct Deadline {
 enum Timer {
     Unarmed { clock: Clock, called_at: u64 },
     // The coarse clock's deadline, kept by seawall's own alarms.
-    Alarm { alarm: Alarm, due: u64 },
+    Alarm { alarm: Alarm },
     // The tokio clock's (it follows paused time), or the coarse clock's
     // when no alarm could be set. Boxed: tokio's timer is 112 bytes, which
     // every call's future would carry, and copy, for the few that arm one.
@@ -210,7 +210,7 @@ impl Deadline {
                         return Poll::Ready(elapsed);
                     }
                     if let Some(alarm) = alarms().set(due, now, cx.waker()) {
-                        self.timer = Timer::Alarm { alarm, due };
+                        self.timer = Timer::Alarm { alarm };
                         return Poll::Pending;
                     }
                     want_keeper();
@@ -225,8 +225,8 @@ impl Deadline {
                 self.timer = Timer::Armed { sleep };
                 fired
             }
-            Timer::Alarm { alarm, due } => {
-                if alarm_now() >= *due {
+            Timer::Alarm { alarm } => {
+                if alarm_now() >= alarm.due() {
                     return Poll::Ready(elapsed);
                 }
                 alarm.rewake(cx.waker());
@@ -253,7 +253,9 @@ impl Deadline {
                 Duration::from_nanos(clock.nanos_since(*called_at)) + TIMER_RESOLUTION
                     >= self.timeout
             }
-            Timer::Alarm { due, .. } => alarm_now().saturating_add(nanos(TIMER_RESOLUTION)) >= *due,
+            Timer::Alarm { alarm } => {
+                alarm_now().saturating_add(nanos(TIMER_RESOLUTION)) >= alarm.due()
+            }
             Timer::Armed { sleep } => {
                 tokio::time::Instant::now() + TIMER_RESOLUTION >= sleep.deadline()
             }
