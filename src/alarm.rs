@@ -80,6 +80,8 @@ struct Stripe {
     /// When the keeper last swept it (never zero); zero before its first
     /// sweep and once it parks.
     swept_at: u64,
+    /// Whether an alarm was set since the last sweep.
+    set_lately: bool,
 }
 
 /// How many spokes: a turn of the wheel is 256 units, about 268 ms.
@@ -112,6 +114,7 @@ impl Alarms {
                 wheel: Vec::new(),
                 next_unit: 0,
                 swept_at: 0,
+                set_lately: false,
             }))
         };
         Alarms {
@@ -151,6 +154,7 @@ impl Alarms {
             }
         };
         kept.place(index, due);
+        kept.set_lately = true;
         Some(Alarm {
             alarms: self,
             stripe: stripe as u32,
@@ -161,33 +165,38 @@ impl Alarms {
 
     /// The keeper's tick: wakes every alarm due by `now` (after letting go
     /// of the stripe's lock, so that a woken task never waits on it) and
-    /// says whether any alarm is still set. `woken` is the keeper's buffer,
-    /// left empty.
+    /// says whether any alarm was set since the last tick (the alarms are
+    /// in use). `woken` is the keeper's buffer, left empty.
     pub(crate) fn sweep(&self, now: u64, woken: &mut Vec<Waker>) -> bool {
-        let mut any_set = false;
+        let mut set_lately = false;
         for stripe in self.stripes.iter() {
-            any_set |= lock(&stripe.0).sweep(now, woken);
+            set_lately |= lock(&stripe.0).sweep(now, woken);
             for waker in woken.drain(..) {
                 // A waker that panics must not take the keeper, and every
                 // alarm it would wake after, with it.
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| waker.wake()));
             }
         }
-        any_set
+        set_lately
     }
 
-    /// Before the keeper parks: true, and every stripe marked as not swept
-    /// (so that no alarm is set until it sweeps again), if no alarm is set;
-    /// false, and nothing changed, if one is.
-    pub(crate) fn close(&self) -> bool {
-        let mut kept: Vec<_> = self.stripes.iter().map(|stripe| lock(&stripe.0)).collect();
-        if kept.iter().any(|kept| kept.any_set()) {
-            return false;
-        }
-        for kept in &mut kept {
+    /// Before the keeper parks: marks every stripe as not swept, so that no
+    /// alarm is set until it sweeps again (calls arm tokio's timer, and
+    /// wake it), and says when the first alarm still set comes due (the
+    /// end of its unit), which the keeper must wake for; none if no alarm
+    /// is set.
+    pub(crate) fn close(&self) -> Option<u64> {
+        let mut wake_at = None;
+        for stripe in self.stripes.iter() {
+            let mut kept = lock(&stripe.0);
             kept.swept_at = 0;
+            let first = kept.slots.iter().filter(|slot| slot.waker.is_some());
+            if let Some(unit) = first.map(|slot| slot.unit).min() {
+                let at = (unit + 1) << UNIT_SHIFT;
+                wake_at = Some(wake_at.map_or(at, |earlier: u64| earlier.min(at)));
+            }
         }
-        true
+        wake_at
     }
 }
 
@@ -209,9 +218,10 @@ impl Stripe {
 
     /// Takes the wakers of the alarms on the spokes of the units that
     /// ended by `now` (every alarm there is due), at most a turn of them;
-    /// says whether any alarm is still set.
+    /// says whether an alarm was set since the last sweep.
     fn sweep(&mut self, now: u64, woken: &mut Vec<Waker>) -> bool {
         self.swept_at = now.max(1);
+        let set_lately = std::mem::take(&mut self.set_lately);
         // The unit `now` is in has not ended: its alarms may not be due.
         let current = now >> UNIT_SHIFT;
         let first = self.next_unit.max(current.saturating_sub(SPOKES));
@@ -223,7 +233,7 @@ impl Stripe {
                 self.free.clear();
                 self.wheel.iter_mut().for_each(Vec::clear);
             }
-            return false;
+            return set_lately;
         }
         let Stripe { slots, wheel, .. } = self;
         for unit in first..current {
@@ -240,7 +250,7 @@ impl Stripe {
                 false
             });
         }
-        self.any_set()
+        set_lately
     }
 }
 
@@ -256,6 +266,11 @@ impl Alarm {
             None => {
                 slot.waker = Some(waker.clone());
                 kept.place(self.slot, self.due);
+                // A parked keeper sleeps until the alarms it knew of.
+                if kept.swept_at == 0 {
+                    drop(kept);
+                    crate::clock::want_keeper();
+                }
             }
         }
     }
@@ -352,17 +367,13 @@ mod tests {
             .set(10 * U + 5, 2 * U, &waker)
             .expect("a swept stripe takes alarms");
         let mut buffer = Vec::new();
-        assert!(alarms.sweep(10 * U + 6, &mut buffer), "the alarm is set");
+        assert!(alarms.sweep(10 * U + 6, &mut buffer), "an alarm was set");
         assert_eq!(woken(&count), 0, "its unit has not ended");
-        alarms.sweep(11 * U, &mut buffer);
+        assert!(!alarms.sweep(11 * U, &mut buffer), "none set since");
         assert_eq!(woken(&count), 1, "due, and its unit ended");
-        assert!(
-            alarms.sweep(12 * U, &mut buffer),
-            "fired but not dropped: still set"
-        );
+        alarms.sweep(12 * U, &mut buffer);
         assert_eq!(woken(&count), 1, "woken once");
         drop(alarm);
-        assert!(!alarms.sweep(13 * U, &mut buffer), "dropped: none set");
         assert!(buffer.is_empty());
     }
 
@@ -440,23 +451,28 @@ mod tests {
     }
 
     #[test]
-    fn the_keeper_closes_only_with_no_alarm_set_and_none_is_set_after() {
+    fn a_closing_keeper_learns_when_the_first_alarm_set_is_due_and_none_is_set_after() {
         let alarms = swept_at(U);
-        let (_, waker) = counting();
-        let alarm = alarms.set(10 * U, 2 * U, &waker).unwrap();
-        assert!(!alarms.close(), "an alarm is set");
-        assert!(
-            alarms.set(10 * U, 2 * U, &waker).is_some(),
-            "a refused close changed nothing"
+        let (count, waker) = counting();
+        assert_eq!(alarms.close(), None, "no alarm set");
+        alarms.sweep(2 * U, &mut Vec::new());
+        let later = alarms.set(30 * U + 7, 2 * U, &waker).unwrap();
+        let first = alarms.set(20 * U + 7, 2 * U, &waker).unwrap();
+        let fired = alarms.set(3 * U, 2 * U, &waker).unwrap();
+        alarms.sweep(4 * U, &mut Vec::new());
+        assert_eq!(woken(&count), 1);
+        assert_eq!(
+            alarms.close(),
+            Some(21 * U),
+            "the end of the first unit with a waker to wake"
         );
-        drop(alarm);
-        assert!(alarms.close());
         assert!(
-            alarms.set(10 * U, 2 * U, &waker).is_none(),
+            alarms.set(10 * U, 4 * U, &waker).is_none(),
             "closed until swept"
         );
-        alarms.sweep(3 * U, &mut Vec::new());
-        assert!(alarms.set(10 * U, 3 * U, &waker).is_some(), "swept again");
+        alarms.sweep(5 * U, &mut Vec::new());
+        assert!(alarms.set(10 * U, 5 * U, &waker).is_some(), "swept again");
+        drop((later, first, fired));
     }
 
     #[test]
@@ -503,9 +519,9 @@ mod loom_models {
         }
     }
 
-    /// An alarm set while the keeper sweeps and decides to park: either
-    /// the keeper saw it and stays, or it was refused (and its call arms
-    /// tokio's timer). Never set with the keeper gone.
+    /// An alarm set while the keeper sweeps and parks: either it was
+    /// refused (and its call arms tokio's timer), or the keeper wakes by
+    /// the end of its due time's unit. Never set with nobody to wake it.
     #[test]
     fn an_alarm_set_while_the_keeper_parks_is_kept_or_refused() {
         loom::model(|| {
@@ -515,13 +531,15 @@ mod loom_models {
                 let count = Arc::new(Count(AtomicUsize::new(0)));
                 alarms.set(5 * U, 2 * U, &Waker::from(count))
             });
-            let set_seen = alarms.sweep(2 * U, &mut Vec::new());
-            let parked = !set_seen && alarms.close();
-            let alarm = caller.join().unwrap();
-            assert!(
-                !(alarm.is_some() && parked),
-                "an alarm set with its keeper parked"
-            );
+            alarms.sweep(2 * U, &mut Vec::new());
+            let wake_at = alarms.close();
+            if let Some(alarm) = caller.join().unwrap() {
+                let unit_ends = ((alarm.due() >> UNIT_SHIFT) + 1) << UNIT_SHIFT;
+                assert!(
+                    wake_at.is_some_and(|at| at <= unit_ends),
+                    "an alarm set with its keeper parked past its due time"
+                );
+            }
         });
     }
 

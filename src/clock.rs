@@ -42,9 +42,11 @@ use std::time::Duration;
 /// - It also wakes the calls whose deadline passed: a call still pending
 ///   after its first poll, under a timeout with this clock, leaves its
 ///   waker with the thread instead of arming a tokio timer (see
-///   [`timeout`](crate::timeout)). The thread does not park while any such
-///   call waits, and a call made while it is parked, starting or not
-///   sweeping (for 5 ms: starved, or gone) arms a tokio timer instead.
+///   [`timeout`](crate::timeout)). While such calls wait and nothing else
+///   happens (no read, no new call pending, for 100 ms), the thread sleeps
+///   until the first of their deadlines instead of ticking. A call made
+///   while it sleeps, is parked or starting, or is not sweeping (for 5 ms:
+///   starved, or gone) arms a tokio timer instead, and wakes it.
 ///   A child process made by `fork` (without `exec`) within those 5 ms of
 ///   the parent's last sweep could still leave its waker with the thread
 ///   the child does not have; POSIX allows a forked child of a threaded
@@ -285,16 +287,24 @@ fn keep(generation: u64) {
         } else {
             idle_ticks += 1;
         }
-        // An alarm set meanwhile keeps the keeper; a call that comes after
-        // the close arms tokio's timer and wakes it.
-        if idle_ticks >= IDLE_TICKS && !close_alarms() {
-            idle_ticks = 0;
-        }
         if idle_ticks >= IDLE_TICKS {
+            // Calls from now on arm tokio's timer and wake the keeper; the
+            // alarms already set are due no sooner than `wake_at`.
+            let wake_at = close_alarms();
             KEEPER_STATE.store(PARKED, SeqCst);
             COARSE.store(0, Release);
             while current() && KEEPER_STATE.load(Acquire) == PARKED {
-                std::thread::park();
+                let Some(wake_at) = wake_at else {
+                    std::thread::park();
+                    continue;
+                };
+                let now = precise_now();
+                if now >= wake_at {
+                    WOKEN_AT.store(now, Relaxed);
+                    let _ = KEEPER_STATE.compare_exchange(PARKED, RUNNING, AcqRel, Acquire);
+                    break;
+                }
+                std::thread::park_timeout(Duration::from_nanos(wake_at - now));
             }
             idle_ticks = 0;
             continue;
@@ -303,15 +313,17 @@ fn keep(generation: u64) {
     }
 }
 
-/// Wakes the alarms due by `now`; says whether any is still set.
+/// Wakes the alarms due by `now`; says whether any was set since the last
+/// tick.
 #[cfg(not(seawall_loom))]
 fn sweep_alarms(now: u64, woken: &mut Vec<std::task::Waker>) -> bool {
     crate::alarm::alarms().sweep(now, woken)
 }
 
-/// Whether no alarm is set, and none will be until the keeper sweeps again.
+/// Sets no more alarms until the keeper sweeps again; when the first one
+/// set is due, if any.
 #[cfg(not(seawall_loom))]
-fn close_alarms() -> bool {
+fn close_alarms() -> Option<u64> {
     crate::alarm::alarms().close()
 }
 
@@ -322,8 +334,8 @@ fn sweep_alarms(_: u64, _: &mut Vec<std::task::Waker>) -> bool {
 }
 
 #[cfg(seawall_loom)]
-fn close_alarms() -> bool {
-    true
+fn close_alarms() -> Option<u64> {
+    None
 }
 
 /// Has a keeper whose time stopped moving replaced.

@@ -1,0 +1,98 @@
+//! While the only calls left wait on their deadlines, the coarse clock's
+//! thread sleeps until the first of them is due instead of ticking, and
+//! wakes for it. In a process of its own (one test), so that no other test
+//! reads the clock or sets deadlines meanwhile.
+
+use std::convert::Infallible;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use seawall::timeout::TimeoutLayer;
+use seawall::{Clock, Error};
+use tower::{service_fn, Layer, ServiceExt};
+
+/// The context switches (voluntary and not) of the process's threads
+/// named `name`, from `/proc`.
+fn switches_of(name: &str) -> Option<u64> {
+    let mut total = None;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let task = task.ok()?.path();
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let status = std::fs::read_to_string(task.join("status")).unwrap_or_default();
+        let switches: u64 = status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum();
+        *total.get_or_insert(0) += switches;
+    }
+    total
+}
+
+/// A call that never answers, under `timeout`: whether it timed out. Only
+/// its deadline can end it: the 60 s guard is looked at first, so that its
+/// own wakeup finds it done rather than polling the call.
+async fn hangs_under(timeout: Duration) -> bool {
+    let service = TimeoutLayer::new(timeout)
+        .clock(Clock::coarse())
+        .layer(service_fn(|()| {
+            std::future::pending::<Result<(), Infallible>>()
+        }));
+    tokio::select! {
+        biased;
+        () = tokio::time::sleep(Duration::from_secs(60)) => false,
+        ended = service.oneshot(()) => matches!(ended, Err(Error::Timeout(_))),
+    }
+}
+
+#[test]
+fn calls_that_only_wait_let_the_clock_thread_sleep_until_their_deadline() {
+    let (ended, ends) = mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            // The first calls start the clock's thread, and arm tokio's
+            // timer while it starts; the thread then keeps their deadlines.
+            for _ in 0..3 {
+                assert!(hangs_under(Duration::from_millis(5)).await);
+            }
+            // The later call waits on after the sooner one ends, until the
+            // test is over.
+            let late = tokio::spawn(hangs_under(Duration::from_secs(40)));
+            let _ = ended.send(hangs_under(Duration::from_secs(4)).await);
+            let _ = late.await;
+        });
+    });
+
+    // Calls waiting, nothing else: the thread goes quiet (a loaded machine
+    // may take longer to let it notice), then stays so.
+    let give_up = Instant::now() + Duration::from_secs(30);
+    let mut last = switches_of("seawall-clock");
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = switches_of("seawall-clock");
+        if now.is_some() && now == last {
+            break;
+        }
+        assert!(
+            Instant::now() < give_up,
+            "the clock's thread still ticks after 30 s of calls that only wait"
+        );
+        last = now;
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        switches_of("seawall-clock"),
+        last,
+        "the clock's thread woke while the calls only waited"
+    );
+    // The sooner deadline wakes it, and its call times out.
+    let soon = ends.recv_timeout(Duration::from_secs(20)).unwrap_or(false);
+    assert!(soon, "the 4 s deadline never ended its call");
+}
