@@ -7,6 +7,7 @@
 //! together; a round's threads never wait for anything but the barrier.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
@@ -204,67 +205,91 @@ fn new_registry_keys_count_every_call_of_a_burst() {
     );
 }
 
-/// Calls under a timeout with the coarse clock, whose deadlines seawall's
-/// own alarms keep, made by threads released together, half of them never
-/// answering: in every round each call ends as it should, timed out or
-/// answered, and none is left waiting (a lost wakeup would leave it for
-/// the 20 s guard).
+/// Calls under timeouts with the coarse clock, whose deadlines seawall's
+/// own alarms keep, made by threads released together: half never answer
+/// (2 ms timeout) and half answer after a yield (a timeout of a minute,
+/// which no load reaches). In every round each call ends as it should,
+/// and none is left waiting (a lost wakeup would leave it for the 20 s
+/// guard). A thread that finds a wrong ending says so after the round, and
+/// every thread stops there, so that none is left at the barrier.
 #[test]
 fn pending_calls_on_many_threads_each_end_as_they_should() {
     const ALARM_ROUNDS: usize = 200;
-    let service = TimeoutLayer::new(Duration::from_millis(2))
-        .clock(Clock::coarse())
-        .layer(service_fn(|hang: bool| async move {
-            if hang {
-                std::future::pending::<()>().await;
-            }
-            tokio::task::yield_now().await;
-            Ok::<_, Infallible>(())
-        }));
+    let service = |timeout| {
+        TimeoutLayer::new(timeout)
+            .clock(Clock::coarse())
+            .layer(service_fn(|hang: bool| async move {
+                if hang {
+                    std::future::pending::<()>().await;
+                }
+                tokio::task::yield_now().await;
+                Ok::<_, Infallible>(())
+            }))
+    };
+    let hangs = service(Duration::from_millis(2));
+    let answers = service(Duration::from_secs(60));
     let start = Arc::new(Barrier::new(THREADS));
+    let done = Arc::new(Barrier::new(THREADS));
+    let failed = Arc::new(AtomicBool::new(false));
     let threads: Vec<_> = (0..THREADS)
         .map(|thread| {
-            let (service, start) = (service.clone(), start.clone());
+            let (hangs, answers) = (hangs.clone(), answers.clone());
+            let (start, done, failed) = (start.clone(), done.clone(), failed.clone());
             std::thread::spawn(move || {
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_time()
                     .build()
                     .unwrap();
+                let mut wrong = Vec::new();
                 for round in 0..ALARM_ROUNDS {
                     start.wait();
                     let ended = runtime.block_on(async {
                         let mut calls = tokio::task::JoinSet::new();
                         for call in 0..CALLS {
                             let hang = (thread + call + round) % 2 == 0;
-                            let service = service.clone();
+                            let service = if hang { hangs.clone() } else { answers.clone() };
                             calls.spawn(async move {
-                                let ended = tokio::select! {
+                                tokio::select! {
                                     biased;
-                                    () = tokio::time::sleep(Duration::from_secs(20)) => {
-                                        panic!("a call never ended")
-                                    }
-                                    ended = service.oneshot(hang) => ended,
-                                };
-                                match ended {
-                                    Ok(()) if !hang => (0, 1),
-                                    Err(Error::Timeout(_)) if hang => (1, 0),
-                                    other => panic!("hang {hang}: {other:?}"),
+                                    () = tokio::time::sleep(Duration::from_secs(20)) => None,
+                                    ended = service.oneshot(hang) => Some((hang, ended)),
                                 }
                             });
                         }
-                        let mut ended = (0, 0);
+                        let mut ended = Vec::new();
                         while let Some(call) = calls.join_next().await {
-                            let (timed_out, answered) = call.unwrap();
-                            ended = (ended.0 + timed_out, ended.1 + answered);
+                            ended.push(call.unwrap());
                         }
                         ended
                     });
-                    assert_eq!(ended, (CALLS / 2, CALLS / 2), "round {round}");
+                    let (mut timed_out, mut answered) = (0, 0);
+                    for call in ended {
+                        match call {
+                            Some((true, Err(Error::Timeout(_)))) => timed_out += 1,
+                            Some((false, Ok(()))) => answered += 1,
+                            other => wrong.push(format!("round {round}: {other:?}")),
+                        }
+                    }
+                    if (timed_out, answered) != (CALLS / 2, CALLS / 2) {
+                        wrong.push(format!(
+                            "round {round}: {timed_out} timed out, {answered} answered"
+                        ));
+                    }
+                    if !wrong.is_empty() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                    done.wait();
+                    if failed.load(Ordering::Relaxed) {
+                        break;
+                    }
                 }
+                wrong
             })
         })
         .collect();
-    for thread in threads {
-        thread.join().unwrap();
-    }
+    let wrong: Vec<String> = threads
+        .into_iter()
+        .flat_map(|thread| thread.join().unwrap())
+        .collect();
+    assert!(wrong.is_empty(), "{wrong:#?}");
 }

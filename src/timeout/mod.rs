@@ -21,16 +21,16 @@
 //! - No timer is armed until the inner future has returned `Pending` once,
 //!   so a call that answers at once costs a coarse clock read, not a timer
 //!   registration. The deadline still counts from `call`.
-//! - Nor then a tokio timer, with the coarse [`Clock`] (the
-//!   default outside paused tests): the pending call leaves its waker with
+//! - Nor then a tokio timer, with the coarse [`Clock`] (the default
+//!   outside paused tests): the pending call leaves its waker with
 //!   seawall's own alarms, which the coarse clock's thread looks at every
 //!   millisecond, and which cost a fraction of arming and cancelling a
 //!   timer in tokio's wheel (in a busy runtime, a timeout layer's calls
-//!   ran about four times as fast; BENCHMARKS.md, Round 9). A deadline
-//!   fires within about a millisecond of its time, as tokio's do. When an
-//!   alarm cannot be set (the clock's thread has been idle and is waking,
-//!   or cannot run), the call arms a tokio timer instead; with the tokio
-//!   clock, it always does, so that paused time drives it.
+//!   ran about five times as fast; BENCHMARKS.md, Round 9). A deadline
+//!   fires within about two milliseconds of its time (tokio's, within
+//!   one). When an alarm cannot be set (the clock's thread has been idle
+//!   and is waking, or cannot run), the call arms a tokio timer instead;
+//!   with the tokio clock, it always does, so that paused time drives it.
 //! - The deadline covers the call, not readiness: time spent waiting in
 //!   `poll_ready` (for a bulkhead in backpressure mode, say) is not counted.
 //!   Put the timeout above a queueing bulkhead to bound queueing too.
