@@ -14,12 +14,13 @@
 //!
 //! Everything that decides whether an alarm is kept happens under its
 //! stripe's lock, so there is no lock-free handshake to lose a wakeup in:
-//! an alarm is only set in a stripe the keeper swept recently, and the
-//! keeper only parks after it found every stripe empty and marked each as
-//! not swept, under its lock. A call that finds its stripe not swept arms a
-//! tokio timer instead (and wakes the keeper), so a keeper that is parked,
-//! failed to start or is gone (a child process after `fork` has no thread
-//! but the one that forked) never holds a deadline.
+//! an alarm is only set in a stripe the keeper swept recently, and before
+//! the keeper parks it marks every stripe as not swept, under its lock,
+//! and learns when the first alarm still set is due, which it wakes for.
+//! A call that finds its stripe not swept arms a tokio timer instead (and
+//! wakes the keeper), so a keeper that is parked, failed to start or is
+//! gone (a child process after `fork` has no thread but the one that
+//! forked) never holds a deadline it will not wake for.
 
 use std::sync::TryLockError;
 use std::task::Waker;
