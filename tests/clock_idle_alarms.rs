@@ -11,26 +11,10 @@ use seawall::timeout::TimeoutLayer;
 use seawall::{Clock, Error};
 use tower::{service_fn, Layer, ServiceExt};
 
-/// The context switches (voluntary and not) of the process's threads
-/// named `name`, from `/proc`.
-fn switches_of(name: &str) -> Option<u64> {
-    let mut total = None;
-    for task in std::fs::read_dir("/proc/self/task").ok()? {
-        let task = task.ok()?.path();
-        let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
-        if comm.trim() != name {
-            continue;
-        }
-        let status = std::fs::read_to_string(task.join("status")).unwrap_or_default();
-        let switches: u64 = status
-            .lines()
-            .filter(|l| l.contains("ctxt_switches"))
-            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-            .sum();
-        *total.get_or_insert(0) += switches;
-    }
-    total
-}
+#[path = "support/threads.rs"]
+mod threads;
+
+use threads::switches_of;
 
 /// A call that never answers, under `timeout`: whether it timed out. Only
 /// its deadline can end it: the 60 s guard is looked at first, so that its
