@@ -65,18 +65,19 @@ struct Padded(Mutex<Stripe>);
 
 /// Alarms are kept on a wheel of [`SPOKES`] spokes, one per unit of time
 /// (`UNIT_SHIFT`): an alarm is on the spoke of the unit it is due in, and a
-/// sweep looks only at the spokes of the units that ended since the last
-/// one, so its cost follows the alarms that come due, not all those set.
-/// An alarm due more than a turn of the wheel away is looked at once a
-/// turn. Taking an alarm back leaves its entry on the spoke, dropped by
-/// the sweep that finds it no longer there.
+/// sweep looks only at the spokes of the units since the last one, up to
+/// the current one, so its cost follows the alarms that come due, not all
+/// those set. An alarm due more than a turn of the wheel away is looked at
+/// once a turn. Taking an alarm back leaves its entry on the spoke, dropped
+/// by the sweep that finds it no longer there.
 struct Stripe {
     slots: Vec<Slot>,
     /// The slots no alarm holds.
     free: Vec<u32>,
     /// Each spoke's entries: slots, by index. Made at the first alarm.
     wheel: Vec<Vec<u32>>,
-    /// The first unit no sweep has looked at.
+    /// The first unit a sweep has not finished with: the one the last
+    /// sweep was in (alarms due later in it were left for the next).
     next_unit: u64,
     /// When the keeper last swept it (never zero); zero before its first
     /// sweep and once it parks.
@@ -94,6 +95,7 @@ const UNIT_SHIFT: u32 = 20;
 struct Slot {
     /// The unit whose spoke holds the alarm's entry.
     unit: u64,
+    due: u64,
     waker: Option<Waker>,
 }
 
@@ -140,6 +142,7 @@ impl Alarms {
         }
         let slot = Slot {
             unit: 0,
+            due,
             waker: Some(waker.clone()),
         };
         let index = match kept.free.pop() {
@@ -183,18 +186,16 @@ impl Alarms {
 
     /// Before the keeper parks: marks every stripe as not swept, so that no
     /// alarm is set until it sweeps again (calls arm tokio's timer, and
-    /// wake it), and says when the first alarm still set comes due (the
-    /// end of its unit), which the keeper must wake for; none if no alarm
-    /// is set.
+    /// wake it), and says when the first alarm still set comes due, which
+    /// the keeper must wake for; none if no alarm is set.
     pub(crate) fn close(&self) -> Option<u64> {
         let mut wake_at = None;
         for stripe in self.stripes.iter() {
             let mut kept = lock(&stripe.0);
             kept.swept_at = 0;
-            let first = kept.slots.iter().filter(|slot| slot.waker.is_some());
-            if let Some(unit) = first.map(|slot| slot.unit).min() {
-                let at = (unit + 1) << UNIT_SHIFT;
-                wake_at = Some(wake_at.map_or(at, |earlier: u64| earlier.min(at)));
+            let set = kept.slots.iter().filter(|slot| slot.waker.is_some());
+            if let Some(due) = set.map(|slot| slot.due).min() {
+                wake_at = Some(wake_at.map_or(due, |earlier: u64| earlier.min(due)));
             }
         }
         wake_at
@@ -207,25 +208,27 @@ impl Stripe {
     }
 
     /// Puts slot `index`'s entry on the spoke of the unit `due` falls in,
-    /// or of the first unit not swept yet, if the sweeps are past it.
+    /// or of the first unit the sweeps have not finished with, if they are
+    /// past it.
     fn place(&mut self, index: u32, due: u64) {
         if self.wheel.is_empty() {
             self.wheel = (0..SPOKES).map(|_| Vec::new()).collect();
         }
         let unit = (due >> UNIT_SHIFT).max(self.next_unit);
-        self.slots[index as usize].unit = unit;
+        let slot = &mut self.slots[index as usize];
+        slot.unit = unit;
+        slot.due = due;
         self.wheel[(unit % SPOKES) as usize].push(index);
     }
 
-    /// Takes the wakers of the alarms on the spokes of the units that
-    /// ended by `now` (every alarm there is due), at most a turn of them;
-    /// says whether an alarm was set since the last sweep.
+    /// Takes the wakers of the alarms due by `now` on the spokes of the
+    /// units since the last sweep, up to the one `now` is in (at most a
+    /// turn of them); says whether an alarm was set since the last sweep.
     fn sweep(&mut self, now: u64, woken: &mut Vec<Waker>) -> bool {
         self.swept_at = now.max(1);
         let set_lately = std::mem::take(&mut self.set_lately);
-        // The unit `now` is in has not ended: its alarms may not be due.
         let current = now >> UNIT_SHIFT;
-        let first = self.next_unit.max(current.saturating_sub(SPOKES));
+        let first = self.next_unit.max(current.saturating_sub(SPOKES - 1));
         self.next_unit = self.next_unit.max(current);
         if !self.any_set() {
             if !self.slots.is_empty() {
@@ -237,15 +240,16 @@ impl Stripe {
             return set_lately;
         }
         let Stripe { slots, wheel, .. } = self;
-        for unit in first..current {
+        for unit in first..=current {
             wheel[(unit % SPOKES) as usize].retain(|&index| {
                 let slot = &mut slots[index as usize];
                 if slot.waker.is_none() || slot.unit % SPOKES != unit % SPOKES {
                     // Taken back, fired, or a former alarm's entry.
                     return false;
                 }
-                if slot.unit > unit {
-                    return true; // a later turn's
+                if slot.unit > unit || slot.due > now {
+                    // A later turn's, or due later in the current unit.
+                    return true;
                 }
                 woken.extend(slot.waker.take());
                 false
@@ -361,17 +365,19 @@ mod tests {
     }
 
     #[test]
-    fn an_alarm_wakes_its_task_once_when_its_unit_ends_and_no_sooner() {
+    fn an_alarm_wakes_its_task_once_when_due_and_no_sooner() {
         let alarms = swept_at(U);
         let (count, waker) = counting();
         let alarm = alarms
             .set(10 * U + 5, 2 * U, &waker)
             .expect("a swept stripe takes alarms");
         let mut buffer = Vec::new();
-        assert!(alarms.sweep(10 * U + 6, &mut buffer), "an alarm was set");
-        assert_eq!(woken(&count), 0, "its unit has not ended");
-        assert!(!alarms.sweep(11 * U, &mut buffer), "none set since");
-        assert_eq!(woken(&count), 1, "due, and its unit ended");
+        assert!(alarms.sweep(10 * U + 4, &mut buffer), "an alarm was set");
+        assert_eq!(woken(&count), 0, "not due yet, in its unit");
+        // The next tick is in the next unit: the last one's spoke is
+        // looked at again.
+        assert!(!alarms.sweep(11 * U + 1, &mut buffer), "none set since");
+        assert_eq!(woken(&count), 1, "due");
         alarms.sweep(12 * U, &mut buffer);
         assert_eq!(woken(&count), 1, "woken once");
         drop(alarm);
@@ -385,17 +391,17 @@ mod tests {
         let due = (2 + 3 * SPOKES) * U;
         let _alarm = alarms.set(due, 2 * U, &waker).unwrap();
         let mut buffer = Vec::new();
-        // Every tick of three turns, less one unit: the spoke comes round
-        // three times before the alarm's unit ends.
+        // Every tick of three turns: the spoke comes round three times
+        // before the alarm is due.
         for unit in 2..=(2 + 3 * SPOKES) {
-            alarms.sweep(unit * U, &mut buffer);
+            alarms.sweep(unit * U - 1, &mut buffer);
             assert_eq!(
                 woken(&count),
                 0,
                 "woken at unit {unit}, before its due time"
             );
         }
-        alarms.sweep(due + U, &mut buffer);
+        alarms.sweep(due, &mut buffer);
         assert_eq!(woken(&count), 1);
     }
 
@@ -416,12 +422,12 @@ mod tests {
         let alarm = alarms.set(10 * U, 2 * U, &waker).unwrap();
         let (second, other) = counting();
         alarm.rewake(&other);
-        alarms.sweep(11 * U, &mut Vec::new());
+        alarms.sweep(10 * U, &mut Vec::new());
         assert_eq!((woken(&first), woken(&second)), (0, 1));
         // Polled again after it fired (by a spurious wakeup, say): it fires
-        // again at the next unit's end rather than never.
+        // again at the next sweep rather than never.
         alarm.rewake(&other);
-        alarms.sweep(12 * U, &mut Vec::new());
+        alarms.sweep(10 * U + 1, &mut Vec::new());
         assert_eq!(woken(&second), 2);
     }
 
@@ -435,7 +441,7 @@ mod tests {
         assert_eq!(stripe_of(alarms).slots.len(), 1, "the slot was taken again");
         alarms.sweep(6 * U, &mut Vec::new());
         assert_eq!((woken(&first), woken(&second)), (0, 0));
-        alarms.sweep(51 * U, &mut Vec::new());
+        alarms.sweep(50 * U, &mut Vec::new());
         assert_eq!(woken(&second), 1);
     }
 
@@ -464,8 +470,8 @@ mod tests {
         assert_eq!(woken(&count), 1);
         assert_eq!(
             alarms.close(),
-            Some(21 * U),
-            "the end of the first unit with a waker to wake"
+            Some(20 * U + 7),
+            "the first due time with a waker to wake"
         );
         assert!(
             alarms.set(10 * U, 4 * U, &waker).is_none(),
@@ -522,7 +528,7 @@ mod loom_models {
 
     /// An alarm set while the keeper sweeps and parks: either it was
     /// refused (and its call arms tokio's timer), or the keeper wakes by
-    /// the end of its due time's unit. Never set with nobody to wake it.
+    /// its due time. Never set with nobody to wake it.
     #[test]
     fn an_alarm_set_while_the_keeper_parks_is_kept_or_refused() {
         loom::model(|| {
@@ -535,9 +541,8 @@ mod loom_models {
             alarms.sweep(2 * U, &mut Vec::new());
             let wake_at = alarms.close();
             if let Some(alarm) = caller.join().unwrap() {
-                let unit_ends = ((alarm.due() >> UNIT_SHIFT) + 1) << UNIT_SHIFT;
                 assert!(
-                    wake_at.is_some_and(|at| at <= unit_ends),
+                    wake_at.is_some_and(|at| at <= alarm.due()),
                     "an alarm set with its keeper parked past its due time"
                 );
             }

@@ -27,10 +27,11 @@
 //!   millisecond, and which cost a fraction of arming and cancelling a
 //!   timer in tokio's wheel (in a busy runtime, a timeout layer's calls
 //!   ran about five times as fast; BENCHMARKS.md, Round 9). A deadline
-//!   fires within about two milliseconds of its time (tokio's, within
-//!   one). When an alarm cannot be set (the clock's thread has been idle
-//!   and is waking, or cannot run), the call arms a tokio timer instead;
-//!   with the tokio clock, it always does, so that paused time drives it.
+//!   fires within about a millisecond of its time (the thread's tick), as
+//!   tokio's do. When an alarm cannot be set (the clock's thread has been
+//!   idle and is waking, or cannot run), the call arms a tokio timer
+//!   instead; with the tokio clock, it always does, so that paused time
+//!   drives it.
 //! - The deadline covers the call, not readiness: time spent waiting in
 //!   `poll_ready` (for a bulkhead in backpressure mode, say) is not counted.
 //!   Put the timeout above a queueing bulkhead to bound queueing too.
