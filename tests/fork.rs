@@ -6,6 +6,7 @@
 #![cfg(target_os = "linux")]
 
 use std::convert::Infallible;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use seawall::circuit_breaker::{CircuitBreaker, OpenDuration};
@@ -58,6 +59,11 @@ fn child_times_out() -> i32 {
     })
 }
 
+/// The tests fork one at a time, and not while the other is busy in the
+/// clock: a child inherits a lock another thread held at the fork as held
+/// for good.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 /// Forks; the child runs `child` and leaves with its code. Returns it.
 fn in_child(child: fn() -> i32) -> i32 {
     // SAFETY: the child only runs `child` (which allocates and spawns
@@ -79,6 +85,7 @@ fn in_child(child: fn() -> i32) -> i32 {
 
 #[test]
 fn a_forked_child_sees_time_pass() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     // The parent's clock thread is running, and keeping the time, when it
     // forks.
     let clock = Clock::coarse();
@@ -96,6 +103,7 @@ fn a_forked_child_sees_time_pass() {
 
 #[test]
 fn a_forked_child_times_out_without_the_parents_alarms() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     // The parent's clock thread sweeps alarms when it forks: a call of its
     // own was pending under a timeout.
     let runtime = tokio::runtime::Builder::new_current_thread()
