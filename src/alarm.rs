@@ -262,20 +262,21 @@ impl Stripe {
 impl Alarm {
     /// Makes the alarm wake `waker` (the task's latest), and wake it again
     /// if it already fired: whoever polls after a wakeup checks the time
-    /// itself, so a second wakeup is harmless and a lost one is not.
-    pub(crate) fn rewake(&self, waker: &Waker) {
+    /// itself, so a second wakeup is harmless and a lost one is not. True
+    /// if the keeper must be woken for it: an alarm that fired is set
+    /// again, and the keeper, parked, sleeps until the alarms it knew of.
+    pub(crate) fn rewake(&self, waker: &Waker) -> bool {
         let mut kept = lock(&self.alarms.stripes[self.stripe as usize].0);
         let slot = &mut kept.slots[self.slot as usize];
         match &mut slot.waker {
-            Some(set) => set.clone_from(waker),
+            Some(set) => {
+                set.clone_from(waker);
+                false
+            }
             None => {
                 slot.waker = Some(waker.clone());
                 kept.place(self.slot, self.due);
-                // A parked keeper sleeps until the alarms it knew of.
-                if kept.swept_at == 0 {
-                    drop(kept);
-                    crate::clock::want_keeper();
-                }
+                kept.swept_at == 0
             }
         }
     }
@@ -421,14 +422,17 @@ mod tests {
         let (first, waker) = counting();
         let alarm = alarms.set(10 * U, 2 * U, &waker).unwrap();
         let (second, other) = counting();
-        alarm.rewake(&other);
+        assert!(!alarm.rewake(&other), "not fired: the keeper knows of it");
         alarms.sweep(10 * U, &mut Vec::new());
         assert_eq!((woken(&first), woken(&second)), (0, 1));
         // Polled again after it fired (by a spurious wakeup, say): it fires
         // again at the next sweep rather than never.
-        alarm.rewake(&other);
+        assert!(!alarm.rewake(&other), "the keeper sweeps: it will see it");
         alarms.sweep(10 * U + 1, &mut Vec::new());
         assert_eq!(woken(&second), 2);
+        // Fired, and set again while the keeper is parked: it must be woken.
+        assert!(alarms.close().is_none(), "nothing left to wake for");
+        assert!(alarm.rewake(&other));
     }
 
     #[test]

@@ -229,7 +229,9 @@ impl Deadline {
                 if alarm_now() >= alarm.due() {
                     return Poll::Ready(elapsed);
                 }
-                alarm.rewake(cx.waker());
+                if alarm.rewake(cx.waker()) {
+                    want_keeper();
+                }
                 Poll::Pending
             }
             Timer::Armed { sleep } => sleep.as_mut().poll(cx).map(|()| elapsed),
