@@ -204,21 +204,26 @@ impl Deadline {
         let elapsed = self.elapsed();
         match &mut self.timer {
             Timer::Unarmed { clock, called_at } => {
-                if let Some(due) = clock.alarm_due(*called_at, self.timeout) {
-                    let now = alarm_now();
-                    if now >= due {
-                        return Poll::Ready(elapsed);
+                let remaining = match clock.alarm_due(*called_at, self.timeout) {
+                    Some(due) => {
+                        let now = alarm_now();
+                        if now >= due {
+                            return Poll::Ready(elapsed);
+                        }
+                        if let Some(alarm) = alarms().set(due, now, cx.waker()) {
+                            self.timer = Timer::Alarm { alarm };
+                            return Poll::Pending;
+                        }
+                        want_keeper();
+                        Duration::from_nanos(due - now)
                     }
-                    if let Some(alarm) = alarms().set(due, now, cx.waker()) {
-                        self.timer = Timer::Alarm { alarm };
-                        return Poll::Pending;
+                    None => {
+                        let spent = Duration::from_nanos(clock.nanos_since(*called_at));
+                        match self.timeout.checked_sub(spent).filter(|r| !r.is_zero()) {
+                            Some(remaining) => remaining,
+                            None => return Poll::Ready(elapsed),
+                        }
                     }
-                    want_keeper();
-                }
-                let spent = Duration::from_nanos(clock.nanos_since(*called_at));
-                let Some(remaining) = self.timeout.checked_sub(spent).filter(|r| !r.is_zero())
-                else {
-                    return Poll::Ready(elapsed);
                 };
                 let mut sleep = Box::pin(tokio::time::sleep(remaining));
                 let fired = sleep.as_mut().poll(cx).map(|()| elapsed);
