@@ -51,7 +51,10 @@ use tower_resilience::bulkhead::BulkheadLayer as TrBulkheadLayer;
 use tower_resilience::circuitbreaker::CircuitBreakerLayer as TrBreakerLayer;
 
 mod support;
-use support::awaited::{awaited_call, bench_awaited, busy, pending_inner, yielding_inner};
+use support::awaited::{
+    awaited_call, bench_awaited, busy, deadline_floor_inner, pending_inner, shared_counter_inner,
+    yielding_inner,
+};
 use support::*;
 
 #[global_allocator]
@@ -748,6 +751,18 @@ fn busy_runtime() {
             "bare",
             Box::new(|| busy(runtime, yielding_inner(), calls, BUSY_TASKS)),
         ),
+        // One shared counter in and out per call and nothing else: the
+        // floor of any limit kept in one word (tower's and seawall's are).
+        (
+            "floor_shared_counter",
+            Box::new(|| busy(runtime, shared_counter_inner(BUSY_LIMIT), calls, BUSY_TASKS)),
+        ),
+        // What any deadline on a pending call must do, and nothing more:
+        // a lower bound no working timeout reaches.
+        (
+            "floor_deadline",
+            Box::new(|| busy(runtime, deadline_floor_inner(), calls, BUSY_TASKS)),
+        ),
         (
             "tower_concurrency_limit",
             Box::new(|| {
@@ -816,6 +831,13 @@ fn busy_runtime() {
             }),
         ),
     ];
+    // `SEAWALL_BENCH_BUSY=<name>`: only the variant so named, for a
+    // profiler's sake.
+    let only = std::env::var("SEAWALL_BENCH_BUSY").ok();
+    let variants: Vec<_> = variants
+        .into_iter()
+        .filter(|(name, _)| only.as_deref().is_none_or(|only| *name == only))
+        .collect();
     let mut rates = vec![Vec::new(); variants.len()];
     for _ in 0..5 {
         for ((_, run), rates) in variants.iter().zip(&mut rates) {

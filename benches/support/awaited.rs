@@ -7,6 +7,8 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::hint::black_box;
 use std::pin::Pin;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::{Acquire, Release};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -61,6 +63,63 @@ pub fn yielding_inner() -> impl Service<
        + 'static {
     tower::service_fn(|value: u64| async move {
         tokio::task::yield_now().await;
+        Ok::<u64, Infallible>(value)
+    })
+}
+
+/// [`yielding_inner`] counted in and out of one shared word, refusing
+/// above `limit`: the least any concurrency limit kept in a single counter
+/// pays per call (two atomic writes to a line both workers write, and
+/// nothing else: no `Arc`, no permit type, no queue).
+pub fn shared_counter_inner(
+    limit: usize,
+) -> impl Service<
+    u64,
+    Response = u64,
+    Error = Infallible,
+    Future = impl Future<Output = Result<u64, Infallible>> + Send,
+> + Clone
+       + Send
+       + Sync
+       + 'static {
+    static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+    struct Leave;
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            IN_FLIGHT.fetch_sub(1, Release);
+        }
+    }
+    tower::service_fn(move |value: u64| async move {
+        let leave = Leave;
+        if IN_FLIGHT.fetch_add(1, Acquire) >= limit {
+            return Ok(u64::MAX);
+        }
+        tokio::task::yield_now().await;
+        drop(leave);
+        Ok::<u64, Infallible>(value)
+    })
+}
+
+/// [`yielding_inner`] with what any deadline on a pending call must do
+/// and nothing more: read the time when the call starts, and hold a clone
+/// of the task's waker while it waits (so that something could wake it),
+/// with no timer, no registration and no check: a lower bound, which no
+/// working timeout reaches.
+pub fn deadline_floor_inner() -> impl Service<
+    u64,
+    Response = u64,
+    Error = Infallible,
+    Future = impl Future<Output = Result<u64, Infallible>> + Send,
+> + Clone
+       + Send
+       + Sync
+       + 'static {
+    tower::service_fn(|value: u64| async move {
+        let started = black_box(Instant::now());
+        let waker = std::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
+        tokio::task::yield_now().await;
+        drop(black_box(waker));
+        black_box(started);
         Ok::<u64, Infallible>(value)
     })
 }
