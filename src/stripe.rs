@@ -5,8 +5,8 @@
 //! Policy.
 //!
 //! Two things are striped: the hot bucket of a time window (summed by its
-//! readers), and the reference count that a breaker call's future takes on
-//! the breaker it settles on ([`Striped`]).
+//! readers), and the reference count that a call's future takes on what it
+//! settles on: a breaker ([`Striped`]) or a Policy ([`Laned`]).
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -86,8 +86,7 @@ pub(crate) struct Lane<T>(Arc<T>);
 impl<T> Striped<T> {
     /// A handle with one lane per stripe.
     pub(crate) fn new(shared: T) -> Self {
-        let shared = Arc::new(shared);
-        let lanes = Arc::new(std::array::from_fn(|_| Arc::new(Lane(Arc::clone(&shared)))));
+        let Laned { shared, lanes } = Laned::new(shared);
         Striped {
             shared,
             lanes: Some(lanes),
@@ -134,6 +133,57 @@ impl<T> Deref for Striped<T> {
     #[inline(always)]
     fn deref(&self) -> &T {
         &self.shared
+    }
+}
+
+/// A [`Striped`] handle that always has its lanes (a Policy's: there is
+/// one per policy, not thousands): a call's reference is its lane itself,
+/// and reading through it asks no question of which kind it is.
+pub(crate) struct Laned<T> {
+    shared: Arc<T>,
+    lanes: Arc<[Arc<Lane<T>>; STRIPES]>,
+}
+
+impl<T> Laned<T> {
+    /// A handle with one lane per stripe.
+    pub(crate) fn new(shared: T) -> Self {
+        let shared = Arc::new(shared);
+        let lanes = Arc::new(std::array::from_fn(|_| Arc::new(Lane(Arc::clone(&shared)))));
+        Laned { shared, lanes }
+    }
+
+    /// An owning reference for one call, counted on this thread's stripe.
+    #[inline]
+    pub(crate) fn lane(&self) -> Arc<Lane<T>> {
+        // `%`: as in `Striped::local`.
+        Arc::clone(&self.lanes[stripe() % STRIPES])
+    }
+}
+
+impl<T> Clone for Laned<T> {
+    fn clone(&self) -> Self {
+        Laned {
+            shared: Arc::clone(&self.shared),
+            lanes: Arc::clone(&self.lanes),
+        }
+    }
+}
+
+impl<T> Deref for Laned<T> {
+    type Target = T;
+
+    #[inline(always)]
+    fn deref(&self) -> &T {
+        &self.shared
+    }
+}
+
+impl<T> Deref for Lane<T> {
+    type Target = T;
+
+    #[inline(always)]
+    fn deref(&self) -> &T {
+        &self.0
     }
 }
 
@@ -187,6 +237,21 @@ mod tests {
         };
         assert_eq!(Arc::as_ptr(lane), lanes[stripe()]);
         assert_eq!(*here, 7);
+    }
+
+    #[test]
+    fn a_laned_call_counts_on_its_threads_own_lane() {
+        let laned = Laned::new(7u32);
+        let here = laned.lane();
+        assert!(Arc::ptr_eq(&here, &laned.lanes[stripe()]));
+        let there = std::thread::spawn({
+            let laned = laned.clone();
+            move || Arc::ptr_eq(&laned.lane(), &laned.lanes[stripe()])
+        });
+        assert!(there.join().unwrap());
+        assert_eq!(**here, 7);
+        drop(laned);
+        assert_eq!(**here, 7, "a lane keeps the value alive");
     }
 
     #[test]

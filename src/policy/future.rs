@@ -21,6 +21,7 @@ use crate::circuit_breaker::{CircuitBreaker, Ticket};
 use crate::classify::{Classify, Verdict};
 use crate::error::{Error, IntoError};
 use crate::fallback::after::{After, Running};
+use crate::stripe::{Lane, Laned};
 use crate::timeout::future::{Deadline, Due};
 use crate::timeout::DeadlineOf;
 
@@ -180,10 +181,13 @@ pin_project! {
     }
 }
 
+/// A call's reference to its policy, counted on its thread's lane.
+type PolicyRef<B, C, F, D, R> = Arc<Lane<Shared<B, C, F, D, R>>>;
+
 /// What a call holds of the policy, given back when dropped: the breaker's
 /// ticket, and the bulkhead's slot (or the permit a wait in line got).
 struct Held<Req, B: Admits<Req>, C, F, D, R> {
-    policy: Arc<Shared<B, C, F, D, R>>,
+    policy: PolicyRef<B, C, F, D, R>,
     /// The call's `TRACE` span (disabled, and nearly free, unless a
     /// subscriber wants it).
     span: tracing::Span,
@@ -209,7 +213,7 @@ enum Hold {
 
 impl<Req, B: Admits<Req>, C, F, D, R> Held<Req, B, C, F, D, R> {
     fn new(
-        policy: Arc<Shared<B, C, F, D, R>>,
+        policy: PolicyRef<B, C, F, D, R>,
         span: tracing::Span,
         breaker: B::Held,
         ticket: Option<Ticket>,
@@ -312,7 +316,7 @@ where
     /// A call's first attempt.
     #[inline(always)]
     pub(crate) fn start(
-        policy: &Arc<Shared<B, C, F, D, R>>,
+        policy: &Laned<Shared<B, C, F, D, R>>,
         span: tracing::Span,
         service: &mut S,
         request: Req,
@@ -320,8 +324,13 @@ where
         key: F::Key,
         kept: R::Kept,
     ) -> Self {
-        attempt(policy, span, service, request, limits, |held, state| {
-            ResponseFuture {
+        attempt(
+            policy.lane(),
+            span,
+            service,
+            request,
+            limits,
+            |held, state| ResponseFuture {
                 kind: Kind::Staged {
                     staged: Staged {
                         state,
@@ -330,8 +339,8 @@ where
                         kept,
                     },
                 },
-            }
-        })
+            },
+        )
     }
 
     /// A call with nothing to run but its deadline.
@@ -349,7 +358,7 @@ where
 /// place in line), then the call with its deadline.
 #[inline(always)]
 fn attempt<S, Req, B, C, F, D, R, T>(
-    policy: &Arc<Shared<B, C, F, D, R>>,
+    policy: PolicyRef<B, C, F, D, R>,
     span: tracing::Span,
     service: &mut S,
     request: Req,
@@ -365,7 +374,7 @@ where
     let ticket = match admitted {
         Ok(ticket) => ticket,
         Err(open) => {
-            let held = Held::new(Arc::clone(policy), span, breaker, None, Hold::Nothing, 0);
+            let held = Held::new(policy, span, breaker, None, Hold::Nothing, 0);
             return then(held, State::refused(Error::CircuitOpen(open)));
         }
     };
@@ -374,33 +383,34 @@ where
         Some(bulkhead) => match bulkhead.try_take() {
             Some(slot) => (Hold::Slot(slot), bulkhead.start()),
             None => {
-                let held = Held::new(Arc::clone(policy), span, breaker, ticket, Hold::Nothing, 0);
-                if let PolicyBulkhead::Queue(queue) = bulkhead {
+                let state = if let PolicyBulkhead::Queue(queue) = bulkhead {
                     // No time left: not worth a place in line.
                     let due = policy.due(limits);
                     if due.is_spent() {
-                        return then(held, State::refused(Error::Timeout(due.elapsed())));
+                        State::refused(Error::Timeout(due.elapsed()))
+                    } else {
+                        match queue.join_line(service) {
+                            Ok((acquire, ready)) => State::Queued {
+                                queued: Box::pin(Queued {
+                                    acquire,
+                                    call: Some((ready, request)),
+                                    limits,
+                                    queued_at: policy.clock.now(),
+                                }),
+                            },
+                            Err(full) => State::refused(Error::BulkheadFull(full)),
+                        }
                     }
-                    let state = match queue.join_line(service) {
-                        Ok((acquire, ready)) => State::Queued {
-                            queued: Box::pin(Queued {
-                                acquire,
-                                call: Some((ready, request)),
-                                limits,
-                                queued_at: policy.clock.now(),
-                            }),
-                        },
-                        Err(full) => State::refused(Error::BulkheadFull(full)),
-                    };
-                    return then(held, state);
-                }
-                let full = bulkhead.refuse(None);
-                return then(held, State::refused(Error::BulkheadFull(full)));
+                } else {
+                    State::refused(Error::BulkheadFull(bulkhead.refuse(None)))
+                };
+                let held = Held::new(policy, span, breaker, ticket, Hold::Nothing, 0);
+                return then(held, state);
             }
         },
     };
-    let held = Held::new(Arc::clone(policy), span, breaker, ticket, bulkhead, started);
     let due = policy.due(limits);
+    let held = Held::new(policy, span, breaker, ticket, bulkhead, started);
     if due.is_spent() {
         // The caller has no time left: calling would only load the
         // dependency with work nobody waits for. (The bulkhead slot goes
@@ -522,7 +532,7 @@ where
                             let (service, request, limits) = policy.retry.next(this.kept);
                             let span = this.held.span.clone();
                             let (held, state) = attempt(
-                                &Arc::clone(policy),
+                                Arc::clone(policy),
                                 span,
                                 service,
                                 request,
