@@ -153,6 +153,13 @@ pub(crate) fn alarm_now() -> u64 {
     precise_now()
 }
 
+/// The time alarms are set and swept in, by the coarse clock: never ahead
+/// of [`alarm_now`], and behind it by up to a tick while the keeper keeps
+/// time (more if it runs late). A load, where [`alarm_now`] reads the TSC.
+pub(crate) fn alarm_now_coarse() -> u64 {
+    coarse_now()
+}
+
 /// Has the keeper run, or replaced if its time stopped moving: a call
 /// whose alarm could not be set (the keeper has not swept lately) wants it.
 pub(crate) fn want_keeper() {
@@ -431,14 +438,14 @@ impl Clock {
         }
     }
 
-    /// When a call started at `start` (a reading of [`start`](Clock::start))
-    /// reaches `timeout`, in alarm time (see [`alarm_now`]); none with the
-    /// tokio clock, whose deadlines are tokio's timers (they follow paused
-    /// time).
+    /// When a call started, from `start` (a reading of
+    /// [`start`](Clock::start)), in alarm time (see [`alarm_now`]); none
+    /// with the tokio clock, whose deadlines are tokio's timers (they
+    /// follow paused time).
     #[inline]
-    pub(crate) fn alarm_due(&self, start: u64, timeout: Duration) -> Option<u64> {
+    pub(crate) fn alarm_start(&self, start: u64) -> Option<u64> {
         match &self.source {
-            Source::Coarse { .. } => Some(since_epoch(start).saturating_add(nanos(timeout))),
+            Source::Coarse { .. } => Some(since_epoch(start)),
             _ => None,
         }
     }

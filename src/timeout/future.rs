@@ -13,7 +13,7 @@ use tower_service::Service;
 use super::Elapsed;
 use crate::alarm::{alarms, Alarm};
 use crate::budget::TIMER_RESOLUTION;
-use crate::clock::{alarm_now, nanos, want_keeper, Clock};
+use crate::clock::{alarm_now, alarm_now_coarse, nanos, want_keeper, Clock};
 use crate::error::{Error, IntoError};
 
 pin_project! {
@@ -204,18 +204,26 @@ impl Deadline {
         let elapsed = self.elapsed();
         match &mut self.timer {
             Timer::Unarmed { clock, called_at } => {
-                let remaining = match clock.alarm_due(*called_at, self.timeout) {
-                    Some(due) => {
-                        let now = alarm_now();
-                        if now >= due {
+                let remaining = match clock.alarm_start(*called_at) {
+                    Some(start) => {
+                        let due = start.saturating_add(nanos(self.timeout));
+                        // The coarse time is never ahead, so a call it finds
+                        // due is; one it does not, its alarm ends at the
+                        // keeper's next tick.
+                        if alarm_now_coarse() >= due {
                             return Poll::Ready(elapsed);
                         }
-                        if let Some(alarm) = alarms().set(due, now, cx.waker()) {
+                        // The start stands for the time now in the keeper's
+                        // check: it is no later, and it spares a TSC read.
+                        if let Some(alarm) = alarms().set(due, start, cx.waker()) {
                             self.timer = Timer::Alarm { alarm };
                             return Poll::Pending;
                         }
                         want_keeper();
-                        Duration::from_nanos(due - now)
+                        match due.checked_sub(alarm_now()).filter(|&left| left > 0) {
+                            Some(left) => Duration::from_nanos(left),
+                            None => return Poll::Ready(elapsed),
+                        }
                     }
                     None => {
                         let spent = Duration::from_nanos(clock.nanos_since(*called_at));
@@ -307,6 +315,33 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    #[test]
+    fn a_call_first_polled_after_its_deadline_under_the_coarse_clock_times_out_then() {
+        let timeout = Duration::from_millis(5);
+        let mut service = TimeoutLayer::new(timeout)
+            .clock(Clock::coarse())
+            .layer(service_fn(|()| pending::<Result<(), Infallible>>()));
+        let mut call = Box::pin(service.call(()));
+        let Timer::Unarmed { clock, called_at } = call.deadline.timer else {
+            panic!("a call's timer is unarmed until its first poll");
+        };
+        let due = clock.alarm_start(called_at).unwrap() + nanos(timeout);
+        let give_up = std::time::Instant::now() + Duration::from_secs(20);
+        while alarm_now_coarse() < due {
+            assert!(
+                std::time::Instant::now() < give_up,
+                "the coarse time stopped"
+            );
+            want_keeper();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let polled = call.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+        assert!(
+            matches!(polled, Poll::Ready(Err(Error::Timeout(_)))),
+            "{polled:?}"
+        );
     }
 
     #[test]
