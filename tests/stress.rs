@@ -7,16 +7,20 @@
 //! together; a round's threads never wait for anything but the barrier.
 
 use std::convert::Infallible;
+use std::future::{ready, Future};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use seawall::bulkhead::Bulkhead;
 use seawall::circuit_breaker::{CircuitBreaker, Registry};
 use seawall::classify::Verdict;
+use seawall::policy::Policy;
 use seawall::timeout::TimeoutLayer;
 use seawall::window::{Outcome, RollingWindow, Window};
 use seawall::{Clock, Error};
-use tower::{service_fn, Layer, ServiceExt};
+use tower::{service_fn, Layer, Service, ServiceExt};
 
 const THREADS: usize = 8;
 const CALLS: usize = 50;
@@ -34,17 +38,34 @@ fn rounds<T: Send + Sync + 'static>(
     let target: Arc<Mutex<Option<Arc<T>>>> = Arc::new(Mutex::new(None));
     let start = Arc::new(Barrier::new(THREADS + 1));
     let done = Arc::new(Barrier::new(THREADS + 1));
+    // A thread whose work panics still comes to the barrier, and the round
+    // fails with its message rather than leaving the others waiting.
+    let failed: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
     let work = Arc::new(work);
     let threads: Vec<_> = (0..THREADS)
         .map(|thread| {
-            let (target, start, done, work) =
-                (target.clone(), start.clone(), done.clone(), work.clone());
+            let (target, start, done, failed, work) = (
+                target.clone(),
+                start.clone(),
+                done.clone(),
+                failed.clone(),
+                work.clone(),
+            );
             std::thread::spawn(move || {
                 for _ in 0..rounds {
                     start.wait();
                     let current = target.lock().unwrap().clone().unwrap();
-                    work(&current, thread);
+                    let worked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        work(&current, thread)
+                    }));
                     drop(current);
+                    if let Err(panic) = worked {
+                        let message = panic
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| panic.downcast_ref::<&str>().map(|m| m.to_string()));
+                        *failed.lock().unwrap() = Some(message.unwrap_or_default());
+                    }
                     done.wait();
                 }
             })
@@ -55,6 +76,9 @@ fn rounds<T: Send + Sync + 'static>(
         *target.lock().unwrap() = Some(current.clone());
         start.wait();
         done.wait();
+        if let Some(message) = failed.lock().unwrap().take() {
+            panic!("round {round}: a thread failed: {message}");
+        }
         check(&current, round);
     }
     for thread in threads {
@@ -164,6 +188,73 @@ fn fresh_breakers_count_every_call_of_a_burst() {
             let lifetime = breaker.lifetime();
             assert_eq!(lifetime.counts, counts);
             assert_eq!(lifetime.latency.unwrap().count(), (THREADS * CALLS) as u64);
+        },
+    );
+}
+
+/// Fresh policies (breaker, bulkhead and timeout) called from every thread
+/// at once, each thread holding two calls at a time: every call counted
+/// once, every bulkhead slot given back, and none admitted past the limit.
+#[test]
+fn fresh_policies_count_every_call_of_a_burst() {
+    const HELD: usize = 2;
+    rounds(
+        ROUNDS,
+        |_| {
+            let policy = Policy::builder()
+                .clock(Clock::coarse())
+                .timeout(Duration::from_secs(60))
+                .bulkhead(Bulkhead::builder().max_concurrent(THREADS * HELD))
+                .circuit_breaker(CircuitBreaker::builder())
+                .build()
+                .unwrap();
+            policy.breaker().force_closed();
+            policy
+        },
+        |policy, thread| {
+            let mut service = policy.layer(service_fn(|outcome: Outcome| {
+                ready(match outcome {
+                    Outcome::Failure => Err("failed"),
+                    _ => Ok(()),
+                })
+            }));
+            let mut cx = Context::from_waker(Waker::noop());
+            for pair in 0..CALLS / HELD {
+                let calls: [_; HELD] = std::array::from_fn(|i| {
+                    assert!(service.poll_ready(&mut cx).is_ready());
+                    (
+                        Box::pin(service.call(outcome_of(thread, pair * HELD + i))),
+                        outcome_of(thread, pair * HELD + i),
+                    )
+                });
+                for (mut call, outcome) in calls {
+                    match call.as_mut().poll(&mut cx) {
+                        Poll::Ready(Ok(())) => assert_eq!(outcome, Outcome::Success),
+                        Poll::Ready(Err(Error::Inner("failed"))) => {
+                            assert_eq!(outcome, Outcome::Failure)
+                        }
+                        other => panic!("a ready call ended {other:?}"),
+                    }
+                }
+            }
+        },
+        |policy, round| {
+            let counts = policy.breaker().counts();
+            assert_eq!(
+                (counts.success, counts.failure, counts.rejected),
+                (SUCCESSES, FAILURES, 0),
+                "round {round}"
+            );
+            let bulkhead = policy.bulkhead().unwrap();
+            assert_eq!(
+                (bulkhead.in_flight, bulkhead.admitted, bulkhead.rejected),
+                (0, (THREADS * CALLS) as u64, 0),
+                "round {round}"
+            );
+            assert!(
+                bulkhead.max_in_flight_seen <= THREADS * HELD,
+                "round {round}"
+            );
         },
     );
 }
