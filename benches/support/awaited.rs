@@ -50,17 +50,23 @@ pub fn pending_inner() -> impl Service<u64, Response = u64, Error = Infallible, 
     })
 }
 
+/// What the busy runtime's inner services are: shared by its tasks, and
+/// sent between its workers.
+pub trait BusyInner:
+    Service<u64, Response = u64, Error = Infallible, Future: Send> + Clone + Send + Sync + 'static
+{
+}
+
+impl<S> BusyInner for S
+where
+    S: Service<u64, Response = u64, Error = Infallible> + Clone + Send + Sync + 'static,
+    S::Future: Send,
+{
+}
+
 /// The inner service of the busy runtime: it yields to the scheduler once
 /// per call, as a call that waits for anything does.
-pub fn yielding_inner() -> impl Service<
-    u64,
-    Response = u64,
-    Error = Infallible,
-    Future = impl Future<Output = Result<u64, Infallible>> + Send,
-> + Clone
-       + Send
-       + Sync
-       + 'static {
+pub fn yielding_inner() -> impl BusyInner {
     tower::service_fn(|value: u64| async move {
         tokio::task::yield_now().await;
         Ok::<u64, Infallible>(value)
@@ -71,17 +77,7 @@ pub fn yielding_inner() -> impl Service<
 /// above `limit`: the least any concurrency limit kept in a single counter
 /// pays per call (two atomic writes to a line both workers write, and
 /// nothing else: no `Arc`, no permit type, no queue).
-pub fn shared_counter_inner(
-    limit: usize,
-) -> impl Service<
-    u64,
-    Response = u64,
-    Error = Infallible,
-    Future = impl Future<Output = Result<u64, Infallible>> + Send,
-> + Clone
-       + Send
-       + Sync
-       + 'static {
+pub fn shared_counter_inner(limit: usize) -> impl BusyInner {
     static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
     struct Leave;
     impl Drop for Leave {
@@ -105,15 +101,7 @@ pub fn shared_counter_inner(
 /// of the task's waker while it waits (so that something could wake it),
 /// with no timer, no registration and no check: a lower bound, which no
 /// working timeout reaches.
-pub fn deadline_floor_inner() -> impl Service<
-    u64,
-    Response = u64,
-    Error = Infallible,
-    Future = impl Future<Output = Result<u64, Infallible>> + Send,
-> + Clone
-       + Send
-       + Sync
-       + 'static {
+pub fn deadline_floor_inner() -> impl BusyInner {
     tower::service_fn(|value: u64| async move {
         let started = black_box(Instant::now());
         let waker = std::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
