@@ -127,7 +127,9 @@ impl Alarms {
 
     /// Sets an alarm that wakes `waker` once the time reaches `due`, in the
     /// calling thread's stripe; none if the keeper has not swept that
-    /// stripe lately (`now` is the time), or is sweeping it now. The lock
+    /// stripe lately (`now` is the time, or an earlier one, such as the
+    /// call's start: lately is then as of that time), or is sweeping it
+    /// now. The lock
     /// is only tried: a caller never waits on the keeper (nor, in a child
     /// forked while the parent's keeper held it, for ever).
     pub(crate) fn set(&'static self, due: u64, now: u64, waker: &Waker) -> Option<Alarm> {
