@@ -325,6 +325,7 @@ where
         kept: R::Kept,
     ) -> Self {
         attempt(
+            policy,
             policy.lane(),
             span,
             service,
@@ -355,10 +356,12 @@ where
 }
 
 /// Admits an attempt: the breaker first, then the bulkhead (a slot, or a
-/// place in line), then the call with its deadline.
+/// place in line), then the call with its deadline. `lane` is the call's
+/// hold on `policy`, which is read through the caller's own reference.
 #[inline(always)]
 fn attempt<S, Req, B, C, F, D, R, T>(
-    policy: PolicyRef<B, C, F, D, R>,
+    policy: &Shared<B, C, F, D, R>,
+    lane: PolicyRef<B, C, F, D, R>,
     span: tracing::Span,
     service: &mut S,
     request: Req,
@@ -374,7 +377,7 @@ where
     let ticket = match admitted {
         Ok(ticket) => ticket,
         Err(open) => {
-            let held = Held::new(policy, span, breaker, None, Hold::Nothing, 0);
+            let held = Held::new(lane, span, breaker, None, Hold::Nothing, 0);
             return then(held, State::refused(Error::CircuitOpen(open)));
         }
     };
@@ -404,13 +407,13 @@ where
                 } else {
                     State::refused(Error::BulkheadFull(bulkhead.refuse(None)))
                 };
-                let held = Held::new(policy, span, breaker, ticket, Hold::Nothing, 0);
+                let held = Held::new(lane, span, breaker, ticket, Hold::Nothing, 0);
                 return then(held, state);
             }
         },
     };
     let due = policy.due(limits);
-    let held = Held::new(policy, span, breaker, ticket, bulkhead, started);
+    let held = Held::new(lane, span, breaker, ticket, bulkhead, started);
     if due.is_spent() {
         // The caller has no time left: calling would only load the
         // dependency with work nobody waits for. (The bulkhead slot goes
@@ -532,6 +535,7 @@ where
                             let (service, request, limits) = policy.retry.next(this.kept);
                             let span = this.held.span.clone();
                             let (held, state) = attempt(
+                                policy,
                                 Arc::clone(policy),
                                 span,
                                 service,
