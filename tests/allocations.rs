@@ -149,6 +149,35 @@ fn a_healthy_policy_call_allocates_nothing() {
     );
 }
 
+/// A healthy call keeps its answer in the cache only when the kept one is
+/// older than `refresh_after`; every tenth call here fails and is answered
+/// from the cache.
+#[cfg(feature = "cache")]
+#[tokio::test(start_paused = true)]
+async fn a_policy_with_a_cached_fallback_allocates_nothing_between_refreshes() {
+    use seawall::fallback::FallbackCache;
+    let cache = FallbackCache::<bool, ()>::builder()
+        .clock(Clock::tokio())
+        .build()
+        .unwrap();
+    let policy = Policy::builder()
+        .name("p")
+        .clock(Clock::tokio())
+        .circuit_breaker(CircuitBreaker::builder())
+        .fallback(Fallback::keyed(|_: &bool| false).cache(cache.clone()))
+        .build()
+        .unwrap();
+    let mut service = policy.layer(ready_service());
+    drive_through(&mut service, 10);
+    assert_eq!(cache.len(), 1, "settles the first answer's admission");
+    assert_eq!(
+        allocations_during(|| drive_through(&mut service, 10_000)),
+        0
+    );
+    assert_eq!(cache.figures().stored, 1);
+    assert_eq!(cache.figures().hits, 1_000);
+}
+
 #[test]
 fn healthy_retried_and_hedged_calls_allocate_nothing() {
     use seawall::hedge::{Hedge, HedgeLayer};

@@ -367,6 +367,7 @@ proptest! {
         fallback_timeout in prop::option::of(durations()),
         max_entries in counts_u64(),
         max_stale in prop::option::of(durations()),
+        refresh_after in prop::option::of(durations()),
         ttl in prop::option::of(durations()),
         ops in ops(),
     ) {
@@ -374,6 +375,9 @@ proptest! {
             let mut cache = FallbackCache::<u8, u8>::builder().max_entries(max_entries);
             if let Some(max_stale) = max_stale {
                 cache = cache.max_stale(max_stale);
+            }
+            if let Some(refresh_after) = refresh_after {
+                cache = cache.refresh_after(refresh_after);
             }
             if let Some(ttl) = ttl {
                 cache = cache.time_to_live(ttl);
@@ -417,8 +421,8 @@ proptest! {
         });
         if let Err(err) = built {
             refused_with(&err, &[
-                "max_entries", "max_stale", "time_to_live", "timeout",
-                "max_concurrent",
+                "max_entries", "max_stale", "refresh_after", "time_to_live",
+                "timeout", "max_concurrent",
             ])?;
         }
     }

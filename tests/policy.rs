@@ -77,7 +77,11 @@ impl Upstream {
 
 #[cfg(feature = "cache")]
 fn cache(max_stale: Option<Duration>) -> FallbackCache<(&'static str, u32), String> {
-    let mut builder = FallbackCache::builder().max_entries(100);
+    // Every good answer replaces the kept one, so the tests can tell which
+    // call's answer is served.
+    let mut builder = FallbackCache::builder()
+        .max_entries(100)
+        .refresh_after(Duration::ZERO);
     if let Some(max) = max_stale {
         builder = builder.max_stale(max);
     }

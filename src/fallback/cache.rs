@@ -21,6 +21,15 @@ use crate::error::ConfigError;
 /// answer older than [`max_stale`](FallbackCacheBuilder::max_stale) (by the
 /// seawall clock, so paused-time tests can drive it) is not served.
 ///
+/// A good answer replaces the kept one only when that one is older than
+/// [`refresh_after`](FallbackCacheBuilder::refresh_after) (1 s by default),
+/// as an HTTP cache serving `stale-if-error` refreshes only what has
+/// expired: a successful call then reads the cache, which allocates
+/// nothing, instead of writing it, which allocates (moka's entry, node and
+/// key). An answer served is thus up to `refresh_after` older than the
+/// newest good one, and its age says so
+/// ([`Provenance::Cache`](super::Provenance::Cache)).
+///
 /// ```
 /// use std::time::Duration;
 /// use seawall::fallback::FallbackCache;
@@ -33,8 +42,9 @@ use crate::error::ConfigError;
 /// # Ok::<(), seawall::ConfigError>(())
 /// ```
 pub struct FallbackCache<K, Res> {
-    entries: Cache<K, Entry<Res>>,
+    entries: Cache<K, Arc<Entry<Res>>>,
     max_stale: Option<u64>,
+    refresh_after: u64,
     clock: Clock,
     tally: Arc<Tally>,
 }
@@ -44,6 +54,7 @@ impl<K, Res> Clone for FallbackCache<K, Res> {
         FallbackCache {
             entries: self.entries.clone(),
             max_stale: self.max_stale,
+            refresh_after: self.refresh_after,
             clock: self.clock,
             tally: Arc::clone(&self.tally),
         }
@@ -77,7 +88,6 @@ pub struct CacheFigures {
     pub stale_refused: u64,
 }
 
-#[derive(Clone)]
 struct Entry<Res> {
     response: Res,
     /// When it was fresh, by `clock`.
@@ -97,6 +107,7 @@ where
             time_to_live: None,
             time_to_idle: None,
             max_stale: None,
+            refresh_after: None,
             clock: None,
             name: Arc::from("fallback_cache"),
         }
@@ -143,11 +154,17 @@ where
     Res: Clone + Send + Sync + 'static,
 {
     fn store(&self, key: K, response: &Res) {
+        let now = self.clock.now();
+        if let Some(kept) = self.entries.get(&key) {
+            if now.saturating_sub(kept.at) < self.refresh_after {
+                return;
+            }
+        }
         let entry = Entry {
             response: response.clone(),
-            at: self.clock.now(),
+            at: now,
         };
-        self.entries.insert(key, entry);
+        self.entries.insert(key, Arc::new(entry));
         self.tally.stored.fetch_add(1, Relaxed);
     }
 
@@ -163,8 +180,15 @@ where
             return None;
         }
         tally.hits.fetch_add(1, Relaxed);
-        Some((entry.response, Duration::from_nanos(age)))
+        Some((entry.response.clone(), Duration::from_nanos(age)))
     }
+}
+
+/// How old a kept answer must be before a good one replaces it, by default.
+const DEFAULT_REFRESH: Duration = Duration::from_secs(1);
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 type Weigher<K, Res> = Box<dyn Fn(&K, &Res) -> u32 + Send + Sync>;
@@ -177,6 +201,7 @@ pub struct FallbackCacheBuilder<K, Res> {
     time_to_live: Option<Duration>,
     time_to_idle: Option<Duration>,
     max_stale: Option<Duration>,
+    refresh_after: Option<Duration>,
     clock: Option<Clock>,
     name: Arc<str>,
 }
@@ -221,6 +246,16 @@ where
         self
     }
 
+    /// Replaces a kept answer with a newer good one only once the kept one
+    /// is this old. Default: 1 s, or a tenth of
+    /// [`max_stale`](Self::max_stale) if that is shorter; it must be
+    /// shorter than `max_stale`. `Duration::ZERO` keeps every good answer
+    /// (a write to the cache on every successful call).
+    pub fn refresh_after(mut self, refresh_after: Duration) -> Self {
+        self.refresh_after = Some(refresh_after);
+        self
+    }
+
     /// The name in reports and metrics. Default `"fallback_cache"`.
     pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
         self.name = name.into();
@@ -254,10 +289,23 @@ where
                 ));
             }
         }
+        let refresh_after = match (self.refresh_after, self.max_stale) {
+            (Some(refresh), Some(max_stale)) if refresh >= max_stale => {
+                return Err(ConfigError::new(
+                    "refresh_after",
+                    refresh,
+                    "must be shorter than max_stale",
+                ));
+            }
+            (Some(refresh), _) => refresh,
+            (None, max_stale) => {
+                max_stale.map_or(DEFAULT_REFRESH, |max| DEFAULT_REFRESH.min(max / 10))
+            }
+        };
         let mut entries = Cache::builder().max_capacity(self.max_entries);
         if let Some(weigher) = self.weigher {
-            entries =
-                entries.weigher(move |key: &K, entry: &Entry<Res>| weigher(key, &entry.response));
+            entries = entries
+                .weigher(move |key: &K, entry: &Arc<Entry<Res>>| weigher(key, &entry.response));
         }
         if let Some(ttl) = self.time_to_live {
             entries = entries.time_to_live(ttl);
@@ -267,9 +315,8 @@ where
         }
         Ok(FallbackCache {
             entries: entries.build(),
-            max_stale: self
-                .max_stale
-                .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+            max_stale: self.max_stale.map(nanos),
+            refresh_after: nanos(refresh_after),
             clock: self.clock.unwrap_or_default(),
             tally: Arc::new(Tally {
                 name: self.name,
@@ -279,5 +326,84 @@ where
                 stale_refused: AtomicU64::new(0),
             }),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache(builder: FallbackCacheBuilder<u8, &'static str>) -> FallbackCache<u8, &'static str> {
+        builder.clock(Clock::tokio()).build().unwrap()
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_kept_answer_younger_than_refresh_after_is_not_replaced() {
+        let cache = cache(FallbackCache::builder().refresh_after(ms(1_000)));
+        cache.store(1, &"first");
+        tokio::time::advance(ms(999)).await;
+        cache.store(1, &"second");
+        assert_eq!(cache.lookup(&1), Some(("first", ms(999))));
+        assert_eq!(cache.figures().stored, 1);
+
+        tokio::time::advance(ms(1)).await;
+        cache.store(1, &"third");
+        assert_eq!(cache.lookup(&1), Some(("third", ms(0))));
+        assert_eq!(cache.figures().stored, 2);
+
+        cache.store(2, &"another key");
+        assert_eq!(cache.lookup(&2), Some(("another key", ms(0))));
+        assert_eq!(cache.figures().stored, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refresh_after_zero_keeps_every_answer() {
+        let cache = cache(FallbackCache::builder().refresh_after(Duration::ZERO));
+        cache.store(1, &"first");
+        cache.store(1, &"second");
+        assert_eq!(cache.lookup(&1), Some(("second", ms(0))));
+        assert_eq!(cache.figures().stored, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refresh_after_defaults_to_a_second_or_a_tenth_of_max_stale() {
+        let default = cache(FallbackCache::builder());
+        default.store(1, &"first");
+        tokio::time::advance(ms(999)).await;
+        default.store(1, &"second");
+        assert_eq!(default.lookup(&1), Some(("first", ms(999))));
+        tokio::time::advance(ms(1)).await;
+        default.store(1, &"third");
+        assert_eq!(default.lookup(&1), Some(("third", ms(0))));
+
+        let short = cache(FallbackCache::builder().max_stale(ms(500)));
+        short.store(1, &"first");
+        tokio::time::advance(ms(49)).await;
+        short.store(1, &"second");
+        assert_eq!(short.lookup(&1), Some(("first", ms(49))));
+        tokio::time::advance(ms(1)).await;
+        short.store(1, &"third");
+        assert_eq!(short.lookup(&1), Some(("third", ms(0))));
+    }
+
+    #[test]
+    fn refresh_after_must_be_shorter_than_max_stale() {
+        let error = FallbackCache::<u8, u8>::builder()
+            .max_stale(ms(500))
+            .refresh_after(ms(500))
+            .build()
+            .err()
+            .expect("refresh_after as long as max_stale is refused");
+        assert_eq!(error.field(), "refresh_after");
+        assert!(error.to_string().contains("500ms"), "{error}");
+        FallbackCache::<u8, u8>::builder()
+            .max_stale(ms(500))
+            .refresh_after(ms(499))
+            .build()
+            .unwrap();
     }
 }

@@ -13,7 +13,10 @@
 //! dependency (by the [classifier](crate::classify): a failure, a timeout, a
 //! refusal; not an ignored error) and whose cause is among the [`Causes`] it
 //! is given. It tries, in order, its cache (feature `cache`: the last good
-//! answer for the request's key, if not too old) and then its source. If
+//! answer kept for the request's key, if not too old; a good answer replaces
+//! the kept one once that is older than
+//! [`refresh_after`](FallbackCacheBuilder::refresh_after)) and then its
+//! source. If
 //! nothing answers, or the fallback itself fails, is too slow, or too many
 //! fallbacks are running already (Hystrix bounds them too), **the caller gets
 //! the original error**, never the fallback's.
@@ -191,7 +194,7 @@ impl fmt::Debug for Causes {
 pub enum Provenance {
     /// The fallback's source (a value, a function, another service).
     Fallback,
-    /// The cache: the last good answer for the request's key, this old.
+    /// The cache: the good answer kept for the request's key, this old.
     Cache {
         /// How long ago the answer was fresh.
         age: Duration,
