@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use moka::sync::Cache;
 
+use super::recent::Recent;
 use super::source::Lookup;
 use crate::clock::Clock;
 use crate::error::ConfigError;
@@ -24,11 +25,15 @@ use crate::error::ConfigError;
 /// A good answer replaces the kept one only when that one is older than
 /// [`refresh_after`](FallbackCacheBuilder::refresh_after) (1 s by default),
 /// as an HTTP cache serving `stale-if-error` refreshes only what has
-/// expired: a successful call then reads the cache, which allocates
-/// nothing, instead of writing it, which allocates (moka's entry, node and
-/// key). An answer served is thus up to `refresh_after` older than the
-/// newest good one, and its age says so
-/// ([`Provenance::Cache`](super::Provenance::Cache)).
+/// expired. Between refreshes a successful call neither writes the cache
+/// (moka's entry, node and key: five allocations) nor, mostly, reads it: a
+/// table of up to 1,024 slots (8 KiB, and the keys last kept in them)
+/// tells it, from the key itself, that the kept answer is young enough. An
+/// answer served is thus up to `refresh_after` older than the newest good
+/// one, and its age says so
+/// ([`Provenance::Cache`](super::Provenance::Cache)). An answer evicted for
+/// room is kept again by the first success after a lookup missed it, or
+/// after its `refresh_after`.
 ///
 /// ```
 /// use std::time::Duration;
@@ -37,14 +42,16 @@ use crate::error::ConfigError;
 /// let cache = FallbackCache::<(String, String), String>::builder()
 ///     .max_entries(10_000)
 ///     .max_stale(Duration::from_secs(300))
+///     .refresh_after(Duration::from_secs(5))
 ///     .build()?;
 /// # drop(cache);
 /// # Ok::<(), seawall::ConfigError>(())
 /// ```
 pub struct FallbackCache<K, Res> {
-    entries: Cache<K, Arc<Entry<Res>>>,
+    entries: Cache<Key<K>, Arc<Entry<K, Res>>>,
     max_stale: Option<u64>,
     refresh_after: u64,
+    recent: Arc<Recent<K>>,
     clock: Clock,
     tally: Arc<Tally>,
 }
@@ -55,6 +62,7 @@ impl<K, Res> Clone for FallbackCache<K, Res> {
             entries: self.entries.clone(),
             max_stale: self.max_stale,
             refresh_after: self.refresh_after,
+            recent: Arc::clone(&self.recent),
             clock: self.clock,
             tally: Arc::clone(&self.tally),
         }
@@ -88,7 +96,32 @@ pub struct CacheFigures {
     pub stale_refused: u64,
 }
 
-struct Entry<Res> {
+/// A key as the cache keeps it: shared with its entry's stamp in
+/// [`Recent`], since `K` need not be `Clone`.
+struct Key<K>(Arc<K>);
+
+impl<K: Hash> Hash for Key<K> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl<K: PartialEq> PartialEq for Key<K> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl<K: Eq> Eq for Key<K> {}
+
+impl<K> std::borrow::Borrow<K> for Key<K> {
+    fn borrow(&self) -> &K {
+        &self.0
+    }
+}
+
+struct Entry<K, Res> {
+    key: Arc<K>,
     response: Res,
     /// When it was fresh, by `clock`.
     at: u64,
@@ -144,7 +177,10 @@ where
 
     /// Forgets every answer.
     pub fn clear(&self) {
+        // In this order, so that an answer kept between the two is kept
+        // again at the next success rather than thought fresh.
         self.entries.invalidate_all();
+        self.recent.clear();
     }
 }
 
@@ -155,22 +191,36 @@ where
 {
     fn store(&self, key: K, response: &Res) {
         let now = self.clock.now();
-        if let Some(kept) = self.entries.get(&key) {
-            if now.saturating_sub(kept.at) < self.refresh_after {
+        let refreshing = self.refresh_after > 0;
+        if refreshing {
+            if self.recent.fresh(&key, now) {
                 return;
             }
+            if let Some(kept) = self.entries.get(&key) {
+                if now.saturating_sub(kept.at) < self.refresh_after {
+                    self.recent.mark(Arc::clone(&kept.key), kept.at);
+                    return;
+                }
+            }
         }
+        let key = Arc::new(key);
         let entry = Entry {
+            key: Arc::clone(&key),
             response: response.clone(),
             at: now,
         };
-        self.entries.insert(key, Arc::new(entry));
+        self.entries.insert(Key(Arc::clone(&key)), Arc::new(entry));
+        if refreshing {
+            self.recent.mark(key, now);
+        }
         self.tally.stored.fetch_add(1, Relaxed);
     }
 
     fn lookup(&self, key: &K) -> Option<(Res, Duration)> {
         let tally = &self.tally;
         let Some(entry) = self.entries.get(key) else {
+            // Evicted, expired or never kept: the next success keeps one.
+            self.recent.forget(key);
             tally.misses.fetch_add(1, Relaxed);
             return None;
         };
@@ -247,10 +297,11 @@ where
     }
 
     /// Replaces a kept answer with a newer good one only once the kept one
-    /// is this old. Default: 1 s, or a tenth of
-    /// [`max_stale`](Self::max_stale) if that is shorter; it must be
-    /// shorter than `max_stale`. `Duration::ZERO` keeps every good answer
-    /// (a write to the cache on every successful call).
+    /// is this old. Default: 1 s, or a tenth of the shortest of
+    /// [`max_stale`](Self::max_stale), [`time_to_live`](Self::time_to_live)
+    /// and [`time_to_idle`](Self::time_to_idle) if that is shorter; it must
+    /// be shorter than each of them. `Duration::ZERO` keeps every good
+    /// answer (a write to the cache on every successful call).
     pub fn refresh_after(mut self, refresh_after: Duration) -> Self {
         self.refresh_after = Some(refresh_after);
         self
@@ -289,23 +340,32 @@ where
                 ));
             }
         }
-        let refresh_after = match (self.refresh_after, self.max_stale) {
-            (Some(refresh), Some(max_stale)) if refresh >= max_stale => {
-                return Err(ConfigError::new(
-                    "refresh_after",
-                    refresh,
-                    "must be shorter than max_stale",
-                ));
+        // An answer must be refreshed before it is too old to serve or is
+        // dropped, or successes would skip keeping one that is gone.
+        let bounds = [
+            (self.max_stale, "must be shorter than max_stale"),
+            (self.time_to_live, "must be shorter than time_to_live"),
+            (self.time_to_idle, "must be shorter than time_to_idle"),
+        ];
+        let refresh_after = match self.refresh_after {
+            Some(refresh) => {
+                for (bound, reason) in bounds {
+                    if bound.is_some_and(|bound| refresh >= bound) {
+                        return Err(ConfigError::new("refresh_after", refresh, reason));
+                    }
+                }
+                refresh
             }
-            (Some(refresh), _) => refresh,
-            (None, max_stale) => {
-                max_stale.map_or(DEFAULT_REFRESH, |max| DEFAULT_REFRESH.min(max / 10))
-            }
+            None => bounds
+                .into_iter()
+                .filter_map(|(bound, _)| bound)
+                .fold(DEFAULT_REFRESH, |refresh, bound| refresh.min(bound / 10)),
         };
         let mut entries = Cache::builder().max_capacity(self.max_entries);
         if let Some(weigher) = self.weigher {
-            entries = entries
-                .weigher(move |key: &K, entry: &Arc<Entry<Res>>| weigher(key, &entry.response));
+            entries = entries.weigher(move |key: &Key<K>, entry: &Arc<Entry<K, Res>>| {
+                weigher(&key.0, &entry.response)
+            });
         }
         if let Some(ttl) = self.time_to_live {
             entries = entries.time_to_live(ttl);
@@ -317,6 +377,7 @@ where
             entries: entries.build(),
             max_stale: self.max_stale.map(nanos),
             refresh_after: nanos(refresh_after),
+            recent: Arc::new(Recent::new(self.max_entries, nanos(refresh_after))),
             clock: self.clock.unwrap_or_default(),
             tally: Arc::new(Tally {
                 name: self.name,
@@ -388,6 +449,45 @@ mod tests {
         tokio::time::advance(ms(1)).await;
         short.store(1, &"third");
         assert_eq!(short.lookup(&1), Some(("third", ms(0))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_dropped_from_the_cache_is_kept_again_after_a_miss() {
+        let cache = cache(FallbackCache::builder());
+        cache.store(1, &"first");
+        cache.entries.invalidate(&1);
+        cache.store(1, &"second");
+        assert_eq!(cache.lookup(&1), None, "the table still thought it kept");
+        cache.store(1, &"third");
+        assert_eq!(cache.lookup(&1), Some(("third", ms(0))));
+        cache.clear();
+        cache.store(1, &"fourth");
+        assert_eq!(cache.lookup(&1), Some(("fourth", ms(0))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refresh_after_defaults_below_time_to_live_and_time_to_idle() {
+        for builder in [
+            FallbackCache::builder().time_to_live(ms(200)),
+            FallbackCache::builder().time_to_idle(ms(200)),
+        ] {
+            let cache = cache(builder);
+            cache.store(1, &"first");
+            tokio::time::advance(ms(20)).await;
+            cache.store(1, &"second");
+            assert_eq!(cache.lookup(&1), Some(("second", ms(0))));
+        }
+    }
+
+    #[test]
+    fn refresh_after_must_be_shorter_than_time_to_live_and_time_to_idle() {
+        for builder in [
+            FallbackCache::<u8, u8>::builder().time_to_live(ms(500)),
+            FallbackCache::<u8, u8>::builder().time_to_idle(ms(500)),
+        ] {
+            let error = builder.refresh_after(ms(500)).build().err().unwrap();
+            assert_eq!(error.field(), "refresh_after");
+        }
     }
 
     #[test]

@@ -87,6 +87,8 @@ pub(crate) mod after;
 mod cache;
 mod future;
 mod layer;
+#[cfg(feature = "cache")]
+mod recent;
 mod source;
 pub(crate) mod withhold;
 
