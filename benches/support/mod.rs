@@ -117,7 +117,9 @@ where
     })
 }
 
-/// Measures two threads calling clones of one service.
+/// Measures two threads calling clones of one service, every call request
+/// 1 as in the one-thread groups (a keyed variant would see a new key per
+/// call otherwise).
 pub fn bench_shared<S>(group: &mut Measured<'_>, name: &str, service: S)
 where
     S: Service<u64, Response = u64> + Clone + Send,
@@ -127,8 +129,8 @@ where
             // Each worker gets its own clone (as each connection would);
             // the clones share the breaker.
             let mut service = service.clone();
-            two_threads(iters, move |x| {
-                black_box(settle(drive(&mut service, black_box(x))));
+            two_threads(iters, move |_| {
+                black_box(settle(drive(&mut service, black_box(1))));
             })
         })
     });
@@ -184,8 +186,8 @@ where
     group.bench_function(name, |b| {
         b.iter_custom(|iters| {
             let mut service = service.clone();
-            two_threads(iters, move |x| {
-                black_box(answer(drive_until_ready(&mut service, black_box(x))));
+            two_threads(iters, move |_| {
+                black_box(answer(drive_until_ready(&mut service, black_box(1))));
             })
         })
     });
