@@ -259,6 +259,79 @@ fn fresh_policies_count_every_call_of_a_burst() {
     );
 }
 
+/// Fresh cached fallbacks, their keys' hashes all equal (one slot of the
+/// table that says a kept answer is fresh, taken in turns): every failure
+/// answered from the cache, and no answer kept twice while fresh.
+#[cfg(feature = "cache")]
+#[test]
+fn fresh_cached_fallbacks_serve_every_failure_and_keep_one_answer_per_key() {
+    use seawall::fallback::{Fallback, FallbackCache};
+
+    const KEYS: u8 = 16;
+    #[derive(PartialEq, Eq)]
+    struct Colliding(u8);
+    impl std::hash::Hash for Colliding {
+        fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+            0u8.hash(state);
+        }
+    }
+    let answer = |key: u8| u64::from(key) * 10;
+    let upstream =
+        move |(key, fail): (u8, bool)| ready(if fail { Err("failed") } else { Ok(answer(key)) });
+    rounds(
+        ROUNDS / 4,
+        |_| {
+            let cache = FallbackCache::<Colliding, u64>::builder()
+                .clock(Clock::coarse())
+                .refresh_after(Duration::from_secs(3_600))
+                .build()
+                .unwrap();
+            let policy = Policy::builder()
+                .clock(Clock::coarse())
+                .circuit_breaker(CircuitBreaker::builder())
+                .fallback(Fallback::keyed(|r: &(u8, bool)| Colliding(r.0)).cache(cache.clone()))
+                .build()
+                .unwrap();
+            policy.breaker().force_closed();
+            let mut service = policy.layer(service_fn(upstream));
+            let mut cx = Context::from_waker(Waker::noop());
+            for key in 0..KEYS {
+                assert!(service.poll_ready(&mut cx).is_ready());
+                let call = std::pin::pin!(service.call((key, false)));
+                assert!(matches!(call.poll(&mut cx), Poll::Ready(Ok(_))));
+            }
+            (policy, cache)
+        },
+        move |(policy, _), thread| {
+            let mut service = policy.layer(service_fn(upstream));
+            let mut cx = Context::from_waker(Waker::noop());
+            for call in 0..CALLS {
+                let key = ((thread + call) % usize::from(KEYS)) as u8;
+                let fail = outcome_of(thread, call) == Outcome::Failure;
+                assert!(service.poll_ready(&mut cx).is_ready());
+                let pending = std::pin::pin!(service.call((key, fail)));
+                match pending.poll(&mut cx) {
+                    Poll::Ready(Ok(got)) => assert_eq!(got, answer(key), "key {key}"),
+                    other => panic!("key {key}, failing {fail}: {other:?}"),
+                }
+            }
+        },
+        |(policy, cache), round| {
+            let figures = cache.figures();
+            assert_eq!(
+                (figures.stored, figures.hits, figures.misses),
+                (u64::from(KEYS), FAILURES, 0),
+                "round {round}"
+            );
+            assert_eq!(
+                policy.breaker().counts().cache_hit,
+                FAILURES,
+                "round {round}"
+            );
+        },
+    );
+}
+
 /// A registry builds a fresh breaker for each new key, under whatever burst
 /// the key arrives with: every thread of a round calls through the same
 /// new key.
