@@ -8,8 +8,9 @@
 //! - bulkhead of 16 calls;
 //! - breaker: 5 s window in 1 s buckets, at least 8 calls, 50% errors, open
 //!   2 s;
-//! - fallback: the last good answer for the same tenant and symbol, if at
-//!   most 30 s old, else "price unavailable".
+//! - fallback: the last good answer kept for the same tenant and symbol
+//!   (refreshed once a second), if at most 30 s old, else "price
+//!   unavailable".
 //!
 //! Every second it prints how many answers were fresh, cached (and how
 //! old), defaults or errors, and what the breaker did. Run it with
@@ -138,6 +139,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     FallbackCache::builder()
                         .max_entries(1_000)
                         .max_stale(Duration::from_secs(30))
+                        // A good answer replaces the kept one once that
+                        // is a second old: between, successes write nothing.
+                        .refresh_after(Duration::from_secs(1))
                         .build()?,
                 )
                 .value(Price {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use moka::sync::Cache;
 
-use super::recent::Recent;
+use super::recent::{young, Recent};
 use super::source::Lookup;
 use crate::clock::Clock;
 use crate::error::ConfigError;
@@ -177,8 +177,8 @@ where
 
     /// Forgets every answer.
     pub fn clear(&self) {
-        // In this order, so that an answer kept between the two is kept
-        // again at the next success rather than thought fresh.
+        // Entries first: the other way round, an answer kept between the
+        // two would be dropped while the table still called it fresh.
         self.entries.invalidate_all();
         self.recent.clear();
     }
@@ -197,7 +197,7 @@ where
                 return;
             }
             if let Some(kept) = self.entries.get(&key) {
-                if now.saturating_sub(kept.at) < self.refresh_after {
+                if young(kept.at, now, self.refresh_after) {
                     self.recent.mark(Arc::clone(&kept.key), kept.at);
                     return;
                 }
