@@ -1056,6 +1056,9 @@ fn two_threads(c: &mut Criterion) {
     bench_shared_until_ready(&mut group, "seawall_policy", full_policy().layer(inner()));
     let (_policy, service) = cached_fallback();
     bench_shared_until_ready(&mut group, "seawall_cached_fallback_healthy", service);
+    let (served, service) = cached_fallback();
+    served.breaker().force_open();
+    bench_shared_until_ready(&mut group, "seawall_cached_fallback", service);
     group.finish();
 }
 

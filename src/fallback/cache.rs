@@ -1,5 +1,6 @@
 //! The cache of last good answers, on moka.
 
+use std::cell::Cell;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use super::recent::{young, Recent};
 use super::source::Lookup;
 use crate::clock::Clock;
 use crate::error::ConfigError;
+use crate::stripe::{stripe, STRIPES};
 
 /// The last good answer per key, bounded, for a [`Fallback`](super::Fallback)
 /// to serve when a call fails. Cheap to clone; clones share the entries.
@@ -27,13 +29,20 @@ use crate::error::ConfigError;
 /// as an HTTP cache serving `stale-if-error` refreshes only what has
 /// expired. Between refreshes a successful call neither writes the cache
 /// (moka's entry, node and key: five allocations) nor, mostly, reads it: a
-/// table of up to 1,024 slots (8 KiB, and the keys last kept in them)
-/// tells it, from the key itself, that the kept answer is young enough. An
-/// answer served is thus up to `refresh_after` older than the newest good
-/// one, and its age says so
-/// ([`Provenance::Cache`](super::Provenance::Cache)). An answer evicted for
-/// room is kept again by the first success after a lookup missed it, or
-/// after its `refresh_after`.
+/// table of up to 1,024 slots (8 KiB) holding the cache's own entries kept
+/// lately tells it, from the key itself, that the kept answer is young
+/// enough. An answer served is thus up to `refresh_after` older than the
+/// newest good one, and its age says so
+/// ([`Provenance::Cache`](super::Provenance::Cache)).
+///
+/// Without [`time_to_live`](FallbackCacheBuilder::time_to_live) or
+/// [`time_to_idle`](FallbackCacheBuilder::time_to_idle), the table serves
+/// answers too: calls answered from the cache on many cores at once (an
+/// outage) then write no line another core writes, where moka's reads
+/// write the entry's reference count and moka's read log. One answer in 64
+/// (per thread) is still read from moka, so that its eviction policy sees
+/// which keys are served. The table forgets an entry as moka drops it, so
+/// it serves none that the cache no longer has.
 ///
 /// ```
 /// use std::time::Duration;
@@ -51,9 +60,13 @@ pub struct FallbackCache<K, Res> {
     entries: Cache<Key<K>, Arc<Entry<K, Res>>>,
     max_stale: Option<u64>,
     refresh_after: u64,
-    recent: Arc<Recent<K>>,
+    recent: Arc<Recent<K, Res>>,
+    /// Whether lookups take answers from `recent` (no time-to-live or
+    /// time-to-idle, which only moka's reads keep).
+    serves_recent: bool,
     clock: Clock,
-    tally: Arc<Tally>,
+    name: Arc<str>,
+    tallies: Arc<[Tally; STRIPES]>,
 }
 
 impl<K, Res> Clone for FallbackCache<K, Res> {
@@ -63,16 +76,20 @@ impl<K, Res> Clone for FallbackCache<K, Res> {
             max_stale: self.max_stale,
             refresh_after: self.refresh_after,
             recent: Arc::clone(&self.recent),
+            serves_recent: self.serves_recent,
             clock: self.clock,
-            tally: Arc::clone(&self.tally),
+            name: Arc::clone(&self.name),
+            tallies: Arc::clone(&self.tallies),
         }
     }
 }
 
-/// What a cache did, since it was made; shared by its clones.
-#[derive(Debug)]
+/// What a cache did, since it was made, one copy a stripe on lines of its
+/// own (summed by readers): calls served on two cores write different
+/// lines.
+#[derive(Debug, Default)]
+#[repr(align(128))]
 struct Tally {
-    name: Arc<str>,
     stored: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -120,11 +137,11 @@ impl<K> std::borrow::Borrow<K> for Key<K> {
     }
 }
 
-struct Entry<K, Res> {
-    key: Arc<K>,
-    response: Res,
-    /// When it was fresh, by `clock`.
-    at: u64,
+pub(super) struct Entry<K, Res> {
+    pub(super) key: Arc<K>,
+    pub(super) response: Res,
+    /// When it was fresh, by the cache's clock.
+    pub(super) at: u64,
 }
 
 impl<K, Res> FallbackCache<K, Res>
@@ -148,19 +165,21 @@ where
 
     /// The cache's name, in reports and metrics.
     pub fn name(&self) -> &str {
-        &self.tally.name
+        &self.name
     }
 
     /// What the cache has done since it was made: lookups by result, and
     /// answers stored. Monotonic; reading them blocks nothing.
     pub fn figures(&self) -> CacheFigures {
-        let tally = &self.tally;
+        let sum = |count: fn(&Tally) -> &AtomicU64| {
+            self.tallies.iter().map(|t| count(t).load(Relaxed)).sum()
+        };
         CacheFigures {
             entries: self.entries.entry_count(),
-            stored: tally.stored.load(Relaxed),
-            hits: tally.hits.load(Relaxed),
-            misses: tally.misses.load(Relaxed),
-            stale_refused: tally.stale_refused.load(Relaxed),
+            stored: sum(|t| &t.stored),
+            hits: sum(|t| &t.hits),
+            misses: sum(|t| &t.misses),
+            stale_refused: sum(|t| &t.stale_refused),
         }
     }
 
@@ -173,6 +192,10 @@ where
     /// Whether no answer is kept.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    fn tally(&self) -> &Tally {
+        &self.tallies[stripe()]
     }
 
     /// Forgets every answer.
@@ -198,40 +221,67 @@ where
             }
             if let Some(kept) = self.entries.get(&key) {
                 if young(kept.at, now, self.refresh_after) {
-                    self.recent.mark(Arc::clone(&kept.key), kept.at);
+                    self.recent.mark(kept);
                     return;
                 }
             }
         }
         let key = Arc::new(key);
-        let entry = Entry {
+        let entry = Arc::new(Entry {
             key: Arc::clone(&key),
             response: response.clone(),
             at: now,
-        };
-        self.entries.insert(Key(Arc::clone(&key)), Arc::new(entry));
+        });
+        self.entries.insert(Key(key), Arc::clone(&entry));
         if refreshing {
-            self.recent.mark(key, now);
+            self.recent.mark(entry);
         }
-        self.tally.stored.fetch_add(1, Relaxed);
+        self.tally().stored.fetch_add(1, Relaxed);
     }
 
     fn lookup(&self, key: &K) -> Option<(Res, Duration)> {
-        let tally = &self.tally;
-        let Some(entry) = self.entries.get(key) else {
-            // Evicted, expired or never kept: the next success keeps one.
-            self.recent.forget(key);
-            tally.misses.fetch_add(1, Relaxed);
-            return None;
+        let recent = if self.serves_recent && !moka_reads_this_one() {
+            self.recent.answer(key)
+        } else {
+            None
         };
-        let age = self.clock.now().saturating_sub(entry.at);
+        let (response, at) = match recent {
+            Some(kept) => kept,
+            None => {
+                let Some(entry) = self.entries.get(key) else {
+                    self.tally().misses.fetch_add(1, Relaxed);
+                    return None;
+                };
+                let kept = (entry.response.clone(), entry.at);
+                if self.serves_recent {
+                    self.recent.mark(entry);
+                }
+                kept
+            }
+        };
+        let age = self.clock.now().saturating_sub(at);
         if self.max_stale.is_some_and(|max| age > max) {
-            tally.stale_refused.fetch_add(1, Relaxed);
+            self.tally().stale_refused.fetch_add(1, Relaxed);
             return None;
         }
-        tally.hits.fetch_add(1, Relaxed);
-        Some((entry.response.clone(), Duration::from_nanos(age)))
+        self.tally().hits.fetch_add(1, Relaxed);
+        Some((response, Duration::from_nanos(age)))
     }
+}
+
+/// One answer in this many that the table could serve, per thread, is read
+/// from moka instead, which records the read for its eviction policy.
+const MOKA_READS_ONE_IN: u32 = 64;
+
+fn moka_reads_this_one() -> bool {
+    thread_local! {
+        static SERVED: Cell<u32> = const { Cell::new(0) };
+    }
+    SERVED.with(|served| {
+        let n = served.get().wrapping_add(1);
+        served.set(n);
+        n.is_multiple_of(MOKA_READS_ONE_IN)
+    })
 }
 
 /// How old a kept answer must be before a good one replaces it, by default.
@@ -361,7 +411,11 @@ where
                 .filter_map(|(bound, _)| bound)
                 .fold(DEFAULT_REFRESH, |refresh, bound| refresh.min(bound / 10)),
         };
-        let mut entries = Cache::builder().max_capacity(self.max_entries);
+        let recent = Arc::new(Recent::new(self.max_entries, nanos(refresh_after)));
+        let dropped = Arc::clone(&recent);
+        let mut entries = Cache::builder()
+            .max_capacity(self.max_entries)
+            .eviction_listener(move |_, entry: Arc<Entry<K, Res>>, _| dropped.forget(&entry));
         if let Some(weigher) = self.weigher {
             entries = entries.weigher(move |key: &Key<K>, entry: &Arc<Entry<K, Res>>| {
                 weigher(&key.0, &entry.response)
@@ -377,15 +431,13 @@ where
             entries: entries.build(),
             max_stale: self.max_stale.map(nanos),
             refresh_after: nanos(refresh_after),
-            recent: Arc::new(Recent::new(self.max_entries, nanos(refresh_after))),
+            recent,
+            serves_recent: !refresh_after.is_zero()
+                && self.time_to_live.is_none()
+                && self.time_to_idle.is_none(),
             clock: self.clock.unwrap_or_default(),
-            tally: Arc::new(Tally {
-                name: self.name,
-                stored: AtomicU64::new(0),
-                hits: AtomicU64::new(0),
-                misses: AtomicU64::new(0),
-                stale_refused: AtomicU64::new(0),
-            }),
+            name: self.name,
+            tallies: Arc::default(),
         })
     }
 }
@@ -452,17 +504,40 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn an_answer_dropped_from_the_cache_is_kept_again_after_a_miss() {
+    async fn an_answer_dropped_from_the_cache_is_kept_again_at_the_next_success() {
         let cache = cache(FallbackCache::builder());
         cache.store(1, &"first");
         cache.entries.invalidate(&1);
+        assert_eq!(cache.lookup(&1), None, "not served once dropped");
         cache.store(1, &"second");
-        assert_eq!(cache.lookup(&1), None, "the table still thought it kept");
+        assert_eq!(cache.lookup(&1), Some(("second", ms(0))));
+        cache.clear();
+        assert_eq!(cache.lookup(&1), None, "not served once cleared");
         cache.store(1, &"third");
         assert_eq!(cache.lookup(&1), Some(("third", ms(0))));
-        cache.clear();
-        cache.store(1, &"fourth");
-        assert_eq!(cache.lookup(&1), Some(("fourth", ms(0))));
+    }
+
+    /// Far more keys than room: whatever moka evicts, every lookup says
+    /// what moka holds, never an answer it dropped.
+    #[tokio::test(start_paused = true)]
+    async fn answers_evicted_for_room_are_not_served() {
+        let cache = cache(FallbackCache::builder().max_entries(8));
+        for round in 0..20u8 {
+            for key in 0..40u8 {
+                cache.store(key, &"answer");
+                if key % 3 == round % 3 {
+                    let _ = cache.lookup(&key);
+                }
+            }
+            cache.entries.run_pending_tasks();
+            for key in 0..40u8 {
+                assert_eq!(
+                    cache.lookup(&key).is_some(),
+                    cache.entries.contains_key(&key),
+                    "round {round}, key {key}"
+                );
+            }
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,45 +1,43 @@
-//! Which keys had a good answer kept lately: what lets a successful call
-//! skip the cache.
+//! The entries kept lately, in front of the cache: what lets a call learn
+//! that its key's answer is fresh, or take it, without moka.
 //!
-//! A cache read costs a successful call about 900 instructions (moka's
-//! hash, table probe, clock read and read log), to learn only that the kept
-//! answer is young enough to stay. This table answers that from a slot
-//! picked by the key's hash, holding the key last kept there and when: one
-//! load (arc-swap's, which writes only the reading thread's own lines) and
-//! one comparison of keys, so keys whose hashes collide are told apart as
-//! the cache tells them.
+//! A moka read costs about 900 instructions on one core (its hash, table
+//! probe, clock read and read log), and does not scale: two cores reading
+//! one key write its entry's reference count and moka's read log, and
+//! served together more slowly than one alone. This table holds the
+//! cache's own entries (no copies) in slots picked by the key's hash: one
+//! load (arc-swap's, which writes only the reading thread's own lines, and
+//! takes no reference count) and one comparison of keys, so keys whose
+//! hashes collide are told apart as the cache tells them.
 //!
-//! A slot holds one key at a time, so keys sharing a slot take turns, and
+//! A slot holds one entry at a time, so keys sharing a slot take turns, and
 //! a slot holding another key says nothing: the call asks the cache. The
-//! table can only send a call to the cache, never skip keeping an answer
-//! the cache does not have, once a lookup that missed has
-//! [forgotten](Recent::forget) the key.
+//! cache [forgets](Recent::forget) an entry as it drops it (evicted,
+//! expired, replaced or invalidated: moka's eviction listener), so the
+//! table keeps no answer alive, and serves none, that the cache no longer
+//! has.
 
 use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 
-/// Slots at most: 8 KiB a cache, and the keys of up to 1,024 stamps. More
-/// distinct keys than slots only send more calls to the cache.
+use super::cache::Entry;
+
+/// Slots at most: 8 KiB a cache. More distinct keys than slots only send
+/// more calls to the cache.
 const MAX_SLOTS: usize = 1024;
 
-pub(super) struct Recent<K> {
-    slots: Box<[ArcSwapOption<Stamp<K>>]>,
+pub(super) struct Recent<K, Res> {
+    slots: Box<[ArcSwapOption<Entry<K, Res>>]>,
     hasher: foldhash::fast::RandomState,
     refresh_after: u64,
 }
 
-/// A key, and when its kept answer was fresh (by the cache's clock).
-struct Stamp<K> {
-    key: Arc<K>,
-    kept: u64,
-}
-
-impl<K: Hash + Eq> Recent<K> {
+impl<K: Hash + Eq, Res> Recent<K, Res> {
     /// A table for about `keys` keys (at most [`MAX_SLOTS`] slots), telling
     /// answers younger than `refresh_after` nanoseconds.
-    pub(super) fn new(keys: u64, refresh_after: u64) -> Recent<K> {
+    pub(super) fn new(keys: u64, refresh_after: u64) -> Self {
         let slots = usize::try_from(keys)
             .unwrap_or(MAX_SLOTS)
             .clamp(1, MAX_SLOTS)
@@ -51,7 +49,7 @@ impl<K: Hash + Eq> Recent<K> {
         }
     }
 
-    fn slot(&self, key: &K) -> &ArcSwapOption<Stamp<K>> {
+    fn slot(&self, key: &K) -> &ArcSwapOption<Entry<K, Res>> {
         // Truncation is the point: the low bits pick the slot.
         let index = self.hasher.hash_one(key) as usize & (self.slots.len() - 1);
         &self.slots[index]
@@ -60,30 +58,39 @@ impl<K: Hash + Eq> Recent<K> {
     /// Whether `key`'s answer is [young](young), as far as the table
     /// knows.
     pub(super) fn fresh(&self, key: &K, now: u64) -> bool {
-        let stamp = self.slot(key).load();
-        stamp
-            .as_ref()
-            .is_some_and(|s| young(s.kept, now, self.refresh_after) && *s.key == *key)
+        let kept = self.slot(key).load();
+        kept.as_ref()
+            .is_some_and(|e| young(e.at, now, self.refresh_after) && *e.key == *key)
     }
 
-    /// Notes that `key`'s kept answer dates from `kept`.
-    pub(super) fn mark(&self, key: Arc<K>, kept: u64) {
-        let slot = self.slot(&key);
-        slot.store(Some(Arc::new(Stamp { key, kept })));
+    /// `key`'s answer and when it was fresh, if the table holds it.
+    pub(super) fn answer(&self, key: &K) -> Option<(Res, u64)>
+    where
+        Res: Clone,
+    {
+        let kept = self.slot(key).load();
+        kept.as_ref()
+            .filter(|e| *e.key == *key)
+            .map(|e| (e.response.clone(), e.at))
     }
 
-    /// Forgets `key` (the cache has no answer for it), if its slot holds it.
-    pub(super) fn forget(&self, key: &K) {
-        let slot = self.slot(key);
-        let stamp = slot.load();
-        if stamp.as_ref().is_some_and(|s| *s.key == *key) {
-            // Fails only if the slot changed since: a racing mark is for
-            // an answer kept just now, and is right to stay.
-            let _ = slot.compare_and_swap(&stamp, None);
+    /// Holds `entry`, which the cache holds too, in its key's slot.
+    pub(super) fn mark(&self, entry: Arc<Entry<K, Res>>) {
+        self.slot(&entry.key).store(Some(entry));
+    }
+
+    /// Forgets `entry` (the cache dropped it), if its slot holds it.
+    pub(super) fn forget(&self, entry: &Arc<Entry<K, Res>>) {
+        let slot = self.slot(&entry.key);
+        let kept = slot.load();
+        if kept.as_ref().is_some_and(|e| Arc::ptr_eq(e, entry)) {
+            // Fails only if the slot changed since: to an entry the cache
+            // holds, marked just now, which is right to stay.
+            let _ = slot.compare_and_swap(&kept, None);
         }
     }
 
-    /// Forgets every key.
+    /// Forgets every entry.
     pub(super) fn clear(&self) {
         for slot in &self.slots {
             slot.store(None);
@@ -104,26 +111,43 @@ mod tests {
 
     const SECOND: u64 = 1_000_000_000;
 
+    fn entry<K>(key: K, response: &'static str, at: u64) -> Arc<Entry<K, &'static str>> {
+        Arc::new(Entry {
+            key: Arc::new(key),
+            response,
+            at,
+        })
+    }
+
     #[test]
-    fn a_marked_key_is_fresh_until_refresh_after() {
+    fn a_marked_entry_is_fresh_until_refresh_after_and_answers_until_forgotten() {
         let recent = Recent::new(100, SECOND);
         let start = 5 * SECOND;
         assert!(!recent.fresh(&7u32, start), "nothing marked yet");
-        recent.mark(Arc::new(7), start);
+        assert_eq!(recent.answer(&7), None);
+        let kept = entry(7, "seven", start);
+        recent.mark(Arc::clone(&kept));
         assert!(recent.fresh(&7, start));
         assert!(recent.fresh(&7, start + SECOND - 1));
         assert!(!recent.fresh(&7, start + SECOND));
-        assert!(recent.fresh(&7, start - 1), "a stamp from later");
-        recent.forget(&7);
-        assert!(!recent.fresh(&7, start), "forgotten");
-        recent.mark(Arc::new(7), start);
+        assert!(
+            recent.fresh(&7, start - 1),
+            "kept after this call read the clock"
+        );
+        assert_eq!(recent.answer(&7), Some(("seven", start)), "however old");
+        recent.forget(&entry(7, "seven, kept again", start));
+        assert_eq!(recent.answer(&7), Some(("seven", start)), "another entry");
+        recent.forget(&kept);
+        assert!(!recent.fresh(&7, start), "dropped by the cache");
+        assert_eq!(recent.answer(&7), None);
+        recent.mark(kept);
         recent.clear();
-        assert!(!recent.fresh(&7, start), "cleared");
+        assert_eq!(recent.answer(&7), None, "cleared");
     }
 
     /// Keys whose hashes are all equal, as a key type's `Hash` may make
     /// them.
-    #[derive(PartialEq, Eq)]
+    #[derive(Debug, PartialEq, Eq)]
     struct Colliding(u32);
 
     impl Hash for Colliding {
@@ -135,37 +159,36 @@ mod tests {
     #[test]
     fn keys_whose_hashes_collide_are_told_apart() {
         let recent = Recent::new(100, SECOND);
-        recent.mark(Arc::new(Colliding(1)), 0);
+        recent.mark(entry(Colliding(1), "one", 0));
         assert!(recent.fresh(&Colliding(1), 0));
         assert!(!recent.fresh(&Colliding(2), 0), "another key");
-        recent.forget(&Colliding(2));
-        assert!(recent.fresh(&Colliding(1), 0), "forgetting another key");
-        recent.mark(Arc::new(Colliding(2)), 0);
+        assert_eq!(recent.answer(&Colliding(2)), None);
+        recent.mark(entry(Colliding(2), "two", 0));
         assert!(!recent.fresh(&Colliding(1), 0), "the slot is the other's");
-        assert!(recent.fresh(&Colliding(2), 0));
+        assert_eq!(recent.answer(&Colliding(2)), Some(("two", 0)));
     }
 
-    /// Threads sharing one slot, each marking its own key at its own time,
-    /// ten seconds apart: no key of an earlier thread is ever fresh at a
-    /// thread's time, which a stamp with that key and this thread's time
-    /// would make.
+    /// Threads sharing one slot, each marking its own key's entry and
+    /// reading the slot at once: every answer found is the entry of the key
+    /// asked for, never another's.
     #[test]
-    fn keys_sharing_a_slot_never_take_each_others_stamps() {
+    fn keys_sharing_a_slot_never_answer_with_each_others_entries() {
         const THREADS: u32 = 4;
+        const ANSWERS: [&str; THREADS as usize] = ["zero", "one", "two", "three"];
         let recent = Recent::new(1, SECOND);
-        let time = |thread: u32| u64::from(thread) * 10 * SECOND;
         for _round in 0..50 {
             let barrier = std::sync::Barrier::new(THREADS as usize);
             std::thread::scope(|scope| {
                 for me in 0..THREADS {
                     let (recent, barrier) = (&recent, &barrier);
                     scope.spawn(move || {
-                        let key = Arc::new(Colliding(me));
+                        let mine = entry(Colliding(me), ANSWERS[me as usize], u64::from(me));
                         barrier.wait();
-                        for _ in 0..2_000 {
-                            recent.mark(Arc::clone(&key), time(me));
-                            for earlier in 0..me {
-                                assert!(!recent.fresh(&Colliding(earlier), time(me)));
+                        for i in 0..2_000 {
+                            recent.mark(Arc::clone(&mine));
+                            let asked = (me + i) % THREADS;
+                            if let Some(found) = recent.answer(&Colliding(asked)) {
+                                assert_eq!(found, (ANSWERS[asked as usize], u64::from(asked)));
                             }
                         }
                     });
