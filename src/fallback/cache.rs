@@ -454,23 +454,41 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_kept_answer_younger_than_refresh_after_is_not_replaced() {
-        let cache = cache(FallbackCache::builder().refresh_after(ms(1_000)));
+    /// Asserts that `cache` keeps an answer until it is `refresh` old, and
+    /// replaces it with the next good one then.
+    async fn replaced_at(cache: FallbackCache<u8, &'static str>, refresh: Duration) {
         cache.store(1, &"first");
-        tokio::time::advance(ms(999)).await;
+        tokio::time::advance(refresh - ms(1)).await;
         cache.store(1, &"second");
-        assert_eq!(cache.lookup(&1), Some(("first", ms(999))));
-        assert_eq!(cache.figures().stored, 1);
-
+        let young = refresh - ms(1);
+        assert_eq!(cache.lookup(&1), Some(("first", young)), "{refresh:?}");
         tokio::time::advance(ms(1)).await;
         cache.store(1, &"third");
-        assert_eq!(cache.lookup(&1), Some(("third", ms(0))));
-        assert_eq!(cache.figures().stored, 2);
+        assert_eq!(cache.lookup(&1), Some(("third", ms(0))), "{refresh:?}");
+    }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_kept_answer_is_replaced_once_refresh_after_old() {
+        let builder = FallbackCache::builder;
+        for (builder, refresh) in [
+            (builder().refresh_after(ms(300)), ms(300)),
+            (builder(), ms(1_000)),
+            (builder().max_stale(ms(500)), ms(50)),
+            (builder().time_to_live(ms(200)), ms(20)),
+            (builder().time_to_idle(ms(200)), ms(20)),
+        ] {
+            replaced_at(cache(builder), refresh).await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_answers_kept_are_counted_stored() {
+        let cache = cache(FallbackCache::builder());
+        cache.store(1, &"first");
+        cache.store(1, &"second");
         cache.store(2, &"another key");
         assert_eq!(cache.lookup(&2), Some(("another key", ms(0))));
-        assert_eq!(cache.figures().stored, 3);
+        assert_eq!(cache.figures().stored, 2);
     }
 
     #[tokio::test(start_paused = true)]
@@ -480,27 +498,6 @@ mod tests {
         cache.store(1, &"second");
         assert_eq!(cache.lookup(&1), Some(("second", ms(0))));
         assert_eq!(cache.figures().stored, 2);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn refresh_after_defaults_to_a_second_or_a_tenth_of_max_stale() {
-        let default = cache(FallbackCache::builder());
-        default.store(1, &"first");
-        tokio::time::advance(ms(999)).await;
-        default.store(1, &"second");
-        assert_eq!(default.lookup(&1), Some(("first", ms(999))));
-        tokio::time::advance(ms(1)).await;
-        default.store(1, &"third");
-        assert_eq!(default.lookup(&1), Some(("third", ms(0))));
-
-        let short = cache(FallbackCache::builder().max_stale(ms(500)));
-        short.store(1, &"first");
-        tokio::time::advance(ms(49)).await;
-        short.store(1, &"second");
-        assert_eq!(short.lookup(&1), Some(("first", ms(49))));
-        tokio::time::advance(ms(1)).await;
-        short.store(1, &"third");
-        assert_eq!(short.lookup(&1), Some(("third", ms(0))));
     }
 
     #[tokio::test(start_paused = true)]
@@ -537,20 +534,6 @@ mod tests {
                     "round {round}, key {key}"
                 );
             }
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn refresh_after_defaults_below_time_to_live_and_time_to_idle() {
-        for builder in [
-            FallbackCache::builder().time_to_live(ms(200)),
-            FallbackCache::builder().time_to_idle(ms(200)),
-        ] {
-            let cache = cache(builder);
-            cache.store(1, &"first");
-            tokio::time::advance(ms(20)).await;
-            cache.store(1, &"second");
-            assert_eq!(cache.lookup(&1), Some(("second", ms(0))));
         }
     }
 
