@@ -41,8 +41,9 @@ use crate::stripe::{stripe, STRIPES};
 /// outage) then write no line another core writes, where moka's reads
 /// write the entry's reference count and moka's read log. One answer in 64
 /// (per thread) is still read from moka, so that its eviction policy sees
-/// which keys are served. The table forgets an entry as moka drops it, so
-/// it serves none that the cache no longer has.
+/// which keys are served. The table forgets an entry as moka drops it (and
+/// checks, after taking one, that moka had not dropped it already), so it
+/// serves none that the cache no longer has.
 ///
 /// ```
 /// use std::time::Duration;
@@ -198,6 +199,16 @@ where
         &self.tallies[stripe()]
     }
 
+    /// Puts `entry`, which moka held a moment ago, in the table, and takes
+    /// it out again if moka no longer holds its key: moka may have dropped
+    /// it, and told the table, before it was put there.
+    fn hold(&self, entry: Arc<Entry<K, Res>>) {
+        self.recent.mark(Arc::clone(&entry));
+        if !self.entries.contains_key(&*entry.key) {
+            self.recent.forget(&entry);
+        }
+    }
+
     /// Forgets every answer.
     pub fn clear(&self) {
         // Entries first: the other way round, an answer kept between the
@@ -221,7 +232,7 @@ where
             }
             if let Some(kept) = self.entries.get(&key) {
                 if young(kept.at, now, self.refresh_after) {
-                    self.recent.mark(kept);
+                    self.hold(kept);
                     return;
                 }
             }
@@ -234,7 +245,7 @@ where
         });
         self.entries.insert(Key(key), Arc::clone(&entry));
         if refreshing {
-            self.recent.mark(entry);
+            self.hold(entry);
         }
         self.tally().stored.fetch_add(1, Relaxed);
     }
@@ -254,7 +265,7 @@ where
                 };
                 let kept = (entry.response.clone(), entry.at);
                 if self.serves_recent {
-                    self.recent.mark(entry);
+                    self.hold(entry);
                 }
                 kept
             }
@@ -512,6 +523,17 @@ mod tests {
         assert_eq!(cache.lookup(&1), None, "not served once cleared");
         cache.store(1, &"third");
         assert_eq!(cache.lookup(&1), Some(("third", ms(0))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_entry_moka_dropped_before_the_table_held_it_is_not_held() {
+        let cache = cache(FallbackCache::builder());
+        cache.store(1, &"first");
+        let dropped = cache.entries.get(&1).unwrap();
+        cache.entries.invalidate(&1);
+        cache.hold(dropped);
+        assert_eq!(cache.lookup(&1), None);
+        assert!(!cache.recent.fresh(&1, 0));
     }
 
     /// Far more keys than room: whatever moka evicts, every lookup says
