@@ -260,8 +260,9 @@ fn fresh_policies_count_every_call_of_a_burst() {
 }
 
 /// Fresh cached fallbacks, their keys' hashes all equal (one slot of the
-/// table that says a kept answer is fresh, taken in turns): every failure
-/// answered from the cache, and no answer kept twice while fresh.
+/// table of entries kept lately, taken in turns by sixteen keys): every
+/// failure answered with its own key's answer, and no answer kept twice
+/// while fresh.
 #[cfg(feature = "cache")]
 #[test]
 fn fresh_cached_fallbacks_serve_every_failure_and_keep_one_answer_per_key() {

@@ -16,10 +16,9 @@
 //! answer kept for the request's key, if not too old; a good answer replaces
 //! the kept one once that is older than
 //! [`refresh_after`](FallbackCacheBuilder::refresh_after)) and then its
-//! source. If
-//! nothing answers, or the fallback itself fails, is too slow, or too many
-//! fallbacks are running already (Hystrix bounds them too), **the caller gets
-//! the original error**, never the fallback's.
+//! source. If nothing answers, or the fallback itself fails, is too slow, or
+//! too many fallbacks are running already (Hystrix bounds them too), **the
+//! caller gets the original error**, never the fallback's.
 //!
 //! The cache keeps a response only when the classifier calls it a success:
 //! a response it calls a failure (a 5xx, say) is passed on, never kept and
