@@ -114,8 +114,8 @@ pub struct CacheFigures {
     pub stale_refused: u64,
 }
 
-/// A key as the cache keeps it: shared with its entry's stamp in
-/// [`Recent`], since `K` need not be `Clone`.
+/// A key as moka keeps it: the same `Arc` as its entry's, through which
+/// [`Recent`] compares keys, since `K` need not be `Clone`.
 struct Key<K>(Arc<K>);
 
 impl<K: Hash> Hash for Key<K> {
@@ -138,6 +138,7 @@ impl<K> std::borrow::Borrow<K> for Key<K> {
     }
 }
 
+/// A good answer kept, moka's value and what [`Recent`] holds.
 pub(super) struct Entry<K, Res> {
     pub(super) key: Arc<K>,
     pub(super) response: Res,
