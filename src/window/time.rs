@@ -90,13 +90,11 @@ impl Default for Hot {
 
 pub(crate) struct TimeWindow {
     bucket_nanos: u64,
-    buckets: u32,
+    /// At most [`MAX_BUCKETS`]. This and the next are narrow, like the
+    /// stripes' pointer, because a registry keeps a million windows.
+    buckets: u16,
     /// Low bits of a counter that count; the epoch is above them.
-    count_bits: u32,
-    /// A counter counting past this takes its call back out (see the
-    /// module's notes): half the count bits, so that no number of threads
-    /// adding at once can carry into the epoch.
-    full: u64,
+    count_bits: u8,
     track_latency: bool,
     /// When the hot bucket starts (its epoch times the bucket); `MOVING`
     /// while a call moves the hot counters on to a new bucket.
@@ -114,22 +112,19 @@ pub(crate) struct TimeWindow {
     inline: [AtomicU64; SLOTS],
     /// A striped window's hot outcome counters, one copy per stripe, made
     /// with the window; none for an unstriped window.
-    stripes: Box<[Hot]>,
+    stripes: Option<Box<[Hot; STRIPES]>>,
     /// Made when first needed (a bucket that saw calls ends, a call is
     /// timed): a registry may hold a million windows, most of which never
     /// need it.
     storage: OnceLock<Storage>,
 }
 
-struct Storage {
-    /// The hot bucket's latency histogram, with latency tracking.
-    hot_latency: Box<[AtomicU64]>,
-    /// Per slot of the ring, its counters: the outcomes and slow calls, then
-    /// with latency tracking the histogram's.
-    ring: Box<[AtomicU64]>,
-    /// Counts that left the window, per counter; never reset.
-    retired: Box<[AtomicU64]>,
-}
+/// The window's counters beyond the hot outcome ones, in one allocation:
+/// with latency tracking the hot bucket's histogram first, then the
+/// totals of counts that left the window (never reset), then per slot of
+/// the ring its counters (the outcomes and slow calls, then with latency
+/// tracking the histogram's).
+struct Storage(Box<[AtomicU64]>);
 
 /// Counters of one kind, for [`TimeWindow::counter`].
 #[derive(Clone, Copy)]
@@ -151,21 +146,17 @@ impl TimeWindow {
         // `Window::validate` guarantees a whole number of nanoseconds, at
         // least a millisecond.
         let bucket_nanos = u64::try_from(span.as_nanos() / u128::from(buckets)).unwrap_or(u64::MAX);
-        let count_bits = bucket_nanos.ilog2();
+        let count_bits = bucket_nanos.ilog2() as u8;
         let window = TimeWindow {
             bucket_nanos,
-            buckets,
+            buckets: buckets.min(MAX_BUCKETS) as u16,
             count_bits,
-            full: 1 << (count_bits - 1),
             track_latency,
             hot_start: AtomicU64::new(0),
             floor: AtomicU64::new(0),
             transfers: AtomicU64::new(0),
             inline: std::array::from_fn(|_| AtomicU64::new(0)),
-            stripes: match striped {
-                true => (0..STRIPES).map(|_| Hot::default()).collect(),
-                false => Box::default(),
-            },
+            stripes: striped.then(|| Box::new(std::array::from_fn(|_| Hot::default()))),
             storage: OnceLock::new(),
         };
         // loom cannot see the synchronization of std's `OnceLock`: under its
@@ -184,14 +175,26 @@ impl TimeWindow {
         (hot_latency + (buckets as usize + 1) * counters) * std::mem::size_of::<u64>()
     }
 
+    /// A counter counting past this takes its call back out (see the
+    /// module's notes): half the count bits, so that no number of threads
+    /// adding at once can carry into the epoch.
+    #[inline(always)]
+    fn full(&self) -> u64 {
+        1 << (self.count_bits - 1)
+    }
+
     /// Counters per bucket: the outcomes and slow calls, and the histogram's.
     fn counters(&self) -> usize {
-        SLOTS
-            + if self.track_latency {
-                latency::BUCKETS
-            } else {
-                0
-            }
+        SLOTS + self.hot_latency_counters()
+    }
+
+    /// The hot bucket's histogram's counters: none without latency tracking.
+    fn hot_latency_counters(&self) -> usize {
+        if self.track_latency {
+            latency::BUCKETS
+        } else {
+            0
+        }
     }
 
     #[inline(always)]
@@ -205,16 +208,9 @@ impl TimeWindow {
     #[cold]
     #[inline(never)]
     fn make_storage(&self) -> &Storage {
-        let zeros = |n: usize| (0..n).map(|_| AtomicU64::new(0)).collect();
-        self.storage.get_or_init(|| Storage {
-            hot_latency: zeros(if self.track_latency {
-                latency::BUCKETS
-            } else {
-                0
-            }),
-            ring: zeros(self.buckets as usize * self.counters()),
-            retired: zeros(self.counters()),
-        })
+        let counters = self.hot_latency_counters() + (self.buckets as usize + 1) * self.counters();
+        self.storage
+            .get_or_init(|| Storage((0..counters).map(|_| AtomicU64::new(0)).collect()))
     }
 
     /// Counter `i` (an outcome, the slow calls, then the latency buckets) of
@@ -223,9 +219,17 @@ impl TimeWindow {
     fn counter<'a>(&'a self, storage: &'a Storage, at: At, i: usize) -> &'a AtomicU64 {
         match (at, i.checked_sub(SLOTS)) {
             (At::Hot(stripe), None) => self.outcome_counter(stripe, i),
-            (At::Hot(_), Some(bucket)) => &storage.hot_latency[bucket],
-            (At::Ring(slot), _) => &storage.ring[slot * self.counters() + i],
+            (At::Hot(_), Some(bucket)) => &storage.0[bucket],
+            (At::Ring(slot), _) => {
+                &storage.0[self.hot_latency_counters() + (slot + 1) * self.counters() + i]
+            }
         }
+    }
+
+    /// The total of counter `i`'s counts that left the window.
+    #[inline(always)]
+    fn retired<'a>(&self, storage: &'a Storage, i: usize) -> &'a AtomicU64 {
+        &storage.0[self.hot_latency_counters() + i]
     }
 
     /// Hot outcome counter `i` of a stripe: a striped window's copy, or an
@@ -233,8 +237,10 @@ impl TimeWindow {
     /// of the hot bucket need none.
     #[inline(always)]
     fn outcome_counter(&self, stripe: usize, i: usize) -> &AtomicU64 {
-        match self.stripes.get(stripe) {
-            Some(hot) => &hot.0[i],
+        match &self.stripes {
+            // `%`: a stripe is below `STRIPES` already, and saying so spares
+            // the bounds check.
+            Some(stripes) => &stripes[stripe % STRIPES].0[i],
             None => &self.inline[i],
         }
     }
@@ -262,7 +268,10 @@ impl TimeWindow {
     }
 
     fn stripes(&self) -> usize {
-        self.stripes.len().max(1)
+        match self.stripes {
+            Some(_) => STRIPES,
+            None => 1,
+        }
     }
 
     #[inline]
@@ -307,7 +316,7 @@ impl TimeWindow {
         if let Some(bucket) = latency_bucket.filter(|_| self.track_latency) {
             // The histogram's one copy is the first stripe's.
             let counter = self.hot_counter(0, SLOTS + bucket);
-            if counter.fetch_add(1, Relaxed) & self.full != 0 {
+            if counter.fetch_add(1, Relaxed) & self.full() != 0 {
                 self.take_back(counter, SLOTS + bucket);
             }
         }
@@ -316,10 +325,10 @@ impl TimeWindow {
 
     #[inline(always)]
     fn add_hot(&self, i: usize) -> u64 {
-        let stripe = if self.stripes.is_empty() { 0 } else { stripe() };
+        let stripe = if self.stripes.is_none() { 0 } else { stripe() };
         let counter = self.hot_counter(stripe, i);
         let prior = counter.fetch_add(1, Relaxed);
-        if prior & self.full != 0 {
+        if prior & self.full() != 0 {
             self.take_back(counter, i);
         }
         prior
@@ -422,7 +431,7 @@ impl TimeWindow {
     /// totals, is a transfer.
     fn add_to_ring(&self, storage: &Storage, slot: usize, epoch: u64, i: usize, n: u64) {
         let counter = self.counter(storage, At::Ring(slot), i);
-        let room = |word: u64| self.full - self.count_of(word).min(self.full);
+        let room = |word: u64| self.full() - self.count_of(word).min(self.full());
         let mut word = counter.load(Acquire);
         model_point();
         loop {
@@ -434,7 +443,7 @@ impl TimeWindow {
                 let added = n.min(room(word));
                 (word + added, n - added)
             } else {
-                let added = n.min(self.full);
+                let added = n.min(self.full());
                 ((epoch << self.count_bits) | added, n - added)
             };
             let swap = || counter.compare_exchange_weak(word, next, AcqRel, Acquire);
@@ -465,7 +474,7 @@ impl TimeWindow {
     fn take_back(&self, counter: &AtomicU64, i: usize) {
         self.transferring(|| {
             let mut word = counter.load(Relaxed);
-            while word & self.full != 0 {
+            while word & self.full() != 0 {
                 match counter.compare_exchange_weak(word, word - 1, Release, Relaxed) {
                     Ok(_) => return self.retire(self.storage(), i, 1),
                     Err(actual) => word = actual,
@@ -477,7 +486,7 @@ impl TimeWindow {
     /// Keeps `n` calls of counter `i` in the lifetime totals only.
     fn retire(&self, storage: &Storage, i: usize, n: u64) {
         if n > 0 {
-            storage.retired[i].fetch_add(n, Relaxed);
+            self.retired(storage, i).fetch_add(n, Relaxed);
         }
     }
 
@@ -627,7 +636,7 @@ impl TimeWindow {
         let storage = self.storage.get();
         if let Some(storage) = storage {
             for (i, sum) in sums.iter_mut().enumerate() {
-                *sum += storage.retired[first + i].load(Acquire);
+                *sum += self.retired(storage, first + i).load(Acquire);
             }
             model_point();
         }
