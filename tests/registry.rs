@@ -2,11 +2,42 @@
 #![cfg(feature = "registry")]
 
 use seawall::circuit_breaker::{CircuitBreaker, CircuitBreakerLayer, Registry, State};
+use seawall::classify::Verdict;
 use seawall::window::Window;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::time::Duration;
 
 use seawall::Clock;
 use tower::{service_fn, Layer, Service, ServiceExt};
+
+/// Counts the bytes each thread holds on the heap, so that the registry's
+/// bytes per key are the allocator's figures, not the process's resident
+/// pages (which other tests and the allocator's own caching blur).
+struct Counting;
+
+thread_local! {
+    static HELD: Cell<i64> = const { Cell::new(0) };
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // `try_with`: the thread-local may be gone while a thread exits.
+        let _ = HELD.try_with(|n| n.set(n.get() + layout.size() as i64));
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let _ = HELD.try_with(|n| n.set(n.get() - layout.size() as i64));
+        System.dealloc(ptr, layout)
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn held() -> i64 {
+    HELD.with(Cell::get)
+}
 
 #[derive(Clone, Debug)]
 struct Request {
@@ -143,6 +174,41 @@ fn a_looked_up_key_costs_no_window() {
     }
     let looked_up = resident_bytes().saturating_sub(before);
     assert!(looked_up < 4 << 20, "{looked_up} bytes for 100 lookups");
+}
+
+/// What a key of the default registry (a time window of 10 buckets) holds,
+/// counted by the allocator: its breaker, its name, its share of the
+/// shards' tables (the allocator's own bookkeeping comes on top). A key
+/// called once holds no window storage; one called in a second bucket
+/// holds its ring (ten buckets and the retired totals, 13 counters each:
+/// 1,144 bytes) in one allocation.
+#[tokio::test(start_paused = true)]
+async fn a_called_key_holds_few_bytes() {
+    const KEYS: u64 = 10_000;
+    let before = held();
+    let registry = Registry::<u64>::builder(
+        CircuitBreaker::builder()
+            .name("upstream")
+            .clock(Clock::tokio()),
+    )
+    .max_keys(KEYS)
+    .build()
+    .unwrap();
+    let call = |key| {
+        let permit = registry.get(key).try_acquire().unwrap();
+        permit.record(Verdict::Success);
+    };
+    (0..KEYS).for_each(call);
+    let called = (held() - before) / KEYS as i64;
+    tokio::time::advance(Duration::from_secs(1)).await;
+    (0..KEYS).for_each(call);
+    let ringed = (held() - before) / KEYS as i64;
+    assert_eq!(registry.len(), KEYS);
+    assert!(called <= 360, "{called} bytes a key called once");
+    assert!(
+        ringed - called <= 1_144 + 16,
+        "{ringed} bytes a key called in two buckets"
+    );
 }
 
 fn resident_bytes() -> u64 {

@@ -16,6 +16,7 @@ use std::sync::atomic::Ordering::*;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use smol_str::SmolStr;
 use tokio::sync::broadcast;
 
 use super::config::{CircuitBreakerBuilder, Config, DroppedCall};
@@ -117,18 +118,29 @@ pub struct CircuitBreaker {
 struct Shared {
     state: AtomicU64,
     consecutive_failures: AtomicU32,
+    /// Whether calls are timed: for the slow-call rule or for percentiles.
+    measure_latency: bool,
     /// When the open state ends, in the window clock's nanoseconds. Written
     /// before the state word turns open, read after it is seen open.
     open_until: AtomicU64,
     window: RollingWindow,
-    name: Arc<str>,
+    /// Inline up to 23 bytes: a registry's breakers are named after their
+    /// keys, and a name of its own on the heap cost each 48 bytes.
+    name: SmolStr,
     config: Arc<Config>,
-    /// Whether calls are timed: for the slow-call rule or for percentiles.
-    measure_latency: bool,
     slow_nanos: u64,
+    /// When the breaker was made (window clock nanoseconds): when it
+    /// entered its first state.
+    made: u64,
+    /// Made by the first change of state, subscriber or refusal: most
+    /// breakers of a big registry see none, and it is 72 bytes.
+    cold: OnceLock<Box<Cold>>,
+}
+
+/// What only changes of state, subscribers and refusals touch.
+struct Cold {
     transitions: Mutex<Trips>,
-    /// Made by the first subscriber: a channel's buffer is kilobytes, and a
-    /// registry may hold a million breakers nobody subscribes to.
+    /// Made by the first subscriber: a channel's buffer is kilobytes.
     events: OnceLock<broadcast::Sender<Transition>>,
     /// When refusals were last logged (window clock nanoseconds; `NEVER`
     /// before the first), and the lifetime refusal count then: refusals
@@ -136,6 +148,23 @@ struct Shared {
     /// each.
     refusals_logged_at: AtomicU64,
     refusals_at_log: AtomicU64,
+}
+
+impl Cold {
+    /// The cold state of a breaker that entered its state at `entered`.
+    fn new(entered: u64) -> Cold {
+        Cold {
+            transitions: Mutex::new(Trips {
+                in_a_row: 0,
+                rng: RandomState::new().build_hasher().finish(),
+                entered,
+                history: None,
+            }),
+            events: OnceLock::new(),
+            refusals_logged_at: AtomicU64::new(NEVER),
+            refusals_at_log: AtomicU64::new(0),
+        }
+    }
 }
 
 const NEVER: u64 = u64::MAX;
@@ -197,36 +226,28 @@ impl CircuitBreaker {
     /// several cores at once; a registry's breakers are not (a key is
     /// rarely that hot, and a registry keeps thousands: see
     /// [`Striped::unstriped`]).
-    pub(crate) fn from_config(
-        config: Arc<Config>,
-        name: Arc<str>,
-        striped: bool,
-    ) -> CircuitBreaker {
+    pub(crate) fn from_config(config: Arc<Config>, name: SmolStr, striped: bool) -> CircuitBreaker {
         let clock = config.clock.unwrap_or_default();
         let measure_latency =
             config.slow_call.is_some() || config.track_latency || config.listener.is_some();
         let window = RollingWindow::validated(config.window, clock, config.track_latency, striped);
-        let entered = window.clock().now();
-        let seed = RandomState::new().build_hasher().finish();
+        let made = window.clock().now();
         let shared = Shared {
             state: AtomicU64::new(code_of(config.resting)),
             consecutive_failures: AtomicU32::new(0),
+            measure_latency,
             open_until: AtomicU64::new(0),
             window,
-            measure_latency,
             slow_nanos: config.slow_call.map_or(u64::MAX, |s| s.nanos),
             name,
             config,
-            transitions: Mutex::new(Trips {
-                in_a_row: 0,
-                rng: seed,
-                entered,
-                history: None,
-            }),
-            events: OnceLock::new(),
-            refusals_logged_at: AtomicU64::new(NEVER),
-            refusals_at_log: AtomicU64::new(0),
+            made,
+            cold: OnceLock::new(),
         };
+        // loom cannot see the synchronization of std's `OnceLock`: under its
+        // models the cold state is made at once.
+        #[cfg(seawall_loom)]
+        shared.cold();
         CircuitBreaker {
             shared: if striped {
                 Striped::new(shared)
@@ -291,9 +312,15 @@ impl CircuitBreaker {
     /// ```
     pub fn history(&self) -> History {
         let shared = &*self.shared;
-        let trips = lock(&shared.transitions);
-        let mut history = trips.history.as_deref().cloned().unwrap_or_default();
         let now = shared.window.clock().now();
+        // A breaker that never changed state has no cold state to make.
+        let Some(cold) = shared.cold.get() else {
+            let mut history = History::default();
+            history.add_time(self.state(), now.saturating_sub(shared.made));
+            return history;
+        };
+        let trips = lock(&cold.transitions);
+        let mut history = trips.history.as_deref().cloned().unwrap_or_default();
         history.add_time(self.state(), now.saturating_sub(trips.entered));
         history
     }
@@ -452,6 +479,7 @@ impl CircuitBreaker {
         Transitions {
             receiver: self
                 .shared
+                .cold()
                 .events
                 .get_or_init(|| broadcast::channel(EVENT_CAPACITY).0)
                 .subscribe(),
@@ -480,6 +508,12 @@ impl fmt::Debug for CircuitBreaker {
 }
 
 impl Shared {
+    /// The cold state, made by the first that needs it.
+    #[inline]
+    fn cold(&self) -> &Cold {
+        self.cold.get_or_init(|| Box::new(Cold::new(self.made)))
+    }
+
     #[inline]
     fn settle(&self, ticket: Ticket, verdict: Verdict) {
         self.on_result(ticket, Some(verdict.outcome()));
@@ -499,9 +533,10 @@ impl Shared {
         self.window
             .record_nanos_at(now, Outcome::ShortCircuited, None, false);
         self.tell(Outcome::ShortCircuited, None, false, false);
-        let logged_at = self.refusals_logged_at.load(Relaxed);
+        let cold = self.cold();
+        let logged_at = cold.refusals_logged_at.load(Relaxed);
         if logged_at == NEVER || now.saturating_sub(logged_at) >= REFUSALS_LOGGED_EVERY {
-            self.log_refusals(logged_at, now, state);
+            self.log_refusals(cold, logged_at, now, state);
         }
         CircuitOpen::new(state, retry_after)
     }
@@ -510,8 +545,8 @@ impl Shared {
     /// burst logs at once, the rest at most once a second.
     #[cold]
     #[inline(never)]
-    fn log_refusals(&self, logged_at: u64, now: u64, state: State) {
-        if self
+    fn log_refusals(&self, cold: &Cold, logged_at: u64, now: u64, state: State) {
+        if cold
             .refusals_logged_at
             .compare_exchange(logged_at, now, Relaxed, Relaxed)
             .is_err()
@@ -519,7 +554,7 @@ impl Shared {
             return;
         }
         let total = self.window.lifetime_counts().short_circuited;
-        let refused = total.saturating_sub(self.refusals_at_log.swap(total, Relaxed));
+        let refused = total.saturating_sub(cold.refusals_at_log.swap(total, Relaxed));
         let since =
             (logged_at != NEVER).then(|| Duration::from_nanos(now.saturating_sub(logged_at)));
         tracing::warn!(
@@ -701,7 +736,8 @@ impl Shared {
     /// whatever it is, for `None`). Returns whether it moved.
     #[cold]
     fn transition(&self, expected: Option<u64>, to: State, reason: Reason) -> bool {
-        let mut trips = lock(&self.transitions);
+        let cold = self.cold();
+        let mut trips = lock(&cold.transitions);
         let word = self.state.load(Acquire);
         if expected.is_some_and(|expected| expected != generation(word)) {
             return false;
@@ -729,17 +765,17 @@ impl Shared {
         let next = ((generation(word) + 1) << GEN_SHIFT) | code_of(to);
         self.state.store(next, Release);
         let transition = Transition {
-            name: self.name.clone(),
+            name: self.name.clone().into(),
             from,
             to,
             reason,
             counts,
         };
-        self.announce(transition);
+        self.announce(cold, transition);
         true
     }
 
-    fn announce(&self, transition: Transition) {
+    fn announce(&self, cold: &Cold, transition: Transition) {
         let Transition {
             name,
             from,
@@ -753,7 +789,7 @@ impl Shared {
         } else {
             tracing::info!(target: "seawall::circuit_breaker", breaker = %name, %from, %to, %reason, calls, errors, "circuit breaker changed state");
         }
-        if let Some(events) = self.events.get() {
+        if let Some(events) = cold.events.get() {
             // No subscriber left is fine.
             let _ = events.send(transition);
         }

@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use smol_str::SmolStr;
+
 use super::CircuitBreaker;
 use crate::clock::Clock;
 use crate::error::ConfigError;
@@ -396,7 +398,7 @@ impl CircuitBreakerBuilder {
     /// Checks every setting and builds the breaker.
     pub fn build(self) -> Result<CircuitBreaker, ConfigError> {
         let config = self.validate()?;
-        let name = config.name.clone();
+        let name = SmolStr::new(&config.name);
         Ok(CircuitBreaker::from_config(Arc::new(config), name, true))
     }
 

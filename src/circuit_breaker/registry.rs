@@ -443,7 +443,7 @@ where
             key.truncate(cut);
             key.push('…');
         }
-        let name = format!("{}:{key}", self.config.name).into();
+        let name = smol_str::format_smolstr!("{}:{key}", self.config.name);
         CircuitBreaker::from_config(self.config.clone(), name, false)
     }
 
