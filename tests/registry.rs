@@ -153,7 +153,7 @@ fn a_registry_whose_worst_case_exceeds_its_memory_is_refused() {
         .build()
         .unwrap();
     assert!(
-        default.worst_case_bytes() <= 26 << 20,
+        default.worst_case_bytes() <= 30 << 20,
         "{}",
         default.worst_case_bytes()
     );

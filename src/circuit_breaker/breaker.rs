@@ -133,7 +133,8 @@ struct Shared {
     /// entered its first state.
     made: u64,
     /// Made by the first change of state, subscriber or refusal: most
-    /// breakers of a big registry see none, and it is 72 bytes.
+    /// breakers of a big registry see none, and it is a third of a
+    /// kilobyte, most of it the history.
     cold: OnceLock<Box<Cold>>,
 }
 
@@ -158,7 +159,7 @@ impl Cold {
                 in_a_row: 0,
                 rng: RandomState::new().build_hasher().finish(),
                 entered,
-                history: None,
+                history: History::default(),
             }),
             events: OnceLock::new(),
             refusals_logged_at: AtomicU64::new(NEVER),
@@ -177,9 +178,7 @@ struct Trips {
     rng: u64,
     /// When the current state was entered, in the window clock's nanoseconds.
     entered: u64,
-    /// Made by the first change of state: most breakers of a big registry
-    /// never change state, and it is a quarter of a kilobyte.
-    history: Option<Box<History>>,
+    history: History,
 }
 
 impl Trips {
@@ -205,20 +204,22 @@ impl CircuitBreaker {
     }
 
     /// The most heap an unstriped breaker of `config` (a registry's) takes
-    /// once it has seen calls, beside its name and its handle (inline in
-    /// the registry's table): its shared state and its window's storage,
-    /// each with the allocator's bookkeeping (a header, and the state's
-    /// alignment's worth of padding).
+    /// once it has seen calls and changed state, beside its name and its
+    /// handle (inline in the registry's table): its shared state, its
+    /// window's storage (up to three allocations) and its cold state, each
+    /// with the allocator's bookkeeping (a header, and the
+    /// state's alignment's worth of padding). A subscriber's channel is
+    /// not counted: kilobytes, made only by `subscribe`.
     #[cfg(feature = "registry")]
     pub(crate) fn heap_bytes(config: &Config) -> usize {
+        use std::mem::size_of;
         const HEADER: usize = 16;
         let align = std::mem::align_of::<Shared>();
-        let shared = (2 * std::mem::size_of::<usize>() + std::mem::size_of::<Shared>())
-            .next_multiple_of(align)
-            + align
-            + HEADER;
-        let window = RollingWindow::storage_bytes(config.window, config.track_latency);
-        shared + window + 3 * HEADER
+        let shared =
+            (2 * size_of::<usize>() + size_of::<Shared>()).next_multiple_of(align) + align + HEADER;
+        let window = RollingWindow::storage_bytes(config.window, config.track_latency) + 3 * HEADER;
+        let cold = size_of::<Cold>() + HEADER;
+        shared + window + cold
     }
 
     /// A breaker named `name`, on settings that breakers of one registry
@@ -320,7 +321,7 @@ impl CircuitBreaker {
             return history;
         };
         let trips = lock(&cold.transitions);
-        let mut history = trips.history.as_deref().cloned().unwrap_or_default();
+        let mut history = trips.history.clone();
         history.add_time(self.state(), now.saturating_sub(trips.entered));
         history
     }
@@ -746,9 +747,8 @@ impl Shared {
         let counts = self.window.counts();
         let now = self.window.clock().now();
         let stayed = now.saturating_sub(trips.entered);
-        let history = trips.history.get_or_insert_with(Box::default);
-        history.add_time(from, stayed);
-        history.count(from, to);
+        trips.history.add_time(from, stayed);
+        trips.history.count(from, to);
         trips.entered = now;
         if to == State::Open {
             trips.in_a_row = trips.in_a_row.saturating_add(1);
@@ -996,12 +996,37 @@ mod tests {
             in_a_row: 0,
             rng: 1,
             entered: 0,
-            history: None,
+            history: History::default(),
         };
         let draws: Vec<f64> = (0..10_000).map(|_| trips.next_random()).collect();
         assert!(draws.iter().all(|r| (0.0..1.0).contains(r)));
         let mean = draws.iter().sum::<f64>() / draws.len() as f64;
         assert!((mean - 0.5).abs() < 0.02, "mean {mean}");
+    }
+
+    /// Calls, readings and the history of a breaker that never changed
+    /// state make no cold state; its first change of state does, and the
+    /// history then counts from when the breaker was made.
+    #[tokio::test(start_paused = true)]
+    async fn the_cold_state_is_made_by_the_first_change_of_state() {
+        // A clock older than the breaker: the history counts from the
+        // breaker's making, not from the clock's origin.
+        let clock = crate::clock::Clock::tokio();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let breaker = CircuitBreaker::builder().clock(clock).build().unwrap();
+        breaker.try_acquire().unwrap().record(Verdict::Failure);
+        tokio::time::advance(Duration::from_secs(3)).await;
+        let _ = (breaker.counts(), breaker.lifetime(), breaker.state());
+        let history = breaker.history();
+        assert_eq!(history.time_in(State::Closed), Duration::from_secs(3));
+        assert!(breaker.shared.cold.get().is_none(), "made by a reading");
+        breaker.force_open();
+        assert!(breaker.shared.cold.get().is_some());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let history = breaker.history();
+        assert_eq!(history.time_in(State::Closed), Duration::from_secs(3));
+        assert_eq!(history.time_in(State::ForcedOpen), Duration::from_secs(2));
+        assert_eq!(history.total_transitions(), 1);
     }
 }
 

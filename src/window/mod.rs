@@ -392,11 +392,8 @@ impl std::fmt::Debug for RollingWindow {
     }
 }
 
+/// The time window inline: boxed, every call would load its address first.
 #[derive(Debug)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "the time window is inline: boxed, every call would load its address first"
-)]
 enum Kind {
     Time(time::TimeWindow),
     Count(CountBox),
