@@ -101,6 +101,22 @@ impl<T> Striped<T> {
         }
     }
 
+    /// The handle of a value that never had lanes, from its `Arc` (which a
+    /// registry keeps in place of the handle, half its size).
+    #[cfg(feature = "registry")]
+    pub(crate) fn from_unstriped(shared: Arc<T>) -> Self {
+        Striped {
+            shared,
+            lanes: None,
+        }
+    }
+
+    /// The value's `Arc`, for [`from_unstriped`](Self::from_unstriped).
+    #[cfg(feature = "registry")]
+    pub(crate) fn arc(&self) -> &Arc<T> {
+        &self.shared
+    }
+
     /// An owning reference for one call, counted on this thread's stripe.
     #[inline]
     pub(crate) fn local(&self) -> Local<T> {

@@ -111,6 +111,23 @@ pub struct CircuitBreaker {
     shared: Striped<Shared>,
 }
 
+/// A registry's breaker as its table keeps it: the shared state's `Arc`
+/// alone, 8 bytes where a handle is 16 (a registry's breakers have no
+/// lanes), in every slot of a table of a million keys.
+#[cfg(feature = "registry")]
+pub(crate) struct Kept(Arc<Shared>);
+
+#[cfg(feature = "registry")]
+impl Kept {
+    /// A handle on the kept breaker.
+    #[inline]
+    pub(crate) fn handle(&self) -> CircuitBreaker {
+        CircuitBreaker {
+            shared: Striped::from_unstriped(Arc::clone(&self.0)),
+        }
+    }
+}
+
 /// Not padded: the state word is written only by changes of state, and a
 /// standalone breaker's tally, which every call writes, has cache lines of
 /// its own, its window's stripes. Padding cost a registry of a million
@@ -220,6 +237,15 @@ impl CircuitBreaker {
         let window = RollingWindow::storage_bytes(config.window, config.track_latency) + 3 * HEADER;
         let cold = size_of::<Cold>() + HEADER;
         shared + window + cold
+    }
+
+    /// A registry's breaker named `name`, on the registry's settings, as
+    /// the registry keeps it.
+    #[cfg(feature = "registry")]
+    pub(crate) fn kept(config: Arc<Config>, name: SmolStr) -> Kept {
+        Kept(Arc::clone(
+            Self::from_config(config, name, false).shared.arc(),
+        ))
     }
 
     /// A breaker named `name`, on settings that breakers of one registry

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use hashbrown::HashTable;
 
+use super::breaker::Kept;
 use super::config::{CircuitBreakerBuilder, Config};
 use super::{BreakerFor, CircuitBreaker, CircuitOpen, Permit, Ticket};
 use crate::clock::Clock;
@@ -50,7 +51,7 @@ use crate::error::ConfigError;
 /// needs it, for a time window when a bucket that saw calls ends, and a
 /// breaker's history by its first change of state: keys that were only
 /// looked up, or only called within one bucket (one second of the
-/// default window), take under 400 bytes (374 a key in a million, with
+/// default window), take under 400 bytes (357 a key in a million, with
 /// names of up to 23 bytes, which are kept inline).
 ///
 /// ```
@@ -86,10 +87,10 @@ impl<K> Clone for Registry<K> {
 /// Keys are spread over shards by hash, each a hash table behind its own
 /// read-write lock: a lookup takes one shard's read lock (readers never wait
 /// for each other), and only a key's first call, an eviction or a removal
-/// writes. A shard's table holds the key, the breaker handle and when the key
-/// was last used, nothing more: moka's per-entry bookkeeping (its deques,
-/// frequency sketch and read buffer) cost more than a breaker and most of a
-/// lookup.
+/// writes. A shard's table holds the key, the breaker (its shared state's
+/// `Arc`: half a handle) and when the key was last used, nothing more:
+/// moka's per-entry bookkeeping (its deques, frequency sketch and read
+/// buffer) cost more than a breaker and most of a lookup.
 struct Shared<K> {
     shards: Box<[RwLock<Shard<K>>]>,
     hasher: RandomState,
@@ -112,7 +113,7 @@ struct Shard<K> {
 
 struct Slot<K> {
     key: K,
-    breaker: CircuitBreaker,
+    breaker: Kept,
     /// When the key was last used, in registry milliseconds. Written at most
     /// once a millisecond, so that two threads on one key do not fight over
     /// its cache line on every call.
@@ -271,14 +272,14 @@ where
 
     /// The key's breaker, built now if the key has none.
     pub fn get(&self, key: K) -> CircuitBreaker {
-        self.with(key, CircuitBreaker::clone)
+        self.with(key, |breaker| breaker)
     }
 
     /// The key's breaker, if it has one.
     pub fn get_if_present(&self, key: &K) -> Option<CircuitBreaker> {
         let shared = &*self.shared;
         let hash = shared.hasher.hash_one(key);
-        shared.lookup(hash, key, shared.now(), CircuitBreaker::clone)
+        shared.lookup(hash, key, shared.now(), |breaker| breaker)
     }
 
     /// Forgets the key's breaker.
@@ -326,7 +327,7 @@ where
             let shard = shard.read().unwrap_or_else(PoisonError::into_inner);
             for slot in shard.table.iter() {
                 if !shared.expired(slot, now) {
-                    f(&slot.breaker);
+                    f(&slot.breaker.handle());
                 }
             }
         }
@@ -341,16 +342,16 @@ where
         }
     }
 
-    /// Runs `f` on the key's breaker, built now if the key has none; a
-    /// lookup borrows the breaker rather than cloning its handle.
+    /// Runs `f` on a handle of the key's breaker, built now if the key has
+    /// none.
     #[inline]
-    fn with<R>(&self, key: K, f: impl Fn(&CircuitBreaker) -> R) -> R {
+    fn with<R>(&self, key: K, f: impl Fn(CircuitBreaker) -> R) -> R {
         let shared = &*self.shared;
         let hash = shared.hasher.hash_one(&key);
         let now = shared.now();
         match shared.lookup(hash, &key, now, &f) {
             Some(result) => result,
-            None => f(&shared.insert(hash, key, now)),
+            None => f(shared.insert(hash, key, now)),
         }
     }
 }
@@ -388,7 +389,7 @@ where
         hash: u64,
         key: &K,
         now: u64,
-        f: impl FnOnce(&CircuitBreaker) -> R,
+        f: impl FnOnce(CircuitBreaker) -> R,
     ) -> Option<R> {
         let shard = self
             .shard(hash)
@@ -401,7 +402,7 @@ where
         if slot.used.load(Relaxed) != now {
             slot.used.store(now, Relaxed);
         }
-        Some(f(&slot.breaker))
+        Some(f(slot.breaker.handle()))
     }
 
     /// Adds the key's breaker (unless another thread just did), making room
@@ -420,23 +421,24 @@ where
                 slot.breaker = self.build(&slot.key);
             }
             slot.used.store(now, Relaxed);
-            return slot.breaker.clone();
+            return slot.breaker.handle();
         }
         let breaker = self.build(&key);
+        let handle = breaker.handle();
         shard.table.insert_unique(
             hash,
             Slot {
                 key,
-                breaker: breaker.clone(),
+                breaker,
                 used: AtomicU64::new(now),
             },
             |slot| self.hasher.hash_one(&slot.key),
         );
         self.keys.fetch_add(1, Relaxed);
-        breaker
+        handle
     }
 
-    fn build(&self, key: &K) -> CircuitBreaker {
+    fn build(&self, key: &K) -> Kept {
         let mut key = format!("{key:?}");
         if key.len() > MAX_KEY_NAME {
             let mut cut = MAX_KEY_NAME;
@@ -447,7 +449,7 @@ where
             key.push('…');
         }
         let name = smol_str::format_smolstr!("{}:{key}", self.config.name);
-        CircuitBreaker::from_config(self.config.clone(), name, false)
+        CircuitBreaker::kept(self.config.clone(), name)
     }
 
     /// Evicts a batch of the least recently used keys of the first shard,
@@ -547,7 +549,8 @@ where
     #[inline]
     fn admit(&self, request: &Req) -> (CircuitBreaker, Result<Ticket, CircuitOpen>) {
         self.registry.with((self.key_of)(request), |breaker| {
-            (breaker.clone(), breaker.admit())
+            let admitted = breaker.admit();
+            (breaker, admitted)
         })
     }
 
