@@ -202,8 +202,14 @@ where
 
     /// Puts `entry`, which moka held a moment ago, in the table, and takes
     /// it out again if moka no longer holds its key: moka may have dropped
-    /// it, and told the table, before it was put there.
+    /// it, and told the table, before it was put there. Nothing to do if
+    /// the table holds it already: were it dropped, moka's listener takes
+    /// it out (and writing it again would only pull the slot's line from
+    /// the other cores that read it).
     fn hold(&self, entry: Arc<Entry<K, Res>>) {
+        if self.recent.holds(&entry) {
+            return;
+        }
         self.recent.mark(Arc::clone(&entry));
         if !self.entries.contains_key(&*entry.key) {
             self.recent.forget(&entry);
@@ -535,6 +541,18 @@ mod tests {
         cache.hold(dropped);
         assert_eq!(cache.lookup(&1), None);
         assert!(!cache.recent.fresh(&1, 0));
+    }
+
+    /// A kept answer is in the table, and is held there again once moka
+    /// serves it after the table lost it.
+    #[tokio::test(start_paused = true)]
+    async fn kept_and_served_answers_are_held_in_the_table() {
+        let cache = cache(FallbackCache::builder());
+        cache.store(1, &"first");
+        assert!(cache.recent.fresh(&1, 0), "held once kept");
+        cache.recent.clear();
+        assert_eq!(cache.lookup(&1), Some(("first", ms(0))));
+        assert!(cache.recent.fresh(&1, 0), "held again once moka served it");
     }
 
     /// Far more keys than room: whatever moka evicts, every lookup says

@@ -20,13 +20,16 @@
 use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwapOption, Guard};
 
 use super::cache::Entry;
 
 /// Slots at most: 8 KiB a cache. More distinct keys than slots only send
 /// more calls to the cache.
 const MAX_SLOTS: usize = 1024;
+
+/// A slot's entry as one load saw it.
+type Loaded<K, Res> = Guard<Option<Arc<Entry<K, Res>>>>;
 
 pub(super) struct Recent<K, Res> {
     slots: Box<[ArcSwapOption<Entry<K, Res>>]>,
@@ -57,6 +60,7 @@ impl<K: Hash + Eq, Res> Recent<K, Res> {
 
     /// Whether `key`'s answer is [young](young), as far as the table
     /// knows.
+    #[inline]
     pub(super) fn fresh(&self, key: &K, now: u64) -> bool {
         let kept = self.slot(key).load();
         kept.as_ref()
@@ -64,6 +68,7 @@ impl<K: Hash + Eq, Res> Recent<K, Res> {
     }
 
     /// `key`'s answer and when it was fresh, if the table holds it.
+    #[inline]
     pub(super) fn answer(&self, key: &K) -> Option<(Res, u64)>
     where
         Res: Clone,
@@ -74,6 +79,20 @@ impl<K: Hash + Eq, Res> Recent<K, Res> {
             .map(|e| (e.response.clone(), e.at))
     }
 
+    /// Whether `entry`'s slot holds it.
+    #[inline]
+    pub(super) fn holds(&self, entry: &Arc<Entry<K, Res>>) -> bool {
+        self.held(entry).is_some()
+    }
+
+    /// `entry`'s slot as loaded, if it holds `entry`.
+    fn held(&self, entry: &Arc<Entry<K, Res>>) -> Option<Loaded<K, Res>> {
+        let kept = self.slot(&entry.key).load();
+        kept.as_ref()
+            .is_some_and(|e| Arc::ptr_eq(e, entry))
+            .then_some(kept)
+    }
+
     /// Holds `entry`, which the cache holds too, in its key's slot.
     pub(super) fn mark(&self, entry: Arc<Entry<K, Res>>) {
         self.slot(&entry.key).store(Some(entry));
@@ -81,12 +100,10 @@ impl<K: Hash + Eq, Res> Recent<K, Res> {
 
     /// Forgets `entry` (the cache dropped it), if its slot holds it.
     pub(super) fn forget(&self, entry: &Arc<Entry<K, Res>>) {
-        let slot = self.slot(&entry.key);
-        let kept = slot.load();
-        if kept.as_ref().is_some_and(|e| Arc::ptr_eq(e, entry)) {
+        if let Some(kept) = self.held(entry) {
             // Fails only if the slot changed since: to an entry the cache
             // holds, marked just now, which is right to stay.
-            let _ = slot.compare_and_swap(&kept, None);
+            let _ = self.slot(&entry.key).compare_and_swap(&kept, None);
         }
     }
 
