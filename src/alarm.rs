@@ -129,9 +129,9 @@ impl Alarms {
     /// calling thread's stripe; none if the keeper has not swept that
     /// stripe lately (`now` is the time, or an earlier one, such as the
     /// call's start: lately is then as of that time), or is sweeping it
-    /// now. The lock
-    /// is only tried: a caller never waits on the keeper (nor, in a child
-    /// forked while the parent's keeper held it, for ever).
+    /// now. The lock is only tried: a caller never waits on the keeper
+    /// (nor, in a child forked while the parent's keeper held it, for
+    /// ever).
     pub(crate) fn set(&'static self, due: u64, now: u64, waker: &Waker) -> Option<Alarm> {
         let stripe = thread_stripe();
         let mut kept = match self.stripes[stripe].0.try_lock() {
