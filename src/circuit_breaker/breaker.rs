@@ -195,6 +195,8 @@ struct Trips {
     rng: u64,
     /// When the current state was entered, in the window clock's nanoseconds.
     entered: u64,
+    /// The changes of state so far, and the time spent in each state
+    /// before the current one.
     history: History,
 }
 
@@ -222,11 +224,11 @@ impl CircuitBreaker {
 
     /// The most heap an unstriped breaker of `config` (a registry's) takes
     /// once it has seen calls and changed state, beside its name and its
-    /// handle (inline in the registry's table): its shared state, its
+    /// `Arc` (inline in the registry's table): its shared state, its
     /// window's storage (up to three allocations) and its cold state, each
-    /// with the allocator's bookkeeping (a header, and the
-    /// state's alignment's worth of padding). A subscriber's channel is
-    /// not counted: kilobytes, made only by `subscribe`.
+    /// with the allocator's bookkeeping (a header, and the state's
+    /// alignment's worth of padding). A subscriber's channel is not
+    /// counted: kilobytes, made only by `subscribe`.
     #[cfg(feature = "registry")]
     pub(crate) fn heap_bytes(config: &Config) -> usize {
         use std::mem::size_of;

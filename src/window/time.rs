@@ -126,6 +126,22 @@ pub(crate) struct TimeWindow {
 /// tracking the histogram's).
 struct Storage(Box<[AtomicU64]>);
 
+/// The counters of a window's [`Storage`]: the hot histogram's, then the
+/// retired totals and each ring slot's, a bucket's counters each.
+fn storage_counters(buckets: usize, track_latency: bool) -> usize {
+    let histogram = histogram_counters(track_latency);
+    histogram + (buckets + 1) * (SLOTS + histogram)
+}
+
+/// A bucket's latency histogram's counters: none without latency tracking.
+fn histogram_counters(track_latency: bool) -> usize {
+    if track_latency {
+        latency::BUCKETS
+    } else {
+        0
+    }
+}
+
 /// Counters of one kind, for [`TimeWindow::counter`].
 #[derive(Clone, Copy)]
 enum At {
@@ -170,9 +186,7 @@ impl TimeWindow {
     /// once it needs its ring.
     #[cfg(feature = "registry")]
     pub(crate) fn storage_bytes(buckets: u32, track_latency: bool) -> usize {
-        let counters = SLOTS + if track_latency { latency::BUCKETS } else { 0 };
-        let hot_latency = if track_latency { latency::BUCKETS } else { 0 };
-        (hot_latency + (buckets as usize + 1) * counters) * std::mem::size_of::<u64>()
+        storage_counters(buckets as usize, track_latency) * std::mem::size_of::<u64>()
     }
 
     /// A counter counting past this takes its call back out (see the
@@ -190,11 +204,7 @@ impl TimeWindow {
 
     /// The hot bucket's histogram's counters: none without latency tracking.
     fn hot_latency_counters(&self) -> usize {
-        if self.track_latency {
-            latency::BUCKETS
-        } else {
-            0
-        }
+        histogram_counters(self.track_latency)
     }
 
     #[inline(always)]
@@ -208,7 +218,7 @@ impl TimeWindow {
     #[cold]
     #[inline(never)]
     fn make_storage(&self) -> &Storage {
-        let counters = self.hot_latency_counters() + (self.buckets as usize + 1) * self.counters();
+        let counters = storage_counters(self.buckets.into(), self.track_latency);
         self.storage
             .get_or_init(|| Storage((0..counters).map(|_| AtomicU64::new(0)).collect()))
     }
