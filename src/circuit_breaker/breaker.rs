@@ -115,10 +115,10 @@ pub struct CircuitBreaker {
 /// alone, 8 bytes where a handle is 16 (a registry's breakers have no
 /// lanes), in every slot of a table of a million keys.
 #[cfg(feature = "registry")]
-pub(crate) struct Kept(Arc<Shared>);
+pub(crate) struct KeptBreaker(Arc<Shared>);
 
 #[cfg(feature = "registry")]
-impl Kept {
+impl KeptBreaker {
     /// A handle on the kept breaker.
     #[inline]
     pub(crate) fn handle(&self) -> CircuitBreaker {
@@ -244,8 +244,8 @@ impl CircuitBreaker {
     /// A registry's breaker named `name`, on the registry's settings, as
     /// the registry keeps it.
     #[cfg(feature = "registry")]
-    pub(crate) fn kept(config: Arc<Config>, name: SmolStr) -> Kept {
-        Kept(Arc::clone(
+    pub(crate) fn kept(config: Arc<Config>, name: SmolStr) -> KeptBreaker {
+        KeptBreaker(Arc::clone(
             Self::from_config(config, name, false).shared.arc(),
         ))
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use hashbrown::HashTable;
 
-use super::breaker::Kept;
+use super::breaker::KeptBreaker;
 use super::config::{CircuitBreakerBuilder, Config};
 use super::{BreakerFor, CircuitBreaker, CircuitOpen, Permit, Ticket};
 use crate::clock::Clock;
@@ -113,7 +113,7 @@ struct Shard<K> {
 
 struct Slot<K> {
     key: K,
-    breaker: Kept,
+    breaker: KeptBreaker,
     /// When the key was last used, in registry milliseconds. Written at most
     /// once a millisecond, so that two threads on one key do not fight over
     /// its cache line on every call.
@@ -438,7 +438,7 @@ where
         handle
     }
 
-    fn build(&self, key: &K) -> Kept {
+    fn build(&self, key: &K) -> KeptBreaker {
         let mut key = format!("{key:?}");
         if key.len() > MAX_KEY_NAME {
             let mut cut = MAX_KEY_NAME;
