@@ -95,15 +95,11 @@ impl<T> Striped<T> {
 
     /// A handle without lanes: [`local`](Self::local) clones its `Arc`.
     pub(crate) fn unstriped(shared: T) -> Self {
-        Striped {
-            shared: Arc::new(shared),
-            lanes: None,
-        }
+        Self::from_unstriped(Arc::new(shared))
     }
 
     /// The handle of a value that never had lanes, from its `Arc` (which a
     /// registry keeps in place of the handle, half its size).
-    #[cfg(feature = "registry")]
     pub(crate) fn from_unstriped(shared: Arc<T>) -> Self {
         Striped {
             shared,
