@@ -16,6 +16,7 @@ use std::sync::atomic::Ordering::*;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use once_cell::race::OnceBox;
 use smol_str::SmolStr;
 use tokio::sync::broadcast;
 
@@ -145,14 +146,14 @@ struct Shared {
     /// keys, and a name of its own on the heap cost each 48 bytes.
     name: SmolStr,
     config: Arc<Config>,
-    slow_nanos: u64,
     /// When the breaker was made (window clock nanoseconds): when it
     /// entered its first state.
     made: u64,
     /// Made by the first change of state, subscriber or refusal: most
     /// breakers of a big registry see none, and it is a third of a
-    /// kilobyte, most of it the history.
-    cold: OnceLock<Box<Cold>>,
+    /// kilobyte, most of it the history. A `OnceBox` is one word, where
+    /// std's `OnceLock` of a box is two.
+    cold: OnceBox<Cold>,
 }
 
 /// What only changes of state, subscribers and refusals touch.
@@ -267,14 +268,13 @@ impl CircuitBreaker {
             measure_latency,
             open_until: AtomicU64::new(0),
             window,
-            slow_nanos: config.slow_call.map_or(u64::MAX, |s| s.nanos),
             name,
             config,
             made,
-            cold: OnceLock::new(),
+            cold: OnceBox::new(),
         };
-        // loom cannot see the synchronization of std's `OnceLock`: under its
-        // models the cold state is made at once.
+        // loom cannot see the synchronization of `OnceBox`'s std atomics:
+        // under its models the cold state is made at once.
         #[cfg(seawall_loom)]
         shared.cold();
         CircuitBreaker {
@@ -627,7 +627,11 @@ impl Shared {
         let latency = self
             .measure_latency
             .then(|| self.window.clock().nanos_since(started));
-        let slow = latency.is_some_and(|nanos| nanos > self.slow_nanos);
+        let slow = latency.is_some_and(|nanos| {
+            self.config
+                .slow_call
+                .is_some_and(|slow_call| nanos > slow_call.nanos)
+        });
         let word = self.state.load(Acquire);
         if generation(word) != generation_admitted {
             return self.book_late(outcome, latency, slow);
