@@ -39,20 +39,22 @@ use crate::error::ConfigError;
 ///
 /// | window | worst case per key |
 /// |---|---|
-/// | time, 10 buckets (the default) | 3.0 KiB |
+/// | time, 10 buckets (the default) | 2.9 KiB |
 /// | time, 10 buckets, with latency | 41 KiB |
-/// | time, 60 buckets | 11 KiB |
-/// | count, 100 calls | 2.1 KiB |
+/// | time, 60 buckets | 10.5 KiB |
+/// | count, 100 calls | 1.9 KiB |
 /// | count, 1,000,000 calls, with latency | 4.3 MiB |
 ///
 /// That is a breaker that has changed state (which makes its history) and
 /// whose window holds calls of several buckets. With the defaults (10,000
-/// keys) that is under 30 MiB. A window's storage is made when it first
-/// needs it, for a time window when a bucket that saw calls ends, and a
-/// breaker's history by its first change of state: keys that were only
-/// looked up, or only called within one bucket (one second of the
-/// default window), take under 400 bytes (357 a key in a million, with
-/// names of up to 23 bytes, which are kept inline).
+/// keys) that is under 28 MiB. A window's storage is made when it first
+/// needs it, for a time window when a bucket that saw calls ends or a
+/// call is neither a success nor a failure (a timeout, a refusal, a slow
+/// call: a registry's window keeps only those two in its newest bucket),
+/// and a breaker's history by its first change of state. Keys that were
+/// only looked up, or whose calls succeeded or failed within one bucket
+/// (one second of the default window), take under 256 bytes (245 a key
+/// in a million, with names of up to 23 bytes, which are kept inline).
 ///
 /// ```
 /// use seawall::circuit_breaker::{CircuitBreaker, CircuitBreakerLayer, Registry};
