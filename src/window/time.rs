@@ -363,13 +363,12 @@ impl TimeWindow {
 
     #[inline(always)]
     fn add_hot(&self, now: u64, i: usize) -> u64 {
-        let counter = match &self.stripes {
-            Some(stripes) => &stripes[stripe() % STRIPES].0[i],
-            None => match self.inline.get(i) {
-                Some(counter) => counter,
-                None => return self.add_to_ring_now(now, i),
-            },
+        let stripe = match self.stripes {
+            Some(_) => stripe(),
+            None if i < INLINE => 0,
+            None => return self.add_to_ring_now(now, i),
         };
+        let counter = self.outcome_counter(stripe, i);
         let prior = counter.fetch_add(1, Relaxed);
         if prior & self.full() != 0 {
             self.take_back(counter, i);
