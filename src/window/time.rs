@@ -745,6 +745,18 @@ impl std::fmt::Debug for TimeWindow {
     }
 }
 
+/// A window of `buckets` buckets of a millisecond each, for the tests
+/// and the models.
+#[cfg(test)]
+fn of_millis(buckets: u32, striped: bool) -> TimeWindow {
+    TimeWindow::new(
+        Duration::from_millis(u64::from(buckets)),
+        buckets,
+        false,
+        striped,
+    )
+}
+
 #[cfg(all(test, not(seawall_loom)))]
 mod tests {
     use std::sync::atomic::AtomicU64 as Clock;
@@ -755,25 +767,13 @@ mod tests {
     const MS: u64 = 1_000_000;
 
     fn window(buckets: u32) -> TimeWindow {
-        TimeWindow::new(
-            Duration::from_millis(u64::from(buckets)),
-            buckets,
-            false,
-            true,
-        )
+        of_millis(buckets, true)
     }
 
     /// Both kinds of window: striped, and unstriped (a registry's, whose
     /// hot bucket keeps only successes and failures inline).
     fn windows(buckets: u32) -> [TimeWindow; 2] {
-        [true, false].map(|striped| {
-            TimeWindow::new(
-                Duration::from_millis(u64::from(buckets)),
-                buckets,
-                false,
-                striped,
-            )
-        })
+        [true, false].map(|striped| of_millis(buckets, striped))
     }
 
     fn count(counts: [u64; SLOTS], outcome: Outcome) -> u64 {
@@ -805,7 +805,7 @@ mod tests {
     #[test]
     fn a_window_makes_its_ring_when_a_bucket_with_calls_ends() {
         for striped in [false, true] {
-            let w = TimeWindow::new(Duration::from_millis(10), 10, false, striped);
+            let w = of_millis(10, striped);
             w.record(5 * MS + 1, Outcome::Failure, false, None);
             // An unstriped window counts slow calls in the ring (see the
             // next test).
@@ -848,7 +848,7 @@ mod tests {
     /// moved on, reset and totalled like the hot bucket's.
     #[test]
     fn an_unstriped_window_counts_its_other_outcomes_in_the_ring() {
-        let w = TimeWindow::new(Duration::from_millis(10), 10, false, false);
+        let w = of_millis(10, false);
         w.record(5 * MS + 1, Outcome::Success, false, None);
         w.record(5 * MS + 2, Outcome::Failure, false, None);
         assert!(
@@ -1135,12 +1135,7 @@ mod loom_models {
     const MS: u64 = 1_000_000;
 
     fn window(buckets: u32) -> TimeWindow {
-        TimeWindow::new(
-            Duration::from_millis(u64::from(buckets)),
-            buckets,
-            false,
-            true,
-        )
+        of_millis(buckets, true)
     }
 
     /// Two calls start the same fresh bucket together: both are counted
@@ -1381,12 +1376,7 @@ mod loom_models {
     /// A registry's window, whose hot bucket has successes and failures
     /// only.
     fn unstriped(buckets: u32) -> TimeWindow {
-        TimeWindow::new(
-            Duration::from_millis(u64::from(buckets)),
-            buckets,
-            false,
-            false,
-        )
+        of_millis(buckets, false)
     }
 
     /// An unstriped window's timeout counts in the ring at the hot bucket's
