@@ -49,9 +49,9 @@ use crate::error::ConfigError;
 /// whose window holds calls of several buckets. With the defaults (10,000
 /// keys) that is under 28 MiB. A window's storage is made when it first
 /// needs it, for a time window when a bucket that saw calls ends or a
-/// call is neither a success nor a failure (a timeout, a refusal, a slow
-/// call: a registry's window keeps only those two in its newest bucket),
-/// and a breaker's history by its first change of state. Keys that were
+/// call is slow or neither a success nor a failure (a timeout, a refusal:
+/// a registry's window keeps only successes and failures in its newest
+/// bucket), and a breaker's history by its first change of state. Keys that were
 /// only looked up, or whose calls succeeded or failed within one bucket
 /// (one second of the default window), take under 256 bytes (245 a key
 /// in a million, with names of up to 23 bytes, which are kept inline).

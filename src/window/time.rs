@@ -376,6 +376,11 @@ impl TimeWindow {
         prior
     }
 
+    /// The ring slot that counts `epoch`'s calls.
+    fn slot_of(&self, epoch: u64) -> usize {
+        (epoch % u64::from(self.buckets)) as usize
+    }
+
     /// Counts a call of outcome counter `i` in the ring, at `now`'s epoch:
     /// an unstriped window's outcome without a hot counter. Returns the
     /// count the counter held before, like a hot call.
@@ -383,7 +388,7 @@ impl TimeWindow {
     #[inline(never)]
     fn add_to_ring_now(&self, now: u64, i: usize) -> u64 {
         let epoch = now / self.bucket_nanos;
-        let slot = (epoch % u64::from(self.buckets)) as usize;
+        let slot = self.slot_of(epoch);
         self.add_to_ring(self.storage(), slot, epoch, i, 1)
     }
 
@@ -427,7 +432,7 @@ impl TimeWindow {
             return self.record_hot(now, outcome, slow, latency_bucket);
         }
         let storage = self.storage();
-        let slot = (epoch % u64::from(self.buckets)) as usize;
+        let slot = self.slot_of(epoch);
         self.add_to_ring(storage, slot, epoch, outcome as usize, 1);
         if slow {
             self.add_to_ring(storage, slot, epoch, SLOW, 1);
@@ -471,7 +476,7 @@ impl TimeWindow {
                     }
                     let (from, count) = (self.epoch_of(word), self.count_of(word));
                     if count > 0 {
-                        let slot = (from % u64::from(self.buckets)) as usize;
+                        let slot = self.slot_of(from);
                         self.add_to_ring(self.storage(), slot, from, i, count);
                     }
                 }
@@ -713,7 +718,7 @@ impl TimeWindow {
         let current = now / self.bucket_nanos;
         let storage = self.storage();
         storage.floor().fetch_max(current, AcqRel);
-        let slot = (current % u64::from(self.buckets)) as usize;
+        let slot = self.slot_of(current);
         let zero = current << self.count_bits;
         // A transfer: the counts zeroed go to the retired totals.
         self.transferring(|| {
