@@ -824,6 +824,13 @@ fn busy_runtime() {
             }),
         ),
         (
+            "seawall_bulkhead",
+            Box::new(|| {
+                let bulkhead = Bulkhead::builder().max_concurrent(BUSY_LIMIT).build().unwrap();
+                busy(runtime, bulkhead.layer().layer(yielding_inner()), calls, BUSY_TASKS)
+            }),
+        ),
+        (
             "seawall_timeout",
             Box::new(|| {
                 let service = TimeoutLayer::new(SECOND)
