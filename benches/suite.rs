@@ -826,8 +826,16 @@ fn busy_runtime() {
         (
             "seawall_bulkhead",
             Box::new(|| {
-                let bulkhead = Bulkhead::builder().max_concurrent(BUSY_LIMIT).build().unwrap();
-                busy(runtime, bulkhead.layer().layer(yielding_inner()), calls, BUSY_TASKS)
+                let bulkhead = Bulkhead::builder()
+                    .max_concurrent(BUSY_LIMIT)
+                    .build()
+                    .unwrap();
+                busy(
+                    runtime,
+                    bulkhead.layer().layer(yielding_inner()),
+                    calls,
+                    BUSY_TASKS,
+                )
             }),
         ),
         (

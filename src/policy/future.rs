@@ -184,13 +184,60 @@ pin_project! {
 /// A call's reference to its policy, counted on its thread's lane.
 type PolicyRef<B, C, F, D, R> = Arc<Lane<Shared<B, C, F, D, R>>>;
 
+/// A call's `TRACE` span, if a subscriber wants it. Boxed: a span is 40
+/// bytes that every call's future would carry, and that its caller's state
+/// machine copies at each `.await`, for what only a subscriber of seawall's
+/// `TRACE` spans uses (and pays one allocation a call for).
+pub(crate) struct CallSpan(ManuallyDrop<Option<Box<tracing::Span>>>);
+
+impl CallSpan {
+    /// Keeps `span` unless no subscriber wants it.
+    #[inline]
+    pub(crate) fn new(span: tracing::Span) -> CallSpan {
+        CallSpan(ManuallyDrop::new(
+            (!span.is_disabled()).then(|| Box::new(span)),
+        ))
+    }
+
+    #[inline]
+    pub(crate) fn none() -> CallSpan {
+        CallSpan(ManuallyDrop::new(None))
+    }
+
+    #[inline]
+    fn get(&self) -> Option<&tracing::Span> {
+        self.0.as_deref()
+    }
+}
+
+impl Clone for CallSpan {
+    fn clone(&self) -> CallSpan {
+        CallSpan(ManuallyDrop::new((*self.0).clone()))
+    }
+}
+
+impl Drop for CallSpan {
+    /// Inline, and a check when there is no span: the drop of a box and a
+    /// span would not be inlined, and every call would make a call to it.
+    #[inline(always)]
+    fn drop(&mut self) {
+        if self.0.is_some() {
+            drop_span(ManuallyDrop::into_inner(std::mem::take(&mut self.0)));
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn drop_span(span: Option<Box<tracing::Span>>) {
+    drop(span);
+}
+
 /// What a call holds of the policy, given back when dropped: the breaker's
 /// ticket, and the bulkhead's slot (or the permit a wait in line got).
 struct Held<Req, B: Admits<Req>, C, F, D, R> {
     policy: PolicyRef<B, C, F, D, R>,
-    /// The call's `TRACE` span (disabled, and nearly free, unless a
-    /// subscriber wants it).
-    span: tracing::Span,
+    span: CallSpan,
     breaker: B::Held,
     ticket: Option<Ticket>,
     bulkhead: Hold,
@@ -214,7 +261,7 @@ enum Hold {
 impl<Req, B: Admits<Req>, C, F, D, R> Held<Req, B, C, F, D, R> {
     fn new(
         policy: PolicyRef<B, C, F, D, R>,
-        span: tracing::Span,
+        span: CallSpan,
         breaker: B::Held,
         ticket: Option<Ticket>,
         bulkhead: Hold,
@@ -317,7 +364,7 @@ where
     #[inline(always)]
     pub(crate) fn start(
         policy: &Laned<Shared<B, C, F, D, R>>,
-        span: tracing::Span,
+        span: CallSpan,
         service: &mut S,
         request: Req,
         limits: Limits,
@@ -362,7 +409,7 @@ where
 fn attempt<S, Req, B, C, F, D, R, T>(
     policy: &Shared<B, C, F, D, R>,
     lane: PolicyRef<B, C, F, D, R>,
-    span: tracing::Span,
+    span: CallSpan,
     service: &mut S,
     request: Req,
     limits: Limits,
@@ -472,7 +519,7 @@ where
 {
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome<S, Req>> {
-        let span = (!self.held.span.is_disabled()).then(|| self.held.span.clone());
+        let span = self.held.span.get().cloned();
         let _entered = span.as_ref().map(tracing::Span::enter);
         loop {
             let mut this = self.as_mut().project();
@@ -569,8 +616,8 @@ where
             this.held.settle(verdict);
             this.held.sample(verdict);
             this.held.release_bulkhead();
-            if !this.held.span.is_disabled() {
-                this.held.span.record("outcome", verdict.outcome().as_str());
+            if let Some(span) = this.held.span.get() {
+                span.record("outcome", verdict.outcome().as_str());
             }
             let held = &*this.held;
             if retryable {

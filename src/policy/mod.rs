@@ -151,7 +151,7 @@ use crate::error::{ConfigError, Error, IntoError};
 use crate::stripe::Laned;
 use crate::timeout::future::Due;
 use crate::timeout::{DeadlineOf, NoDeadline};
-use future::Inner;
+use future::{CallSpan, Inner};
 use stage::{Limits, PolicyBulkhead};
 
 /// The one-stop layer. Cheap to clone; every service it makes, and every
@@ -697,15 +697,17 @@ impl<S, B, C, F, D, R> PolicyService<S, B, C, F, D, R> {
         let own = shared.deadline_of.deadline_of(&request);
         let (kept, total) = shared.retry.keep(&self.inner, &request, own);
         let limits = Limits { own, total };
-        let span = if B::COUNTS {
-            tracing::trace_span!(
+        // The level checked first, so that a call with `TRACE` off makes
+        // no span to look at and throw away.
+        let span = if B::COUNTS && tracing::level_enabled!(tracing::Level::TRACE) {
+            CallSpan::new(tracing::trace_span!(
                 target: "seawall::policy",
                 "seawall.call",
                 policy = %shared.name,
                 outcome = tracing::field::Empty,
-            )
+            ))
         } else {
-            tracing::Span::none()
+            CallSpan::none()
         };
         ResponseFuture::start(shared, span, &mut self.inner, request, limits, key, kept)
     }
