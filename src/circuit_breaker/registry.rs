@@ -51,10 +51,10 @@ use crate::error::ConfigError;
 /// needs it, for a time window when a bucket that saw calls ends or a
 /// call is slow or neither a success nor a failure (a timeout, a refusal:
 /// a registry's window keeps only successes and failures in its newest
-/// bucket), and a breaker's history by its first change of state. Keys that were
-/// only looked up, or whose calls succeeded or failed within one bucket
-/// (one second of the default window), take under 256 bytes (245 a key
-/// in a million, with names of up to 23 bytes, which are kept inline).
+/// bucket), and a breaker's history by its first change of state. Keys
+/// that were only looked up, or whose calls succeeded or failed within one
+/// bucket (one second of the default window), take under 256 bytes (245 a
+/// key in a million, with names of up to 23 bytes, which are kept inline).
 ///
 /// ```
 /// use seawall::circuit_breaker::{CircuitBreaker, CircuitBreakerLayer, Registry};
