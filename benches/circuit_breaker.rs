@@ -6,7 +6,7 @@
 //! instead of through a runtime: the inner future is ready at once, and a
 //! runtime's scheduling would cost more than the thing being measured.
 //!
-//! Run with `cargo bench --bench circuit_breaker`.
+//! Run with `cargo bench -p seawall-benches --bench circuit_breaker`.
 
 use std::hint::black_box;
 use std::sync::Arc;

@@ -2,9 +2,11 @@
 //! "measure what users feel, inside a real request").
 //!
 //! ```text
-//! cargo bench --bench http --features axum
-//! SEAWALL_BENCH_SHORT=1 cargo bench --bench http --features axum        # 50,000 requests a variant
-//! SEAWALL_HTTP_REQUESTS=20000 cargo bench --bench http --features axum  # any number
+//! cargo bench -p seawall-benches --bench http --features http
+//! # 50,000 requests a variant
+//! SEAWALL_BENCH_SHORT=1 cargo bench -p seawall-benches --bench http --features http
+//! # any number
+//! SEAWALL_HTTP_REQUESTS=20000 cargo bench -p seawall-benches --bench http --features http
 //! ```
 //!
 //! One process, one tokio multi-thread runtime (a worker per core). An
@@ -157,7 +159,7 @@ fn main() {
 
 /// Measured requests per variant, and the command line that gives them.
 fn size() -> (usize, String) {
-    let command = "cargo bench --bench http --features axum";
+    let command = "cargo bench -p seawall-benches --bench http --features http";
     if let Ok(requests) = std::env::var("SEAWALL_HTTP_REQUESTS") {
         let parsed = requests.trim().parse::<usize>().expect(
             "SEAWALL_HTTP_REQUESTS must be a whole number of requests per variant (e.g. 20000)",

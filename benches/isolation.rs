@@ -1,7 +1,7 @@
 //! What a timeout and a bulkhead add to a call, next to tower's own
 //! `Timeout` and `ConcurrencyLimit`, on the same machine in the same run.
 //!
-//! Run with `cargo bench --bench isolation`.
+//! Run with `cargo bench -p seawall-benches --bench isolation`.
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -7,7 +7,7 @@
 //! Each iteration runs one message to completion on a current-thread
 //! runtime (`block_on`, whose own cost is in every variant alike).
 //!
-//! Run with `cargo bench --bench messaging --features messaging`.
+//! Run with `cargo bench -p seawall-benches --bench messaging --features messaging`.
 
 use std::hint::black_box;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! the `breaker` crate's layer (the peer breaker with a tower layer), in one
 //! run. Also prints heap allocations per call for each.
 //!
-//! Run with `cargo bench --bench policy`.
+//! Run with `cargo bench -p seawall-benches --bench policy`.
 
 use std::hint::black_box;
 use std::time::Duration;

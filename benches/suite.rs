@@ -3,8 +3,8 @@
 //! machine, in the same process. BENCHMARKS.md shows the tables it gives.
 //!
 //! ```text
-//! cargo bench --bench suite --features registry,cache
-//! SEAWALL_BENCH_SHORT=1 cargo bench --bench suite --features registry,cache   # a few minutes
+//! cargo bench -p seawall-benches --bench suite
+//! SEAWALL_BENCH_SHORT=1 cargo bench -p seawall-benches --bench suite   # a few minutes
 //! ```
 //!
 //! Every number is one whole tower call, `poll_ready` included, polled once
