@@ -22,12 +22,16 @@
 //! Every request's latency is taken with `std::time::Instant` around
 //! `ready().await` and `call(...).await`: what a caller of the client waits.
 //!
-//! Each variant's requests go in four rounds, the variants taking turns
-//! (bare, tower_server, policy_server, tower_client, policy_client,
-//! bare_again), so that a spell of slowness on the machine is shared by
-//! all of them; the server is restarted, and warmed up, for each round:
+//! Each variant's requests go in ten rounds, the variants taking turns
+//! (bare, layered_server, tower_server, policy_server, tower_client,
+//! policy_client, bare_again, each round starting one variant further on), so that a
+//! spell of slowness on the machine is shared by all of them; the server
+//! is restarted, and warmed up, for each round:
 //!
 //! - `bare`: no middleware on either side.
+//! - `layered_server`: a layer that does nothing (tower's `MapRequest`
+//!   with the identity) on the server's `Router`: what axum's `layer`
+//!   costs a request whatever the layer, the floor of the two below.
 //! - `tower_server`: tower's `ConcurrencyLimit` (1,024) and `Timeout` (1 s)
 //!   on the server's `Router` (with axum's `HandleErrorLayer` for their
 //!   errors): the peer to compare the Policy with.
@@ -41,9 +45,10 @@
 //! - `bare_again`: `bare` once more.
 //!
 //! It prints a markdown table (requests, seconds, requests/s, p50 and p99
-//! in µs, and requests/s over the mean of the two bare runs), the load
-//! average from `/proc/loadavg` before and after, and the command that
-//! reproduces the run.
+//! in µs, requests/s over the mean of the two bare runs, and the same
+//! ratio round by round, against the two bare passes of the same round:
+//! its median and range), the load average from `/proc/loadavg` before
+//! and after, and the command that reproduces the run.
 //!
 //! Reading the numbers: client and server share the machine's cores, so
 //! requests/s is bounded by the CPU time of a whole HTTP exchange (two
@@ -54,7 +59,8 @@
 //! other 63, so they move with throughput. The two bare runs are identical
 //! work: their difference is the noise of this machine at this moment, and
 //! a Policy variant whose "vs bare" lies within that spread costs nothing
-//! a user could see. A shared machine (the load average shows it) widens
+//! a user could see. The median of the rounds' ratios is the steadier
+//! figure: a spell of slowness moves one round's ratio, not the median. A shared machine (the load average shows it) widens
 //! the spread; rerun on a quiet one before reading more into it.
 
 use std::fmt::Display;
@@ -77,6 +83,7 @@ use seawall::integration::axum::{server_errors, ErrorResponseLayer};
 use seawall::policy::Policy;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tower::util::MapRequestLayer;
 use tower::{service_fn, BoxError, Service, ServiceBuilder, ServiceExt};
 
 /// Client tasks, each with one request in flight (and so connections).
@@ -86,8 +93,8 @@ const DEFAULT_REQUESTS: usize = 200_000;
 /// Measured requests per variant with `SEAWALL_BENCH_SHORT=1`.
 const SHORT_REQUESTS: usize = 50_000;
 /// Each variant's requests are sent in this many rounds, the variants
-/// taking turns.
-const ROUNDS: usize = 4;
+/// taking turns, each round in another order.
+const ROUNDS: usize = 10;
 /// The server's answer.
 const BODY: &str = "ok";
 /// A phase (warm-up or measurement) stops sending after this long, however
@@ -113,32 +120,30 @@ macro_rules! policy {
 }
 
 fn main() {
-    let (requests, reproduce) = size();
+    let (requests, mut reproduce) = size();
+    if let Ok(chosen) = std::env::var("SEAWALL_HTTP_VARIANTS") {
+        reproduce = format!("SEAWALL_HTTP_VARIANTS={chosen} {reproduce}");
+    }
     let load_before = load_average();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("a tokio multi-thread runtime");
     let started = Instant::now();
-    let variants = [
-        Variant::Bare,
-        Variant::TowerServer,
-        Variant::PolicyServer,
-        Variant::TowerClient,
-        Variant::PolicyClient,
-        Variant::BareAgain,
-    ];
+    let variants = chosen_variants();
     // Rounds over all the variants in turn: this machine sometimes runs
     // everything a third slower for a while, which would otherwise land on
-    // whichever variant ran then.
+    // whichever variant ran then. Each round starts one variant further
+    // on, so that none always runs first, or always after another.
     let rows = runtime.block_on(async {
         let mut rows: Vec<Option<Row>> = variants.iter().map(|_| None).collect();
-        for _ in 0..ROUNDS {
-            for (variant, row) in variants.into_iter().zip(&mut rows) {
-                let measured = run(variant, requests / ROUNDS).await;
-                match row {
-                    Some(row) => row.measured.merge(measured.measured),
-                    None => *row = Some(measured),
+        for round in 0..ROUNDS {
+            let shift = round % variants.len();
+            for i in (0..variants.len()).map(|i| (i + shift) % variants.len()) {
+                let measured = run(variants[i], requests / ROUNDS).await;
+                match &mut rows[i] {
+                    Some(row) => row.merge(measured),
+                    None => rows[i] = Some(measured),
                 }
             }
         }
@@ -172,6 +177,34 @@ fn size() -> (usize, String) {
     (DEFAULT_REQUESTS, command.to_owned())
 }
 
+/// Every variant, or those `SEAWALL_HTTP_VARIANTS` names (comma-separated),
+/// for a profiler or `perf stat` to see one alone.
+fn chosen_variants() -> Vec<Variant> {
+    let all = [
+        Variant::Bare,
+        Variant::LayeredServer,
+        Variant::TowerServer,
+        Variant::PolicyServer,
+        Variant::TowerClient,
+        Variant::PolicyClient,
+        Variant::BareAgain,
+    ];
+    let Ok(chosen) = std::env::var("SEAWALL_HTTP_VARIANTS") else {
+        return all.to_vec();
+    };
+    let names: Vec<&str> = chosen.split(',').map(str::trim).collect();
+    for name in &names {
+        assert!(
+            all.iter().any(|v| v.name() == *name),
+            "SEAWALL_HTTP_VARIANTS: no variant {name:?} (they are: {})",
+            all.map(Variant::name).join(", ")
+        );
+    }
+    all.into_iter()
+        .filter(|v| names.contains(&v.name()))
+        .collect()
+}
+
 fn load_average() -> String {
     match std::fs::read_to_string("/proc/loadavg") {
         Ok(load) => load
@@ -186,6 +219,7 @@ fn load_average() -> String {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Variant {
     Bare,
+    LayeredServer,
     TowerServer,
     PolicyServer,
     TowerClient,
@@ -197,6 +231,7 @@ impl Variant {
     fn name(self) -> &'static str {
         match self {
             Variant::Bare => "bare",
+            Variant::LayeredServer => "layered_server",
             Variant::TowerServer => "tower_server",
             Variant::PolicyServer => "policy_server",
             Variant::TowerClient => "tower_client",
@@ -222,6 +257,8 @@ struct Measured {
 struct Row {
     variant: Variant,
     measured: Measured,
+    /// Requests per second in each round, in the rounds' order.
+    rounds: Vec<f64>,
 }
 
 impl Measured {
@@ -238,7 +275,19 @@ impl Measured {
 
 impl Row {
     fn rps(&self) -> f64 {
-        self.measured.latencies.len() as f64 / self.measured.elapsed.as_secs_f64().max(1e-9)
+        self.measured.rps()
+    }
+
+    /// Adds another round of the same variant.
+    fn merge(&mut self, other: Row) {
+        self.rounds.extend(other.rounds);
+        self.measured.merge(other.measured);
+    }
+}
+
+impl Measured {
+    fn rps(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 }
 
@@ -251,6 +300,7 @@ async fn run(variant: Variant, requests: usize) -> Row {
                 .layer(ErrorResponseLayer::new())
                 .layer(policy!("http_bench_server")),
         ),
+        Variant::LayeredServer => app.layer(MapRequestLayer::new(|request: Request<Body>| request)),
         Variant::TowerServer => app.layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(|_: BoxError| async {
@@ -302,7 +352,12 @@ async fn run(variant: Variant, requests: usize) -> Row {
         measured.latencies.len(),
         measured.elapsed.as_secs_f64()
     );
-    Row { variant, measured }
+    let rounds = vec![measured.rps()];
+    Row {
+        variant,
+        measured,
+        rounds,
+    }
 }
 
 async fn warm_up_and_measure<S>(service: S, uri: Uri, requests: usize) -> Measured
@@ -472,6 +527,21 @@ impl Server {
     }
 }
 
+/// The least, the median and the greatest of `values`.
+fn spread(mut values: Vec<f64>) -> (f64, f64, f64) {
+    if values.is_empty() {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    let median = if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    };
+    (values[0], median, values[n - 1])
+}
+
 fn percentile_micros(sorted: &[u32], p: f64) -> String {
     if sorted.is_empty() {
         return "-".to_owned();
@@ -481,37 +551,69 @@ fn percentile_micros(sorted: &[u32], p: f64) -> String {
 }
 
 fn report(rows: &[Row], requests: usize, total: Duration) {
-    let bare: Vec<f64> = rows
-        .iter()
-        .filter(|row| row.variant.is_bare())
-        .map(Row::rps)
+    let bare: Vec<&Row> = rows.iter().filter(|row| row.variant.is_bare()).collect();
+    let bare_mean = bare.iter().map(|row| row.rps()).sum::<f64>() / bare.len().max(1) as f64;
+    // Each round's own bare rate: the mean of its two bare passes.
+    let bare_of_round: Vec<f64> = (0..ROUNDS)
+        .map(|r| {
+            let passes: Vec<f64> = bare
+                .iter()
+                .filter_map(|row| row.rounds.get(r))
+                .copied()
+                .collect();
+            passes.iter().sum::<f64>() / passes.len().max(1) as f64
+        })
         .collect();
-    let bare_mean = bare.iter().sum::<f64>() / bare.len().max(1) as f64;
     println!(
         "## HTTP round trips: {requests} requests a variant in {ROUNDS} rounds, each after {} of warm-up, {TASKS} connections",
         requests / ROUNDS / 10
     );
     println!();
-    println!("| variant | requests | seconds | requests/s | p50 (µs) | p99 (µs) | vs bare (rps) |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("| variant | requests | seconds | requests/s | p50 (µs) | p99 (µs) | vs bare (rps) | vs its round's bare: median | rounds' range |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for row in rows {
         let m = &row.measured;
+        let ratios: Vec<f64> = row
+            .rounds
+            .iter()
+            .zip(&bare_of_round)
+            .map(|(rps, bare)| rps / bare.max(1e-9))
+            .collect();
+        let (low, median, high) = spread(ratios);
+        // Without a bare variant in the run there is nothing to compare with.
+        let ratios = if bare.is_empty() {
+            "- | - | -".to_owned()
+        } else {
+            format!(
+                "{:.3} | {median:.3} | {low:.3} to {high:.3}",
+                row.rps() / bare_mean
+            )
+        };
         println!(
-            "| {} | {} | {:.2} | {:.0} | {} | {} | {:.3} |",
+            "| {} | {} | {:.2} | {:.0} | {} | {} | {ratios} |",
             row.variant.name(),
             m.latencies.len(),
             m.elapsed.as_secs_f64(),
             row.rps(),
             percentile_micros(&m.latencies, 0.50),
             percentile_micros(&m.latencies, 0.99),
-            row.rps() / bare_mean.max(1e-9),
         );
     }
     println!();
     if let [a, b] = bare[..] {
         println!(
-            "noise: the two bare runs differ by {:.1}% of their mean",
-            (a - b).abs() / bare_mean.max(1e-9) * 100.0
+            "noise: the two bare passes differ by {:.1}% of their mean over all rounds",
+            (a.rps() - b.rps()).abs() / bare_mean.max(1e-9) * 100.0
+        );
+        let (low, median, high) = spread(
+            a.rounds
+                .iter()
+                .zip(&b.rounds)
+                .map(|(a, b)| (b / a.max(1e-9) - 1.0) * 100.0)
+                .collect(),
+        );
+        println!(
+            "noise: bare_again against bare, round by round: median {median:+.1}%, range {low:+.1}% to {high:+.1}%"
         );
     }
     for row in rows {
