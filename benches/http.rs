@@ -24,14 +24,15 @@
 //!
 //! Each variant's requests go in ten rounds, the variants taking turns
 //! (bare, layered_server, tower_server, policy_server, tower_client,
-//! policy_client, bare_again, each round starting one variant further on), so that a
-//! spell of slowness on the machine is shared by all of them; the server
-//! is restarted, and warmed up, for each round:
+//! policy_client, bare_again, each round starting one variant further
+//! on), so that a spell of slowness on the machine is shared by all of
+//! them; the server is restarted, and warmed up, for each round:
 //!
 //! - `bare`: no middleware on either side.
 //! - `layered_server`: a layer that does nothing (tower's `MapRequest`
 //!   with the identity) on the server's `Router`: what axum's `layer`
-//!   costs a request whatever the layer, the floor of the two below.
+//!   costs a request whatever the layer, the floor of `tower_server` and
+//!   `policy_server`.
 //! - `tower_server`: tower's `ConcurrencyLimit` (1,024) and `Timeout` (1 s)
 //!   on the server's `Router` (with axum's `HandleErrorLayer` for their
 //!   errors): the peer to compare the Policy with.
@@ -60,8 +61,10 @@
 //! work: their difference is the noise of this machine at this moment, and
 //! a Policy variant whose "vs bare" lies within that spread costs nothing
 //! a user could see. The median of the rounds' ratios is the steadier
-//! figure: a spell of slowness moves one round's ratio, not the median. A shared machine (the load average shows it) widens
-//! the spread; rerun on a quiet one before reading more into it.
+//! figure: a spell of slowness moves one round's ratio, not the median.
+//! A shared machine (the load average shows it) widens the spread; rerun
+//! on a quiet one before reading more into it. What load cannot move is
+//! the instructions a request takes: `scripts/http-instructions`.
 
 use std::fmt::Display;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -262,6 +265,10 @@ struct Row {
 }
 
 impl Measured {
+    fn rps(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
     /// Adds another round's requests to these.
     fn merge(&mut self, other: Measured) {
         self.elapsed += other.elapsed;
@@ -282,12 +289,6 @@ impl Row {
     fn merge(&mut self, other: Row) {
         self.rounds.extend(other.rounds);
         self.measured.merge(other.measured);
-    }
-}
-
-impl Measured {
-    fn rps(&self) -> f64 {
-        self.latencies.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 }
 
