@@ -183,7 +183,9 @@ async fn a_policy_with_a_cached_fallback_allocates_nothing_between_refreshes() {
 /// read from moka (for its eviction policy), and moka's housekeeping, run
 /// by one of its reads in 64 or so, hands crossbeam-epoch a 2 KiB bag of
 /// garbage now and then: about one allocation in 8,000 answers here. The
-/// bound is four times that: an allocation per answer, or per moka read,
+/// bound is four times that, and one more for each 300 ms the answers
+/// take (moka also runs its housekeeping at that interval, which a loaded
+/// machine reaches sooner): an allocation per answer, or per moka read,
 /// would be far above it. Outside a runtime, so that tokio's task budget
 /// never makes a refusal wait.
 #[cfg(feature = "cache")]
@@ -202,10 +204,13 @@ fn refusals_answered_from_the_cache_allocate_only_in_mokas_housekeeping() {
     drive_through(&mut service, 2);
     assert_eq!(cache.len(), 1, "settles the first answer's admission");
     policy.breaker().force_open();
+    let started = std::time::Instant::now();
     let allocations = allocations_during(|| drive_through(&mut service, ANSWERS));
+    let periods = u64::try_from(started.elapsed().as_millis() / 300).unwrap_or(u64::MAX);
     assert!(
-        allocations <= ANSWERS / 2_000,
-        "{allocations} allocations in {ANSWERS} answers from the cache"
+        allocations <= ANSWERS / 2_000 + periods + 1,
+        "{allocations} allocations in {ANSWERS} answers from the cache, in {:?}",
+        started.elapsed()
     );
     assert_eq!(policy.breaker().counts().cache_hit, ANSWERS);
 }
