@@ -569,6 +569,16 @@ fn single(v: &mut impl Visit, timers: &Runtime) {
     // ready on the first poll.
     let breaker = seawall_breaker(CircuitBreaker::builder());
     v.visit("seawall_breaker", Answers, breaker.layer().layer(inner()));
+    // The synchronous API, in recloser's shape: a call that settles before
+    // it returns, with no future to own the permit.
+    v.visit(
+        "seawall_breaker_sync",
+        Answers,
+        support::SeawallSync {
+            breaker: seawall_breaker(CircuitBreaker::builder()),
+            inner: inner(),
+        },
+    );
     let breaker = seawall_breaker(
         CircuitBreaker::builder()
             .track_latency(true)

@@ -306,3 +306,39 @@ pub fn resident_bytes() -> Option<u64> {
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
 }
+
+/// seawall's breaker through its synchronous API (`try_acquire`, the inner
+/// call, `Permit::record`): the shape of [`RecloserSync`], so the two differ
+/// only in the breakers' work. A refusal answers `Err(None)`.
+#[derive(Clone)]
+pub struct SeawallSync<S> {
+    pub breaker: seawall::circuit_breaker::CircuitBreaker,
+    pub inner: S,
+}
+
+impl<S: Service<u64>> Service<u64> for SeawallSync<S> {
+    type Response = S::Response;
+    type Error = Option<S::Error>;
+    type Future = Ready<Result<S::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    #[inline(always)]
+    fn call(&mut self, request: u64) -> Self::Future {
+        let Ok(permit) = self.breaker.try_acquire() else {
+            return std::future::ready(Err(None));
+        };
+        let result = match drive(&mut self.inner, request) {
+            Poll::Ready(result) => result,
+            Poll::Pending => unreachable!("the inner service answers at once"),
+        };
+        permit.record(if result.is_ok() {
+            seawall::classify::Verdict::Success
+        } else {
+            seawall::classify::Verdict::Failure
+        });
+        std::future::ready(result.map_err(Some))
+    }
+}
