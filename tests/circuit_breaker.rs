@@ -462,6 +462,36 @@ async fn a_late_answer_from_before_a_trip_is_not_counted() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_success_admitted_before_the_breaker_opened_and_closed_again_counts_for_nothing() {
+    // Timed or not, a verdict is booked by different code: both.
+    for timed in [false, true] {
+        let breaker = CircuitBreaker::builder()
+            .consecutive_failures(2)
+            .track_latency(timed)
+            .build()
+            .unwrap();
+        let old = breaker.try_acquire().unwrap();
+        breaker.force_open();
+        breaker.reset();
+        assert_eq!(breaker.state(), State::Closed);
+        breaker.try_acquire().unwrap().record(Verdict::Failure);
+        old.record(Verdict::Success);
+        assert_eq!(
+            breaker.counts().success,
+            0,
+            "timed: {timed}: counted in the window of a state it was not admitted in"
+        );
+        assert_eq!(breaker.lifetime_counts().success, 1, "timed: {timed}");
+        breaker.try_acquire().unwrap().record(Verdict::Failure);
+        assert_eq!(
+            breaker.state(),
+            State::Open,
+            "timed: {timed}: the old call's success broke the new state's run of failures"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn clones_and_layers_share_one_breaker() {
     let breaker = CircuitBreaker::builder()
         .consecutive_failures(1)

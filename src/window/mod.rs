@@ -503,12 +503,8 @@ impl RollingWindow {
     /// tenth of a closed breaker's instructions.
     #[inline(always)]
     pub(crate) fn record_nanos(&self, outcome: Outcome, latency: Option<u64>, slow: bool) {
-        // Only a time window reads the clock.
-        let now = match &self.kind {
-            Kind::Time(_) => self.clock.now(),
-            Kind::Count(_) => 0,
-        };
-        self.record_nanos_at(now, outcome, latency, slow);
+        // Only a time window reads the clock, in the one look at the kind.
+        self.record_with(|| self.clock.now(), outcome, latency, slow);
     }
 
     /// [`record_nanos`](Self::record_nanos) at `now`, a reading of this
@@ -521,9 +517,20 @@ impl RollingWindow {
         latency: Option<u64>,
         slow: bool,
     ) {
+        self.record_with(|| now, outcome, latency, slow);
+    }
+
+    #[inline(always)]
+    fn record_with(
+        &self,
+        now: impl FnOnce() -> u64,
+        outcome: Outcome,
+        latency: Option<u64>,
+        slow: bool,
+    ) {
         let bucket = latency.map(latency::bucket_of);
         let prior = match &self.kind {
-            Kind::Time(w) => w.record(now, outcome, slow, bucket),
+            Kind::Time(w) => w.record(now(), outcome, slow, bucket),
             Kind::Count(w) => w.record(outcome, slow, bucket),
         };
         if prior & CLOCK_CHECK_EVERY == 0 {
