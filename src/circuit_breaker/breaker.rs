@@ -391,7 +391,32 @@ impl CircuitBreaker {
     /// first look. Out of line: the healthy call's code stays a load and
     /// a test.
     #[inline(never)]
-    fn admit_unless_closed(&self, mut word: u64) -> Result<Ticket, CircuitOpen> {
+    fn admit_unless_closed(&self, word: u64) -> Result<Ticket, CircuitOpen> {
+        let shared = &*self.shared;
+        match code(word) {
+            OPEN => {
+                let now = shared.window.clock().now();
+                let until = shared.open_until.load(Acquire);
+                if now < until {
+                    let after = Duration::from_nanos(until - now);
+                    return Err(shared.short_circuit(State::Open, Some(after), now));
+                }
+            }
+            FORCED_OPEN => {
+                let now = shared.window.clock().now();
+                return Err(shared.short_circuit(State::ForcedOpen, None, now));
+            }
+            _ => {}
+        }
+        self.admit_otherwise(word)
+    }
+
+    /// Every admission but a closed breaker's and a refusal's: a probe's,
+    /// and an open breaker's whose time is up. Apart from the refusals,
+    /// whose function then keeps fewer registers (15 instructions a
+    /// refusal).
+    #[inline(never)]
+    fn admit_otherwise(&self, mut word: u64) -> Result<Ticket, CircuitOpen> {
         let shared = &*self.shared;
         loop {
             match code(word) {
