@@ -412,9 +412,9 @@ impl CircuitBreaker {
     }
 
     /// Every admission but a closed breaker's and a refusal's: a probe's,
-    /// and an open breaker's whose time is up. Apart from the refusals,
-    /// whose function then keeps fewer registers (15 instructions a
-    /// refusal).
+    /// and an open breaker's whose time is up. Kept out of the refusals'
+    /// function, which then saves fewer registers (about a dozen
+    /// instructions a refusal).
     #[inline(never)]
     fn admit_otherwise(&self, mut word: u64) -> Result<Ticket, CircuitOpen> {
         let shared = &*self.shared;
