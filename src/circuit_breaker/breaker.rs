@@ -566,31 +566,32 @@ impl Shared {
         self.cold.get_or_init(|| Box::new(Cold::new(self.made)))
     }
 
-    /// Books an admitted call's verdict: an untimed breaker's through
-    /// [`settle_untimed`](Self::settle_untimed), a timed one's through
-    /// [`book`](Self::book). Chosen here, in the caller, so that each
-    /// verdict makes one call.
+    /// Books an admitted call's verdict, through the function made for
+    /// whether this breaker times its calls. Chosen here, in the caller,
+    /// so that each verdict makes one call.
     #[inline(always)]
     fn settle(&self, ticket: Ticket, verdict: Verdict) {
         if self.measure_latency {
-            self.book(ticket, verdict);
+            self.settle_as::<true>(ticket, verdict);
         } else {
-            self.settle_untimed(ticket, verdict);
+            self.settle_as::<false>(ticket, verdict);
         }
     }
 
-    /// Most verdicts: a success, untimed, in the closed state that
-    /// admitted it. This does for it what [`on_result`](Self::on_result)
-    /// would (the success counted, the failures in a row reset) and leaves
-    /// every other verdict to [`book`](Self::book): apart from the rest of
-    /// the booking, the common case keeps half the registers and makes no
-    /// call, a fifth of a closed breaker's instructions and two fifths of
-    /// a count window's (BENCHMARKS.md, Round 16).
+    /// Most verdicts: a success in the closed state that admitted it, not
+    /// slow. This does for it what [`on_result`](Self::on_result) would
+    /// (the success counted, told if timed, the failures in a row reset)
+    /// and leaves every other verdict to [`book`](Self::book): apart from
+    /// the rest of the booking, the common case keeps half the registers
+    /// and makes no call when untimed, a fifth of a closed breaker's
+    /// instructions and two fifths of a count window's (BENCHMARKS.md,
+    /// Round 16).
     #[inline(never)]
-    fn settle_untimed(&self, ticket: Ticket, verdict: Verdict) {
+    fn settle_as<const TIMED: bool>(&self, ticket: Ticket, verdict: Verdict) {
+        let latency = TIMED.then(|| self.window.clock().nanos_since(ticket.started));
         // A probe's ticket is of a half-open generation, never of a closed
         // one: the generation's test leaves every probe to `book`.
-        if matches!(verdict, Verdict::Success) {
+        if matches!(verdict, Verdict::Success) && !self.is_slow(latency) {
             let word = self.state.load(Acquire);
             let code = code(word);
             if (code == CLOSED || code == FORCED_CLOSED) && generation(word) == ticket.generation()
@@ -604,17 +605,20 @@ impl Shared {
                         in_a_row.store(0, Relaxed);
                     }
                 }
-                self.window.record_nanos(Outcome::Success, None, false);
+                self.window.record_nanos(Outcome::Success, latency, false);
+                if TIMED {
+                    self.tell(Outcome::Success, latency, false, false);
+                }
                 return;
             }
         }
-        self.book(ticket, verdict);
+        self.book(ticket, verdict, latency);
     }
 
     /// Books any verdict (see [`on_result`](Self::on_result)).
     #[inline(never)]
-    fn book(&self, ticket: Ticket, verdict: Verdict) {
-        self.on_result(ticket, Some(verdict.outcome()), self.latency(ticket));
+    fn book(&self, ticket: Ticket, verdict: Verdict, latency: Option<u64>) {
+        self.on_result(ticket, Some(verdict.outcome()), latency);
     }
 
     fn abandon(&self, ticket: Ticket) {
@@ -692,11 +696,7 @@ impl Shared {
             }
             return;
         };
-        let slow = latency.is_some_and(|nanos| {
-            self.config
-                .slow_call
-                .is_some_and(|slow_call| nanos > slow_call.nanos)
-        });
+        let slow = self.is_slow(latency);
         let word = self.state.load(Acquire);
         if generation(word) != generation_admitted {
             return self.book_late(outcome, latency, slow);
@@ -718,6 +718,16 @@ impl Shared {
             HALF_OPEN if probe => self.judge_probe(generation_admitted, outcome.is_error() || slow),
             _ => {}
         }
+    }
+
+    /// Whether a call that took `latency` was slow, by the slow-call rule.
+    #[inline(always)]
+    fn is_slow(&self, latency: Option<u64>) -> bool {
+        latency.is_some_and(|nanos| {
+            self.config
+                .slow_call
+                .is_some_and(|slow_call| nanos > slow_call.nanos)
+        })
     }
 
     /// How long the call `ticket` admitted took, if this breaker times its

@@ -83,6 +83,8 @@ impl CountWindow {
         calls as usize * if track_latency { 3 } else { 1 }
     }
 
+    /// Inlined: the ring is made once, and every call reads it.
+    #[inline]
     fn ring(&self) -> &Ring {
         self.ring.get_or_init(|| Ring {
             codes: (0..self.calls).map(|_| AtomicU8::new(EMPTY)).collect(),
