@@ -626,7 +626,10 @@ impl Shared {
             DroppedCall::Ignore => None,
             DroppedCall::CountAsFailure => Some(Outcome::Failure),
         };
-        self.on_result(ticket, outcome, self.latency(ticket));
+        let latency = self
+            .measure_latency
+            .then(|| self.window.clock().nanos_since(ticket.started));
+        self.on_result(ticket, outcome, latency);
     }
 
     /// Records a refused call and builds its error.
@@ -728,15 +731,6 @@ impl Shared {
                 .slow_call
                 .is_some_and(|slow_call| nanos > slow_call.nanos)
         })
-    }
-
-    /// How long the call `ticket` admitted took, if this breaker times its
-    /// calls. Read by the callers of [`on_result`](Self::on_result), whose
-    /// timed verdicts LLVM then makes about 10 instructions shorter.
-    #[inline(always)]
-    fn latency(&self, ticket: Ticket) -> Option<u64> {
-        self.measure_latency
-            .then(|| self.window.clock().nanos_since(ticket.started))
     }
 
     /// Books the verdict of a call admitted before the breaker last changed
