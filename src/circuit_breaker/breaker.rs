@@ -600,10 +600,7 @@ impl Shared {
                 // two relaxed writes whose order no other thread can rely
                 // on, and the count's rare paths are then the last call.
                 if code == CLOSED && self.config.consecutive_failures.is_some() {
-                    let in_a_row = &self.consecutive_failures;
-                    if in_a_row.load(Relaxed) != 0 {
-                        in_a_row.store(0, Relaxed);
-                    }
+                    self.end_failures_in_a_row();
                 }
                 self.window.record_nanos(Outcome::Success, latency, false);
                 if TIMED {
@@ -753,15 +750,23 @@ impl Shared {
                     self.transition(Some(generation), State::Open, Reason::ConsecutiveFailures);
                     return;
                 }
-            } else if in_a_row.load(Relaxed) != 0 {
-                // Loaded first: healthy calls must not all write one line.
-                in_a_row.store(0, Relaxed);
+            } else {
+                self.end_failures_in_a_row();
             }
         }
         if error || slow {
             if let Some(reason) = self.rate_exceeded() {
                 self.transition(Some(generation), State::Open, reason);
             }
+        }
+    }
+
+    /// A call that did not fail ends the run of failures in a row.
+    #[inline(always)]
+    fn end_failures_in_a_row(&self) {
+        // Loaded first: healthy calls must not all write one line.
+        if self.consecutive_failures.load(Relaxed) != 0 {
+            self.consecutive_failures.store(0, Relaxed);
         }
     }
 
