@@ -85,7 +85,7 @@ where
 impl<F> std::fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseFuture")
-            .field("timeout", &self.deadline.timeout)
+            .field("timeout", &self.deadline.limit.timeout())
             .finish_non_exhaustive()
     }
 }
@@ -96,9 +96,48 @@ impl<F> std::fmt::Debug for ResponseFuture<F> {
 /// one.
 pub(crate) struct Deadline {
     timer: Timer,
-    timeout: Duration,
-    // Whether `timeout` is the caller's own deadline.
-    callers: bool,
+    limit: Limit,
+}
+
+/// How long a call may take, and whether that is the caller's own
+/// deadline, in one word: every caller's future carries it (a Policy's
+/// future fits in 128 bytes with it, which its callers then move without
+/// a call to `memcpy`).
+#[derive(Clone, Copy, Debug)]
+struct Limit(u64);
+
+impl Limit {
+    const CALLERS: u64 = 1 << 63;
+
+    /// A timeout of 292 years or more is the longest one it holds.
+    #[inline]
+    fn new(timeout: Duration, callers: bool) -> Limit {
+        let nanos = nanos(timeout).min(Limit::CALLERS - 1);
+        Limit(if callers {
+            nanos | Limit::CALLERS
+        } else {
+            nanos
+        })
+    }
+
+    #[inline]
+    fn nanos(self) -> u64 {
+        self.0 & !Limit::CALLERS
+    }
+
+    fn timeout(self) -> Duration {
+        Duration::from_nanos(self.nanos())
+    }
+
+    /// Whether the timeout is the caller's own deadline.
+    #[inline]
+    fn callers(self) -> bool {
+        self.0 & Limit::CALLERS != 0
+    }
+
+    fn elapsed(self) -> Elapsed {
+        Elapsed::new(self.timeout(), self.callers())
+    }
 }
 
 enum Timer {
@@ -119,9 +158,7 @@ enum Timer {
 /// of stores just made).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Due {
-    timeout: Duration,
-    // Whether `timeout` is the caller's own deadline.
-    callers: bool,
+    limit: Limit,
     // The clock and its reading at the start; none for no deadline.
     started: Option<(Clock, u64)>,
 }
@@ -151,15 +188,13 @@ impl Due {
             (None, Some(own)) => (own, true),
             (None, None) => {
                 return Due {
-                    timeout: Duration::MAX,
-                    callers: false,
+                    limit: Limit::new(Duration::MAX, false),
                     started: None,
                 }
             }
         };
         Due {
-            timeout,
-            callers,
+            limit: Limit::new(timeout, callers),
             started: Some((clock, clock.start())),
         }
     }
@@ -168,12 +203,12 @@ impl Due {
     /// call is made.
     #[inline]
     pub(crate) fn is_spent(&self) -> bool {
-        self.callers && self.timeout.is_zero()
+        self.limit.callers() && self.limit.nanos() == 0
     }
 
     /// The error of a call this deadline ended.
     pub(crate) fn elapsed(&self) -> Elapsed {
-        Elapsed::new(self.timeout, self.callers)
+        self.limit.elapsed()
     }
 
     /// The deadline a call's future keeps. No timer until the call has
@@ -186,8 +221,7 @@ impl Due {
         };
         Deadline {
             timer,
-            timeout: self.timeout,
-            callers: self.callers,
+            limit: self.limit,
         }
     }
 }
@@ -195,7 +229,7 @@ impl Due {
 impl Deadline {
     /// The error of a call this deadline ended.
     pub(crate) fn elapsed(&self) -> Elapsed {
-        Elapsed::new(self.timeout, self.callers)
+        self.limit.elapsed()
     }
 
     /// Call once the guarded future is pending: ready with the error once
@@ -206,7 +240,7 @@ impl Deadline {
             Timer::Unarmed { clock, called_at } => {
                 let remaining = match clock.alarm_start(*called_at) {
                     Some(start) => {
-                        let due = start.saturating_add(nanos(self.timeout));
+                        let due = start.saturating_add(self.limit.nanos());
                         // The coarse time is never ahead, so a call it finds
                         // due is; one it does not, its alarm ends at the
                         // keeper's next tick.
@@ -226,9 +260,9 @@ impl Deadline {
                         }
                     }
                     None => {
-                        let spent = Duration::from_nanos(clock.nanos_since(*called_at));
-                        match self.timeout.checked_sub(spent).filter(|r| !r.is_zero()) {
-                            Some(remaining) => remaining,
+                        let spent = clock.nanos_since(*called_at);
+                        match self.limit.nanos().checked_sub(spent).filter(|&r| r > 0) {
+                            Some(remaining) => Duration::from_nanos(remaining),
                             None => return Poll::Ready(elapsed),
                         }
                     }
@@ -260,13 +294,15 @@ impl Deadline {
     /// little earlier, and tokio's timers fire on whole milliseconds, so a
     /// deadline less than [`TIMER_RESOLUTION`] away counts as passed.
     pub(crate) fn callers_passed(&self) -> Option<Elapsed> {
-        if !self.callers {
+        if !self.limit.callers() {
             return None;
         }
         let passed = match &self.timer {
             Timer::Unarmed { clock, called_at } => {
-                Duration::from_nanos(clock.nanos_since(*called_at)) + TIMER_RESOLUTION
-                    >= self.timeout
+                clock
+                    .nanos_since(*called_at)
+                    .saturating_add(nanos(TIMER_RESOLUTION))
+                    >= self.limit.nanos()
             }
             Timer::Alarm { alarm } => {
                 alarm_now().saturating_add(nanos(TIMER_RESOLUTION)) >= alarm.due()
@@ -276,7 +312,7 @@ impl Deadline {
             }
             Timer::Never => false,
         };
-        passed.then(|| Elapsed::new(self.timeout, true))
+        passed.then(|| self.limit.elapsed())
     }
 
     /// An inner call's error, or the caller's deadline if it has passed
@@ -315,6 +351,31 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    #[test]
+    fn a_limit_keeps_its_timeout_and_whose_it_is() {
+        for callers in [false, true] {
+            for (timeout, kept) in [
+                (Duration::ZERO, Duration::ZERO),
+                (Duration::from_millis(250), Duration::from_millis(250)),
+                // 292 years and more: the longest it holds.
+                (Duration::MAX, Duration::from_nanos((1 << 63) - 1)),
+            ] {
+                let limit = Limit::new(timeout, callers);
+                assert_eq!((limit.timeout(), limit.callers()), (kept, callers));
+                let elapsed = limit.elapsed();
+                assert_eq!(
+                    (elapsed.after(), elapsed.is_callers_deadline()),
+                    (kept, callers)
+                );
+            }
+        }
+        // What every call's future carries: its timer and one word.
+        assert_eq!(
+            std::mem::size_of::<Deadline>(),
+            std::mem::size_of::<Timer>() + 8
+        );
     }
 
     #[test]
