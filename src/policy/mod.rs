@@ -149,7 +149,7 @@ use crate::classify::{ByKind, Classify};
 use crate::clock::Clock;
 use crate::error::{ConfigError, Error, IntoError};
 use crate::stripe::Laned;
-use crate::timeout::future::Due;
+use crate::timeout::future::{Due, Limit};
 use crate::timeout::{DeadlineOf, NoDeadline};
 use future::{CallSpan, Inner};
 use stage::{Limits, PolicyBulkhead};
@@ -195,7 +195,7 @@ pub(crate) struct Shared<B, C, F, D, R> {
     name: Arc<str>,
     breakers: B,
     bulkhead: Option<PolicyBulkhead>,
-    timeout: Option<Duration>,
+    timeout: Option<Limit>,
     budget_margin: Duration,
     deadline_of: D,
     clock: Clock,
@@ -218,7 +218,8 @@ impl<B, C, F, D, R> Shared<B, C, F, D, R> {
             (own, total) => own.or(total),
         };
         Due::for_call(
-            self.timeout.or(limits.total),
+            self.timeout
+                .or_else(|| limits.total.map(|total| Limit::new(total, false))),
             own,
             self.budget_margin,
             self.clock,
@@ -582,7 +583,7 @@ impl<Br, C, Fs, D, R, X> PolicyBuilder<Br, C, Fs, D, R, X> {
                 name: self.name,
                 breakers,
                 bulkhead,
-                timeout: self.timeout,
+                timeout: self.timeout.map(|timeout| Limit::new(timeout, false)),
                 budget_margin: self.budget_margin,
                 deadline_of: self.deadline_of,
                 clock,

@@ -102,16 +102,23 @@ pub(crate) struct Deadline {
 /// How long a call may take, and whether that is the caller's own
 /// deadline, in one word: every caller's future carries it (a Policy's
 /// future fits in 128 bytes with it, which its callers then move without
-/// a call to `memcpy`).
-#[derive(Clone, Copy, Debug)]
-struct Limit(u64);
+/// a call to `memcpy`). Layers keep their timeout made into one already:
+/// made for each call, it cost the call a dozen instructions.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limit(u64);
+
+impl std::fmt::Debug for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.timeout().fmt(f)
+    }
+}
 
 impl Limit {
     const CALLERS: u64 = 1 << 63;
 
     /// A timeout of 292 years or more is the longest one it holds.
     #[inline]
-    fn new(timeout: Duration, callers: bool) -> Limit {
+    pub(crate) fn new(timeout: Duration, callers: bool) -> Limit {
         let nanos = nanos(timeout).min(Limit::CALLERS - 1);
         Limit(if callers {
             nanos | Limit::CALLERS
@@ -125,7 +132,7 @@ impl Limit {
         self.0 & !Limit::CALLERS
     }
 
-    fn timeout(self) -> Duration {
+    pub(crate) fn timeout(self) -> Duration {
         Duration::from_nanos(self.nanos())
     }
 
@@ -176,16 +183,16 @@ impl Due {
     /// would make the deadline fire early.
     #[inline]
     pub(crate) fn for_call(
-        timeout: Option<Duration>,
+        timeout: Option<Limit>,
         own: Option<Duration>,
         margin: Duration,
         clock: Clock,
     ) -> Due {
-        let own = crate::budget::cap(own, margin);
-        let (timeout, callers) = match (timeout, own) {
-            (Some(timeout), Some(own)) if own < timeout => (own, true),
-            (Some(timeout), _) => (timeout, false),
-            (None, Some(own)) => (own, true),
+        let own = crate::budget::cap(own, margin).map(|own| Limit::new(own, true));
+        let limit = match (timeout, own) {
+            (Some(timeout), Some(own)) if own.nanos() < timeout.nanos() => own,
+            (Some(timeout), _) => timeout,
+            (None, Some(own)) => own,
             (None, None) => {
                 return Due {
                     limit: Limit::new(Duration::MAX, false),
@@ -194,7 +201,7 @@ impl Due {
             }
         };
         Due {
-            limit: Limit::new(timeout, callers),
+            limit,
             started: Some((clock, clock.start())),
         }
     }

@@ -67,7 +67,7 @@ use tower_service::Service;
 pub use crate::error::Elapsed;
 pub use future::ResponseFuture;
 
-use future::Due;
+use future::{Due, Limit};
 pub use layer::TimeoutLayer;
 
 use crate::clock::Clock;
@@ -105,7 +105,7 @@ impl<Req> DeadlineOf<Req> for NoDeadline {
 #[derive(Clone, Debug)]
 pub struct Timeout<S, D = NoDeadline> {
     inner: S,
-    timeout: Duration,
+    timeout: Limit,
     deadline: D,
     budget_margin: Duration,
     clock: Clock,
@@ -117,7 +117,7 @@ impl<S, D> Timeout<S, D> {
     pub fn new(inner: S, timeout: Duration, deadline: D, clock: Clock) -> Self {
         Timeout {
             inner,
-            timeout,
+            timeout: Limit::new(timeout, false),
             deadline,
             budget_margin: Duration::ZERO,
             clock,
@@ -126,7 +126,7 @@ impl<S, D> Timeout<S, D> {
 
     /// The layer's timeout.
     pub fn timeout(&self) -> Duration {
-        self.timeout
+        self.timeout.timeout()
     }
 
     /// The inner service.
