@@ -19,6 +19,9 @@ use std::task::{ready, Context, Poll};
 #[cold]
 #[inline(never)]
 pub(crate) fn poll_refusal(cx: &mut Context<'_>) -> Poll<()> {
-    ready!(tokio::task::coop::poll_proceed(cx)).made_progress();
+    let progress = ready!(tokio::task::coop::poll_proceed(cx));
+    progress.made_progress();
+    // Its drop would now restore nothing, in a call tokio does not inline.
+    std::mem::forget(progress);
     Poll::Ready(())
 }
