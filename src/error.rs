@@ -495,9 +495,10 @@ impl Leaf for anyhow::Error {
 pub struct CircuitOpen {
     // The refusing state's index in the top `STATE_BITS`, the nanoseconds
     // until a probe in the rest (`NO_RETRY_AFTER` for none): one word, so
-    // that an admission's `Result<Ticket, CircuitOpen>` is two words in
-    // registers. Wider, it went through memory, stored a field at a time
-    // and loaded whole, which the CPU cannot forward: a stall a refusal.
+    // that an admission's `Result<Ticket, CircuitOpen>` is two words,
+    // written and read a word at a time. Wider, it was stored a field at a
+    // time and loaded whole, which the CPU cannot forward: a stall a
+    // refusal.
     word: u64,
 }
 
