@@ -115,6 +115,8 @@ impl std::fmt::Debug for Limit {
 
 impl Limit {
     const CALLERS: u64 = 1 << 63;
+    /// No deadline: the longest it holds, made once.
+    const NONE: Limit = Limit(Limit::CALLERS - 1);
 
     /// A timeout of 292 years or more is the longest one it holds.
     #[inline]
@@ -195,7 +197,7 @@ impl Due {
             (None, Some(own)) => own,
             (None, None) => {
                 return Due {
-                    limit: Limit::new(Duration::MAX, false),
+                    limit: Limit::NONE,
                     started: None,
                 }
             }
@@ -378,6 +380,7 @@ mod tests {
                 );
             }
         }
+        assert_eq!(Limit::new(Duration::MAX, false), Limit::NONE);
         // What every call's future carries: its timer and one word.
         assert_eq!(
             std::mem::size_of::<Deadline>(),
