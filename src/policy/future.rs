@@ -517,7 +517,11 @@ where
     D: DeadlineOf<Req>,
     R: RetryStage<S, Req>,
 {
-    #[inline]
+    /// Inlined into the caller's poll, as the call is: with no function
+    /// boundary between what the call wrote and what the poll reads, and
+    /// none for the outcome to cross, the compiler keeps more of both in
+    /// registers.
+    #[inline(always)]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome<S, Req>> {
         let span = self.held.span.get().cloned();
         let _entered = span.as_ref().map(tracing::Span::enter);

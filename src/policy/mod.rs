@@ -681,9 +681,12 @@ where
 }
 
 impl<S, B, C, F, D, R> PolicyService<S, B, C, F, D, R> {
-    /// A call through the stages. Out of line: inlined, the stages would
-    /// land in every caller of a timed call too.
-    #[inline(never)]
+    /// A call through the stages. Inlined, so that the future is made
+    /// where its caller keeps it: returned from a function of its own, the
+    /// caller's `async fn` moved it into its state in 16-byte loads of the
+    /// 8-byte and narrower stores that had just written it, which the CPU
+    /// cannot forward, and every awaited call waited for them.
+    #[inline(always)]
     fn call_staged<Req>(&mut self, request: Req) -> ResponseFuture<S, Req, B, C, F, D, R>
     where
         S: Service<Req> + Clone,
