@@ -219,8 +219,30 @@ where
 {
     type Output = Result<S::Response, Error<<S::Error as IntoError>::Inner>>;
 
-    #[inline]
+    /// A call with no fault drawn, the one a layer left in production
+    /// makes, is polled inline; the faults' states out of line, so that
+    /// this stays small enough to inline everywhere.
+    #[inline(always)]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let StateProj::Calling { future } = self.as_mut().project().state.project() {
+            return future.poll(cx).map_err(IntoError::into_error);
+        }
+        self.poll_faulted(cx)
+    }
+}
+
+impl<S, Req> FaultFuture<S, Req>
+where
+    S: Service<Req>,
+    S::Error: IntoError,
+{
+    /// A call with a fault drawn (a delayed one that is `Calling` again
+    /// comes back here too).
+    #[inline(never)]
+    fn poll_faulted(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<<Self as Future>::Output> {
         loop {
             let mut state = self.as_mut().project().state;
             match state.as_mut().project() {
