@@ -1078,6 +1078,17 @@ fn two_threads(c: &mut Criterion) {
         "seawall_breaker",
         breaker.layer().layer(inner()),
     );
+    bench_shared_until_ready(
+        &mut group,
+        "floor_shared_counter",
+        shared_counter_ready(100),
+    );
+    let bulkhead = Bulkhead::builder().max_concurrent(100).build().unwrap();
+    bench_shared_until_ready(
+        &mut group,
+        "seawall_bulkhead",
+        bulkhead.layer().layer(inner()),
+    );
     bench_shared_until_ready(&mut group, "seawall_policy", full_policy().layer(inner()));
     let (_policy, service) = cached_fallback();
     bench_shared_until_ready(&mut group, "seawall_cached_fallback_healthy", service);

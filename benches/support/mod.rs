@@ -31,6 +31,28 @@ pub fn inner(
     tower::service_fn(|x: u64| std::future::ready(Ok::<u64, Infallible>(x)))
 }
 
+/// [`inner`] counted in and out of one shared word, refusing above
+/// `limit`: what any exact concurrency limit kept in a single counter pays
+/// per call at least (two atomic writes to a line every caller writes, and
+/// nothing else). On two threads, the floor of a bulkhead's call.
+pub fn shared_counter_ready(
+    limit: usize,
+) -> impl Service<u64, Response = u64, Error = Infallible, Future = Ready<Result<u64, Infallible>>>
+       + Clone
+       + Send
+       + Sync
+       + 'static {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::Ordering::{Acquire, Release};
+
+    static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+    tower::service_fn(move |x: u64| {
+        let admitted = IN_FLIGHT.fetch_add(1, Acquire) < limit;
+        IN_FLIGHT.fetch_sub(1, Release);
+        std::future::ready(Ok::<u64, Infallible>(if admitted { x } else { u64::MAX }))
+    })
+}
+
 /// One whole tower call, `poll_ready` included, as a caller makes it: a
 /// service that needs a permit per call (`ConcurrencyLimit`) pays for it
 /// here, and everything the response future drops is dropped inside.
