@@ -58,7 +58,7 @@ impl<K: Hash + Eq, Res> Recent<K, Res> {
         &self.slots[index]
     }
 
-    /// Whether `key`'s answer is [young](young), as far as the table
+    /// Whether `key`'s answer is [young], as far as the table
     /// knows.
     #[inline]
     pub(super) fn fresh(&self, key: &K, now: u64) -> bool {
