@@ -747,6 +747,12 @@ fn pending_inner_variants(v: &mut impl Visit, timers: &Runtime) {
         Answers,
         full_policy().layer(pending_inner()),
     );
+    // No deadline: what its pending poll still asks of the deadline.
+    v.visit(
+        "seawall_policy_no_timeout_pending",
+        Answers,
+        full_policy_of(100, None).layer(pending_inner()),
+    );
 }
 
 /// Tasks of the busy runtime.

@@ -242,19 +242,33 @@ impl Deadline {
     }
 
     /// Call once the guarded future is pending: ready with the error once
-    /// the deadline has passed.
+    /// the deadline has passed. A call with no deadline (a Policy given
+    /// none) is answered here, inline, since its every pending poll asks:
+    /// there is nothing to look at, and out of line it cost a call and the
+    /// error made in advance.
+    #[inline(always)]
     pub(crate) fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> Poll<Elapsed> {
-        let elapsed = self.elapsed();
+        if matches!(self.timer, Timer::Never) {
+            return Poll::Pending;
+        }
+        self.poll_timer(cx)
+    }
+
+    /// [`poll_elapsed`](Self::poll_elapsed) with a deadline. The error is
+    /// made only when it is the answer: most polls of a pending call find
+    /// it not due.
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<Elapsed> {
+        let limit = self.limit;
         match &mut self.timer {
             Timer::Unarmed { clock, called_at } => {
                 let remaining = match clock.alarm_start(*called_at) {
                     Some(start) => {
-                        let due = start.saturating_add(self.limit.nanos());
+                        let due = start.saturating_add(limit.nanos());
                         // The coarse time is never ahead, so a call it finds
                         // due is; one it does not, its alarm ends at the
                         // keeper's next tick.
                         if alarm_now_coarse() >= due {
-                            return Poll::Ready(elapsed);
+                            return Poll::Ready(limit.elapsed());
                         }
                         // The start stands for the time now in the keeper's
                         // check: it is no later, and it spares a TSC read.
@@ -265,32 +279,33 @@ impl Deadline {
                         want_keeper();
                         match due.checked_sub(alarm_now()).filter(|&left| left > 0) {
                             Some(left) => Duration::from_nanos(left),
-                            None => return Poll::Ready(elapsed),
+                            None => return Poll::Ready(limit.elapsed()),
                         }
                     }
                     None => {
                         let spent = clock.nanos_since(*called_at);
-                        match self.limit.nanos().checked_sub(spent).filter(|&r| r > 0) {
+                        match limit.nanos().checked_sub(spent).filter(|&r| r > 0) {
                             Some(remaining) => Duration::from_nanos(remaining),
-                            None => return Poll::Ready(elapsed),
+                            None => return Poll::Ready(limit.elapsed()),
                         }
                     }
                 };
                 let mut sleep = Box::pin(tokio::time::sleep(remaining));
-                let fired = sleep.as_mut().poll(cx).map(|()| elapsed);
+                let fired = sleep.as_mut().poll(cx).map(|()| limit.elapsed());
                 self.timer = Timer::Armed { sleep };
                 fired
             }
             Timer::Alarm { alarm } => {
                 if alarm_now() >= alarm.due() {
-                    return Poll::Ready(elapsed);
+                    return Poll::Ready(limit.elapsed());
                 }
                 if alarm.rewake(cx.waker()) {
                     want_keeper();
                 }
                 Poll::Pending
             }
-            Timer::Armed { sleep } => sleep.as_mut().poll(cx).map(|()| elapsed),
+            Timer::Armed { sleep } => sleep.as_mut().poll(cx).map(|()| limit.elapsed()),
+            // Answered by `poll_elapsed` before it calls here.
             Timer::Never => Poll::Pending,
         }
     }
