@@ -13,7 +13,8 @@
 //! variants that make a tokio `Sleep` per call (it is never polled).
 //!
 //! Groups: `single` (one thread), `two_threads` (two threads on clones of
-//! one service; wall time over the calls of both), `window_population`
+//! one service; wall time over the calls of both), `eight_threads` (the
+//! same with eight, more than this machine's cores), `window_population`
 //! (a closed breaker whose window already holds 10 to 1,000,000 calls) and
 //! `registry` (a million keyed breakers). Before measuring, it prints the
 //! heap allocations per call of every one-thread variant
@@ -1104,6 +1105,49 @@ fn two_threads(c: &mut Criterion) {
     group.finish();
 }
 
+/// Threads beyond this machine's two cores: a runtime with more workers
+/// than cores (a container that reports the host's, a blocking pool, two
+/// runtimes), of which the two that run at once are whichever the OS
+/// picks. Calls stay cheap only if those two never write one line.
+const OVERSUBSCRIBED: u32 = 8;
+
+/// One breaker, or one Policy, shared by [`OVERSUBSCRIBED`] threads.
+fn eight_threads(c: &mut Criterion) {
+    let mut group = c.benchmark_group("eight_threads");
+    configure(&mut group);
+    let on = OVERSUBSCRIBED;
+    bench_shared_on(&mut group, "bare", on, inner());
+    bench_shared_on(
+        &mut group,
+        "breaker_crate",
+        on,
+        breaker::tower::BreakerLayer::new(breaker_crate()).layer(inner()),
+    );
+    bench_shared_on(
+        &mut group,
+        "recloser",
+        on,
+        RecloserSync {
+            recloser: Arc::new(recloser()),
+            inner: inner(),
+        },
+    );
+    let breaker = seawall_breaker(CircuitBreaker::builder());
+    bench_shared_on(
+        &mut group,
+        "seawall_breaker",
+        on,
+        breaker.layer().layer(inner()),
+    );
+    bench_shared_on(
+        &mut group,
+        "seawall_policy",
+        on,
+        full_policy().layer(inner()),
+    );
+    group.finish();
+}
+
 /// A registry holding `keys` keyed breakers, and what it cost in
 /// resident memory: first with every key looked up once (a breaker that
 /// never saw a call), then with one call recorded on every key, then with
@@ -1279,6 +1323,7 @@ fn suite(c: &mut Criterion) {
     busy_runtime();
 
     two_threads(c);
+    eight_threads(c);
 
     let mut group = c.benchmark_group("retry");
     configure(&mut group);

@@ -114,11 +114,20 @@ pub fn two_threads<F>(iters: u64, call: F) -> Duration
 where
     F: FnMut(u64) + Clone + Send,
 {
-    // Both workers and the timer start together, so thread start-up is
+    threads(2, iters, call)
+}
+
+/// [`two_threads`] on `count` threads: with more threads than cores, the
+/// ones that run at once are whichever the OS picks.
+pub fn threads<F>(count: u32, iters: u64, call: F) -> Duration
+where
+    F: FnMut(u64) + Clone + Send,
+{
+    // Every worker and the timer start together, so thread start-up is
     // outside the measurement.
-    let start = Barrier::new(3);
+    let start = Barrier::new(count as usize + 1);
     thread::scope(|scope| {
-        let workers: Vec<_> = (0..2)
+        let workers: Vec<_> = (0..count)
             .map(|_| {
                 let mut call = call.clone();
                 let start = &start;
@@ -135,7 +144,7 @@ where
         for worker in workers {
             worker.join().unwrap();
         }
-        began.elapsed() / 2
+        began.elapsed() / count
     })
 }
 
@@ -205,10 +214,18 @@ pub fn bench_shared_until_ready<S>(group: &mut Measured<'_>, name: &str, service
 where
     S: Service<u64, Response = u64> + Clone + Send,
 {
+    bench_shared_on(group, name, 2, service);
+}
+
+/// [`bench_shared_until_ready`] on `count` threads.
+pub fn bench_shared_on<S>(group: &mut Measured<'_>, name: &str, count: u32, service: S)
+where
+    S: Service<u64, Response = u64> + Clone + Send,
+{
     group.bench_function(name, |b| {
         b.iter_custom(|iters| {
             let mut service = service.clone();
-            two_threads(iters, move |_| {
+            threads(count, iters, move |_| {
                 black_box(answer(drive_until_ready(&mut service, black_box(1))));
             })
         })

@@ -11,7 +11,7 @@
 //!   address never changes, after one load that says whether `now` is still
 //!   in the hot bucket: what a plain counter costs. A striped window's
 //!   hot outcome counters come in [`STRIPES`] copies on cache lines of
-//!   their own, and each thread counts in one of them: calls on two cores
+//!   their own, and each thread counts in one of them: calls on different cores
 //!   then write different lines instead of passing one back and forth.
 //!   Everything below treats each stripe's counter as a counter of its
 //!   own; readers add the stripes up. An unstriped window (a registry's)
