@@ -150,6 +150,31 @@ fn storage_counters(buckets: usize, track_latency: bool) -> usize {
     histogram + (buckets + 1) * (SLOTS + histogram) + 1
 }
 
+/// Adds `count` of each of `counters` to `sums`, pairwise. A reader reads
+/// every ring slot and every stripe (a breaker on each failure): when the
+/// counters are as many as the sums, which every run of them is but an
+/// unstriped window's few hot ones, the loop's length is known and it is
+/// unrolled.
+#[inline(always)]
+fn add_each<const N: usize>(
+    sums: &mut [u64; N],
+    counters: &[AtomicU64],
+    count: &impl Fn(u64) -> u64,
+) {
+    match <&[AtomicU64; N]>::try_from(counters) {
+        Ok(counters) => {
+            for (sum, counter) in sums.iter_mut().zip(counters) {
+                *sum += count(counter.load(Acquire));
+            }
+        }
+        Err(_) => {
+            for (sum, counter) in sums.iter_mut().zip(counters) {
+                *sum += count(counter.load(Acquire));
+            }
+        }
+    }
+}
+
 /// A bucket's latency histogram's counters: none without latency tracking.
 fn histogram_counters(track_latency: bool) -> usize {
     if track_latency {
@@ -271,21 +296,6 @@ impl TimeWindow {
         }
     }
 
-    /// Hot counter `i` of a stripe, for a reader, which makes no storage:
-    /// none for the histogram's before the storage is made, since no call
-    /// has counted there.
-    fn made_hot_counter<'a>(
-        &'a self,
-        storage: Option<&'a Storage>,
-        stripe: usize,
-        i: usize,
-    ) -> Option<&'a AtomicU64> {
-        match storage {
-            Some(storage) => Some(self.counter(storage, At::Hot(stripe), i)),
-            None => (i < SLOTS).then(|| self.outcome_counter(stripe, i)),
-        }
-    }
-
     /// The stripes that hold a copy of hot counter `i`: each, for an
     /// outcome counter (none, for an unstriped window's beyond
     /// [`INLINE`]); the first, for the histogram's one.
@@ -296,13 +306,6 @@ impl TimeWindow {
             _ => 1,
         };
         0..stripes
-    }
-
-    fn stripes(&self) -> usize {
-        match self.stripes {
-            Some(_) => STRIPES,
-            None => 1,
-        }
     }
 
     #[inline]
@@ -601,17 +604,17 @@ impl TimeWindow {
         }
     }
 
-    /// Sums counters `first..first + sums.len()` over the window at `now`,
-    /// the ring's and the hot bucket's, read whole (see
+    /// Sums counters `first..first + N` over the window at `now`, the
+    /// ring's and the hot bucket's, read whole (see
     /// [`read_whole`](Self::read_whole)).
-    fn sum(&self, now: u64, first: usize, sums: &mut [u64]) {
+    fn sum<const N: usize>(&self, now: u64, first: usize, sums: &mut [u64; N]) {
         self.read_whole(|| {
             sums.fill(0);
             self.read_sum(now, first, sums);
         });
     }
 
-    fn read_sum(&self, now: u64, first: usize, sums: &mut [u64]) {
+    fn read_sum<const N: usize>(&self, now: u64, first: usize, sums: &mut [u64; N]) {
         let current = now / self.bucket_nanos;
         let storage = self.storage.get();
         // No storage: no reset made one.
@@ -619,42 +622,60 @@ impl TimeWindow {
         let oldest = (current + 1)
             .saturating_sub(u64::from(self.buckets))
             .max(floor);
-        let in_window = |word: u64| match (oldest..=current).contains(&self.epoch_of(word)) {
-            true => self.count_of(word),
+        // A reset after `now`: nothing of the window is left.
+        let Some(span) = current.checked_sub(oldest) else {
+            return;
+        };
+        // One comparison: epochs before `oldest` wrap above the span. The
+        // counter's layout copied in, not read through `self`: after every
+        // acquire load of a counter it would be read again.
+        let (bits, mask) = (self.count_bits, (1 << self.count_bits) - 1);
+        let in_window = move |word: u64| match (word >> bits).wrapping_sub(oldest) <= span {
+            true => word & mask,
             false => 0,
         };
         self.add_counts(storage, first, sums, in_window);
     }
 
-    /// Adds `count` of each ring and hot counter `first..first + sums.len()`
-    /// to `sums`: what a reading of the window and of the totals share.
-    fn add_counts(
+    /// Adds `count` of each ring and hot counter `first..first + N` to
+    /// `sums`: what a reading of the window and of the totals share. A
+    /// reading is of the outcome counters (`first` zero) or of the
+    /// histogram's (`first` [`SLOTS`]), never of both.
+    fn add_counts<const N: usize>(
         &self,
         storage: Option<&Storage>,
         first: usize,
-        sums: &mut [u64],
+        sums: &mut [u64; N],
         count: impl Fn(u64) -> u64,
     ) {
+        debug_assert!(first + N <= SLOTS || first >= SLOTS);
         if let Some(storage) = storage {
             for slot in 0..self.buckets as usize {
-                for (i, sum) in sums.iter_mut().enumerate() {
-                    *sum += count(
-                        self.counter(storage, At::Ring(slot), first + i)
-                            .load(Acquire),
-                    );
-                }
+                let at = self.hot_latency_counters() + (slot + 1) * self.counters() + first;
+                add_each(sums, &storage.0[at..at + N], &count);
                 model_point();
             }
         }
-        // Stripe by stripe: a model may run other threads between them.
-        for stripe in 0..self.stripes() {
-            for (i, sum) in sums.iter_mut().enumerate() {
-                if self.hot_stripes(first + i).contains(&stripe) {
-                    if let Some(counter) = self.made_hot_counter(storage, stripe, first + i) {
-                        *sum += count(counter.load(Acquire));
+        if first < SLOTS {
+            // Stripe by stripe: a model may run other threads between them.
+            match &self.stripes {
+                Some(stripes) => {
+                    for stripe in stripes.iter() {
+                        add_each(sums, &stripe.0[first..], &count);
+                        model_point();
                     }
                 }
+                // Beyond them, an unstriped window's outcomes count in the
+                // ring.
+                None => {
+                    add_each(sums, self.inline.get(first..).unwrap_or(&[]), &count);
+                    model_point();
+                }
             }
+        } else if let Some(storage) = storage {
+            // The histogram's hot counters: one copy, made with the storage.
+            let at = first - SLOTS;
+            add_each(sums, &storage.0[at..at + N], &count);
             model_point();
         }
     }
@@ -667,9 +688,9 @@ impl TimeWindow {
 
     pub(crate) fn snapshot(&self, now: u64) -> ([u64; SLOTS], Option<Vec<u64>>) {
         let latency = self.track_latency.then(|| {
-            let mut latency = vec![0; latency::BUCKETS];
+            let mut latency = [0; latency::BUCKETS];
             self.sum(now, SLOTS, &mut latency);
-            latency
+            latency.to_vec()
         });
         (self.counts(now), latency)
     }
@@ -677,9 +698,9 @@ impl TimeWindow {
     /// Every call ever recorded, by outcome: never reset.
     pub(crate) fn totals(&self) -> ([u64; SLOTS], Option<Vec<u64>>) {
         let latency = self.track_latency.then(|| {
-            let mut latency = vec![0; latency::BUCKETS];
+            let mut latency = [0; latency::BUCKETS];
             self.total(SLOTS, &mut latency);
-            latency
+            latency.to_vec()
         });
         (self.total_counts(), latency)
     }
@@ -694,14 +715,14 @@ impl TimeWindow {
     /// Totals of counters `first..first + sums.len()`: retired, the ring
     /// and the hot bucket, read whole like the window's sums, so that a
     /// reading is never below the one before.
-    fn total(&self, first: usize, sums: &mut [u64]) {
+    fn total<const N: usize>(&self, first: usize, sums: &mut [u64; N]) {
         self.read_whole(|| {
             sums.fill(0);
             self.read_totals(first, sums);
         });
     }
 
-    fn read_totals(&self, first: usize, sums: &mut [u64]) {
+    fn read_totals<const N: usize>(&self, first: usize, sums: &mut [u64; N]) {
         let storage = self.storage.get();
         if let Some(storage) = storage {
             for (i, sum) in sums.iter_mut().enumerate() {
@@ -709,7 +730,8 @@ impl TimeWindow {
             }
             model_point();
         }
-        self.add_counts(storage, first, sums, |word| self.count_of(word));
+        let mask = (1 << self.count_bits) - 1;
+        self.add_counts(storage, first, sums, move |word| word & mask);
     }
 
     /// Forgets the calls recorded before `now`: the older buckets by the
