@@ -598,6 +598,15 @@ fn single(v: &mut impl Visit, timers: &Runtime) {
         breaker.layer().layer(inner()),
     );
 
+    // A failure that does not trip (too few calls to judge, for ever):
+    // a breaker reads its window, every stripe of it, at each failure.
+    let breaker = seawall_breaker(CircuitBreaker::builder().minimum_calls(u64::MAX));
+    v.visit(
+        "seawall_breaker_failing",
+        Refuses,
+        breaker.layer().layer(failing_inner()),
+    );
+
     let free = Bulkhead::builder().max_concurrent(100).build().unwrap();
     v.visit("seawall_bulkhead", Answers, free.layer().layer(inner()));
     let adaptive = Bulkhead::builder()

@@ -87,6 +87,24 @@ pub fn answer<E>(result: Result<u64, E>) -> u64 {
     result.unwrap_or(u64::MAX)
 }
 
+/// An inner service that fails every call at once (without allocating:
+/// an `io::Error` of a kind alone is one word).
+pub fn failing_inner() -> impl Service<
+    u64,
+    Response = u64,
+    Error = std::io::Error,
+    Future = Ready<Result<u64, std::io::Error>>,
+> + Clone
+       + Send
+       + Sync
+       + 'static {
+    tower::service_fn(|_: u64| {
+        std::future::ready(Err(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        )))
+    })
+}
+
 /// Asserts that a call answered at once with `Ok`, so a closed-state number
 /// cannot come from a refused or pending call.
 pub fn assert_passes<S: Service<u64>>(service: &mut S) {
