@@ -11,8 +11,9 @@
 //!   address never changes, after one load that says whether `now` is still
 //!   in the hot bucket: what a plain counter costs. A striped window's
 //!   hot outcome counters come in [`STRIPES`] copies on cache lines of
-//!   their own, and each thread counts in one of them: calls on different cores
-//!   then write different lines instead of passing one back and forth.
+//!   their own, and each thread counts in one of them: calls on different
+//!   cores then write different lines instead of passing one back and
+//!   forth.
 //!   Everything below treats each stripe's counter as a counter of its
 //!   own; readers add the stripes up. An unstriped window (a registry's)
 //!   keeps its one copy inline, unpadded, and of its successes and
@@ -162,16 +163,19 @@ fn add_each<const N: usize>(
     count: &impl Fn(u64) -> u64,
 ) {
     match <&[AtomicU64; N]>::try_from(counters) {
-        Ok(counters) => {
-            for (sum, counter) in sums.iter_mut().zip(counters) {
-                *sum += count(counter.load(Acquire));
-            }
-        }
-        Err(_) => {
-            for (sum, counter) in sums.iter_mut().zip(counters) {
-                *sum += count(counter.load(Acquire));
-            }
-        }
+        Ok(run) => add_pairwise(sums, run, count),
+        Err(_) => add_pairwise(sums, counters, count),
+    }
+}
+
+#[inline(always)]
+fn add_pairwise<'a, const N: usize>(
+    sums: &mut [u64; N],
+    counters: impl IntoIterator<Item = &'a AtomicU64>,
+    count: &impl Fn(u64) -> u64,
+) {
+    for (sum, counter) in sums.iter_mut().zip(counters) {
+        *sum += count(counter.load(Acquire));
     }
 }
 
