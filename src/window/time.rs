@@ -811,6 +811,32 @@ mod tests {
         counts[outcome as usize]
     }
 
+    /// A reading of the latency histogram adds its hot bucket's counters
+    /// (one copy, beside the outcomes' stripes) to the ring's, in the
+    /// window and in the totals.
+    #[test]
+    fn a_reading_adds_the_hot_buckets_latencies_to_the_rings() {
+        for striped in [true, false] {
+            let w = TimeWindow::new(Duration::from_millis(10), 10, true, striped);
+            w.record(0, Outcome::Success, false, Some(3));
+            // The next bucket's first call moves the first into the ring.
+            w.record(2 * MS, Outcome::Failure, false, Some(3));
+            w.record(2 * MS, Outcome::Success, false, Some(5));
+            let (counts, latency) = w.snapshot(2 * MS);
+            let (totals, lifetime) = w.totals();
+            for (counts, latency) in [(counts, latency), (totals, lifetime)] {
+                let latency = latency.expect("latency is tracked");
+                assert_eq!((latency[3], latency[5]), (2, 1), "striped: {striped}");
+                assert_eq!(latency.iter().sum::<u64>(), 3, "striped: {striped}");
+                let outcomes = (
+                    count(counts, Outcome::Success),
+                    count(counts, Outcome::Failure),
+                );
+                assert_eq!(outcomes, (2, 1), "striped: {striped}");
+            }
+        }
+    }
+
     #[test]
     fn a_bucket_counts_from_its_first_call_to_the_span() {
         let w = window(10);
