@@ -319,7 +319,13 @@ impl TimeWindow {
 
     #[inline]
     fn count_of(&self, word: u64) -> u64 {
-        word & ((1 << self.count_bits) - 1)
+        word & self.count_mask()
+    }
+
+    /// The bits of a counter that count.
+    #[inline]
+    fn count_mask(&self) -> u64 {
+        (1 << self.count_bits) - 1
     }
 
     /// Records one call at `now`; returns the count its outcome's counter
@@ -633,7 +639,7 @@ impl TimeWindow {
         // One comparison: epochs before `oldest` wrap above the span. The
         // counter's layout copied in, not read through `self`: after every
         // acquire load of a counter it would be read again.
-        let (bits, mask) = (self.count_bits, (1 << self.count_bits) - 1);
+        let (bits, mask) = (self.count_bits, self.count_mask());
         let in_window = move |word: u64| match (word >> bits).wrapping_sub(oldest) <= span {
             true => word & mask,
             false => 0,
@@ -734,7 +740,7 @@ impl TimeWindow {
             }
             model_point();
         }
-        let mask = (1 << self.count_bits) - 1;
+        let mask = self.count_mask();
         self.add_counts(storage, first, sums, move |word| word & mask);
     }
 
