@@ -302,8 +302,9 @@ impl Drop for Alarm {
 
 /// The stripe the calling thread sets its alarms in: threads take the
 /// stripes in turn, in the order they first ask. Not `crate::stripe`'s:
-/// that one has two stripes, sized for what every breaker keeps per
-/// stripe, where the alarms are one set for the process.
+/// that one has eight stripes, sized for what every breaker keeps per
+/// stripe, where the alarms are one set for the process and can afford
+/// twice as many.
 #[cfg(not(seawall_loom))]
 fn thread_stripe() -> usize {
     use std::cell::Cell;
