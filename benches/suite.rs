@@ -53,8 +53,8 @@ use tower_resilience::circuitbreaker::CircuitBreakerLayer as TrBreakerLayer;
 
 mod support;
 use support::awaited::{
-    awaited_call, bench_awaited, busy, deadline_floor_inner, pending_inner, shared_counter_inner,
-    yielding_inner,
+    awaited_call, bench_awaited, busy, deadline_floor_inner, pending_inner,
+    registered_deadline_floor_inner, shared_counter_inner, yielding_inner,
 };
 use support::*;
 
@@ -804,6 +804,24 @@ fn busy_runtime() {
         (
             "floor_deadline",
             Box::new(|| busy(runtime, deadline_floor_inner(), calls, BUSY_TASKS)),
+        ),
+        // A deadline that something could fire, and nothing else: the
+        // floor of a timeout without a timer per call.
+        (
+            "floor_registered_deadline",
+            Box::new(|| {
+                let floor = registered_deadline_floor_inner(None);
+                busy(runtime, floor, calls, BUSY_TASKS)
+            }),
+        ),
+        // The same under an exact limit: the floor of a Policy with a
+        // bulkhead and a timeout.
+        (
+            "floor_limit_and_deadline",
+            Box::new(|| {
+                let floor = registered_deadline_floor_inner(Some(BUSY_LIMIT));
+                busy(runtime, floor, calls, BUSY_TASKS)
+            }),
         ),
         (
             "tower_concurrency_limit",

@@ -8,8 +8,9 @@ use std::future::Future;
 use std::hint::black_box;
 use std::pin::Pin;
 use std::sync::atomic::AtomicUsize;
-use std::sync::atomic::Ordering::{Acquire, Release};
-use std::task::{Context, Poll};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Runtime;
@@ -97,19 +98,130 @@ pub fn shared_counter_inner(limit: usize) -> impl BusyInner {
 }
 
 /// [`yielding_inner`] with what any deadline on a pending call must do
-/// and nothing more: read the time when the call starts, and hold a clone
-/// of the task's waker while it waits (so that something could wake it),
-/// with no timer, no registration and no check: a lower bound, which no
-/// working timeout reaches.
+/// and nothing more: read the time when the call starts (the TSC, as
+/// seawall does), and hold a clone of the task's waker while it waits (so
+/// that something could wake it), with no timer, no registration and no
+/// check: a lower bound, which no working timeout reaches.
 pub fn deadline_floor_inner() -> impl BusyInner {
     tower::service_fn(|value: u64| async move {
-        let started = black_box(Instant::now());
+        let started = black_box(tsc());
         let waker = std::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
         tokio::task::yield_now().await;
         drop(black_box(waker));
         black_box(started);
         Ok::<u64, Infallible>(value)
     })
+}
+
+/// [`yielding_inner`] with the least that a deadline that can fire does,
+/// under an exact limit if `limit` is given, and nothing else: the time
+/// read when the call starts; the task's waker left, for the call's wait,
+/// in a slot where another thread could find and wake it (behind a lock of
+/// the calling thread's own, taken once to leave it and once to take it
+/// back), with no wheel, no sweeper and no check; and the limit's take (a
+/// load, then a compare-and-swap, as an exact one needs) and release on
+/// one shared word. A timeout that fires without a timer per call does all
+/// of it but the limit, and a Policy with a bulkhead and a timeout all of
+/// it and more (a breaker, its statistics): their floors.
+pub fn registered_deadline_floor_inner(limit: Option<usize>) -> impl BusyInner {
+    static IN_FLIGHT: Padded<AtomicUsize> = Padded(AtomicUsize::new(0));
+    static SLOTS: [Padded<Mutex<Slots>>; SLOT_STRIPES] =
+        [const { Padded(Mutex::new(Slots::new())) }; SLOT_STRIPES];
+    static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: usize = NEXT_STRIPE.fetch_add(1, Relaxed) % SLOT_STRIPES;
+    }
+    struct Leave;
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            IN_FLIGHT.0.fetch_sub(1, Release);
+        }
+    }
+    let take = move || {
+        let Some(limit) = limit else {
+            return Some(None);
+        };
+        let mut seen = IN_FLIGHT.0.load(Relaxed);
+        loop {
+            if seen >= limit {
+                return None;
+            }
+            match IN_FLIGHT
+                .0
+                .compare_exchange_weak(seen, seen + 1, Acquire, Relaxed)
+            {
+                Ok(_) => return Some(Some(Leave)),
+                Err(now) => seen = now,
+            }
+        }
+    };
+    tower::service_fn(move |value: u64| async move {
+        let Some(leave) = take() else {
+            return Ok(u64::MAX);
+        };
+        let started = black_box(tsc());
+        let waker = std::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
+        let stripe = STRIPE.with(|stripe| *stripe);
+        let slot = lock(&SLOTS[stripe].0).leave(waker);
+        tokio::task::yield_now().await;
+        drop(lock(&SLOTS[stripe].0).take_back(slot));
+        black_box(started);
+        drop(leave);
+        Ok::<u64, Infallible>(value)
+    })
+}
+
+/// What seawall reads a call's start from: the TSC, through quanta.
+fn tsc() -> u64 {
+    static TSC: std::sync::OnceLock<quanta::Clock> = std::sync::OnceLock::new();
+    TSC.get_or_init(quanta::Clock::new).raw()
+}
+
+/// On cache lines of its own, as seawall keeps what threads write.
+#[repr(align(128))]
+struct Padded<T>(T);
+
+/// Stripes of [`registered_deadline_floor_inner`]'s slots: more than the
+/// threads that call, so that none shares a lock.
+const SLOT_STRIPES: usize = 16;
+
+/// Wakers left for a call's wait, and the slots free to take.
+struct Slots {
+    wakers: Vec<Option<Waker>>,
+    free: Vec<usize>,
+}
+
+impl Slots {
+    const fn new() -> Slots {
+        Slots {
+            wakers: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+
+    fn leave(&mut self, waker: Waker) -> usize {
+        match self.free.pop() {
+            Some(slot) => {
+                self.wakers[slot] = Some(waker);
+                slot
+            }
+            None => {
+                self.wakers.push(Some(waker));
+                self.wakers.len() - 1
+            }
+        }
+    }
+
+    fn take_back(&mut self, slot: usize) -> Option<Waker> {
+        self.free.push(slot);
+        self.wakers[slot].take()
+    }
+}
+
+fn lock(slots: &Mutex<Slots>) -> std::sync::MutexGuard<'_, Slots> {
+    slots
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// One call as an application writes it.
