@@ -53,7 +53,7 @@ use tower_resilience::circuitbreaker::CircuitBreakerLayer as TrBreakerLayer;
 
 mod support;
 use support::awaited::{
-    awaited_call, bench_awaited, busy, deadline_floor_inner, pending_inner,
+    awaited_call, bench_awaited, breaker_floor_inner, busy, deadline_floor_inner, pending_inner,
     registered_deadline_floor_inner, shared_counter_inner, yielding_inner,
 };
 use support::*;
@@ -798,6 +798,12 @@ fn busy_runtime() {
         (
             "floor_shared_counter",
             Box::new(|| busy(runtime, shared_counter_inner(BUSY_LIMIT), calls, BUSY_TASKS)),
+        ),
+        // What a breaker that counts every outcome must do, and nothing
+        // more: the floor of seawall's breaker.
+        (
+            "floor_breaker",
+            Box::new(|| busy(runtime, breaker_floor_inner(), calls, BUSY_TASKS)),
         ),
         // What any deadline on a pending call must do, and nothing more:
         // a lower bound no working timeout reaches.

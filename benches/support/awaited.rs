@@ -7,8 +7,8 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::hint::black_box;
 use std::pin::Pin;
-use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -167,6 +167,38 @@ pub fn registered_deadline_floor_inner(limit: Option<usize>) -> impl BusyInner {
         drop(lock(&SLOTS[stripe].0).take_back(slot));
         black_box(started);
         drop(leave);
+        Ok::<u64, Infallible>(value)
+    })
+}
+
+/// [`yielding_inner`] with the least a circuit breaker that counts every
+/// outcome exactly does, and nothing else: it reads its state and the
+/// time (two words other threads write rarely) and counts a reference on
+/// itself for the call's future (which must own what it settles on) before
+/// the call, and after it adds the outcome to a counter and drops the
+/// reference, both of the calling thread's own (on lines no other thread
+/// writes): a breaker's floor.
+pub fn breaker_floor_inner() -> impl BusyInner {
+    static STATE: Padded<AtomicU64> = Padded(AtomicU64::new(0));
+    static TIME: Padded<AtomicU64> = Padded(AtomicU64::new(1));
+    static TALLIES: [Padded<AtomicU64>; SLOT_STRIPES] =
+        [const { Padded(AtomicU64::new(0)) }; SLOT_STRIPES];
+    static REFERENCES: [Padded<AtomicU64>; SLOT_STRIPES] =
+        [const { Padded(AtomicU64::new(1)) }; SLOT_STRIPES];
+    static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: usize = NEXT_STRIPE.fetch_add(1, Relaxed) % SLOT_STRIPES;
+    }
+    tower::service_fn(|value: u64| async move {
+        if STATE.0.load(Acquire) != 0 {
+            return Ok(u64::MAX);
+        }
+        black_box(TIME.0.load(Relaxed));
+        let stripe = STRIPE.with(|stripe| *stripe);
+        REFERENCES[stripe].0.fetch_add(1, Relaxed);
+        tokio::task::yield_now().await;
+        TALLIES[stripe].0.fetch_add(1, Relaxed);
+        REFERENCES[stripe].0.fetch_sub(1, Release);
         Ok::<u64, Infallible>(value)
     })
 }
