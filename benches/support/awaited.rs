@@ -127,10 +127,6 @@ pub fn registered_deadline_floor_inner(limit: Option<usize>) -> impl BusyInner {
     static IN_FLIGHT: Padded<AtomicUsize> = Padded(AtomicUsize::new(0));
     static SLOTS: [Padded<Mutex<Slots>>; SLOT_STRIPES] =
         [const { Padded(Mutex::new(Slots::new())) }; SLOT_STRIPES];
-    static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static STRIPE: usize = NEXT_STRIPE.fetch_add(1, Relaxed) % SLOT_STRIPES;
-    }
     struct Leave;
     impl Drop for Leave {
         fn drop(&mut self) {
@@ -161,7 +157,7 @@ pub fn registered_deadline_floor_inner(limit: Option<usize>) -> impl BusyInner {
         };
         let started = black_box(tsc());
         let waker = std::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
-        let stripe = STRIPE.with(|stripe| *stripe);
+        let stripe = thread_stripe();
         let slot = lock(&SLOTS[stripe].0).leave(waker);
         tokio::task::yield_now().await;
         drop(lock(&SLOTS[stripe].0).take_back(slot));
@@ -185,16 +181,12 @@ pub fn breaker_floor_inner() -> impl BusyInner {
         [const { Padded(AtomicU64::new(0)) }; SLOT_STRIPES];
     static REFERENCES: [Padded<AtomicU64>; SLOT_STRIPES] =
         [const { Padded(AtomicU64::new(1)) }; SLOT_STRIPES];
-    static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static STRIPE: usize = NEXT_STRIPE.fetch_add(1, Relaxed) % SLOT_STRIPES;
-    }
     tower::service_fn(|value: u64| async move {
         if STATE.0.load(Acquire) != 0 {
             return Ok(u64::MAX);
         }
         black_box(TIME.0.load(Relaxed));
-        let stripe = STRIPE.with(|stripe| *stripe);
+        let stripe = thread_stripe();
         REFERENCES[stripe].0.fetch_add(1, Relaxed);
         tokio::task::yield_now().await;
         TALLIES[stripe].0.fetch_add(1, Relaxed);
@@ -209,12 +201,22 @@ fn tsc() -> u64 {
     TSC.get_or_init(quanta::Clock::new).raw()
 }
 
+/// The calling thread's stripe of the floors' per-thread lines: threads
+/// take them in turn, as seawall's do.
+fn thread_stripe() -> usize {
+    static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: usize = NEXT_STRIPE.fetch_add(1, Relaxed) % SLOT_STRIPES;
+    }
+    STRIPE.with(|stripe| *stripe)
+}
+
 /// On cache lines of its own, as seawall keeps what threads write.
 #[repr(align(128))]
 struct Padded<T>(T);
 
-/// Stripes of [`registered_deadline_floor_inner`]'s slots: more than the
-/// threads that call, so that none shares a lock.
+/// Stripes of the floors' per-thread lines (slots, tallies, references):
+/// more than the threads that call, so that none shares one.
 const SLOT_STRIPES: usize = 16;
 
 /// Wakers left for a call's wait, and the slots free to take.
