@@ -272,12 +272,20 @@ impl TimeWindow {
     /// the hot bucket or of a ring slot.
     #[inline(always)]
     fn counter<'a>(&'a self, storage: &'a Storage, at: At, i: usize) -> &'a AtomicU64 {
-        match (at, i.checked_sub(SLOTS)) {
-            (At::Hot(stripe), None) => self.outcome_counter(stripe, i),
-            (At::Hot(_), Some(bucket)) => &storage.0[bucket],
-            (At::Ring(slot), _) => {
-                &storage.0[self.hot_latency_counters() + (slot + 1) * self.counters() + i]
-            }
+        match at {
+            At::Hot(stripe) if i < SLOTS => self.outcome_counter(stripe, i),
+            _ => &storage.0[self.stored(at, i)],
+        }
+    }
+
+    /// Where counter `i` at `at` is in the storage: a ring slot's, or the
+    /// hot bucket's histogram's one copy (`i` from [`SLOTS`]); the hot
+    /// outcome counters are not there.
+    #[inline(always)]
+    fn stored(&self, at: At, i: usize) -> usize {
+        match at {
+            At::Hot(_) => i - SLOTS,
+            At::Ring(slot) => self.hot_latency_counters() + (slot + 1) * self.counters() + i,
         }
     }
 
@@ -661,7 +669,7 @@ impl TimeWindow {
         debug_assert!(first + N <= SLOTS || first >= SLOTS);
         if let Some(storage) = storage {
             for slot in 0..self.buckets as usize {
-                let at = self.hot_latency_counters() + (slot + 1) * self.counters() + first;
+                let at = self.stored(At::Ring(slot), first);
                 add_each(sums, &storage.0[at..at + N], &count);
                 model_point();
             }
@@ -684,7 +692,7 @@ impl TimeWindow {
             }
         } else if let Some(storage) = storage {
             // The histogram's hot counters: one copy, made with the storage.
-            let at = first - SLOTS;
+            let at = self.stored(At::Hot(0), first);
             add_each(sums, &storage.0[at..at + N], &count);
             model_point();
         }
