@@ -544,11 +544,7 @@ fn single(v: &mut impl Visit, timers: &Runtime) {
     }
 
     // The breaker crates.
-    v.visit(
-        "breaker_crate",
-        Answers,
-        breaker::tower::BreakerLayer::new(breaker_crate()).layer(inner()),
-    );
+    v.visit("breaker_crate", Answers, breaker_crate_service());
     v.visit(
         "failsafe",
         Answers,
@@ -557,14 +553,7 @@ fn single(v: &mut impl Visit, timers: &Runtime) {
             inner: inner(),
         },
     );
-    v.visit(
-        "recloser",
-        Answers,
-        RecloserSync {
-            recloser: Arc::new(recloser()),
-            inner: inner(),
-        },
-    );
+    v.visit("recloser", Answers, recloser_service());
 
     // seawall. No runtime: its timeout arms no timer for an answer that is
     // ready on the first poll.
@@ -1099,19 +1088,8 @@ fn two_threads(c: &mut Criterion) {
         "tower_resilience_breaker",
         tower_resilience_breaker().layer(inner()),
     );
-    bench_shared_until_ready(
-        &mut group,
-        "breaker_crate",
-        breaker::tower::BreakerLayer::new(breaker_crate()).layer(inner()),
-    );
-    bench_shared_until_ready(
-        &mut group,
-        "recloser",
-        RecloserSync {
-            recloser: Arc::new(recloser()),
-            inner: inner(),
-        },
-    );
+    bench_shared_until_ready(&mut group, "breaker_crate", breaker_crate_service());
+    bench_shared_until_ready(&mut group, "recloser", recloser_service());
     let breaker = seawall_breaker(CircuitBreaker::builder());
     bench_shared_until_ready(
         &mut group,
@@ -1150,21 +1128,8 @@ fn eight_threads(c: &mut Criterion) {
     configure(&mut group);
     let on = OVERSUBSCRIBED;
     bench_shared_on(&mut group, "bare", on, inner());
-    bench_shared_on(
-        &mut group,
-        "breaker_crate",
-        on,
-        breaker::tower::BreakerLayer::new(breaker_crate()).layer(inner()),
-    );
-    bench_shared_on(
-        &mut group,
-        "recloser",
-        on,
-        RecloserSync {
-            recloser: Arc::new(recloser()),
-            inner: inner(),
-        },
-    );
+    bench_shared_on(&mut group, "breaker_crate", on, breaker_crate_service());
+    bench_shared_on(&mut group, "recloser", on, recloser_service());
     let breaker = seawall_breaker(CircuitBreaker::builder());
     bench_shared_on(
         &mut group,

@@ -7,14 +7,14 @@ use std::convert::Infallible;
 use std::future::{Future, Ready};
 use std::hint::black_box;
 use std::pin::pin;
-use std::sync::Barrier;
+use std::sync::{Arc, Barrier};
 use std::task::{Context, Poll};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use criterion::BenchmarkGroup;
 use futures::task::noop_waker_ref;
-use tower::Service;
+use tower::{Layer, Service};
 
 pub mod awaited;
 
@@ -285,6 +285,21 @@ pub fn recloser() -> recloser::Recloser {
         .closed_len(100)
         .open_wait(Duration::from_secs(3600))
         .build()
+}
+
+/// The breaker crate's tower layer around [`inner`], as every group
+/// measures it.
+pub fn breaker_crate_service() -> impl Service<u64, Response = u64> + Clone + Send {
+    breaker::tower::BreakerLayer::new(breaker_crate()).layer(inner())
+}
+
+/// recloser around [`inner`], through its synchronous entry point (see
+/// [`RecloserSync`]), as every group measures it.
+pub fn recloser_service() -> impl Service<u64, Response = u64> + Clone + Send {
+    RecloserSync {
+        recloser: Arc::new(recloser()),
+        inner: inner(),
+    }
 }
 
 /// recloser's own entry point is a synchronous closure: the closure makes
