@@ -54,7 +54,7 @@ use tower_resilience::circuitbreaker::CircuitBreakerLayer as TrBreakerLayer;
 mod support;
 use support::awaited::{
     awaited_call, bench_awaited, breaker_floor_inner, busy, deadline_floor_inner, pending_inner,
-    registered_deadline_floor_inner, shared_counter_inner, yielding_inner,
+    registered_deadline_floor_inner, shared_counter_inner, yielding_inner, LimitFloor,
 };
 use support::*;
 
@@ -805,16 +805,29 @@ fn busy_runtime() {
         (
             "floor_registered_deadline",
             Box::new(|| {
-                let floor = registered_deadline_floor_inner(None);
+                let floor = registered_deadline_floor_inner(LimitFloor::None, false);
                 busy(runtime, floor, calls, BUSY_TASKS)
             }),
         ),
-        // The same under an exact limit: the floor of a Policy with a
-        // bulkhead and a timeout.
+        // The same under an exact limit in one word, with a breaker's
+        // floor around it: the floor of a Policy with a breaker, a
+        // bulkhead and a timeout, as seawall's are made.
         (
-            "floor_limit_and_deadline",
+            "floor_policy",
             Box::new(|| {
-                let floor = registered_deadline_floor_inner(Some(BUSY_LIMIT));
+                let limit = LimitFloor::Shared(BUSY_LIMIT);
+                let floor = registered_deadline_floor_inner(limit, true);
+                busy(runtime, floor, calls, BUSY_TASKS)
+            }),
+        ),
+        // The same with the limit's permits spread over the threads (its
+        // fast path only): how far a limit not kept in one word would
+        // move the Policy's floor.
+        (
+            "floor_policy_per_thread_limit",
+            Box::new(|| {
+                let limit = LimitFloor::PerThread(BUSY_LIMIT);
+                let floor = registered_deadline_floor_inner(limit, true);
                 busy(runtime, floor, calls, BUSY_TASKS)
             }),
         ),

@@ -113,46 +113,81 @@ pub fn deadline_floor_inner() -> impl BusyInner {
     })
 }
 
-/// [`yielding_inner`] with the least that a deadline that can fire does,
-/// under an exact limit if `limit` is given, and nothing else: the time
-/// read when the call starts; the task's waker left, for the call's wait,
-/// in a slot where another thread could find and wake it (behind a lock of
-/// the calling thread's own, taken once to leave it and once to take it
-/// back), with no wheel, no sweeper and no check; and the limit's take (a
-/// load, then a compare-and-swap, as an exact one needs) and release on
-/// one shared word. A timeout that fires without a timer per call does all
-/// of it but the limit, and a Policy with a bulkhead and a timeout all of
-/// it and more (a breaker, its statistics): their floors.
-pub fn registered_deadline_floor_inner(limit: Option<usize>) -> impl BusyInner {
-    static IN_FLIGHT: Padded<AtomicUsize> = Padded(AtomicUsize::new(0));
-    static SLOTS: [Padded<Mutex<Slots>>; SLOT_STRIPES] =
-        [const { Padded(Mutex::new(Slots::new())) }; SLOT_STRIPES];
-    struct Leave;
-    impl Drop for Leave {
-        fn drop(&mut self) {
-            IN_FLIGHT.0.fetch_sub(1, Release);
-        }
+/// Where a floor counts its calls in flight, if it has a limit.
+#[derive(Clone, Copy)]
+pub enum LimitFloor {
+    /// No limit.
+    None,
+    /// One word that every thread takes from and gives back to, as seawall's
+    /// limits and tower's keep: the take a load, then a compare-and-swap (an
+    /// exact limit that refuses at once needs both), and the release one
+    /// decrement.
+    Shared(usize),
+    /// The same take and release on a word of the calling thread's own: the
+    /// fast path of a limit whose permits are spread over the threads, each
+    /// taking from its own share. What such a limit must also do when a
+    /// thread's share runs out while another's is idle (borrow from it, or
+    /// refuse a call with permits free elsewhere) is left out: each thread's
+    /// share is the whole limit here.
+    PerThread(usize),
+}
+
+/// A permit of a floor's limit: given back on drop.
+struct Leave(&'static AtomicUsize);
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Release);
     }
-    let take = move || {
-        let Some(limit) = limit else {
-            return Some(None);
+}
+
+impl LimitFloor {
+    /// A permit (none without a limit), or `Err` for a call refused.
+    fn take(self) -> Result<Option<Leave>, ()> {
+        static SHARED: Padded<AtomicUsize> = Padded(AtomicUsize::new(0));
+        static OWN: [Padded<AtomicUsize>; SLOT_STRIPES] =
+            [const { Padded(AtomicUsize::new(0)) }; SLOT_STRIPES];
+        let (word, limit) = match self {
+            LimitFloor::None => return Ok(None),
+            LimitFloor::Shared(limit) => (&SHARED.0, limit),
+            LimitFloor::PerThread(limit) => (&OWN[thread_stripe()].0, limit),
         };
-        let mut seen = IN_FLIGHT.0.load(Relaxed);
+        let mut seen = word.load(Relaxed);
         loop {
             if seen >= limit {
-                return None;
+                return Err(());
             }
-            match IN_FLIGHT
-                .0
-                .compare_exchange_weak(seen, seen + 1, Acquire, Relaxed)
-            {
-                Ok(_) => return Some(Some(Leave)),
+            match word.compare_exchange_weak(seen, seen + 1, Acquire, Relaxed) {
+                Ok(_) => return Ok(Some(Leave(word))),
                 Err(now) => seen = now,
             }
         }
-    };
+    }
+}
+
+/// [`yielding_inner`] with the least that a deadline that can fire does,
+/// under `limit`, and with `breaker` the least a breaker does around it
+/// ([`breaker_floor_inner`]'s steps), and nothing else: the time read when
+/// the call starts; the task's waker left, for the call's wait, in a slot
+/// where another thread could find and wake it (behind a lock of the
+/// calling thread's own, taken once to leave it and once to take it
+/// back), with no wheel, no sweeper and no check. A timeout that fires
+/// without a timer per call does all of it but the limit and the breaker,
+/// and a Policy with a breaker, a bulkhead and a timeout all of it and
+/// more (its statistics' buckets, the classification): their floors.
+pub fn registered_deadline_floor_inner(limit: LimitFloor, breaker: bool) -> impl BusyInner {
+    static SLOTS: [Padded<Mutex<Slots>>; SLOT_STRIPES] =
+        [const { Padded(Mutex::new(Slots::new())) }; SLOT_STRIPES];
     tower::service_fn(move |value: u64| async move {
-        let Some(leave) = take() else {
+        let admitted = if breaker {
+            let Some(stripe) = breaker_floor_admit() else {
+                return Ok(u64::MAX);
+            };
+            Some(stripe)
+        } else {
+            None
+        };
+        let Ok(leave) = limit.take() else {
             return Ok(u64::MAX);
         };
         let started = black_box(tsc());
@@ -162,6 +197,9 @@ pub fn registered_deadline_floor_inner(limit: Option<usize>) -> impl BusyInner {
         tokio::task::yield_now().await;
         drop(lock(&SLOTS[stripe].0).take_back(slot));
         black_box(started);
+        if let Some(stripe) = admitted {
+            breaker_floor_settle(stripe);
+        }
         drop(leave);
         Ok::<u64, Infallible>(value)
     })
@@ -175,24 +213,41 @@ pub fn registered_deadline_floor_inner(limit: Option<usize>) -> impl BusyInner {
 /// reference, both of the calling thread's own (on lines no other thread
 /// writes): a breaker's floor.
 pub fn breaker_floor_inner() -> impl BusyInner {
-    static STATE: Padded<AtomicU64> = Padded(AtomicU64::new(0));
-    static TIME: Padded<AtomicU64> = Padded(AtomicU64::new(1));
-    static TALLIES: [Padded<AtomicU64>; SLOT_STRIPES] =
-        [const { Padded(AtomicU64::new(0)) }; SLOT_STRIPES];
-    static REFERENCES: [Padded<AtomicU64>; SLOT_STRIPES] =
-        [const { Padded(AtomicU64::new(1)) }; SLOT_STRIPES];
     tower::service_fn(|value: u64| async move {
-        if STATE.0.load(Acquire) != 0 {
+        let Some(stripe) = breaker_floor_admit() else {
             return Ok(u64::MAX);
-        }
-        black_box(TIME.0.load(Relaxed));
-        let stripe = thread_stripe();
-        REFERENCES[stripe].0.fetch_add(1, Relaxed);
+        };
         tokio::task::yield_now().await;
-        TALLIES[stripe].0.fetch_add(1, Relaxed);
-        REFERENCES[stripe].0.fetch_sub(1, Release);
+        breaker_floor_settle(stripe);
         Ok::<u64, Infallible>(value)
     })
+}
+
+/// The breaker floor's words: its state, its time, and each thread's own
+/// tally and reference count.
+static BREAKER_STATE: Padded<AtomicU64> = Padded(AtomicU64::new(0));
+static BREAKER_TIME: Padded<AtomicU64> = Padded(AtomicU64::new(1));
+static BREAKER_TALLIES: [Padded<AtomicU64>; SLOT_STRIPES] =
+    [const { Padded(AtomicU64::new(0)) }; SLOT_STRIPES];
+static BREAKER_REFERENCES: [Padded<AtomicU64>; SLOT_STRIPES] =
+    [const { Padded(AtomicU64::new(1)) }; SLOT_STRIPES];
+
+/// Before the call: the state and the time read, and a reference counted;
+/// the stripe it was counted on, or none for a call refused.
+fn breaker_floor_admit() -> Option<usize> {
+    if BREAKER_STATE.0.load(Acquire) != 0 {
+        return None;
+    }
+    black_box(BREAKER_TIME.0.load(Relaxed));
+    let stripe = thread_stripe();
+    BREAKER_REFERENCES[stripe].0.fetch_add(1, Relaxed);
+    Some(stripe)
+}
+
+/// After the call: the outcome counted and the reference dropped.
+fn breaker_floor_settle(stripe: usize) {
+    BREAKER_TALLIES[stripe].0.fetch_add(1, Relaxed);
+    BREAKER_REFERENCES[stripe].0.fetch_sub(1, Release);
 }
 
 /// What seawall reads a call's start from: the TSC, through quanta.
