@@ -188,6 +188,11 @@ pub fn registered_deadline_floor_inner(limit: LimitFloor, breaker: bool) -> impl
             None
         };
         let Ok(leave) = limit.take() else {
+            // Refused by the limit: an outcome the breaker counts, and
+            // its reference dropped.
+            if let Some(stripe) = admitted {
+                breaker_floor_settle(stripe);
+            }
             return Ok(u64::MAX);
         };
         let started = black_box(tsc());
