@@ -151,9 +151,12 @@ fn admissions_and_refusals_are_counted_exactly_when_threads_start_together() {
     const CALLS: u64 = 300;
 
     /// Holds its permit over a few yields, so that calls queue and are
-    /// handed permits by calls that end.
-    #[derive(Clone)]
-    struct Yielding;
+    /// handed permits by calls that end; counts the calls in it at once.
+    #[derive(Clone, Default)]
+    struct Yielding {
+        inside: Arc<AtomicUsize>,
+        most_inside: Arc<AtomicUsize>,
+    }
 
     impl Service<()> for Yielding {
         type Response = ();
@@ -168,22 +171,28 @@ fn admissions_and_refusals_are_counted_exactly_when_threads_start_together() {
         }
 
         fn call(&mut self, (): ()) -> Self::Future {
-            Box::pin(async {
+            let (inside, most_inside) = (self.inside.clone(), self.most_inside.clone());
+            Box::pin(async move {
+                most_inside.fetch_max(inside.fetch_add(1, SeqCst) + 1, SeqCst);
                 for _ in 0..3 {
                     tokio::task::yield_now().await;
                 }
+                inside.fetch_sub(1, SeqCst);
                 Ok(())
             })
         }
     }
 
-    fn through<M: Mode>(bulkhead: &Bulkhead<M>) -> (u64, u64)
+    /// The calls let in, the calls refused, and the most in the service
+    /// at once.
+    fn through<M: Mode>(bulkhead: &Bulkhead<M>) -> (u64, u64, usize)
     where
         BulkheadService<Yielding, M>:
             Service<(), Response = (), Error = Error<Infallible>> + Clone + Send + 'static,
         <BulkheadService<Yielding, M> as Service<()>>::Future: Send,
     {
-        let service = bulkhead.layer().layer(Yielding);
+        let probe = Yielding::default();
+        let service = bulkhead.layer().layer(probe.clone());
         let barrier = Arc::new(Barrier::new(THREADS));
         let (ok, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let threads: Vec<_> = (0..THREADS)
@@ -213,14 +222,16 @@ fn admissions_and_refusals_are_counted_exactly_when_threads_start_together() {
         threads
             .into_iter()
             .for_each(|thread| thread.join().unwrap());
-        (ok.load(SeqCst), refused.load(SeqCst))
+        let most_inside = probe.most_inside.load(SeqCst);
+        (ok.load(SeqCst), refused.load(SeqCst), most_inside)
     }
 
     for round in 0..20 {
         let rejecting = Bulkhead::builder().max_concurrent(2).build().unwrap();
-        let (ok, refused) = through(&rejecting);
+        let (ok, refused, most_inside) = through(&rejecting);
         let f = rejecting.figures();
         assert_eq!(ok + refused, THREADS as u64 * CALLS);
+        assert!(most_inside <= 2, "round {round}: {most_inside} at once");
         assert_eq!((f.admitted, f.rejected), (ok, refused), "round {round}");
 
         let queueing: Bulkhead<Queue> = Bulkhead::builder()
@@ -228,14 +239,77 @@ fn admissions_and_refusals_are_counted_exactly_when_threads_start_together() {
             .queue(THREADS * CALLS as usize, Duration::from_secs(600))
             .build()
             .unwrap();
-        let (ok, refused) = through(&queueing);
+        let (ok, refused, most_inside) = through(&queueing);
         let f = queueing.figures();
+        assert!(most_inside <= 2, "round {round}: {most_inside} at once");
         assert_eq!((ok, refused), (THREADS as u64 * CALLS, 0), "round {round}");
         assert_eq!(
             (f.admitted, f.rejected, f.in_flight),
             (ok, 0, 0),
             "round {round}"
         );
+    }
+}
+
+/// A permit goes back on whichever thread ends the call, and each thread
+/// keeps what comes back to it for its next calls: permits taken on every
+/// thread and given back on one are still all there for the others, so a
+/// bulkhead refuses only when every permit is in use. Threads released
+/// together each make one call a step and hand it to the step's collector,
+/// which ends them all; never more than the limit are in flight, so every
+/// call is admitted.
+#[test]
+fn permits_given_back_on_another_thread_are_taken_again_by_every_thread() {
+    use std::sync::mpsc;
+    use std::sync::Barrier;
+
+    const THREADS: usize = 4;
+    const STEPS: usize = 200;
+
+    for round in 0..20 {
+        let bulkhead = Bulkhead::builder().max_concurrent(THREADS).build().unwrap();
+        let service = bulkhead
+            .layer()
+            .layer(service_fn(|()| async { Ok::<_, Infallible>(()) }));
+        let barrier = Arc::new(Barrier::new(THREADS));
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..THREADS).map(|_| mpsc::channel()).unzip();
+        let threads: Vec<_> = receivers
+            .into_iter()
+            .enumerate()
+            .map(|(me, calls)| {
+                let (mut service, barrier, senders) =
+                    (service.clone(), barrier.clone(), senders.clone());
+                std::thread::spawn(move || {
+                    for step in 0..STEPS {
+                        barrier.wait();
+                        let collector = step % THREADS;
+                        senders[collector].send(service.call(())).unwrap();
+                        if me == collector {
+                            for _ in 0..THREADS {
+                                drop(calls.recv().unwrap());
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .for_each(|thread| thread.join().unwrap());
+        let f = bulkhead.figures();
+        assert_eq!(
+            (f.admitted, f.rejected, f.in_flight),
+            ((THREADS * STEPS) as u64, 0, 0),
+            "round {round}"
+        );
+
+        // And all of them at once, on yet another thread.
+        let mut service = service.clone();
+        let held: Vec<_> = (0..THREADS).map(|_| service.call(())).collect();
+        let refused = service.call(());
+        let f = bulkhead.figures();
+        assert_eq!((f.in_flight, f.rejected), (THREADS, 1), "round {round}");
+        drop((held, refused));
     }
 }
 
