@@ -187,7 +187,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let figures = pool.figures();
     println!(
         "\npool: {} calls completed, {} abandoned by callers that timed out, {} refused; \
-         bulkhead: most in flight at once {}",
+         bulkhead: never more than {} in flight at once",
         figures.completed,
         figures.abandoned,
         figures.rejected,

@@ -105,7 +105,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let counts = policy.breaker().counts();
     let figures = policy.bulkhead().unwrap_or_default();
     println!(
-        "\nserver: {} ok, {} timed out, {} shed (most in flight at once: {})",
+        "\nserver: {} ok, {} timed out, {} shed (never more than {} in flight at once)",
         counts.success, counts.timeout, counts.rejected, figures.max_in_flight_seen
     );
     Ok(())

@@ -106,10 +106,15 @@ pub struct BulkheadFigures {
     pub in_flight: usize,
     /// Calls waiting for room now.
     pub queued: usize,
-    /// The most calls ever in flight at once.
+    /// The most calls in flight at once, as the bulkhead can tell without
+    /// a count every call writes: the most permits it handed out at once.
+    /// Each thread keeps the permits its calls give back, for its next
+    /// calls, so this is never less than the most calls ever in flight at
+    /// once, and never more than the limit; it is more than the calls were
+    /// when threads take turns at their peaks.
     pub max_in_flight_seen: usize,
     /// Calls admitted so far, at once or after waiting (monotonic; wraps
-    /// after 2^44, 17.6 trillion).
+    /// after 2^43, 8.8 trillion).
     pub admitted: u64,
     /// Calls refused so far.
     pub rejected: u64,

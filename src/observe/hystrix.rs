@@ -24,7 +24,7 @@
 //! | `rollingCountBadRequests` | calls the classifier ignored (Hystrix's bad requests are not errors either) |
 //! | `isCircuitBreakerOpen` | open, half-open or forced open |
 //! | `latencyExecute`, `latencyTotal` (and `_mean`) | window percentiles in ms, when the breaker tracks latency; 0 otherwise |
-//! | `currentConcurrentExecutionCount`, `rollingMaxConcurrentExecutionCount` | the policy's bulkhead's figures, when it has one |
+//! | `currentConcurrentExecutionCount`, `rollingMaxConcurrentExecutionCount` | the policy's bulkhead's figures, when it has one: `in_flight` and `max_in_flight_seen` (the most permits handed out at once, never less than the most calls in flight) |
 //! | `propertyValue_circuitBreakerRequestVolumeThreshold`, `_SleepWindowInMilliseconds`, `_ErrorThresholdPercentage`, `_ForceOpen`, `_ForceClosed` | the breaker's settings and state (the first open duration for exponential ones) |
 //! | `propertyValue_metricsRollingStatisticalWindowInMilliseconds` | the time window's span (0 for a count window) |
 //! | `propertyValue_executionIsolationSemaphoreMaxConcurrentRequests` | the bulkhead's limit |
