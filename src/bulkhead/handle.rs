@@ -110,8 +110,10 @@ pub struct BulkheadFigures {
     /// a count every call writes: the most permits it handed out at once.
     /// Each thread keeps the permits its calls give back, for its next
     /// calls, so this is never less than the most calls ever in flight at
-    /// once, and never more than the limit; it is more than the calls were
-    /// when threads take turns at their peaks.
+    /// once, and never more than the limit. It runs ahead of the calls
+    /// when threads take turns at their peaks, and when calls end on
+    /// other threads than they started on (their permits are kept by the
+    /// threads that end them).
     pub max_in_flight_seen: usize,
     /// Calls admitted so far, at once or after waiting (monotonic; wraps
     /// after 2^43, 8.8 trillion).

@@ -206,15 +206,10 @@ impl Limiter {
     #[cold]
     #[inline(never)]
     fn take_contended(&self, at: usize) -> bool {
-        let share = &self.shares[at].0;
-        let mut word = share.load(SeqCst);
-        while word & IDLE != 0 {
-            match share.compare_exchange_weak(word, word - 1 + ADMITTED, SeqCst, SeqCst) {
-                Ok(_) => return true,
-                Err(now) => word = now,
-            }
-        }
-        self.reserve(at)
+        let taken = self.shares[at].0.fetch_update(SeqCst, SeqCst, |word| {
+            (word & IDLE != 0).then(|| word - 1 + ADMITTED)
+        });
+        taken.is_ok() || self.reserve(at)
     }
 
     /// Hands one more permit out, to the share `at` (in use at once), if
@@ -238,14 +233,9 @@ impl Limiter {
         self.epoch.store((epoch | 1) + 1, SeqCst);
         let handed_out = self.handed_out.0.fetch_add(1, SeqCst) + 1;
         // No longer drained: its releases come back to it.
-        let share = &self.shares[at].0;
-        let mut word = share.load(SeqCst);
-        loop {
-            match share.compare_exchange_weak(word, (word & !DRAINED) + ADMITTED, SeqCst, SeqCst) {
-                Ok(_) => break,
-                Err(now) => word = now,
-            }
-        }
+        let _ = self.shares[at]
+            .0
+            .fetch_update(SeqCst, SeqCst, |word| Some((word & !DRAINED) + ADMITTED));
         let handed_out = handed_out as usize;
         if handed_out > self.max_handed_out.load(Relaxed) {
             self.max_handed_out.fetch_max(handed_out, Relaxed);
@@ -271,16 +261,11 @@ impl Limiter {
     /// the permits in use. With `reservations` locked.
     fn drain(&self) {
         for share in &self.shares {
-            let mut word = share.0.load(SeqCst);
-            loop {
-                match share
-                    .0
-                    .compare_exchange_weak(word, (word & !IDLE) | DRAINED, SeqCst, SeqCst)
-                {
-                    Ok(_) => break,
-                    Err(now) => word = now,
-                }
-            }
+            // The update always applies: `Ok` and `Err` both hold the word
+            // it replaced.
+            let (Ok(word) | Err(word)) = share
+                .0
+                .fetch_update(SeqCst, SeqCst, |word| Some((word & !IDLE) | DRAINED));
             model_point();
             let idle = word & IDLE;
             if idle > 0 {
@@ -316,16 +301,11 @@ impl Limiter {
     #[cold]
     #[inline(never)]
     fn give_back_contended(&self, share: &AtomicU64) {
-        let mut word = share.load(SeqCst);
-        loop {
-            if word & DRAINED != 0 {
-                self.handed_out.0.fetch_sub(1, SeqCst);
-                return;
-            }
-            match share.compare_exchange_weak(word, word + 1, SeqCst, SeqCst) {
-                Ok(_) => return,
-                Err(now) => word = now,
-            }
+        let kept = share.fetch_update(SeqCst, SeqCst, |word| {
+            (word & DRAINED == 0).then_some(word + 1)
+        });
+        if kept.is_err() {
+            self.handed_out.0.fetch_sub(1, SeqCst);
         }
     }
 
