@@ -6,7 +6,8 @@
 //!
 //! Two things are striped: the hot bucket of a time window (summed by its
 //! readers), and the reference count that a call's future takes on what it
-//! settles on: a breaker ([`Striped`]) or a Policy ([`Laned`]).
+//! settles on: a breaker ([`Striped`]), a Policy or a bulkhead's limiter
+//! ([`Laned`]).
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -15,7 +16,8 @@ use std::sync::Arc;
 /// (most machines and containers a service runs on), or with up to eight
 /// workers on fewer, then never share one, and on more cores each copy is
 /// shared by an eighth of them. Each copy costs a standalone breaker 128
-/// bytes of tally and 256 of lane, and a Policy 256 more of lane: a
+/// bytes of tally and 256 of lane, a Policy 256 more of lane, and a
+/// bulkhead 256 of lane (and 128 of its limiter's share): a
 /// breaker's heap is about 3.5 KiB, a Policy's with its own breaker about
 /// 6 KiB (1.2 and 2 with two copies). A registry's breakers are not
 /// striped: each is rarely called from two cores at once, and a registry

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::limiter::{Acquire, Limiter, Permit};
 use super::BulkheadLayer;
 use crate::error::{BulkheadFull, ConfigError, Isolation};
+use crate::stripe::Laned;
 
 /// When full, refuse at once (Hystrix's semaphore isolation). The default
 /// mode.
@@ -148,7 +149,7 @@ pub struct BulkheadFigures {
 /// # Ok::<(), seawall::ConfigError>(())
 /// ```
 pub struct Bulkhead<M = Reject> {
-    limiter: Arc<Limiter>,
+    limiter: Laned<Limiter>,
     mode: M,
     name: Arc<str>,
 }
@@ -156,7 +157,7 @@ pub struct Bulkhead<M = Reject> {
 impl<M: Clone> Clone for Bulkhead<M> {
     fn clone(&self) -> Self {
         Bulkhead {
-            limiter: Arc::clone(&self.limiter),
+            limiter: self.limiter.clone(),
             mode: self.mode.clone(),
             name: Arc::clone(&self.name),
         }
@@ -390,7 +391,7 @@ impl<M: Mode> BulkheadBuilder<M> {
             ));
         }
         Ok(Bulkhead {
-            limiter: Arc::new(limiter),
+            limiter: Laned::new(limiter),
             mode: self.mode,
             name: self.name,
         })

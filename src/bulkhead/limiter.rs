@@ -39,7 +39,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
 use super::adaptive::Controller;
-use crate::stripe::{stripe, STRIPES};
+use crate::stripe::{stripe, Lane, Laned, STRIPES};
 use crate::sync::{
     lock, model_point, seq_cst_handshake, AtomicBool, AtomicU64, AtomicUsize, Mutex,
 };
@@ -165,14 +165,6 @@ impl Limiter {
         self.adaptive
             .as_ref()
             .map(|controller| controller.figures())
-    }
-
-    /// Takes a free permit unless someone is already waiting for one.
-    #[inline]
-    pub(crate) fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
-        self.try_take().then(|| Permit {
-            limiter: Arc::clone(self),
-        })
     }
 
     /// Takes a free permit, unless someone is already waiting for one, for
@@ -357,7 +349,7 @@ impl Limiter {
 
     /// Joins the queue, if it has room.
     #[cold]
-    pub(crate) fn enqueue(self: &Arc<Self>) -> Option<Ticket> {
+    fn join_queue(&self) -> Option<Arc<Waiter>> {
         let waiter = Arc::new(Waiter {
             granted: AtomicBool::new(false),
             waker: Mutex::new(None),
@@ -374,11 +366,7 @@ impl Limiter {
         model_point();
         // A permit freed just before we queued would otherwise go unnoticed.
         self.grant_free();
-        Some(Ticket {
-            limiter: Arc::clone(self),
-            waiter,
-            settled: false,
-        })
+        Some(waiter)
     }
 
     /// Counts a refusal.
@@ -442,10 +430,34 @@ impl Limiter {
     }
 }
 
+/// A limiter as the bulkhead layer shares it: each permit holds it through
+/// its thread's lane, so that calls on two cores do not count their
+/// references on one line (a Policy's calls hold no reference of their
+/// own: they give back through the Policy's).
+impl Laned<Limiter> {
+    /// Takes a free permit unless someone is already waiting for one.
+    #[inline]
+    pub(crate) fn try_acquire(&self) -> Option<Permit> {
+        self.try_take().then(|| Permit {
+            limiter: self.lane(),
+        })
+    }
+
+    /// Joins the queue, if it has room.
+    #[cold]
+    pub(crate) fn enqueue(&self) -> Option<Ticket> {
+        self.join_queue().map(|waiter| Ticket {
+            limiter: self.clone(),
+            waiter,
+            settled: false,
+        })
+    }
+}
+
 /// One call's share of the limit, given back when dropped: on completion,
 /// error, cancellation or unwinding alike.
 pub(crate) struct Permit {
-    limiter: Arc<Limiter>,
+    limiter: Arc<Lane<Limiter>>,
 }
 
 impl Permit {
@@ -472,7 +484,7 @@ impl Drop for Permit {
 /// A place in the queue. Dropped before its permit was granted, it leaves
 /// the queue; dropped after, it gives the permit back.
 pub(crate) struct Ticket {
-    limiter: Arc<Limiter>,
+    limiter: Laned<Limiter>,
     waiter: Arc<Waiter>,
     settled: bool,
 }
@@ -493,7 +505,7 @@ impl Ticket {
         }
         self.settled = true;
         Poll::Ready(Permit {
-            limiter: Arc::clone(&self.limiter),
+            limiter: self.limiter.lane(),
         })
     }
 }
@@ -558,7 +570,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "polled after completion")]
     fn a_granted_wait_polled_again_panics_rather_than_mint_a_permit() {
-        let limiter = Arc::new(Limiter::new(1, 1));
+        let limiter = Laned::new(Limiter::new(1, 1));
         let held = limiter.try_acquire().unwrap();
         let mut ticket = limiter.enqueue().unwrap();
         drop(held);
@@ -601,7 +613,7 @@ mod loom_models {
     #[test]
     fn a_released_permit_reaches_a_waiter_joining_the_queue() {
         loom::model(|| {
-            let limiter = Arc::new(Limiter::new(1, 1));
+            let limiter = Laned::new(Limiter::new(1, 1));
             let held = limiter.try_acquire().unwrap();
             let waiter = {
                 let limiter = limiter.clone();
@@ -621,7 +633,7 @@ mod loom_models {
     #[test]
     fn a_permit_released_on_a_drained_share_reaches_a_waiter() {
         loom::model(|| {
-            let limiter = Arc::new(Limiter::new(1, 1));
+            let limiter = Laned::new(Limiter::new(1, 1));
             let held = limiter.try_acquire().unwrap();
             let refused = {
                 let limiter = limiter.clone();
@@ -644,7 +656,7 @@ mod loom_models {
     #[test]
     fn a_waiter_leaving_while_a_permit_is_released() {
         loom::model(|| {
-            let limiter = Arc::new(Limiter::new(1, 1));
+            let limiter = Laned::new(Limiter::new(1, 1));
             let held = limiter.try_acquire().unwrap();
             let waiter = {
                 let limiter = limiter.clone();
@@ -664,7 +676,7 @@ mod loom_models {
     #[test]
     fn a_release_on_one_stripe_against_a_take_on_another() {
         loom::model(|| {
-            let limiter = Arc::new(Limiter::new(1, 0));
+            let limiter = Laned::new(Limiter::new(1, 0));
             // Stripe 0's share has the one permit, in use.
             let held = limiter.try_acquire().unwrap();
             let released = Arc::new(AtomicBool::new(false));
@@ -691,7 +703,7 @@ mod loom_models {
     #[test]
     fn two_stripes_take_the_last_permit_at_once() {
         loom::model(|| {
-            let limiter = Arc::new(Limiter::new(1, 0));
+            let limiter = Laned::new(Limiter::new(1, 0));
             let other = {
                 let limiter = limiter.clone();
                 crate::stripe::on_stripe(1, move || {
@@ -715,7 +727,7 @@ mod loom_models {
     #[test]
     fn a_release_on_a_drained_share_against_a_lockless_refusal() {
         loom::model(|| {
-            let limiter = Arc::new(Limiter::new(1, 0));
+            let limiter = Laned::new(Limiter::new(1, 0));
             let held = limiter.try_acquire().unwrap();
             // Refused once: every share drained, the permit in use.
             let refused = {
@@ -746,8 +758,8 @@ mod loom_models {
     #[test]
     fn a_share_that_reserved_after_a_drain_is_not_refused_for() {
         loom::model(|| {
-            let limiter = Arc::new(Limiter::new(1, 0));
-            let on_one = |limiter: &Arc<Limiter>| {
+            let limiter = Laned::new(Limiter::new(1, 0));
+            let on_one = |limiter: &Laned<Limiter>| {
                 let limiter = limiter.clone();
                 crate::stripe::on_stripe(1, move || limiter.try_acquire().is_some())
                     .join()
@@ -768,7 +780,7 @@ mod loom_models {
     #[test]
     fn a_lowered_limit_takes_idle_permits_back() {
         loom::model(|| {
-            let limiter = Arc::new(Limiter::new(2, 0));
+            let limiter = Laned::new(Limiter::new(2, 0));
             // Stripe 0's share keeps one permit idle.
             drop(limiter.try_acquire().unwrap());
             let other = {
@@ -791,7 +803,7 @@ mod loom_models {
     #[test]
     fn raising_the_limit_under_a_waiter() {
         loom::model(|| {
-            let limiter = Arc::new(Limiter::new(1, 2));
+            let limiter = Laned::new(Limiter::new(1, 2));
             let held = limiter.try_acquire().unwrap();
             let waiter = {
                 let limiter = limiter.clone();

@@ -38,9 +38,10 @@
 //! semaphore takes a lock each time a permit is given back, on one word
 //! every core writes. A bulkhead keeps its permits in shares, one per
 //! stripe of threads: a call takes an idle permit from its thread's share
-//! with one compare-and-swap and gives it back the same way, so calls on
-//! two cores write different cache lines. It still refuses exactly: only
-//! when every permit is in use.
+//! with one compare-and-swap and gives it back the same way, and the
+//! permit holds the bulkhead through its thread's own reference count, so
+//! calls on two cores write different cache lines. It still refuses
+//! exactly: only when every permit is in use.
 //!
 //! The mode is part of the bulkhead's type. The queueing mode calls the
 //! inner service from the response future once room comes, so only it needs
