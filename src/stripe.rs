@@ -190,7 +190,13 @@ impl<T> Laned<T> {
     #[inline]
     pub(crate) fn lane(&self) -> Arc<Lane<T>> {
         // `%`: as in `Striped::local`.
-        Arc::clone(&self.lanes[stripe() % STRIPES])
+        self.lane_at(stripe() % STRIPES)
+    }
+
+    /// [`lane`](Self::lane) for a caller that read its stripe already.
+    #[inline]
+    pub(crate) fn lane_at(&self, stripe: usize) -> Arc<Lane<T>> {
+        Arc::clone(&self.lanes[stripe])
     }
 }
 

@@ -71,6 +71,13 @@ pub(crate) const MAX_LIMIT: usize = IDLE as usize;
 #[repr(align(128))]
 struct HandedOut(AtomicU64);
 
+/// The calling thread's stripe. `%`: a stripe is below `STRIPES` already,
+/// and saying so spares the bounds checks.
+#[inline(always)]
+fn here() -> usize {
+    stripe() % STRIPES
+}
+
 pub(crate) struct Limiter {
     shares: [Share; STRIPES],
     handed_out: HandedOut,
@@ -171,16 +178,19 @@ impl Limiter {
     /// a holder that gives it back with [`release`](Self::release).
     #[inline(always)]
     pub(crate) fn try_take(&self) -> bool {
-        self.waiting.load(Relaxed) == 0 && self.take_free()
+        self.try_take_at(here())
     }
 
-    /// Takes an idle permit from the calling thread's share, or else one
-    /// more from those not handed out.
+    /// [`try_take`](Self::try_take) for a caller that knows its stripe.
     #[inline(always)]
-    fn take_free(&self) -> bool {
-        // `%`: a stripe is below `STRIPES` already, and saying so spares
-        // the bounds check.
-        let at = stripe() % STRIPES;
+    fn try_take_at(&self, at: usize) -> bool {
+        self.waiting.load(Relaxed) == 0 && self.take_free(at)
+    }
+
+    /// Takes an idle permit from the share `at` (the calling thread's), or
+    /// else one more from those not handed out.
+    #[inline(always)]
+    fn take_free(&self, at: usize) -> bool {
         let share = &self.shares[at].0;
         // Sequentially consistent, for the wakeup argument at the top (a
         // plain load on x86; `ldar` on ARM).
@@ -273,7 +283,7 @@ impl Limiter {
         if self.waiting.load(SeqCst) != 0 && self.hand_over() {
             return;
         }
-        let share = &self.shares[stripe() % STRIPES].0;
+        let share = &self.shares[here()].0;
         let word = share.load(SeqCst);
         if word & DRAINED != 0
             || share
@@ -314,9 +324,7 @@ impl Limiter {
         };
         self.waiting.fetch_sub(1, SeqCst);
         // The releasing call's permit goes on in use: one more admitted.
-        self.shares[stripe() % STRIPES]
-            .0
-            .fetch_add(ADMITTED, SeqCst);
+        self.shares[here()].0.fetch_add(ADMITTED, SeqCst);
         drop(queue);
         waiter.grant();
         true
@@ -339,7 +347,7 @@ impl Limiter {
     #[cold]
     fn grant_free(&self) {
         let mut queue = lock(&self.queue);
-        while !queue.is_empty() && self.take_free() {
+        while !queue.is_empty() && self.take_free(here()) {
             if let Some(waiter) = queue.pop_front() {
                 self.waiting.fetch_sub(1, SeqCst);
                 waiter.grant();
@@ -438,8 +446,11 @@ impl Laned<Limiter> {
     /// Takes a free permit unless someone is already waiting for one.
     #[inline]
     pub(crate) fn try_acquire(&self) -> Option<Permit> {
-        self.try_take().then(|| Permit {
-            limiter: self.lane(),
+        // One stripe for the share and the lane: the thread-local is read
+        // once.
+        let at = here();
+        self.try_take_at(at).then(|| Permit {
+            limiter: self.lane_at(at),
         })
     }
 
