@@ -10,7 +10,12 @@
 //! Setting an alarm is a lock that nobody else wants: the alarms are kept
 //! in stripes, each behind a lock of its own on cache lines of its own,
 //! and each thread sets its alarms in its own stripe; the keeper takes
-//! each lock once a tick.
+//! each lock once a tick. Taking one back takes no lock: it leaves its slot
+//! in its stripe's one cell for taken-back slots, by a compare-and-swap,
+//! and the stripe's next alarm takes the slot over (with its waker, when
+//! it wakes the same task, as a task's calls one after another do), or the
+//! keeper frees it at its next sweep. Only when the cell is full does
+//! taking one back lock the stripe and free its slot at once.
 //!
 //! Everything that decides whether an alarm is kept happens under its
 //! stripe's lock, so there is no lock-free handshake to lose a wakeup in:
@@ -25,7 +30,9 @@
 use std::sync::TryLockError;
 use std::task::Waker;
 
-use crate::sync::{lock, Mutex};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+
+use crate::sync::{lock, AtomicU32, Mutex, MutexGuard};
 
 /// How many stripes: threads take them in turn, so up to this many
 /// threads set alarms without ever meeting on a lock.
@@ -61,7 +68,24 @@ pub(crate) struct Alarms {
 
 /// A stripe on cache lines of its own.
 #[repr(align(128))]
-struct Padded(Mutex<Stripe>);
+struct Padded {
+    kept: Mutex<Stripe>,
+    /// The slot of an alarm taken back and not yet freed ([`NONE`] if
+    /// none): the next alarm set in the stripe takes it over, its waker
+    /// too when it wakes the same task (a task's calls, one after another,
+    /// take the same slot), and the keeper frees it at its next sweep.
+    /// Taking an alarm back is then one locked write on the stripe's line,
+    /// not a lock's two and the waker's drop. Written without the lock
+    /// only from [`NONE`], by a compare-and-swap (two threads may share a
+    /// stripe, and an overwritten slot would never be freed); back to
+    /// [`NONE`] only under the lock. While the keeper is parked, the cell
+    /// keeps its slot's waker until the keeper sweeps again: one waker
+    /// (of a task that may be done) per stripe at most.
+    dropped: AtomicU32,
+}
+
+/// No slot, in [`Padded::dropped`].
+const NONE: u32 = u32::MAX;
 
 /// Alarms are kept on a wheel of [`SPOKES`] spokes, one per unit of time
 /// (`UNIT_SHIFT`): an alarm is on the spoke of the unit it is due in, and a
@@ -110,15 +134,16 @@ pub(crate) struct Alarm {
 
 impl Alarms {
     pub(crate) fn new() -> Alarms {
-        let stripe = || {
-            Padded(Mutex::new(Stripe {
+        let stripe = || Padded {
+            kept: Mutex::new(Stripe {
                 slots: Vec::new(),
                 free: Vec::new(),
                 wheel: Vec::new(),
                 next_unit: 0,
                 swept_at: 0,
                 set_lately: false,
-            }))
+            }),
+            dropped: AtomicU32::new(NONE),
         };
         Alarms {
             stripes: (0..STRIPES).map(|_| stripe()).collect(),
@@ -134,7 +159,8 @@ impl Alarms {
     /// ever).
     pub(crate) fn set(&'static self, due: u64, now: u64, waker: &Waker) -> Option<Alarm> {
         let stripe = thread_stripe();
-        let mut kept = match self.stripes[stripe].0.try_lock() {
+        let padded = &self.stripes[stripe];
+        let mut kept = match padded.kept.try_lock() {
             Ok(kept) => kept,
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             Err(TryLockError::WouldBlock) => return None,
@@ -142,21 +168,37 @@ impl Alarms {
         if kept.swept_at == 0 || now.saturating_sub(kept.swept_at) > SWEPT_WITHIN {
             return None;
         }
-        let slot = Slot {
-            unit: 0,
-            due,
-            waker: Some(waker.clone()),
-        };
-        let index = match kept.free.pop() {
-            Some(index) => {
-                kept.slots[index as usize] = slot;
-                index
+        let dropped = padded.dropped.load(Acquire);
+        let index = if dropped != NONE {
+            // A plain store: the lock is held, and no other thread writes
+            // it but from NONE.
+            padded.dropped.store(NONE, Relaxed);
+            match &mut kept.slots[dropped as usize].waker {
+                // Cloned only if it wakes another task.
+                Some(set) => set.clone_from(waker),
+                fired => *fired = Some(waker.clone()),
             }
-            None => {
-                // Beyond `u32::MAX` alarms in one stripe: arm tokio's timer.
-                let index = u32::try_from(kept.slots.len()).ok()?;
-                kept.slots.push(slot);
-                index
+            dropped
+        } else {
+            let slot = Slot {
+                unit: 0,
+                due,
+                waker: Some(waker.clone()),
+            };
+            match kept.free.pop() {
+                Some(index) => {
+                    kept.slots[index as usize] = slot;
+                    index
+                }
+                None => {
+                    // Beyond `u32::MAX - 1` alarms in one stripe (the last
+                    // index is NONE): arm tokio's timer.
+                    let index = u32::try_from(kept.slots.len())
+                        .ok()
+                        .filter(|&index| index != NONE)?;
+                    kept.slots.push(slot);
+                    index
+                }
             }
         };
         kept.place(index, due);
@@ -176,7 +218,7 @@ impl Alarms {
     pub(crate) fn sweep(&self, now: u64, woken: &mut Vec<Waker>) -> bool {
         let mut set_lately = false;
         for stripe in self.stripes.iter() {
-            set_lately |= lock(&stripe.0).sweep(now, woken);
+            set_lately |= stripe.lock_freed().sweep(now, woken);
             for waker in woken.drain(..) {
                 // A waker that panics must not take the keeper, and every
                 // alarm it would wake after, with it.
@@ -193,7 +235,7 @@ impl Alarms {
     pub(crate) fn close(&self) -> Option<u64> {
         let mut wake_at = None;
         for stripe in self.stripes.iter() {
-            let mut kept = lock(&stripe.0);
+            let mut kept = stripe.lock_freed();
             kept.swept_at = 0;
             let set = kept.slots.iter().filter(|slot| slot.waker.is_some());
             if let Some(due) = set.map(|slot| slot.due).min() {
@@ -204,7 +246,26 @@ impl Alarms {
     }
 }
 
+impl Padded {
+    /// The keeper's lock of the stripe, with the slot of the alarm last
+    /// taken back freed: not woken, and not waited for by a parked keeper.
+    fn lock_freed(&self) -> MutexGuard<'_, Stripe> {
+        let mut kept = lock(&self.kept);
+        let dropped = self.dropped.swap(NONE, Acquire);
+        if dropped != NONE {
+            kept.free(dropped);
+        }
+        kept
+    }
+}
+
 impl Stripe {
+    /// Frees slot `index`, whose alarm was taken back.
+    fn free(&mut self, index: u32) {
+        self.slots[index as usize].waker = None;
+        self.free.push(index);
+    }
+
     fn any_set(&self) -> bool {
         self.slots.len() > self.free.len()
     }
@@ -268,7 +329,7 @@ impl Alarm {
     /// if the keeper must be woken for it: an alarm that fired is set
     /// again, and the keeper, parked, sleeps until the alarms it knew of.
     pub(crate) fn rewake(&self, waker: &Waker) -> bool {
-        let mut kept = lock(&self.alarms.stripes[self.stripe as usize].0);
+        let mut kept = lock(&self.alarms.stripes[self.stripe as usize].kept);
         let slot = &mut kept.slots[self.slot as usize];
         match &mut slot.waker {
             Some(set) => {
@@ -294,9 +355,14 @@ impl Drop for Alarm {
     // call answered at once runs too) too big to inline.
     #[inline(never)]
     fn drop(&mut self) {
-        let mut kept = lock(&self.alarms.stripes[self.stripe as usize].0);
-        kept.slots[self.slot as usize].waker = None;
-        kept.free.push(self.slot);
+        let stripe = &self.alarms.stripes[self.stripe as usize];
+        if stripe
+            .dropped
+            .compare_exchange(NONE, self.slot, Release, Relaxed)
+            .is_err()
+        {
+            lock(&stripe.kept).free(self.slot);
+        }
     }
 }
 
@@ -334,7 +400,6 @@ mod tests {
     use std::task::Wake;
 
     use super::*;
-    use crate::sync::MutexGuard;
 
     /// A unit of the wheel, in nanoseconds.
     const U: u64 = 1 << UNIT_SHIFT;
@@ -365,7 +430,7 @@ mod tests {
     }
 
     fn stripe_of(alarms: &Alarms) -> MutexGuard<'_, Stripe> {
-        lock(&alarms.stripes[thread_stripe()].0)
+        lock(&alarms.stripes[thread_stripe()].kept)
     }
 
     #[test]
@@ -490,6 +555,54 @@ mod tests {
     }
 
     #[test]
+    fn an_alarm_taken_back_is_never_woken_and_its_slot_is_freed_at_the_next_sweep() {
+        let alarms = swept_at(U);
+        let (count, waker) = counting();
+        drop(alarms.set(5 * U, 2 * U, &waker).unwrap());
+        assert_eq!(Arc::strong_count(&count), 3, "its slot keeps its waker");
+        alarms.sweep(6 * U, &mut Vec::new());
+        assert_eq!(woken(&count), 0, "taken back before it was due");
+        assert_eq!(Arc::strong_count(&count), 2, "the sweep let its waker go");
+        let stripe = stripe_of(alarms);
+        assert_eq!((stripe.slots.len(), stripe.free.len()), (0, 0));
+    }
+
+    #[test]
+    fn the_next_alarm_takes_over_the_slot_and_the_waker_of_the_one_taken_back() {
+        let alarms = swept_at(U);
+        let (count, waker) = counting();
+        drop(alarms.set(5 * U, 2 * U, &waker).unwrap());
+        let again = alarms.set(8 * U, 2 * U, &waker).unwrap();
+        assert_eq!(again.slot, 0, "the slot taken back");
+        assert_eq!(
+            Arc::strong_count(&count),
+            3,
+            "the same task's waker is kept, not cloned again"
+        );
+        let (other_count, other) = counting();
+        drop(again);
+        let other_task = alarms.set(9 * U, 2 * U, &other).unwrap();
+        assert_eq!(
+            (Arc::strong_count(&count), Arc::strong_count(&other_count)),
+            (2, 3),
+            "another task's alarm wakes its own task"
+        );
+        alarms.sweep(8 * U + 1, &mut Vec::new());
+        assert_eq!(woken(&count), 0, "the slot's former alarm is not woken");
+        alarms.sweep(9 * U, &mut Vec::new());
+        assert_eq!((woken(&count), woken(&other_count)), (0, 1));
+        // Two taken back before a sweep: one waits in the stripe's cell,
+        // the other is freed at once; the sweep frees the first.
+        let first = alarms.set(20 * U, 10 * U, &waker).unwrap();
+        let second = alarms.set(20 * U, 10 * U, &waker).unwrap();
+        drop((other_task, first, second));
+        alarms.sweep(21 * U, &mut Vec::new());
+        assert_eq!(woken(&count), 0);
+        let stripe = stripe_of(alarms);
+        assert_eq!((stripe.slots.len(), stripe.free.len()), (0, 0));
+    }
+
+    #[test]
     fn a_stripe_with_no_alarm_left_lets_its_slots_and_entries_go() {
         let alarms = swept_at(U);
         let (_, waker) = counting();
@@ -570,6 +683,69 @@ mod loom_models {
             alarms.sweep(7 * U, &mut Vec::new());
             assert_eq!(count.0.load(SeqCst), usize::from(alarm.is_some()));
             drop(alarm);
+        });
+    }
+
+    /// Every slot of the stripe the model's threads set their alarms in
+    /// is free.
+    fn all_free(alarms: &Alarms) -> bool {
+        let kept = lock(&alarms.stripes[thread_stripe()].kept);
+        kept.slots.len() == kept.free.len()
+    }
+
+    /// Alarms taken back while the keeper sweeps: the next alarm set takes
+    /// over one's slot and is woken when due, none taken back is woken
+    /// after its drop, and every slot is freed by the sweep after.
+    #[test]
+    fn a_slot_taken_back_during_a_sweep_is_freed_or_taken_over_once() {
+        loom::model(|| {
+            let alarms: &'static Alarms = Box::leak(Box::new(Alarms::new()));
+            alarms.sweep(U, &mut Vec::new());
+            let dropped = Arc::new(Count(AtomicUsize::new(0)));
+            let kept = Arc::new(Count(AtomicUsize::new(0)));
+            let (dropped_waker, kept_waker) =
+                (Waker::from(dropped.clone()), Waker::from(kept.clone()));
+            let caller = thread::spawn(move || {
+                let first = alarms.set(10 * U, 2 * U, &dropped_waker);
+                let second = alarms.set(10 * U, 2 * U, &dropped_waker);
+                drop((first, second));
+                alarms.set(40 * U, 2 * U, &kept_waker)
+            });
+            alarms.sweep(3 * U, &mut Vec::new());
+            let alarm = caller.join().unwrap();
+            alarms.sweep(30 * U, &mut Vec::new());
+            assert_eq!(dropped.0.load(SeqCst), 0, "woken after it was taken back");
+            assert_eq!(kept.0.load(SeqCst), 0, "woken before it was due");
+            alarms.sweep(40 * U, &mut Vec::new());
+            assert_eq!(
+                kept.0.load(SeqCst),
+                usize::from(alarm.is_some()),
+                "an alarm set is woken once when due"
+            );
+            drop(alarm);
+            alarms.sweep(41 * U, &mut Vec::new());
+            assert!(all_free(alarms), "a slot taken back and never freed");
+        });
+    }
+
+    /// Two threads of one stripe take their alarms back at once, while the
+    /// keeper sweeps: each slot is freed once, none lost to the other.
+    #[test]
+    fn two_threads_taking_alarms_back_in_one_stripe_lose_no_slot() {
+        loom::model(|| {
+            let alarms: &'static Alarms = Box::leak(Box::new(Alarms::new()));
+            alarms.sweep(U, &mut Vec::new());
+            let count = Arc::new(Count(AtomicUsize::new(0)));
+            let waker = Waker::from(count.clone());
+            let alarm = alarms.set(10 * U, 2 * U, &waker);
+            let other = alarms.set(10 * U, 2 * U, &waker);
+            let taker = thread::spawn(move || drop(other));
+            drop(alarm);
+            alarms.sweep(3 * U, &mut Vec::new());
+            taker.join().unwrap();
+            alarms.sweep(4 * U, &mut Vec::new());
+            assert_eq!(count.0.load(SeqCst), 0);
+            assert!(all_free(alarms), "a slot taken back and never freed");
         });
     }
 }
