@@ -170,14 +170,20 @@ impl LimitFloor {
 /// ([`breaker_floor_inner`]'s steps), and nothing else: the time read when
 /// the call starts; the task's waker left, for the call's wait, in a slot
 /// where another thread could find and wake it (behind a lock of the
-/// calling thread's own, taken once to leave it and once to take it
-/// back), with no wheel, no sweeper and no check. A timeout that fires
+/// calling thread's own, taken to leave it; taken back by one
+/// compare-and-swap that leaves the slot, and its waker, to the thread's
+/// next call, as seawall's alarms do), with no wheel, no sweeper and no
+/// check. A timeout that fires
 /// without a timer per call does all of it but the limit and the breaker,
 /// and a Policy with a breaker, a bulkhead and a timeout all of it and
 /// more (its statistics' buckets, the classification): their floors.
 pub fn registered_deadline_floor_inner(limit: LimitFloor, breaker: bool) -> impl BusyInner {
-    static SLOTS: [Padded<Mutex<Slots>>; SLOT_STRIPES] =
-        [const { Padded(Mutex::new(Slots::new())) }; SLOT_STRIPES];
+    static SLOTS: [Padded<SlotStripe>; SLOT_STRIPES] = [const {
+        Padded(SlotStripe {
+            slots: Mutex::new(Slots::new()),
+            dropped: AtomicUsize::new(NO_SLOT),
+        })
+    }; SLOT_STRIPES];
     tower::service_fn(move |value: u64| async move {
         let admitted = if breaker {
             let Some(stripe) = breaker_floor_admit() else {
@@ -196,11 +202,10 @@ pub fn registered_deadline_floor_inner(limit: LimitFloor, breaker: bool) -> impl
             return Ok(u64::MAX);
         };
         let started = black_box(tsc());
-        let waker = std::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
-        let stripe = thread_stripe();
-        let slot = lock(&SLOTS[stripe].0).leave(waker);
+        let stripe = &SLOTS[thread_stripe()].0;
+        let slot = std::future::poll_fn(|cx| Poll::Ready(stripe.leave(cx.waker()))).await;
         tokio::task::yield_now().await;
-        drop(lock(&SLOTS[stripe].0).take_back(slot));
+        stripe.take_back(slot);
         black_box(started);
         if let Some(stripe) = admitted {
             breaker_floor_settle(stripe);
@@ -278,6 +283,45 @@ struct Padded<T>(T);
 /// Stripes of the floors' per-thread lines (slots, tallies, references):
 /// more than the threads that call, so that none shares one.
 const SLOT_STRIPES: usize = 16;
+
+/// A stripe's slots, and the cell where a slot taken back waits for the
+/// stripe's next call ([`NO_SLOT`] if none).
+struct SlotStripe {
+    slots: Mutex<Slots>,
+    dropped: AtomicUsize,
+}
+
+/// No slot, in [`SlotStripe::dropped`].
+const NO_SLOT: usize = usize::MAX;
+
+impl SlotStripe {
+    /// Leaves `waker` in a slot: the one taken back last, keeping its
+    /// waker if it wakes the same task, or a free one.
+    fn leave(&self, waker: &Waker) -> usize {
+        let mut slots = lock(&self.slots);
+        let dropped = self.dropped.load(Acquire);
+        if dropped == NO_SLOT {
+            return slots.leave(waker.clone());
+        }
+        self.dropped.store(NO_SLOT, Relaxed);
+        match &mut slots.wakers[dropped] {
+            Some(left) => left.clone_from(waker),
+            none => *none = Some(waker.clone()),
+        }
+        dropped
+    }
+
+    /// Takes a slot back: into the cell if it is empty, else freed.
+    fn take_back(&self, slot: usize) {
+        if self
+            .dropped
+            .compare_exchange(NO_SLOT, slot, Release, Relaxed)
+            .is_err()
+        {
+            drop(lock(&self.slots).take_back(slot));
+        }
+    }
+}
 
 /// Wakers left for a call's wait, and the slots free to take.
 struct Slots {
