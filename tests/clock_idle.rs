@@ -11,7 +11,7 @@ use seawall::Clock;
 #[path = "support/threads.rs"]
 mod threads;
 
-use threads::switches_of;
+use threads::{switches_of, switches_once_parked};
 
 #[test]
 fn an_idle_process_pays_no_wakeups_and_calls_resume_at_once() {
@@ -31,23 +31,14 @@ fn an_idle_process_pays_no_wakeups_and_calls_resume_at_once() {
         std::thread::sleep(Duration::from_millis(1));
     }
 
-    // Idle: wait until the thread stops waking (it parks after 100 ms
-    // without a read; a loaded machine may take longer to let it notice),
-    // then check that it stays stopped.
-    let give_up = Instant::now() + Duration::from_secs(30);
-    let mut last = switches_of("seawall-clock").unwrap();
-    loop {
-        std::thread::sleep(Duration::from_millis(500));
-        let now = switches_of("seawall-clock").unwrap();
-        if now == last {
-            break;
-        }
-        assert!(
-            Instant::now() < give_up,
-            "the clock's thread still wakes after 30 idle seconds"
-        );
-        last = now;
-    }
+    // Idle: wait until the thread parks (after 100 ms without a read; a
+    // loaded machine may take longer to let it notice), then check that it
+    // stays parked.
+    let last = switches_once_parked(
+        "seawall-clock",
+        Duration::from_millis(500),
+        "the clock's thread still wakes after 30 idle seconds",
+    );
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
         switches_of("seawall-clock").unwrap(),

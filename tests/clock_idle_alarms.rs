@@ -5,7 +5,7 @@
 
 use std::convert::Infallible;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use seawall::timeout::TimeoutLayer;
 use seawall::{Clock, Error};
@@ -14,7 +14,7 @@ use tower::{service_fn, Layer, ServiceExt};
 #[path = "support/threads.rs"]
 mod threads;
 
-use threads::switches_of;
+use threads::{switches_of, switches_once_parked};
 
 /// A call that never answers, under `timeout`: whether it timed out. Only
 /// its deadline can end it: the 60 s guard is looked at first, so that its
@@ -56,24 +56,15 @@ fn calls_that_only_wait_let_the_clock_thread_sleep_until_their_deadline() {
 
     // Calls waiting, nothing else: the thread goes quiet (a loaded machine
     // may take longer to let it notice), then stays so.
-    let give_up = Instant::now() + Duration::from_secs(30);
-    let mut last = switches_of("seawall-clock");
-    loop {
-        std::thread::sleep(Duration::from_millis(300));
-        let now = switches_of("seawall-clock");
-        if now.is_some() && now == last {
-            break;
-        }
-        assert!(
-            Instant::now() < give_up,
-            "the clock's thread still ticks after 30 s of calls that only wait"
-        );
-        last = now;
-    }
+    let last = switches_once_parked(
+        "seawall-clock",
+        Duration::from_millis(300),
+        "the clock's thread still ticks after 30 s of calls that only wait",
+    );
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
         switches_of("seawall-clock"),
-        last,
+        Some(last),
         "the clock's thread woke while the calls only waited"
     );
     // The sooner deadline wakes it, and its call times out.
