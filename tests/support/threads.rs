@@ -1,24 +1,32 @@
 //! What the kernel counts of a process's own threads.
 
-/// The context switches (voluntary and not) of the process's threads
-/// named `name`, from `/proc`; none if no thread has that name.
-pub fn switches_of(name: &str) -> Option<u64> {
-    let mut total = None;
+/// The `/proc` directories of the process's threads named `name`; none
+/// if `/proc` cannot be read.
+fn tasks_named(name: &str) -> Option<Vec<std::path::PathBuf>> {
+    let mut named = Vec::new();
     for task in std::fs::read_dir("/proc/self/task").ok()? {
         let task = task.ok()?.path();
         let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
-        if comm.trim() != name {
-            continue;
+        if comm.trim() == name {
+            named.push(task);
         }
+    }
+    Some(named)
+}
+
+/// The context switches (voluntary and not) of the process's threads
+/// named `name`, from `/proc`; none if no thread has that name.
+pub fn switches_of(name: &str) -> Option<u64> {
+    let tasks = tasks_named(name)?;
+    let switches = tasks.iter().map(|task| {
         let status = std::fs::read_to_string(task.join("status")).unwrap_or_default();
-        let switches: u64 = status
+        status
             .lines()
             .filter(|l| l.contains("ctxt_switches"))
             .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-            .sum();
-        *total.get_or_insert(0) += switches;
-    }
-    total
+            .sum::<u64>()
+    });
+    (!tasks.is_empty()).then(|| switches.sum())
 }
 
 /// The number the kernel gives `futex`, the call a parked thread waits in.
@@ -36,13 +44,9 @@ const FUTEX: Option<&str> = None;
 /// architecture).
 pub fn parked(name: &str) -> Option<bool> {
     let futex = FUTEX?;
+    let tasks = tasks_named(name)?;
     let mut all = None;
-    for task in std::fs::read_dir("/proc/self/task").ok()? {
-        let task = task.ok()?.path();
-        let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
-        if comm.trim() != name {
-            continue;
-        }
+    for task in tasks {
         let syscall = std::fs::read_to_string(task.join("syscall")).ok()?;
         let waits = syscall.split_whitespace().next() == Some(futex);
         all = Some(all.unwrap_or(true) && waits);
