@@ -554,6 +554,14 @@ fn single(v: &mut impl Visit, timers: &Runtime) {
         },
     );
     v.visit("recloser", Answers, recloser_service());
+    // The least a tower breaker's call does (a reference its future owns,
+    // taken and given back, and its outcome counted: three locked writes),
+    // and nothing else.
+    v.visit(
+        "floor_breaker",
+        Answers,
+        support::awaited::breaker_floor_ready(),
+    );
 
     // seawall. No runtime: its timeout arms no timer for an answer that is
     // ready on the first poll.

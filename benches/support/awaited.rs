@@ -233,6 +233,25 @@ pub fn breaker_floor_inner() -> impl BusyInner {
     })
 }
 
+/// The same floor around an answer ready at once, for the groups that
+/// poll a call once or await it: what a tower breaker's call must do
+/// whose future owns a reference and counts its outcome (three locked
+/// writes), and nothing else.
+pub fn breaker_floor_ready() -> impl Service<
+    u64,
+    Response = u64,
+    Error = Infallible,
+    Future = std::future::Ready<Result<u64, Infallible>>,
+> + Clone {
+    tower::service_fn(|value: u64| {
+        let Some(stripe) = breaker_floor_admit() else {
+            return std::future::ready(Ok(u64::MAX));
+        };
+        breaker_floor_settle(black_box(stripe));
+        std::future::ready(Ok(value))
+    })
+}
+
 /// The breaker floor's words: its state, its time, and each thread's own
 /// tally and reference count.
 static BREAKER_STATE: Padded<AtomicU64> = Padded(AtomicU64::new(0));
